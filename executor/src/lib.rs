@@ -1,0 +1,1 @@
+//! konnector's executor: credentials and the HelmChartProxy lifecycle, over gRPC.

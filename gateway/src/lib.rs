@@ -1,0 +1,1 @@
+//! konnector's gateway: the CAPI Runtime SDK over HTTPS, translated into executor gRPC calls.

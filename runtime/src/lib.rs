@@ -1,0 +1,8 @@
+//! Runtime pieces that both konnector binaries (the gateway and the executor) share: log setup, the shutdown
+//! signal, the admin HTTP server, and rustls helpers. Nothing here knows about CAPI or Kubernetes.
+#![deny(missing_docs)]
+
+pub mod admin;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;

@@ -1,0 +1,213 @@
+//! Creates workload clusters on a management control plane the way CAPI leaves them: a `Cluster` object with the
+//! `cluster.x-k8s.io/cluster-name` label, and the `<cluster>-kubeconfig` Secret (key `value`) pointing at a
+//! workload API server.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::{Namespace, Secret},
+};
+use kube::{
+    Api, Client,
+    api::{ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams},
+};
+use serde_json::{Value, json};
+
+use crate::{control_plane::ControlPlane, crds::HARNESS_MANAGER};
+
+/// The label CAPI puts on everything that belongs to a cluster, and on which the HelmChartProxy selects.
+pub const CLUSTER_NAME_LABEL: &str = "cluster.x-k8s.io/cluster-name";
+
+/// The `ApiResource` for CAPI `Cluster` at `version` (`v1beta1` or `v1beta2`).
+pub fn cluster_resource(version: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("cluster.x-k8s.io", version, "Cluster"),
+        "clusters",
+    )
+}
+
+/// A workload cluster as created on the management cluster.
+#[derive(Clone, Debug)]
+pub struct WorkloadCluster {
+    /// The Cluster's namespace on the management cluster.
+    pub namespace: String,
+    /// The Cluster's name.
+    pub name: String,
+    /// The Cluster's `metadata.uid`, as assigned by the API server.
+    pub uid: String,
+    /// The Cluster object as stored (v1beta2).
+    pub object: DynamicObject,
+}
+
+/// Options for [`create_workload_cluster`].
+#[derive(Clone, Debug, Default)]
+pub struct ClusterOptions {
+    /// The Cluster's `spec` (v1beta2 shape). Defaults to a control-plane endpoint and an empty topology.
+    pub spec: Option<Value>,
+    /// Extra labels on the Cluster, beside the cluster-name label.
+    pub labels: BTreeMap<String, String>,
+    /// Leave out the cluster-name label, to model a Cluster CAPI did not label.
+    pub without_name_label: bool,
+    /// Set `status.initialization.controlPlaneInitialized` and the `ControlPlaneInitialized` condition to True.
+    pub control_plane_initialized: bool,
+}
+
+/// Ensures `namespace` exists on `client`'s cluster.
+pub async fn ensure_namespace(client: &Client, namespace: &str) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(namespace.to_owned()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    api.patch(
+        namespace,
+        &PatchParams::apply(HARNESS_MANAGER),
+        &Patch::Apply(&ns),
+    )
+    .await
+    .with_context(|| format!("cannot ensure namespace {namespace}"))?;
+    Ok(())
+}
+
+/// Creates the `Cluster` `namespace/name` on `mgmt` and its kubeconfig Secret pointing at `workload`.
+pub async fn create_workload_cluster(
+    mgmt: &Client,
+    workload: &ControlPlane,
+    namespace: &str,
+    name: &str,
+    options: ClusterOptions,
+) -> anyhow::Result<WorkloadCluster> {
+    ensure_namespace(mgmt, namespace).await?;
+    let mut labels = options.labels.clone();
+    if !options.without_name_label {
+        labels.insert(CLUSTER_NAME_LABEL.to_owned(), name.to_owned());
+    }
+    let spec = options.spec.clone().unwrap_or_else(|| {
+        json!({
+            "controlPlaneEndpoint": {"host": "127.0.0.1", "port": workload.port()},
+            "topology": {"classRef": {"name": "konnector-test"}, "version": "v1.33.0", "variables": []}
+        })
+    });
+    let ar = cluster_resource("v1beta2");
+    let api: Api<DynamicObject> = Api::namespaced_with(mgmt.clone(), namespace, &ar);
+    let cluster = json!({
+        "apiVersion": "cluster.x-k8s.io/v1beta2",
+        "kind": "Cluster",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": spec,
+    });
+    api.patch(
+        name,
+        &PatchParams::apply(HARNESS_MANAGER).force(),
+        &Patch::Apply(&cluster),
+    )
+    .await
+    .with_context(|| format!("cannot create Cluster {namespace}/{name}"))?;
+    if options.control_plane_initialized {
+        set_control_plane_initialized(mgmt, namespace, name).await?;
+    }
+    put_kubeconfig_secret(mgmt, namespace, name, workload.kubeconfig_yaml()).await?;
+    let object = api.get(name).await?;
+    let uid = object.metadata.uid.clone().context("Cluster without uid")?;
+    Ok(WorkloadCluster {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        uid,
+        object,
+    })
+}
+
+/// Writes the status CAPI writes once the control plane is up: `status.initialization.controlPlaneInitialized`
+/// and the `ControlPlaneInitialized` condition (v1beta2).
+pub async fn set_control_plane_initialized(mgmt: &Client, namespace: &str, name: &str) -> anyhow::Result<()> {
+    let api: Api<DynamicObject> = Api::namespaced_with(mgmt.clone(), namespace, &cluster_resource("v1beta2"));
+    let status = json!({
+        "apiVersion": "cluster.x-k8s.io/v1beta2",
+        "kind": "Cluster",
+        "status": {
+            "phase": "Provisioned",
+            "initialization": {"infrastructureProvisioned": true, "controlPlaneInitialized": true},
+            "conditions": [{
+                "type": "ControlPlaneInitialized", "status": "True", "reason": "Initialized",
+                "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"
+            }]
+        }
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply("capi-stand-in").force(),
+        &Patch::Apply(&status),
+    )
+    .await
+    .with_context(|| format!("cannot set status of Cluster {namespace}/{name}"))?;
+    Ok(())
+}
+
+/// Creates or replaces the CAPI kubeconfig Secret `<name>-kubeconfig` (key `value`).
+pub async fn put_kubeconfig_secret(
+    mgmt: &Client,
+    namespace: &str,
+    cluster: &str,
+    kubeconfig: &str,
+) -> anyhow::Result<()> {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(format!("{cluster}-kubeconfig")),
+            namespace: Some(namespace.to_owned()),
+            labels: Some([(CLUSTER_NAME_LABEL.to_owned(), cluster.to_owned())].into()),
+            ..Default::default()
+        },
+        type_: Some("cluster.x-k8s.io/secret".to_owned()),
+        data: Some([("value".to_owned(), ByteString(kubeconfig.as_bytes().to_vec()))].into()),
+        ..Default::default()
+    };
+    put_secret(mgmt, secret).await
+}
+
+/// Creates or replaces the Prism Central credentials Secret a user would create for a cluster.
+pub async fn put_credentials_secret(
+    mgmt: &Client,
+    namespace: &str,
+    name: &str,
+    entries: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            ..Default::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(
+            entries
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    put_secret(mgmt, secret).await
+}
+
+async fn put_secret(client: &Client, secret: Secret) -> anyhow::Result<()> {
+    let ns = secret
+        .metadata
+        .namespace
+        .clone()
+        .context("Secret without namespace")?;
+    let name = secret.metadata.name.clone().context("Secret without name")?;
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    api.patch(
+        &name,
+        &PatchParams::apply(HARNESS_MANAGER).force(),
+        &Patch::Apply(&secret),
+    )
+    .await
+    .with_context(|| format!("cannot write Secret {ns}/{name}"))?;
+    Ok(())
+}
