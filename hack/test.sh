@@ -25,6 +25,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "buf lint"
 buf lint
 
+step "static release binaries for the images (hack/build-static.sh)"
+KONNECTOR_STATIC_BIN_DIR="$(bash hack/build-static.sh)"
+export KONNECTOR_STATIC_BIN_DIR
+
 step "cargo test (unit, router and real-apiserver tests)"
 # Each real-apiserver test starts its own control planes; two at a time keeps a 2-core machine responsive.
 cargo test --workspace --locked -- --test-threads="${KONNECTOR_TEST_THREADS:-2}"

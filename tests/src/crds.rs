@@ -24,6 +24,11 @@ pub const HELM_RELEASE_PROXY: &str = include_str!("../crds/addons.cluster.x-k8s.
 /// CAPI `ExtensionConfig`.
 pub const EXTENSION_CONFIG: &str = include_str!("../crds/runtime.cluster.x-k8s.io_extensionconfigs.yaml");
 
+/// cert-manager `Issuer` (open spec), for dry-running konnector's chart.
+pub const CERT_MANAGER_ISSUER: &str = include_str!("../crds/cert-manager.io_issuers.yaml");
+/// cert-manager `Certificate` (open spec), for dry-running konnector's chart.
+pub const CERT_MANAGER_CERTIFICATE: &str = include_str!("../crds/cert-manager.io_certificates.yaml");
+
 /// Every CRD a konnector management cluster needs.
 pub const MANAGEMENT_CRDS: &[&str] = &[CLUSTER, HELM_CHART_PROXY, HELM_RELEASE_PROXY, EXTENSION_CONFIG];
 

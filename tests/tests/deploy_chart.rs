@@ -1,0 +1,287 @@
+//! Tests of deploy/chart/konnector: lint, render, and server-side dry-run against a real API server that has the
+//! CAPI, CAAPH and cert-manager CRDs; and the executor's RBAC, bound for real and checked both ways.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+};
+
+use k8s_openapi::api::{
+    authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec},
+    core::v1::Secret,
+};
+use konnector_tests::{crds, management_plane, workload};
+use kube::{
+    Api,
+    api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
+    discovery,
+};
+use serde_json::Value;
+
+const NS: &str = "konnector-system";
+const EXECUTOR_SA: &str = "system:serviceaccount:konnector-system:konnector-executor";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// helm from the npm-pinned tools, installed on first use.
+fn helm() -> PathBuf {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| {
+        let out = Command::new("bash").arg(repo().join("hack/ensure-tools.sh")).output().unwrap();
+        assert!(out.status.success(), "hack/ensure-tools.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        let bin = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("helm");
+        assert!(bin.exists(), "helm not installed at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// Renders the chart as the tests' Kubernetes 1.20 API server would see it, with `--set` overrides.
+fn render(sets: &[&str]) -> Vec<Value> {
+    let mut cmd = Command::new(helm());
+    cmd.args(["template", "konnector"])
+        .arg(repo().join("deploy/chart/konnector"))
+        .args(["--namespace", NS, "--kube-version", "v1.20.2"]);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "helm template failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in the rendered chart"))
+}
+
+fn pod_templates(docs: &[Value]) -> Vec<(&str, &Value)> {
+    docs.iter()
+        .filter(|d| d["kind"] == "Deployment")
+        .map(|d| (d["metadata"]["name"].as_str().unwrap(), &d["spec"]["template"]["spec"]))
+        .collect()
+}
+
+#[test]
+fn chart_lints_clean() {
+    let out = Command::new(helm())
+        .args(["lint", "--strict"])
+        .arg(repo().join("deploy/chart/konnector"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm lint failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_pod_runs_restricted() {
+    let docs = render(&[]);
+    let pods = pod_templates(&docs);
+    assert_eq!(pods.len(), 2, "gateway and executor");
+    for (name, pod) in pods {
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
+        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{name}");
+        for c in pod["containers"].as_array().unwrap() {
+            let sc = &c["securityContext"];
+            assert_eq!(sc["runAsNonRoot"], true, "{name}");
+            assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
+            assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
+            assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{name}");
+            assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{name}");
+        }
+    }
+}
+
+#[test]
+fn gateway_gets_no_kubernetes_credentials() {
+    let docs = render(&[]);
+    let sa = find(&docs, "ServiceAccount", "konnector-gateway");
+    assert_eq!(sa["automountServiceAccountToken"], false);
+    let pod = &find(&docs, "Deployment", "konnector-gateway")["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    for binding in docs.iter().filter(|d| d["kind"] == "ClusterRoleBinding" || d["kind"] == "RoleBinding") {
+        for subject in binding["subjects"].as_array().unwrap() {
+            assert_ne!(subject["name"], "konnector-gateway", "the gateway must not be bound to any role");
+        }
+    }
+}
+
+#[test]
+fn extension_config_trusts_the_gateway_serving_certificate() {
+    let docs = render(&[]);
+    let ext = find(&docs, "ExtensionConfig", "konnector");
+    assert_eq!(ext["apiVersion"], "runtime.cluster.x-k8s.io/v1beta2");
+    let service = &ext["spec"]["clientConfig"]["service"];
+    let (svc_ns, svc_name) = (service["namespace"].as_str().unwrap(), service["name"].as_str().unwrap());
+    assert_eq!(service["port"], 443);
+    assert!(ext["spec"]["namespaceSelector"].is_object(), "namespaceSelector is always present");
+
+    let annotation = ext["metadata"]["annotations"]["runtime.cluster.x-k8s.io/inject-ca-from-secret"]
+        .as_str()
+        .unwrap();
+    let (secret_ns, secret_name) = annotation.split_once('/').unwrap();
+    assert_eq!(secret_ns, NS);
+    let cert = docs
+        .iter()
+        .find(|d| d["kind"] == "Certificate" && d["spec"]["secretName"] == secret_name)
+        .expect("a Certificate writes the Secret the annotation names");
+    let sans: Vec<&str> = cert["spec"]["dnsNames"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(sans.contains(&format!("{svc_name}.{svc_ns}.svc").as_str()), "SAN <svc>.<ns>.svc in {sans:?}");
+
+    // The Service the ExtensionConfig names exists and maps 443 to the gateway's hook port.
+    let svc = find(&docs, "Service", svc_name);
+    assert!(svc["spec"]["ports"].as_array().unwrap().iter().any(|p| p["port"] == 443));
+}
+
+#[test]
+fn values_reach_the_manifests() {
+    let docs = render(&[
+        "capiVersion=1.10",
+        "gateway.hooks.beforeClusterDelete.timeoutSeconds=20",
+        "gateway.hooks.beforeClusterDelete.failurePolicy=Ignore",
+        "gateway.autoscaling.enabled=false",
+        "gateway.replicas=3",
+        "agentChart.version=1.4.2",
+        "image.gateway.tag=v9",
+    ]);
+    let gw = find(&docs, "Deployment", "konnector-gateway");
+    assert_eq!(gw["spec"]["replicas"], 3);
+    let container = &gw["spec"]["template"]["spec"]["containers"][0];
+    assert!(container["image"].as_str().unwrap().ends_with(":v9"));
+    let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    for expected in ["--capi-version=1.10", "--bcd-timeout-seconds=20", "--bcd-failure-policy=Ignore"] {
+        assert!(args.contains(&expected), "{expected} in {args:?}");
+    }
+    assert!(!docs.iter().any(|d| d["kind"] == "HorizontalPodAutoscaler"));
+    let cm = find(&docs, "ConfigMap", "default-helm-addons-config");
+    assert!(cm["data"]["konnector-agent"].as_str().unwrap().contains("ChartVersion: 1.4.2"));
+}
+
+#[tokio::test]
+async fn manifests_apply_by_server_side_dry_run() {
+    konnector_tests::init_test_logging();
+    let (_mgmt, client) = management_plane("deploy").await.unwrap();
+    crds::install(&client, &[crds::CERT_MANAGER_ISSUER, crds::CERT_MANAGER_CERTIFICATE]).await.unwrap();
+    workload::ensure_namespace(&client, NS).await.unwrap();
+
+    let docs = render(&["createNamespace=true"]);
+    assert!(docs.len() > 15, "rendered {} documents", docs.len());
+    for doc in &docs {
+        let (group, version) = match doc["apiVersion"].as_str().unwrap().split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", doc["apiVersion"].as_str().unwrap()),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, doc["kind"].as_str().unwrap());
+        let (ar, caps) = discovery::pinned_kind(&client, &gvk)
+            .await
+            .unwrap_or_else(|e| panic!("the API server does not serve {gvk:?}: {e}"));
+        let name = doc["metadata"]["name"].as_str().unwrap();
+        let api: Api<DynamicObject> = match caps.scope {
+            discovery::Scope::Namespaced => Api::namespaced_with(client.clone(), NS, &ar),
+            discovery::Scope::Cluster => Api::all_with(client.clone(), &ar),
+        };
+        api.patch(name, &PatchParams::apply("konnector-deploy-test").dry_run(), &Patch::Apply(doc))
+            .await
+            .unwrap_or_else(|e| panic!("server-side dry run of {} {name} failed: {e}", gvk.kind));
+    }
+}
+
+/// Asks the API server whether the executor's ServiceAccount may do `verb` on `resource`.
+async fn executor_may(client: &kube::Client, verb: &str, group: &str, resource: &str) -> bool {
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(EXECUTOR_SA.into()),
+            groups: Some(vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{NS}")]),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.into()),
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                namespace: Some("tenants".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answer = Api::<SubjectAccessReview>::all(client.clone()).create(&PostParams::default(), &review).await.unwrap();
+    answer.status.unwrap().allowed
+}
+
+#[tokio::test]
+async fn executor_rbac_allows_its_work_and_refuses_the_rest() {
+    konnector_tests::init_test_logging();
+    let (mgmt, client) = management_plane("rbac").await.unwrap();
+    workload::ensure_namespace(&client, NS).await.unwrap();
+    // Bind the chart's own ClusterRole and ClusterRoleBinding, for real.
+    let docs = render(&[]);
+    for kind in ["ClusterRole", "ClusterRoleBinding"] {
+        let doc = docs.iter().find(|d| d["kind"] == kind).unwrap();
+        let gvk = GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", kind);
+        let (ar, _) = discovery::pinned_kind(&client, &gvk).await.unwrap();
+        Api::<DynamicObject>::all_with(client.clone(), &ar)
+            .patch(doc["metadata"]["name"].as_str().unwrap(), &PatchParams::apply("test"), &Patch::Apply(doc))
+            .await
+            .unwrap();
+    }
+
+    let needed = [
+        ("get", "", "secrets"),
+        ("get", "", "configmaps"),
+        ("get", "cluster.x-k8s.io", "clusters"),
+        ("get", "addons.cluster.x-k8s.io", "helmchartproxies"),
+        ("patch", "addons.cluster.x-k8s.io", "helmchartproxies"),
+        ("delete", "addons.cluster.x-k8s.io", "helmchartproxies"),
+        ("list", "addons.cluster.x-k8s.io", "helmreleaseproxies"),
+        ("create", "", "events"),
+    ];
+    for (verb, group, resource) in needed {
+        assert!(executor_may(&client, verb, group, resource).await, "executor needs {verb} {group}/{resource}");
+    }
+    let refused = [
+        ("delete", "", "secrets"),
+        ("list", "", "secrets"),
+        ("watch", "", "secrets"),
+        ("update", "", "secrets"),
+        ("patch", "", "secrets"),
+        ("create", "", "secrets"),
+        ("patch", "", "configmaps"),
+        ("delete", "", "configmaps"),
+        ("delete", "cluster.x-k8s.io", "clusters"),
+        ("patch", "cluster.x-k8s.io", "clusters"),
+        ("update", "cluster.x-k8s.io", "clusters"),
+        ("delete", "addons.cluster.x-k8s.io", "helmreleaseproxies"),
+        ("delete", "", "namespaces"),
+        ("create", "rbac.authorization.k8s.io", "clusterrolebindings"),
+        ("impersonate", "", "users"),
+    ];
+    for (verb, group, resource) in refused {
+        assert!(!executor_may(&client, verb, group, resource).await, "executor must not {verb} {group}/{resource}");
+    }
+
+    // And a real refused call: the executor cannot delete the user's credentials Secret.
+    workload::put_credentials_secret(&client, "tenants", "pc-creds", &[("username", "u"), ("password", "p")])
+        .await
+        .unwrap();
+    let as_executor = mgmt
+        .client_as(EXECUTOR_SA, &["system:serviceaccounts", "system:serviceaccounts:konnector-system"])
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(as_executor, "tenants");
+    secrets.get("pc-creds").await.expect("the executor may read it");
+    match secrets.delete("pc-creds", &DeleteParams::default()).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+        other => panic!("deleting a user's Secret must be forbidden, got {other:?}"),
+    }
+}

@@ -1,0 +1,40 @@
+//! The images in deploy/docker/Dockerfile copy what hack/build-static.sh builds onto a base with no libc. This
+//! checks that those binaries are really static: no ELF interpreter and no shared-library dependency.
+//!
+//! hack/test.sh builds them before `cargo test` and passes the directory in `KONNECTOR_STATIC_BIN_DIR`; run on
+//! its own, the test builds them itself.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+fn static_bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KONNECTOR_STATIC_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/build-static.sh");
+    let out = Command::new("bash").arg(&script).output().unwrap();
+    assert!(out.status.success(), "{} failed:\n{}", script.display(), String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn readelf(flag: &str, bin: &Path) -> String {
+    let out = Command::new("readelf").arg(flag).arg("--wide").arg(bin).output().expect("readelf (binutils) runs");
+    assert!(out.status.success(), "readelf {flag} {} failed", bin.display());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn image_binaries_are_static() {
+    let dir = static_bin_dir();
+    for name in ["konnector-gateway", "konnector-executor"] {
+        let bin = dir.join(name);
+        assert!(bin.is_file(), "{} was not built", bin.display());
+        let headers = readelf("--program-headers", &bin);
+        assert!(headers.contains("LOAD"), "{name}: not an ELF executable?\n{headers}");
+        assert!(!headers.contains("INTERP"), "{name} asks for a dynamic loader:\n{headers}");
+        let dynamic = readelf("--dynamic", &bin);
+        assert!(!dynamic.contains("(NEEDED)"), "{name} needs shared libraries:\n{dynamic}");
+    }
+}
