@@ -3,6 +3,8 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod metrics;
+pub mod propagation;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
