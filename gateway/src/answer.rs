@@ -1,0 +1,148 @@
+//! The one place where executor outcomes become hook answers.
+//!
+//! Every message produced here is deterministic (no timestamps, UIDs, addresses or raw transport errors), because
+//! CAPI v1.14 copies it into Cluster conditions and a changing condition defeats CAPI's back-off.
+
+use konnector_proto::v1::{ApplyAgentResponse, RemoveAgentResponse};
+use tonic::Code;
+
+use crate::capi::HookResponse;
+use crate::catalog::Hook;
+
+/// Longest executor message passed through into a hook answer.
+pub const MAX_MESSAGE_CHARS: usize = 512;
+
+/// What the executor answered, per RPC.
+#[derive(Debug, Clone)]
+pub enum ExecutorReply {
+    /// `ApplyAgent` answered OK.
+    Applied(ApplyAgentResponse),
+    /// `RemoveAgent` answered OK.
+    Removed(RemoveAgentResponse),
+}
+
+/// The short context put in front of an executor's own error message.
+pub const fn context(hook: Hook) -> &'static str {
+    match hook {
+        Hook::AfterControlPlaneInitialized | Hook::BeforeClusterUpgrade => {
+            "konnector cannot apply the Konnector Agent"
+        }
+        Hook::BeforeClusterDelete => "konnector cannot remove the Konnector Agent",
+    }
+}
+
+/// The answer when the executor cannot be reached or does not answer within the hook's deadline.
+pub const UNREACHABLE: &str =
+    "konnector executor is unreachable or did not answer in time; CAPI will call this hook again";
+
+/// Maps an executor outcome to the hook answer:
+///
+/// | outcome | answer |
+/// |---|---|
+/// | `ApplyAgent` OK | Success (`retryAfterSeconds: 0` on blocking hooks) |
+/// | `RemoveAgent` OK, `done` | Success, `retryAfterSeconds: 0` |
+/// | `RemoveAgent` OK, not `done` | Success, `retryAfterSeconds: max(1, retry_after_seconds)` |
+/// | `InvalidArgument`, `FailedPrecondition` | Failure, `<context>: <executor message>` |
+/// | `Unavailable`, `DeadlineExceeded` | Failure, [`UNREACHABLE`] |
+/// | any other code | Failure, `<context>: the executor reported <code>` |
+pub fn hook_answer(hook: Hook, outcome: Result<ExecutorReply, tonic::Status>) -> HookResponse {
+    match outcome {
+        Ok(ExecutorReply::Applied(r)) => HookResponse::success(hook, clean(&r.message)),
+        Ok(ExecutorReply::Removed(r)) if r.done => HookResponse::success(hook, clean(&r.message)),
+        Ok(ExecutorReply::Removed(r)) => HookResponse::wait(hook, clean(&r.message), r.retry_after_seconds),
+        Err(status) => match status.code() {
+            Code::InvalidArgument | Code::FailedPrecondition => {
+                let detail = clean(status.message());
+                if detail.is_empty() {
+                    HookResponse::failure(hook, context(hook))
+                } else {
+                    HookResponse::failure(hook, format!("{}: {detail}", context(hook)))
+                }
+            }
+            Code::Unavailable | Code::DeadlineExceeded => HookResponse::failure(hook, UNREACHABLE),
+            code => HookResponse::failure(
+                hook,
+                format!("{}: the executor reported {}", context(hook), code_name(code)),
+            ),
+        },
+    }
+}
+
+/// The gRPC code's canonical name, stable across tonic versions (tonic's `Display` is a sentence).
+pub const fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// One line, bounded length: an executor message is meant to be one sentence; this keeps a misbehaving one from
+/// flooding a condition.
+fn clean(message: &str) -> String {
+    let one_line: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_MESSAGE_CHARS)
+        .collect();
+    one_line.trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capi::Status;
+
+    #[test]
+    fn remove_waiting_never_has_zero_retry() {
+        let r = hook_answer(
+            Hook::BeforeClusterDelete,
+            Ok(ExecutorReply::Removed(RemoveAgentResponse {
+                done: false,
+                retry_after_seconds: 0,
+                ..Default::default()
+            })),
+        );
+        assert_eq!(r.status, Status::Success);
+        assert_eq!(r.retry_after_seconds, Some(1));
+    }
+
+    #[test]
+    fn acpi_has_no_retry() {
+        let r = hook_answer(
+            Hook::AfterControlPlaneInitialized,
+            Err(tonic::Status::internal("boom at 12:00")),
+        );
+        assert_eq!(r.status, Status::Failure);
+        assert_eq!(r.retry_after_seconds, None);
+        assert!(!r.message.contains("boom"));
+    }
+
+    #[test]
+    fn executor_message_is_one_bounded_line() {
+        let long = format!("line1\nline2 {}", "x".repeat(2000));
+        let r = hook_answer(
+            Hook::BeforeClusterUpgrade,
+            Err(tonic::Status::failed_precondition(long)),
+        );
+        assert!(!r.message.contains('\n'));
+        assert!(
+            r.message.chars().count() <= MAX_MESSAGE_CHARS + context(Hook::BeforeClusterUpgrade).len() + 2
+        );
+        assert_eq!(r.retry_after_seconds, Some(0));
+    }
+}
