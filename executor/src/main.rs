@@ -1,1 +1,12 @@
-fn main() {}
+//! The konnector executor binary: flags in, [`konnector_executor::cli::run`] out.
+
+use clap::Parser;
+use konnector_executor::cli::{Args, run};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    konnector_runtime::tls::install_crypto_provider();
+    let args = Args::parse();
+    args.log.init()?;
+    run(args).await
+}

@@ -5,8 +5,10 @@
 //! control plane cannot start, the caller gets an error that says why.
 
 pub mod assets;
+pub mod caaph_stand_in;
 pub mod control_plane;
 pub mod crds;
+pub mod executor_fixture;
 pub mod workload;
 
 pub use control_plane::ControlPlane;

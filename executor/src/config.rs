@@ -1,0 +1,60 @@
+//! The executor's configuration, independent of how it was given (flags, environment, tests).
+
+use std::time::Duration;
+
+/// What RemoveAgent answers once the uninstall has run past its timeout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UninstallTimeoutPolicy {
+    /// Let the cluster's deletion proceed (`done=true`, phase TIMED_OUT). The agent may stay registered in
+    /// Prism Central.
+    #[default]
+    Proceed,
+    /// Keep blocking the deletion (`done=false`, phase TIMED_OUT) until a person resolves it.
+    Block,
+}
+
+/// Everything the executor's behaviour depends on, besides the management cluster client.
+#[derive(Clone, Debug)]
+pub struct ExecutorConfig {
+    /// Namespace holding the helm-addons and values-template ConfigMaps.
+    pub defaults_namespace: String,
+    /// ConfigMap with the chart coordinates under key `konnector-agent`.
+    pub helm_addons_configmap: String,
+    /// ConfigMap with the values template under key `values.yaml`.
+    pub values_template_configmap: String,
+    /// Chart name used when the helm-addons ConfigMap gives none.
+    pub default_chart_name: String,
+    /// Chart version used when the helm-addons ConfigMap gives none.
+    pub default_chart_version: String,
+    /// Chart repository used when the helm-addons ConfigMap gives none.
+    pub default_repository_url: String,
+    /// Namespace of the `helm-repository-tls` Secret referenced when the repository is the in-cluster mirror:
+    /// the executor's own namespace.
+    pub helm_repository_ca_namespace: String,
+    /// How long the uninstall may run, measured from the HelmChartProxy's deletionTimestamp.
+    pub uninstall_timeout: Duration,
+    /// What to answer after `uninstall_timeout`.
+    pub uninstall_timeout_policy: UninstallTimeoutPolicy,
+    /// `retry_after_seconds` of a RemoveAgent answer that is not done.
+    pub retry_after_seconds: u32,
+    /// Bound on connecting to, and on each call to, a workload cluster's API server.
+    pub remote_timeout: Duration,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self {
+            defaults_namespace: "default".to_owned(),
+            helm_addons_configmap: "default-helm-addons-config".to_owned(),
+            values_template_configmap: "default-konnector-agent-helm-values-template".to_owned(),
+            default_chart_name: "konnector-agent".to_owned(),
+            default_chart_version: "1.3.0-rc.1".to_owned(),
+            default_repository_url: "https://mesosphere.github.io/charts/stable/".to_owned(),
+            helm_repository_ca_namespace: "default".to_owned(),
+            uninstall_timeout: Duration::from_secs(300),
+            uninstall_timeout_policy: UninstallTimeoutPolicy::Proceed,
+            retry_after_seconds: 10,
+            remote_timeout: Duration::from_secs(5),
+        }
+    }
+}

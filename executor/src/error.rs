@@ -1,0 +1,251 @@
+//! The executor's one error type, and its one mapping to gRPC status codes.
+//!
+//! Variants are named after the action that failed. Messages are human-readable, deterministic and secret-free:
+//! they name objects and keys, never values, and they never include a Kubernetes error body verbatim (a
+//! validation error can echo the object it rejected).
+
+use std::fmt;
+
+use tonic::{Code, Status};
+
+/// How a Kubernetes API call failed, reduced to what callers may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KubeFailure {
+    /// The object does not exist.
+    NotFound,
+    /// The API server could not be reached or did not answer in time.
+    Unreachable,
+    /// The API server refused the caller (401/403).
+    Forbidden,
+    /// The API server answered with another error status.
+    Api {
+        /// HTTP status code.
+        code: u16,
+        /// Kubernetes `reason`, e.g. `Invalid` or `Conflict`.
+        reason: String,
+    },
+    /// Anything else, e.g. a response that does not deserialise.
+    Other,
+}
+
+impl KubeFailure {
+    /// Classifies a kube client error.
+    pub fn from_kube(error: &kube::Error) -> Self {
+        match error {
+            kube::Error::Api(status) if status.code == 404 => Self::NotFound,
+            kube::Error::Api(status) if status.code == 401 || status.code == 403 => Self::Forbidden,
+            kube::Error::Api(status) if status.code == 503 || status.code == 504 => Self::Unreachable,
+            kube::Error::Api(status) => Self::Api {
+                code: status.code,
+                reason: status.reason.clone(),
+            },
+            kube::Error::HyperError(_) | kube::Error::Service(_) => Self::Unreachable,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl fmt::Display for KubeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotFound => f.write_str("it was not found"),
+            Self::Unreachable => f.write_str("the API server is unreachable or did not answer in time"),
+            Self::Forbidden => f.write_str("the executor is not allowed to (check its RBAC)"),
+            Self::Api { code, reason } if reason.is_empty() => write!(f, "the API server answered {code}"),
+            Self::Api { code, reason } => write!(f, "the API server answered {code} {reason}"),
+            Self::Other => f.write_str("the API server's answer could not be used"),
+        }
+    }
+}
+
+/// Which cluster an API call went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The management cluster.
+    Management,
+    /// The workload cluster.
+    Workload,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Management => "management",
+            Self::Workload => "workload",
+        })
+    }
+}
+
+/// Everything that can go wrong in an RPC.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request itself is malformed (e.g. no cluster name).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The cluster's Konnector Agent configuration is invalid.
+    #[error("invalid Konnector Agent configuration: {0}")]
+    InvalidConfig(String),
+    /// Reading the credentials Secret failed.
+    #[error("cannot read the Prism Central credentials Secret {secret} on the management cluster: {failure}")]
+    ReadCredentialsSecret {
+        /// `namespace/name`.
+        secret: String,
+        /// Why.
+        failure: KubeFailure,
+    },
+    /// The credentials Secret exists but does not hold usable credentials.
+    #[error("the Prism Central credentials Secret {secret} is not usable: {problem}")]
+    ValidateCredentialsSecret {
+        /// `namespace/name`.
+        secret: String,
+        /// What is wrong, naming keys only.
+        problem: String,
+    },
+    /// Reading the Cluster on the management cluster failed.
+    #[error("cannot read Cluster {cluster} on the management cluster: {failure}")]
+    ReadCluster {
+        /// `namespace/name`.
+        cluster: String,
+        /// Why.
+        failure: KubeFailure,
+    },
+    /// The HelmChartProxy would select no Cluster.
+    #[error(
+        "Cluster {cluster} has no label cluster.x-k8s.io/cluster-name={name}, so the HelmChartProxy would not select it and the agent would never be installed; add the label to the Cluster"
+    )]
+    ClusterNotSelectable {
+        /// `namespace/name`.
+        cluster: String,
+        /// The Cluster's name, the label value expected.
+        name: String,
+    },
+    /// Reading the workload cluster's kubeconfig Secret failed.
+    #[error("cannot read the kubeconfig Secret {secret} of the workload cluster: {failure}")]
+    ReadKubeconfig {
+        /// `namespace/name`.
+        secret: String,
+        /// Why.
+        failure: KubeFailure,
+    },
+    /// The kubeconfig Secret does not hold a usable kubeconfig.
+    #[error("the kubeconfig Secret {secret} of the workload cluster is not usable: {problem}")]
+    ParseKubeconfig {
+        /// `namespace/name`.
+        secret: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Reading a defaults ConfigMap failed, or its content is malformed.
+    #[error("cannot use ConfigMap {configmap}: {problem}")]
+    ReadDefaults {
+        /// `namespace/name`.
+        configmap: String,
+        /// What is wrong.
+        problem: String,
+        /// The API failure, when there was one.
+        failure: Option<KubeFailure>,
+    },
+    /// The values template could not be rendered.
+    #[error("cannot render the Konnector Agent Helm values from {source_name}: {error}")]
+    RenderValues {
+        /// Where the template came from.
+        source_name: String,
+        /// Why.
+        error: crate::values::RenderError,
+    },
+    /// A call to a Kubernetes API server failed.
+    #[error("cannot {action} on the {side} cluster: {failure}")]
+    Kube {
+        /// What was attempted, e.g. `apply Secret ntnx-system/konnector-agent`.
+        action: String,
+        /// Which cluster.
+        side: Side,
+        /// Why.
+        failure: KubeFailure,
+    },
+    /// A bug or an impossible state.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Wraps a kube error from an API call.
+    pub fn kube(action: impl Into<String>, side: Side, error: &kube::Error) -> Self {
+        Self::Kube {
+            action: action.into(),
+            side,
+            failure: KubeFailure::from_kube(error),
+        }
+    }
+
+    /// The gRPC code for this error.
+    pub fn code(&self) -> Code {
+        let by_failure = |f: &KubeFailure, not_found: Code| match f {
+            KubeFailure::NotFound => not_found,
+            KubeFailure::Unreachable => Code::Unavailable,
+            _ => Code::Internal,
+        };
+        match self {
+            Self::InvalidRequest(_) | Self::InvalidConfig(_) => Code::InvalidArgument,
+            Self::ValidateCredentialsSecret { .. }
+            | Self::ParseKubeconfig { .. }
+            | Self::ClusterNotSelectable { .. }
+            | Self::RenderValues { .. } => Code::FailedPrecondition,
+            Self::ReadCredentialsSecret { failure, .. }
+            | Self::ReadKubeconfig { failure, .. }
+            | Self::ReadCluster { failure, .. } => by_failure(failure, Code::FailedPrecondition),
+            Self::ReadDefaults { failure, .. } => match failure {
+                Some(f) => by_failure(f, Code::FailedPrecondition),
+                None => Code::FailedPrecondition,
+            },
+            Self::Kube { failure, .. } => by_failure(failure, Code::Internal),
+            Self::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        Status::new(error.code(), error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes() {
+        assert_eq!(Error::InvalidConfig("x".into()).code(), Code::InvalidArgument);
+        let missing = Error::ReadCredentialsSecret {
+            secret: "ns/creds".into(),
+            failure: KubeFailure::NotFound,
+        };
+        assert_eq!(missing.code(), Code::FailedPrecondition);
+        assert_eq!(
+            missing.to_string(),
+            "cannot read the Prism Central credentials Secret ns/creds on the management cluster: it was not found"
+        );
+        let down = Error::Kube {
+            action: "apply Namespace ntnx-system".into(),
+            side: Side::Workload,
+            failure: KubeFailure::Unreachable,
+        };
+        assert_eq!(down.code(), Code::Unavailable);
+        assert_eq!(
+            Error::Kube {
+                action: "x".into(),
+                side: Side::Management,
+                failure: KubeFailure::Forbidden
+            }
+            .code(),
+            Code::Internal
+        );
+        let status: Status = down.into();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            status.message(),
+            "cannot apply Namespace ntnx-system on the workload cluster: the API server is unreachable or did not answer in time"
+        );
+    }
+}

@@ -1,0 +1,233 @@
+//! Starts the konnector executor in-process, under the RBAC it ships with, and builds the requests tests send.
+//!
+//! The executor's management client is never cluster-admin: [`start_executor`] applies
+//! `deploy/chart/konnector/files/executor-clusterrole.yaml`, binds it to the executor's ServiceAccount user, and
+//! gives the executor a client that impersonates that user, so the API server enforces the ClusterRole for real.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use konnector_executor::{Executor, ExecutorConfig};
+use konnector_proto::v1::{
+    ClusterContext, Endpoint, KonnectorAgentConfig, PrismCentralEndpoint,
+    agent_service_client::AgentServiceClient,
+};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::{control_plane::ControlPlane, crds::HARNESS_MANAGER, workload::WorkloadCluster};
+
+/// The executor's ClusterRole, exactly as the chart ships it.
+pub const EXECUTOR_CLUSTER_ROLE_YAML: &str =
+    include_str!("../../deploy/chart/konnector/files/executor-clusterrole.yaml");
+/// The user the executor's ServiceAccount authenticates as.
+pub const EXECUTOR_USER: &str = "system:serviceaccount:konnector-system:konnector-executor";
+/// The groups of that ServiceAccount.
+pub const EXECUTOR_GROUPS: &[&str] = &[
+    "system:serviceaccounts",
+    "system:serviceaccounts:konnector-system",
+    "system:authenticated",
+];
+
+/// Applies the executor's ClusterRole and binds it to [`EXECUTOR_USER`]. Idempotent.
+pub async fn install_executor_rbac(admin: &Client) -> anyhow::Result<()> {
+    let role: ClusterRole = serde_yaml_ng::from_str(EXECUTOR_CLUSTER_ROLE_YAML)
+        .context("cannot parse the executor ClusterRole")?;
+    let name = role.metadata.name.clone().context("ClusterRole without name")?;
+    let pp = PatchParams::apply(HARNESS_MANAGER).force();
+    Api::<ClusterRole>::all(admin.clone())
+        .patch(&name, &pp, &Patch::Apply(&role))
+        .await
+        .context("cannot apply the executor ClusterRole")?;
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": EXECUTOR_USER}],
+    }))?;
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .patch(&name, &pp, &Patch::Apply(&binding))
+        .await
+        .context("cannot bind the executor ClusterRole")?;
+    Ok(())
+}
+
+/// A management client with exactly the executor's permissions (RBAC installed first).
+pub async fn executor_mgmt_client(mgmt: &ControlPlane) -> anyhow::Result<Client> {
+    install_executor_rbac(&mgmt.client().await?).await?;
+    mgmt.client_as(EXECUTOR_USER, EXECUTOR_GROUPS).await
+}
+
+/// A running in-process executor. Dropping it stops the server.
+#[derive(Debug)]
+pub struct RunningExecutor {
+    /// Where it listens (loopback, plaintext).
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RunningExecutor {
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A gRPC client connected to it.
+    pub async fn client(&self) -> anyhow::Result<AgentServiceClient<Channel>> {
+        AgentServiceClient::connect(self.endpoint())
+            .await
+            .context("cannot connect to the executor")
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningExecutor {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Serves an executor for `mgmt` on a loopback port, with a management client under the executor's RBAC.
+pub async fn start_executor(mgmt: &ControlPlane, config: ExecutorConfig) -> anyhow::Result<RunningExecutor> {
+    let client = executor_mgmt_client(mgmt).await?;
+    serve_executor(client, config).await
+}
+
+/// Serves an executor that uses `client` (whatever its rights) on a loopback port.
+pub async fn serve_executor(client: Client, config: ExecutorConfig) -> anyhow::Result<RunningExecutor> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(konnector_executor::serve(
+        Executor::new(client, config),
+        listener,
+        None,
+        shutdown.clone(),
+    ));
+    Ok(RunningExecutor {
+        addr,
+        shutdown,
+        task: Some(task),
+    })
+}
+
+/// The Prism Central URL the fixtures use.
+pub const TEST_PC_URL: &str = "https://pc.example.com:9440";
+
+/// A `ClusterContext` for `cluster` with the addon configured: credentials Secret `secret`, Prism Central at
+/// [`TEST_PC_URL`] (insecure, no bundle), control-plane endpoint and labels taken from the stored Cluster.
+pub fn cluster_context(cluster: &WorkloadCluster, secret: &str) -> ClusterContext {
+    let spec = &cluster.object.data["spec"]["controlPlaneEndpoint"];
+    ClusterContext {
+        namespace: cluster.namespace.clone(),
+        name: cluster.name.clone(),
+        uid: cluster.uid.clone(),
+        labels: cluster
+            .object
+            .metadata
+            .labels
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        annotations: Default::default(),
+        control_plane_endpoint: spec["host"].as_str().map(|host| Endpoint {
+            host: host.to_owned(),
+            port: spec["port"]
+                .as_i64()
+                .and_then(|p| i32::try_from(p).ok())
+                .unwrap_or(0),
+        }),
+        konnector_agent: Some(KonnectorAgentConfig {
+            strategy: String::new(),
+            credentials_secret_name: secret.to_owned(),
+            enable_kubeconfig_upload: None,
+        }),
+        prism_central: Some(PrismCentralEndpoint {
+            url: TEST_PC_URL.to_owned(),
+            insecure: true,
+            additional_trust_bundle: String::new(),
+        }),
+        categories: vec![],
+    }
+}
+
+/// Namespace of the Cluster in [`executor_env`].
+pub const TEST_NAMESPACE: &str = "clusters";
+/// Name of the Cluster in [`executor_env`].
+pub const TEST_CLUSTER: &str = "c1";
+/// Name of the credentials Secret in [`executor_env`].
+pub const TEST_CREDENTIALS_SECRET: &str = "c1-pc-creds-for-konnector-agent";
+/// The password in that Secret: distinctive, so tests can assert it never leaks.
+pub const TEST_PASSWORD: &str = "s3cr3t-PA55-konnector";
+
+/// A management plane, one workload plane, one Cluster with its credentials Secret, and an executor under RBAC.
+pub struct ExecutorEnv {
+    /// The management control plane.
+    pub mgmt: ControlPlane,
+    /// A cluster-admin client on it, for test setup and assertions.
+    pub admin: Client,
+    /// The workload control plane.
+    pub workload: ControlPlane,
+    /// The Cluster `clusters/c1`.
+    pub cluster: WorkloadCluster,
+    /// The executor.
+    pub executor: RunningExecutor,
+}
+
+impl ExecutorEnv {
+    /// The request context for the Cluster, addon configured.
+    pub fn context(&self) -> ClusterContext {
+        cluster_context(&self.cluster, TEST_CREDENTIALS_SECRET)
+    }
+}
+
+/// Starts an [`ExecutorEnv`]: `options` shape the Cluster (its control plane is marked initialised unless the
+/// options say otherwise via a fresh `ClusterOptions`).
+pub async fn executor_env(
+    name: &str,
+    config: ExecutorConfig,
+    options: crate::workload::ClusterOptions,
+) -> anyhow::Result<ExecutorEnv> {
+    let (mgmt_name, workload_name) = (format!("{name}-mgmt"), format!("{name}-wl"));
+    let ((mgmt, admin), workload) = tokio::try_join!(
+        crate::management_plane(&mgmt_name),
+        ControlPlane::start(&workload_name),
+    )?;
+    let cluster =
+        crate::workload::create_workload_cluster(&admin, &workload, TEST_NAMESPACE, TEST_CLUSTER, options)
+            .await?;
+    crate::workload::put_credentials_secret(
+        &admin,
+        TEST_NAMESPACE,
+        TEST_CREDENTIALS_SECRET,
+        &[("username", "admin"), ("password", TEST_PASSWORD)],
+    )
+    .await?;
+    let executor = start_executor(&mgmt, config).await?;
+    Ok(ExecutorEnv {
+        mgmt,
+        admin,
+        workload,
+        cluster,
+        executor,
+    })
+}

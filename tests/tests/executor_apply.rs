@@ -1,0 +1,311 @@
+//! ApplyAgent against real API servers, with the executor under its shipped RBAC and called over gRPC.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use konnector_executor::ExecutorConfig;
+use konnector_proto::v1::{ApplyAgentRequest, Category, ClusterContext, PlanAgentRequest, Trigger};
+use konnector_tests::{
+    caaph_stand_in::hcp_resource,
+    executor_fixture::{ExecutorEnv, TEST_CLUSTER, TEST_NAMESPACE, TEST_PASSWORD, executor_env},
+    workload::ClusterOptions,
+};
+use kube::{
+    Api,
+    api::{DynamicObject, ObjectMeta, PostParams},
+};
+use serde_json::json;
+use tonic::Code;
+
+/// A hang guard, not a performance threshold.
+const HANG_GUARD: Duration = Duration::from_secs(60);
+
+async fn env(name: &str) -> ExecutorEnv {
+    konnector_tests::init_test_logging();
+    executor_env(
+        name,
+        ExecutorConfig::default(),
+        ClusterOptions {
+            control_plane_initialized: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn apply(
+    env: &ExecutorEnv,
+    ctx: ClusterContext,
+) -> Result<konnector_proto::v1::ApplyAgentResponse, tonic::Status> {
+    let mut client = env.executor.client().await.unwrap();
+    let call = client.apply_agent(ApplyAgentRequest {
+        cluster: Some(ctx),
+        trigger: Trigger::AfterControlPlaneInitialized as i32,
+    });
+    tokio::time::timeout(HANG_GUARD, call)
+        .await
+        .expect("ApplyAgent hung")
+        .map(tonic::Response::into_inner)
+}
+
+fn assert_secret_free(text: &str) {
+    assert!(!text.contains(TEST_PASSWORD), "password leaked: {text}");
+}
+
+#[tokio::test]
+async fn apply_writes_every_object() {
+    let env = env("apply").await;
+    let resp = apply(&env, env.context()).await.unwrap();
+    assert!(resp.applied);
+    assert_eq!(resp.helm_chart_proxy_name, "konnector-agent-c1");
+    assert_eq!(
+        resp.message,
+        "Konnector Agent applied: credentials copied to Secret ntnx-system/konnector-agent on the workload cluster and HelmChartProxy clusters/konnector-agent-c1 applied (chart konnector-agent 1.3.0-rc.1)"
+    );
+    // Both ConfigMaps are absent in this environment: the built-ins are used, and the notes say so.
+    assert_eq!(resp.notes.len(), 2, "{:?}", resp.notes);
+    assert!(resp.notes[0].contains("default/default-helm-addons-config not found"));
+    assert!(resp.notes[1].contains("built-in values template"));
+    assert_secret_free(&format!("{resp:?}"));
+
+    let wl = env.workload.client().await.unwrap();
+    let ns = Api::<Namespace>::all(wl.clone())
+        .get("ntnx-system")
+        .await
+        .unwrap();
+    assert_eq!(
+        ns.metadata.labels.unwrap()["pod-security.kubernetes.io/enforce"],
+        "privileged"
+    );
+    let secret = Api::<Secret>::namespaced(wl, "ntnx-system")
+        .get("konnector-agent")
+        .await
+        .unwrap();
+    assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+    let data = secret.data.unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["password", "username"]);
+    assert_eq!(data["password"].0, TEST_PASSWORD.as_bytes());
+    assert!(secret.metadata.owner_references.is_none());
+
+    let hcp = Api::<DynamicObject>::namespaced_with(env.admin.clone(), TEST_NAMESPACE, &hcp_resource())
+        .get("konnector-agent-c1")
+        .await
+        .unwrap();
+    let owners = serde_json::to_value(hcp.metadata.owner_references.unwrap()).unwrap();
+    assert_eq!(
+        owners,
+        json!([{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster", "name": TEST_CLUSTER,
+                "uid": env.cluster.uid}])
+    );
+    let spec = &hcp.data["spec"];
+    assert_eq!(
+        spec["clusterSelector"],
+        json!({"matchLabels": {"cluster.x-k8s.io/cluster-name": TEST_CLUSTER}})
+    );
+    assert_eq!(spec["releaseName"], "konnector-agent");
+    assert_eq!(spec["namespace"], "ntnx-system");
+    assert_eq!(spec["chartName"], "konnector-agent");
+    assert_eq!(spec["version"], "1.3.0-rc.1");
+    assert_eq!(spec["repoURL"], "https://mesosphere.github.io/charts/stable/");
+    assert!(spec.get("tlsConfig").is_none());
+    let expected_values = format!(
+        "agent:
+  name: konnector-agent
+  image:
+    privateRegistry: false
+    repository: quay.io/karbon
+    name: k8s-agent
+    tag: \"1.4.0-rc.2\"
+pc:
+  port: 9440
+  insecure: true
+  endpoint: pc.example.com
+
+k8sClusterName: c1
+k8sDistribution: NKP
+createSecret: false
+prismCredentialsSecretName: \"konnector-agent\"
+kubeconfigUpload:
+  enabled: true
+  controlPlaneEndpoint: \"https://127.0.0.1:{}\"",
+        env.workload.port()
+    );
+    assert_eq!(spec["valuesTemplate"], expected_values.as_str());
+    assert_secret_free(&hcp.data.to_string());
+
+    // The user's Secret is left alone: no ownerReference (CAREN adds one, and the Secret dies with the Cluster).
+    let source = Api::<Secret>::namespaced(env.admin.clone(), TEST_NAMESPACE)
+        .get("c1-pc-creds-for-konnector-agent")
+        .await
+        .unwrap();
+    assert!(source.metadata.owner_references.is_none());
+}
+
+#[tokio::test]
+async fn configmaps_supply_chart_and_template() {
+    let env = env("configmaps").await;
+    let cms = Api::<ConfigMap>::namespaced(env.admin.clone(), "default");
+    let put = |name: &str, key: &str, value: &str| ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(key.to_owned(), value.to_owned())])),
+        ..Default::default()
+    };
+    cms.create(
+        &PostParams::default(),
+        &put(
+            "default-helm-addons-config",
+            "konnector-agent",
+            "ChartName: konnector-agent\nChartVersion: 1.4.0\nRepositoryURL: oci://helm-repository.caren-system.svc/charts\n",
+        ),
+    )
+    .await
+    .unwrap();
+    cms.create(
+        &PostParams::default(),
+        &put(
+            "default-konnector-agent-helm-values-template",
+            "values.yaml",
+            "cluster: {{ .ClusterName }}\ncategories: {{ .CategoryMappings }}",
+        ),
+    )
+    .await
+    .unwrap();
+    let mut ctx = env.context();
+    ctx.categories = [
+        ("Environment", "Production"),
+        ("Region", "US-East"),
+        ("Environment", "Staging"),
+        ("Environment", "Production"),
+        ("Department", "Engineering"),
+    ]
+    .into_iter()
+    .map(|(k, v)| Category {
+        key: k.into(),
+        value: v.into(),
+    })
+    .collect();
+    let resp = apply(&env, ctx).await.unwrap();
+    assert!(resp.notes.is_empty(), "{:?}", resp.notes);
+    let hcp = Api::<DynamicObject>::namespaced_with(env.admin.clone(), TEST_NAMESPACE, &hcp_resource())
+        .get("konnector-agent-c1")
+        .await
+        .unwrap();
+    let spec = &hcp.data["spec"];
+    assert_eq!(spec["version"], "1.4.0");
+    assert_eq!(
+        spec["valuesTemplate"],
+        "cluster: c1\ncategories: Environment=Production,Region=US-East,Environment=Staging,Department=Engineering"
+    );
+    assert_eq!(
+        spec["tlsConfig"],
+        json!({"caSecret": {"name": "helm-repository-tls", "namespace": "default"}})
+    );
+
+    // A template whose output would be rendered again by CAAPH is refused.
+    cms.replace(
+        "default-konnector-agent-helm-values-template",
+        &PostParams::default(),
+        &put(
+            "default-konnector-agent-helm-values-template",
+            "values.yaml",
+            "x: {{ \"{{ .Cluster.metadata.name }}\" }}",
+        ),
+    )
+    .await
+    .unwrap();
+    let err = apply(&env, env.context()).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("CAAPH would render again"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn second_apply_writes_nothing_and_concurrent_applies_succeed() {
+    let env = env("idempotent").await;
+    let ctx = env.context();
+    let (a, b) = tokio::join!(apply(&env, ctx.clone()), apply(&env, ctx.clone()));
+    a.unwrap();
+    b.unwrap();
+
+    let wl = env.workload.client().await.unwrap();
+    let versions = || async {
+        let ns = Api::<Namespace>::all(wl.clone())
+            .get("ntnx-system")
+            .await
+            .unwrap();
+        let secret = Api::<Secret>::namespaced(wl.clone(), "ntnx-system")
+            .get("konnector-agent")
+            .await
+            .unwrap();
+        let hcp = Api::<DynamicObject>::namespaced_with(env.admin.clone(), TEST_NAMESPACE, &hcp_resource())
+            .get("konnector-agent-c1")
+            .await
+            .unwrap();
+        (
+            ns.metadata.resource_version.unwrap(),
+            secret.metadata.resource_version.unwrap(),
+            hcp.metadata.resource_version.unwrap(),
+        )
+    };
+    let before = versions().await;
+    let again = apply(&env, ctx).await.unwrap();
+    assert!(again.applied);
+    assert_eq!(
+        versions().await,
+        before,
+        "a repeated ApplyAgent must write nothing"
+    );
+}
+
+#[tokio::test]
+async fn plan_writes_nothing_and_redacts() {
+    let env = env("plan").await;
+    let mut client = env.executor.client().await.unwrap();
+    let plan = client
+        .plan_agent(PlanAgentRequest {
+            cluster: Some(env.context()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_secret_free(&format!("{plan:?}"));
+    let secret = konnector_proto::struct_to_json(plan.secret.as_ref().unwrap());
+    assert_eq!(
+        secret["data"],
+        json!({"password": "<redacted>", "username": "<redacted>"})
+    );
+    let ns = konnector_proto::struct_to_json(plan.namespace.as_ref().unwrap());
+    assert_eq!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "privileged"
+    );
+    let hcp = konnector_proto::struct_to_json(plan.helm_chart_proxy.as_ref().unwrap());
+    assert_eq!(hcp["metadata"]["name"], "konnector-agent-c1");
+    assert_eq!(
+        hcp["metadata"]["ownerReferences"][0]["uid"],
+        env.cluster.uid.as_str()
+    );
+
+    let wl = env.workload.client().await.unwrap();
+    assert!(
+        Api::<Namespace>::all(wl)
+            .get_opt("ntnx-system")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        Api::<DynamicObject>::namespaced_with(env.admin.clone(), TEST_NAMESPACE, &hcp_resource())
+            .get_opt("konnector-agent-c1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
