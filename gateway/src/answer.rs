@@ -43,7 +43,7 @@ pub const UNREACHABLE: &str =
 /// | `RemoveAgent` OK, `done` | Success, `retryAfterSeconds: 0` |
 /// | `RemoveAgent` OK, not `done` | Success, `retryAfterSeconds: max(1, retry_after_seconds)` |
 /// | `InvalidArgument`, `FailedPrecondition` | Failure, `<context>: <executor message>` |
-/// | `Unavailable`, `DeadlineExceeded` | Failure, [`UNREACHABLE`] |
+/// | `Unavailable`, `DeadlineExceeded`, `Cancelled` | Failure, [`UNREACHABLE`] |
 /// | any other code | Failure, `<context>: the executor reported <code>` |
 pub fn hook_answer(hook: Hook, outcome: Result<ExecutorReply, tonic::Status>) -> HookResponse {
     match outcome {
@@ -59,7 +59,11 @@ pub fn hook_answer(hook: Hook, outcome: Result<ExecutorReply, tonic::Status>) ->
                     HookResponse::failure(hook, format!("{}: {detail}", context(hook)))
                 }
             }
-            Code::Unavailable | Code::DeadlineExceeded => HookResponse::failure(hook, UNREACHABLE),
+            // A server that enforces the gRPC deadline answers Cancelled when it expires; to CAPI that is the same
+            // "did not answer in time" as our own deadline firing first, so both give the same message.
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+                HookResponse::failure(hook, UNREACHABLE)
+            }
             code => HookResponse::failure(
                 hook,
                 format!("{}: the executor reported {}", context(hook), code_name(code)),

@@ -247,7 +247,7 @@ async fn every_grpc_code_maps_to_a_deterministic_failure_per_hook() {
                         context(hook_kind)
                     )
                 }
-                Code::Unavailable | Code::DeadlineExceeded => UNREACHABLE.to_owned(),
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => UNREACHABLE.to_owned(),
                 other => format!(
                     "{}: the executor reported {}",
                     context(hook_kind),
