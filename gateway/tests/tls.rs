@@ -1,0 +1,346 @@
+//! HTTPS transport: certificate rotation on disk, mTLS, ALPN (h2 and http/1.1), header/handshake timeouts, and the
+//! full `serve()` entry point with readiness.
+
+mod common;
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use axum::body::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use konnector_gateway::{
+    TlsFiles, router,
+    server::{ServerOptions, rustls_config, serve_https},
+};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+
+const DISCOVERY: &str = "/hooks.runtime.cluster.x-k8s.io/v1alpha1/discovery";
+
+struct Ca(CertifiedIssuer<'static, KeyPair>);
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        Ca(CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap())
+    }
+
+    /// A leaf for `names`: (cert PEM, key PEM, cert DER).
+    fn leaf(&self, names: &[&str]) -> (String, String, Vec<u8>) {
+        let params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.0).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+
+    fn pem(&self) -> String {
+        self.0.pem()
+    }
+}
+
+fn write_pair(dir: &Path, cert: &str, key: &str) {
+    std::fs::write(dir.join("tls.crt"), cert).unwrap();
+    std::fs::write(dir.join("tls.key"), key).unwrap();
+}
+
+fn roots(ca_pem: &str) -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    roots
+}
+
+fn client_config(ca_pem: &str, identity: Option<(&str, &str)>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    konnector_runtime::tls::install_crypto_provider();
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots(ca_pem));
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .map(Result::unwrap)
+                    .collect(),
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+struct Served {
+    addr: std::net::SocketAddr,
+    stop: CancellationToken,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn start(ca: &Ca, client_ca: Option<&Ca>, header_timeout: Duration) -> (Served, Vec<u8>) {
+    konnector_runtime::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, der) = ca.leaf(&["localhost"]);
+    write_pair(dir.path(), &cert, &key);
+    let client_ca_path = client_ca.map(|c| {
+        let p = dir.path().join("client-ca.crt");
+        std::fs::write(&p, c.pem()).unwrap();
+        p
+    });
+    let files = TlsFiles {
+        cert: dir.path().join("tls.crt"),
+        key: dir.path().join("tls.key"),
+        client_ca: client_ca_path,
+    };
+    let tls = rustls_config(&files, Duration::ZERO).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let app = router(state(plaintext_config(dead_addr())));
+    let options = ServerOptions {
+        header_read_timeout: header_timeout,
+        shutdown_grace: Duration::from_secs(1),
+    };
+    tokio::spawn(serve_https(app, listener, tls, options, stop.clone()));
+    (Served { addr, stop, dir }, der)
+}
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+async fn connect(addr: std::net::SocketAddr, config: Arc<rustls::ClientConfig>) -> std::io::Result<Tls> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    TlsConnector::from(config)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
+fn peer_der(tls: &Tls) -> Vec<u8> {
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// POSTs to Discovery over `tls`, using h2 if ALPN chose it, and returns the status and body.
+async fn discovery_over(tls: Tls) -> anyhow::Result<(u16, Bytes)> {
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let req = http::Request::post(format!("https://localhost{DISCOVERY}?timeout=10s"))
+        .body(Full::new(Bytes::from_static(br#"{"kind":"DiscoveryRequest"}"#)))?;
+    let resp = if h2 {
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        sender.send_request(req).await?
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        sender.send_request(req).await?
+    };
+    let status = resp.status().as_u16();
+    Ok((status, resp.into_body().collect().await?.to_bytes()))
+}
+
+#[tokio::test]
+async fn rotated_certificate_is_served_without_restart() {
+    let ca = Ca::new("serving-ca");
+    let (served, first) = start(&ca, None, Duration::from_secs(5)).await;
+    // A fresh client config per connection: a shared one would resume the TLS session, and a resumed session
+    // reports the certificate of the session it resumes, not what the server now serves.
+    let client = || client_config(&ca.pem(), None, &[b"h2", b"http/1.1"]);
+    let tls = connect(served.addr, client()).await.unwrap();
+    assert_eq!(peer_der(&tls), first);
+    assert_eq!(discovery_over(tls).await.unwrap().0, 200);
+
+    let (cert, key, second) = ca.leaf(&["localhost"]);
+    assert_ne!(first, second);
+    write_pair(served.dir.path(), &cert, &key);
+    let tls = connect(served.addr, client()).await.unwrap();
+    assert_eq!(peer_der(&tls), second, "the rotated certificate is served");
+    assert_eq!(discovery_over(tls).await.unwrap().0, 200);
+
+    // A half-finished rotation (garbage key) keeps the last good pair in service.
+    std::fs::write(served.dir.path().join("tls.key"), "not a key").unwrap();
+    let tls = connect(served.addr, client()).await.unwrap();
+    assert_eq!(peer_der(&tls), second);
+}
+
+#[tokio::test]
+async fn h2_and_http11_both_negotiate() {
+    let ca = Ca::new("serving-ca");
+    let (served, _) = start(&ca, None, Duration::from_secs(5)).await;
+    for (offer, want) in [
+        (&[b"h2".as_slice(), b"http/1.1"][..], Some(&b"h2"[..])),
+        (&[b"http/1.1".as_slice()][..], Some(&b"http/1.1"[..])),
+        (&[][..], None),
+    ] {
+        let tls = connect(served.addr, client_config(&ca.pem(), None, offer))
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), want);
+        let (status, body) = discovery_over(tls).await.unwrap();
+        assert_eq!(status, 200);
+        assert!(std::str::from_utf8(&body).unwrap().contains("konnector-bcd"));
+    }
+    // TLS 1.2 is accepted too.
+    let mut v12 = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
+        .with_root_certificates(roots(&ca.pem()))
+        .with_no_client_auth();
+    v12.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = connect(served.addr, Arc::new(v12)).await.unwrap();
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    assert_eq!(discovery_over(tls).await.unwrap().0, 200);
+}
+
+#[tokio::test]
+async fn mtls_refuses_clients_without_a_trusted_certificate() {
+    let serving = Ca::new("serving-ca");
+    let clients = Ca::new("capi-client-ca");
+    let stranger = Ca::new("stranger-ca");
+    let (served, _) = start(&serving, Some(&clients), Duration::from_secs(5)).await;
+
+    let (cert, key, _) = clients.leaf(&["capi-controller-manager"]);
+    let good = client_config(&serving.pem(), Some((&cert, &key)), &[b"h2", b"http/1.1"]);
+    let tls = connect(served.addr, good).await.unwrap();
+    assert_eq!(discovery_over(tls).await.unwrap().0, 200);
+
+    let none = client_config(&serving.pem(), None, &[b"http/1.1"]);
+    let refused = match connect(served.addr, none).await {
+        Err(_) => true,
+        Ok(tls) => discovery_over(tls).await.is_err(),
+    };
+    assert!(refused, "a client without a certificate must be refused");
+
+    let (cert, key, _) = stranger.leaf(&["intruder"]);
+    let wrong = client_config(&serving.pem(), Some((&cert, &key)), &[b"h2"]);
+    let refused = match connect(served.addr, wrong).await {
+        Err(_) => true,
+        Ok(tls) => discovery_over(tls).await.is_err(),
+    };
+    assert!(refused, "a client certificate from another CA must be refused");
+}
+
+#[tokio::test]
+async fn slow_handshakes_and_slow_headers_are_cut_off() {
+    let ca = Ca::new("serving-ca");
+    let (served, _) = start(&ca, None, Duration::from_millis(500)).await;
+    // A TCP client that never starts TLS.
+    let mut tcp = tokio::net::TcpStream::connect(served.addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(3), tcp.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "silent TCP client must be disconnected: {read:?}"
+    );
+    // A TLS client that sends half a request header.
+    let mut tls = connect(served.addr, client_config(&ca.pem(), None, &[b"http/1.1"]))
+        .await
+        .unwrap();
+    tls.write_all(b"POST /hooks.runtime.cluster.x-k8s.io/v1alpha1/discovery HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), tls.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "slow header client must be disconnected");
+}
+
+#[tokio::test]
+async fn serve_reports_readiness_from_executor_health_and_shuts_down() {
+    let ca = Ca::new("serving-ca");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = ca.leaf(&["localhost"]);
+    write_pair(dir.path(), &cert, &key);
+    let files = TlsFiles {
+        cert: dir.path().join("tls.crt"),
+        key: dir.path().join("tls.key"),
+        client_ca: None,
+    };
+
+    // The executor is down at first: the gateway still starts and serves Discovery, but is not ready.
+    let exec_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let exec_addr = exec_listener.local_addr().unwrap();
+    drop(exec_listener);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let readiness = konnector_runtime::admin::Readiness::default();
+    let server = tokio::spawn(konnector_gateway::serve(
+        plaintext_config(exec_addr),
+        listener,
+        files,
+        stop.clone(),
+        readiness.clone(),
+    ));
+    let tls = connect(addr, client_config(&ca.pem(), None, &[b"h2"]))
+        .await
+        .unwrap();
+    assert_eq!(discovery_over(tls).await.unwrap().0, 200);
+    assert!(!readiness.get());
+
+    // The executor comes up on that address: readiness follows within one probe interval.
+    let fake_stop = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind(exec_addr).await.unwrap();
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let fs = fake_stop.clone();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(
+                konnector_proto::v1::agent_service_server::AgentServiceServer::new(FakeExecutor::default()),
+            )
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                fs.cancelled_owned(),
+            )
+            .await
+            .unwrap();
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !readiness.get() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gateway never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(!readiness.get(), "not ready after shutdown");
+    fake_stop.cancel();
+}
+
+#[tokio::test]
+async fn serve_refuses_bad_configuration_at_startup() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = plaintext_config(dead_addr());
+    config.executor.url = "http://10.1.2.3:9090".into();
+    let files = TlsFiles {
+        cert: "/nonexistent/tls.crt".into(),
+        key: "/nonexistent/tls.key".into(),
+        client_ca: None,
+    };
+    let err = konnector_gateway::serve(
+        config,
+        listener,
+        files,
+        CancellationToken::new(),
+        konnector_runtime::admin::Readiness::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("loopback"), "{err}");
+}
