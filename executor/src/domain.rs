@@ -153,6 +153,11 @@ pub fn parse_prism_central_url(url: &str) -> Result<(String, u16), &'static str>
     if url.is_empty() {
         return Err("it is empty");
     }
+    if let Some((_, rest)) = url.split_once("://")
+        && (rest.is_empty() || rest.starts_with(['/', '?', '#']))
+    {
+        return Err("it has no host");
+    }
     let uri: http::Uri = url.parse().map_err(|_| "it does not parse as a URL")?;
     match uri.scheme_str() {
         Some(s) if s.eq_ignore_ascii_case("https") => {}

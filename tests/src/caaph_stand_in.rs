@@ -133,7 +133,7 @@ fn has_finalizer(obj: &DynamicObject, f: &str) -> bool {
 }
 
 fn ready_condition() -> Value {
-    json!([{"type": "Ready", "status": "True", "reason": "Ready", "message": "",
+    json!([{"type": "Ready", "status": "True", "reason": "Ready", "message": "stand-in release deployed",
             "lastTransitionTime": "2026-01-01T00:00:00Z"}])
 }
 

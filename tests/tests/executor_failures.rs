@@ -1,0 +1,271 @@
+//! ApplyAgent failures: each returns the right gRPC code and a message that names the problem, promptly.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use konnector_executor::ExecutorConfig;
+use konnector_proto::v1::{
+    ApplyAgentRequest, ApplyAgentResponse, ClusterContext, ClusterRef, GetAgentStatusRequest,
+};
+use konnector_tests::{
+    executor_fixture::{ExecutorEnv, TEST_NAMESPACE, TEST_PASSWORD, cluster_context, executor_env},
+    workload::{self, ClusterOptions},
+};
+use kube::{Api, api::DeleteParams};
+use tonic::{Code, Status};
+
+/// A hang guard, not a performance threshold.
+const HANG_GUARD: Duration = Duration::from_secs(60);
+
+async fn env(name: &str) -> ExecutorEnv {
+    konnector_tests::init_test_logging();
+    executor_env(
+        name,
+        ExecutorConfig {
+            remote_timeout: Duration::from_secs(3),
+            ..ExecutorConfig::default()
+        },
+        ClusterOptions {
+            control_plane_initialized: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn apply(env: &ExecutorEnv, ctx: ClusterContext) -> Result<ApplyAgentResponse, Status> {
+    let mut client = env.executor.client().await.unwrap();
+    let call = client.apply_agent(ApplyAgentRequest {
+        cluster: Some(ctx),
+        trigger: 0,
+    });
+    tokio::time::timeout(HANG_GUARD, call)
+        .await
+        .expect("ApplyAgent hung")
+        .map(tonic::Response::into_inner)
+}
+
+async fn expect_error(env: &ExecutorEnv, ctx: ClusterContext, code: Code, needles: &[&str]) {
+    let err = apply(env, ctx).await.unwrap_err();
+    assert_eq!(err.code(), code, "{err:?}");
+    for needle in needles {
+        assert!(
+            err.message().contains(needle),
+            "{:?} does not mention {needle:?}",
+            err.message()
+        );
+    }
+    assert!(!err.message().contains(TEST_PASSWORD));
+}
+
+#[tokio::test]
+async fn configuration_errors_are_invalid_argument() {
+    let env = env("badconfig").await;
+
+    let mut ctx = env.context();
+    ctx.konnector_agent = None;
+    let resp = apply(&env, ctx).await.unwrap();
+    assert!(!resp.applied);
+    assert_eq!(
+        resp.message,
+        "Konnector Agent addon is not configured for this cluster; nothing to do"
+    );
+
+    let mut ctx = env.context();
+    ctx.konnector_agent.as_mut().unwrap().strategy = "bogus".into();
+    expect_error(&env, ctx, Code::InvalidArgument, &["\"bogus\"", "HelmAddon"]).await;
+
+    let mut ctx = env.context();
+    ctx.konnector_agent.as_mut().unwrap().credentials_secret_name = String::new();
+    expect_error(&env, ctx, Code::InvalidArgument, &["credentials.secretRef.name"]).await;
+
+    let mut ctx = env.context();
+    ctx.prism_central = None;
+    expect_error(
+        &env,
+        ctx,
+        Code::InvalidArgument,
+        &["no nutanix.prismCentralEndpoint"],
+    )
+    .await;
+
+    for (url, why) in [
+        ("http://pc.example.com", "https"),
+        ("https://", "no host"),
+        ("pc.example.com", "absolute https URL"),
+        ("https://pc.example.com:99999", "port"),
+    ] {
+        let mut ctx = env.context();
+        ctx.prism_central.as_mut().unwrap().url = url.into();
+        expect_error(
+            &env,
+            ctx,
+            Code::InvalidArgument,
+            &["prismCentralEndpoint.url", why],
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn missing_objects_are_failed_precondition() {
+    let env = env("missing").await;
+
+    // No credentials Secret.
+    let ctx = cluster_context(&env.cluster, "no-such-secret");
+    expect_error(
+        &env,
+        ctx,
+        Code::FailedPrecondition,
+        &["clusters/no-such-secret", "not found"],
+    )
+    .await;
+
+    // A Secret without the password key, and one with both kinds of credentials.
+    workload::put_credentials_secret(&env.admin, TEST_NAMESPACE, "only-user", &[("username", "admin")])
+        .await
+        .unwrap();
+    expect_error(
+        &env,
+        cluster_context(&env.cluster, "only-user"),
+        Code::FailedPrecondition,
+        &["clusters/only-user", "\"password\""],
+    )
+    .await;
+    workload::put_credentials_secret(
+        &env.admin,
+        TEST_NAMESPACE,
+        "both",
+        &[
+            ("username", "admin"),
+            ("password", TEST_PASSWORD),
+            ("apiKey", "k"),
+        ],
+    )
+    .await
+    .unwrap();
+    expect_error(
+        &env,
+        cluster_context(&env.cluster, "both"),
+        Code::FailedPrecondition,
+        &["clusters/both", "both"],
+    )
+    .await;
+
+    // An apiKey alone is fine.
+    workload::put_credentials_secret(&env.admin, TEST_NAMESPACE, "api-key", &[("apiKey", "k")])
+        .await
+        .unwrap();
+    assert!(
+        apply(&env, cluster_context(&env.cluster, "api-key"))
+            .await
+            .unwrap()
+            .applied
+    );
+
+    // A Cluster without the cluster-name label: the HelmChartProxy would select nothing.
+    let unlabelled = workload::create_workload_cluster(
+        &env.admin,
+        &env.workload,
+        TEST_NAMESPACE,
+        "unlabelled",
+        ClusterOptions {
+            without_name_label: true,
+            control_plane_initialized: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut ctx = env.context();
+    ctx.name = unlabelled.name.clone();
+    expect_error(
+        &env,
+        ctx,
+        Code::FailedPrecondition,
+        &["cluster.x-k8s.io/cluster-name=unlabelled", "add the label"],
+    )
+    .await;
+
+    // No kubeconfig Secret.
+    Api::<Secret>::namespaced(env.admin.clone(), TEST_NAMESPACE)
+        .delete("c1-kubeconfig", &DeleteParams::default())
+        .await
+        .unwrap();
+    expect_error(
+        &env,
+        env.context(),
+        Code::FailedPrecondition,
+        &["clusters/c1-kubeconfig", "not found"],
+    )
+    .await;
+
+    // A kubeconfig Secret without the value key.
+    workload::put_credentials_secret(&env.admin, TEST_NAMESPACE, "c1-kubeconfig", &[("other", "x")])
+        .await
+        .unwrap();
+    expect_error(
+        &env,
+        env.context(),
+        Code::FailedPrecondition,
+        &["clusters/c1-kubeconfig", "\"value\""],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unreachable_workload_is_unavailable_and_bounded() {
+    let mut env = env("unreachable").await;
+    apply(&env, env.context()).await.unwrap();
+    env.workload.stop();
+
+    let started = Instant::now();
+    let err = apply(&env, env.context()).await.unwrap_err();
+    let elapsed = started.elapsed();
+    eprintln!("ApplyAgent against a stopped workload API server answered in {elapsed:?}");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(
+        err.message(),
+        "cannot apply Namespace ntnx-system on the workload cluster: the API server is unreachable or did not answer in time"
+    );
+
+    // GetAgentStatus reports the same problem as data, not as an error.
+    let mut client = env.executor.client().await.unwrap();
+    let status = client
+        .get_agent_status(GetAgentStatusRequest {
+            cluster: Some(ClusterRef {
+                namespace: TEST_NAMESPACE.into(),
+                name: "c1".into(),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!status.credentials_copied);
+    assert!(
+        status.credentials_error.contains("unreachable"),
+        "{}",
+        status.credentials_error
+    );
+    assert!(status.helm_chart_proxy.is_some());
+
+    // An API server that accepts connections and never answers: the remote timeout (3s here) bounds the call.
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = blackhole.local_addr().unwrap().port();
+    let kubeconfig = env.workload.kubeconfig_yaml().replace(
+        &format!("127.0.0.1:{}", env.workload.port()),
+        &format!("127.0.0.1:{port}"),
+    );
+    workload::put_kubeconfig_secret(&env.admin, TEST_NAMESPACE, "c1", &kubeconfig)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = apply(&env, env.context()).await.unwrap_err();
+    eprintln!(
+        "ApplyAgent against a silent workload API server answered in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    drop(blackhole);
+}
