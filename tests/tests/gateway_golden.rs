@@ -1,0 +1,337 @@
+//! Golden end-to-end: every body in tests/golden/<capi>/<hook>.json, replayed over HTTPS through the real gateway
+//! into the real executor (under its RBAC) against real API servers, with the CAAPH stand-in playing CAAPH.
+//!
+//! The bodies are rewritten only where they must point at the harness: Cluster name, namespace, uid, cluster-name
+//! label, control-plane endpoint and the credentials Secret name. Everything else is replayed as composed.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use konnector_executor::ExecutorConfig;
+use konnector_gateway::{ExecutorEndpoint, ExecutorTransport, GatewayConfig, TlsFiles, catalog::Hook};
+use konnector_tests::{
+    caaph_stand_in::{CaaphOptions, CaaphStandIn, hcp_resource, hrp_resource},
+    executor_fixture::{ExecutorEnv, TEST_CREDENTIALS_SECRET, TEST_PASSWORD, executor_env},
+    workload::ClusterOptions,
+};
+use kube::{
+    Api,
+    api::{DynamicObject, ListParams},
+};
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// A hang guard for polling loops, not a performance threshold.
+const HANG_GUARD: Duration = Duration::from_secs(90);
+
+/// Captured log output of this test binary.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() -> Captured {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "debug,kube=info,hyper=info,h2=info,tower=info",
+        ))
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+    captured
+}
+
+/// The real gateway, serving HTTPS on loopback, in front of `executor_url`.
+struct RunningGateway {
+    addr: std::net::SocketAddr,
+    ca_pem: String,
+    stop: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_gateway(executor_url: String) -> RunningGateway {
+    let dir = tempfile::tempdir().unwrap();
+    // webpki does not accept a self-signed leaf as a trust anchor, so issue the serving certificate from a CA.
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    std::fs::write(dir.path().join("tls.crt"), leaf.pem()).unwrap();
+    std::fs::write(dir.path().join("tls.key"), leaf_key.serialize_pem()).unwrap();
+    let files = TlsFiles {
+        cert: dir.path().join("tls.crt"),
+        key: dir.path().join("tls.key"),
+        client_ca: None,
+    };
+    let mut config = GatewayConfig::new(ExecutorEndpoint {
+        url: executor_url,
+        transport: ExecutorTransport::PlaintextLoopback,
+    });
+    config.capi_version = "v1.14".parse().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(konnector_gateway::serve(
+        config,
+        listener,
+        files,
+        stop.clone(),
+        konnector_runtime::admin::Readiness::default(),
+    ));
+    RunningGateway {
+        addr,
+        ca_pem: ca.pem(),
+        stop,
+        _dir: dir,
+    }
+}
+
+impl RunningGateway {
+    /// POSTs like CAPI: no Content-Type, `?timeout=`, HTTPS trusting only the gateway's CA. Returns the raw body.
+    async fn post(&self, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+        konnector_runtime::tls::install_crypto_provider();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let mut tls = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::post(format!("https://localhost{path}?timeout=10s"))
+            .body(Full::new(hyper::body::Bytes::from(body)))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        (
+            status,
+            resp.into_body().collect().await.unwrap().to_bytes().to_vec(),
+        )
+    }
+}
+
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn golden(capi: &str, hook: Hook) -> Value {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("golden")
+        .join(capi)
+        .join(format!("{}.json", hook.path_segment()));
+    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+}
+
+/// Points a golden body at the harness's Cluster.
+fn retarget(mut body: Value, env: &ExecutorEnv) -> Value {
+    let c = &mut body["cluster"];
+    c["metadata"]["name"] = env.cluster.name.clone().into();
+    c["metadata"]["namespace"] = env.cluster.namespace.clone().into();
+    c["metadata"]["uid"] = env.cluster.uid.clone().into();
+    c["metadata"]["labels"]["cluster.x-k8s.io/cluster-name"] = env.cluster.name.clone().into();
+    c["spec"]["controlPlaneEndpoint"] = env.cluster.object.data["spec"]["controlPlaneEndpoint"].clone();
+    for var in c["spec"]["topology"]["variables"].as_array_mut().unwrap() {
+        if var["name"] == "clusterConfig" {
+            var["value"]["addons"]["konnectorAgent"]["credentials"]["secretRef"]["name"] =
+                TEST_CREDENTIALS_SECRET.into();
+        }
+    }
+    body
+}
+
+async fn hcps(env: &ExecutorEnv) -> Vec<DynamicObject> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(env.admin.clone(), &env.cluster.namespace, &hcp_resource());
+    api.list(&ListParams::default()).await.unwrap().items
+}
+
+#[tokio::test]
+async fn golden_bodies_through_the_real_gateway_and_executor() {
+    let logs = capture_logs();
+    let env = executor_env(
+        "gw-golden",
+        ExecutorConfig::default(),
+        ClusterOptions {
+            control_plane_initialized: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let _caaph = CaaphStandIn::start(env.admin.clone(), CaaphOptions::default());
+    let gateway = start_gateway(env.executor.endpoint()).await;
+    let workload = env.workload.client().await.unwrap();
+    let mut answers = Vec::new();
+
+    // Discovery first, as CAPI does.
+    let (status, body) = gateway
+        .post(
+            "/hooks.runtime.cluster.x-k8s.io/v1alpha1/discovery",
+            br#"{"apiVersion":"hooks.runtime.cluster.x-k8s.io/v1alpha1","kind":"DiscoveryRequest"}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let discovery: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(discovery["handlers"].as_array().unwrap().len(), 3);
+
+    for capi in ["v1.10", "v1.12", "v1.14"] {
+        // AfterControlPlaneInitialized: HCP on the management cluster, Namespace + Secret on the workload cluster.
+        let hook = Hook::AfterControlPlaneInitialized;
+        let body = serde_json::to_vec(&retarget(golden(capi, hook), &env)).unwrap();
+        let (status, raw) = gateway.post(&hook.path(), body).await;
+        let answer: Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(
+            (status, answer["status"].as_str()),
+            (200, Some("Success")),
+            "{capi} {hook}: {answer}"
+        );
+        assert!(
+            answer.get("retryAfterSeconds").is_none(),
+            "{capi}: ACPI has no retryAfterSeconds"
+        );
+        answers.push(String::from_utf8(raw).unwrap());
+        assert_eq!(hcps(&env).await.len(), 1, "{capi}: one HelmChartProxy after ACPI");
+        Api::<Namespace>::all(workload.clone())
+            .get("ntnx-system")
+            .await
+            .unwrap();
+        let secret = Api::<Secret>::namespaced(workload.clone(), "ntnx-system")
+            .get("konnector-agent")
+            .await
+            .unwrap();
+        let password = secret.data.unwrap().remove("password").unwrap();
+        assert_eq!(
+            password.0,
+            TEST_PASSWORD.as_bytes(),
+            "{capi}: credentials copied verbatim"
+        );
+
+        // BeforeClusterUpgrade: a re-apply; never blocks.
+        let hook = Hook::BeforeClusterUpgrade;
+        let body = serde_json::to_vec(&retarget(golden(capi, hook), &env)).unwrap();
+        let (status, raw) = gateway.post(&hook.path(), body).await;
+        let answer: Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(
+            (
+                status,
+                answer["status"].as_str(),
+                answer["retryAfterSeconds"].as_i64()
+            ),
+            (200, Some("Success"), Some(0)),
+            "{capi} {hook}: {answer}"
+        );
+        answers.push(String::from_utf8(raw).unwrap());
+        assert_eq!(hcps(&env).await.len(), 1);
+
+        // Let the CAAPH stand-in install the release, so there is an uninstall to wait for.
+        tokio::time::timeout(HANG_GUARD, async {
+            loop {
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(env.admin.clone(), &env.cluster.namespace, &hrp_resource());
+                let hrps = api.list(&ListParams::default()).await.unwrap().items;
+                if hrps.iter().any(|h| h.data["status"]["status"] == "deployed") {
+                    break;
+                }
+                if std::env::var("GW_DEBUG").is_ok() {
+                    eprintln!(
+                        "HRPs: {:?}",
+                        hrps.iter().map(|h| h.data["status"].clone()).collect::<Vec<_>>()
+                    );
+                    eprintln!(
+                        "HCPs: {:?}",
+                        hcps(&env)
+                            .await
+                            .iter()
+                            .map(|h| (h.metadata.name.clone(), h.data["status"].clone()))
+                            .collect::<Vec<_>>()
+                    );
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            let captured = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+            let stand_in: Vec<&str> = captured.lines().filter(|l| l.contains("stand-in")).collect();
+            panic!("{capi}: the CAAPH stand-in never installed the release; its log: {stand_in:#?}")
+        });
+
+        // BeforeClusterDelete: Success + retryAfterSeconds > 0 while CAAPH uninstalls, then Success + 0, HCP gone.
+        let hook = Hook::BeforeClusterDelete;
+        let body = serde_json::to_vec(&retarget(golden(capi, hook), &env)).unwrap();
+        let mut waited = 0;
+        tokio::time::timeout(HANG_GUARD, async {
+            loop {
+                let (status, raw) = gateway.post(&hook.path(), body.clone()).await;
+                let answer: Value = serde_json::from_slice(&raw).unwrap();
+                answers.push(String::from_utf8(raw).unwrap());
+                assert_eq!(
+                    (status, answer["status"].as_str()),
+                    (200, Some("Success")),
+                    "{capi}: {answer}"
+                );
+                match answer["retryAfterSeconds"].as_i64() {
+                    Some(0) => break,
+                    Some(n) if n > 0 => waited += 1,
+                    other => panic!("{capi}: BCD must always carry retryAfterSeconds >= 0, got {other:?}"),
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{capi}: BeforeClusterDelete never let go"));
+        assert!(
+            waited > 0,
+            "{capi}: the uninstall should have been waited for at least once"
+        );
+        assert!(
+            hcps(&env).await.is_empty(),
+            "{capi}: HelmChartProxy gone after BCD"
+        );
+    }
+
+    // Secret hygiene: the Prism Central password is in no answer and in no log line.
+    for a in &answers {
+        assert!(
+            !a.contains(TEST_PASSWORD),
+            "password leaked into a hook answer: {a}"
+        );
+    }
+    let captured = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(captured.contains("hook answered"), "gateway logs were captured");
+    assert!(!captured.contains(TEST_PASSWORD), "password leaked into the logs");
+}
