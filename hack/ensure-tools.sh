@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs konnector's pinned developer tools (buf, helm) from npm into hack/tools/node_modules and prints the
-# directory to put on PATH. npm, like Node.js, comes from Debian when missing.
+# Installs konnector's pinned developer tools and prints the directory to put on PATH: buf and helm from npm into
+# hack/tools/node_modules (npm itself comes from Debian when missing), and grpcurl (the Rust port, grpcurl-rs)
+# from crates.io into hack/tools/cargo, linked next to them.
 set -euo pipefail
 cd "$(dirname "$0")/tools"
 if ! command -v npm >/dev/null 2>&1; then
@@ -10,5 +11,9 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 if [[ ! -x node_modules/.bin/buf || ! -x node_modules/.bin/helm ]]; then
   npm ci --no-audit --no-fund --loglevel=error >&2
+fi
+if [[ ! -x node_modules/.bin/grpcurl ]]; then
+  cargo install --quiet --locked grpcurl-rs --version 0.2.1 --root "$PWD/cargo" >&2
+  ln -sf "$PWD/cargo/bin/grpcurl" node_modules/.bin/grpcurl
 fi
 echo "$PWD/node_modules/.bin"

@@ -11,37 +11,9 @@ use crate::domain::{
 
 /// The values template used when the values-template ConfigMap is absent. It renders the same bytes as the
 /// template CAREN ships (including the blank line after the `pc:` block, and no trailing newline).
-pub const BUILTIN_VALUES_TEMPLATE: &str = r#"agent:
-  name: {{ .AgentName }}
-  image:
-    privateRegistry: false
-    repository: quay.io/karbon
-    name: k8s-agent
-    tag: "1.4.0-rc.2"
-pc:
-  port: {{ .PrismCentralPort }}
-  insecure: {{ .PrismCentralInsecure }}
-  endpoint: {{ .PrismCentralHost }}
-  {{- if .PrismCentralAdditionalTrustBundle }}
-  additionalTrustBundle: {{ .PrismCentralAdditionalTrustBundle }}
-  {{- end }}
-
-k8sClusterName: {{ .ClusterName }}
-k8sDistribution: NKP
-createSecret: false
-prismCredentialsSecretName: "{{ .PrismCredentialsSecretName }}"
-{{- if .CategoryMappings }}
-categoryMappings: {{ .CategoryMappings }}
-{{- end }}
-{{- if .CreateAdditionalTrustBundleConfigMap }}
-createAdditionalTrustBundleConfigMap: true
-additionalTrustBundleConfigMapName: "{{ .AdditionalTrustBundleConfigMapName }}"
-{{- end }}
-kubeconfigUpload:
-  enabled: {{ .EnableKubeconfigUpload }}
-  {{- if .ControlPlaneEndpoint }}
-  controlPlaneEndpoint: "{{ .ControlPlaneEndpoint }}"
-  {{- end }}"#;
+/// It is the same file the chart installs as the default values-template ConfigMap, so the two cannot drift.
+pub const BUILTIN_VALUES_TEMPLATE: &str =
+    include_str!("../../deploy/chart/konnector/files/konnector-agent-values-template.yaml");
 
 /// The variables a values template can use. Names match CAREN's, so operator-written templates keep working.
 #[derive(Clone, Debug, PartialEq, Eq)]

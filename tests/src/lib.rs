@@ -6,9 +6,13 @@
 
 pub mod assets;
 pub mod caaph_stand_in;
+pub mod capi;
 pub mod control_plane;
 pub mod crds;
 pub mod executor_fixture;
+pub mod sandbox;
+pub mod scenario;
+pub mod tools;
 pub mod workload;
 
 pub use control_plane::ControlPlane;
@@ -25,8 +29,9 @@ pub async fn management_plane(name: &str) -> anyhow::Result<(ControlPlane, kube:
 pub fn init_test_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,kube_client::client::builder=off")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,kube_client::client::builder=off")
+            }),
         )
         .with_test_writer()
         .try_init();

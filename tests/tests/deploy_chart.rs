@@ -1,17 +1,13 @@
 //! Tests of deploy/chart/konnector: lint, render, and server-side dry-run against a real API server that has the
 //! CAPI, CAAPH and cert-manager CRDs; and the executor's RBAC, bound for real and checked both ways.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    sync::OnceLock,
-};
+use std::{path::PathBuf, process::Command};
 
 use k8s_openapi::api::{
     authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec},
     core::v1::Secret,
 };
-use konnector_tests::{crds, management_plane, workload};
+use konnector_tests::{crds, management_plane, tools, workload};
 use kube::{
     Api,
     api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
@@ -22,39 +18,17 @@ use serde_json::Value;
 const NS: &str = "konnector-system";
 const EXECUTOR_SA: &str = "system:serviceaccount:konnector-system:konnector-executor";
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+fn helm() -> PathBuf {
+    tools::helm().unwrap()
 }
 
-/// helm from the npm-pinned tools, installed on first use.
-fn helm() -> PathBuf {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        let out = Command::new("bash").arg(repo().join("hack/ensure-tools.sh")).output().unwrap();
-        assert!(out.status.success(), "hack/ensure-tools.sh failed: {}", String::from_utf8_lossy(&out.stderr));
-        let bin = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("helm");
-        assert!(bin.exists(), "helm not installed at {}", bin.display());
-        bin
-    })
-    .clone()
+fn repo() -> PathBuf {
+    tools::repo_root()
 }
 
 /// Renders the chart as the tests' Kubernetes 1.20 API server would see it, with `--set` overrides.
 fn render(sets: &[&str]) -> Vec<Value> {
-    let mut cmd = Command::new(helm());
-    cmd.args(["template", "konnector"])
-        .arg(repo().join("deploy/chart/konnector"))
-        .args(["--namespace", NS, "--kube-version", "v1.20.2"]);
-    for s in sets {
-        cmd.args(["--set", s]);
-    }
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "helm template failed: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
-        .filter(|v| !v.is_null())
-        .collect()
+    tools::render_chart(NS, sets, &[]).unwrap()
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
@@ -66,7 +40,12 @@ fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 fn pod_templates(docs: &[Value]) -> Vec<(&str, &Value)> {
     docs.iter()
         .filter(|d| d["kind"] == "Deployment")
-        .map(|d| (d["metadata"]["name"].as_str().unwrap(), &d["spec"]["template"]["spec"]))
+        .map(|d| {
+            (
+                d["metadata"]["name"].as_str().unwrap(),
+                &d["spec"]["template"]["spec"],
+            )
+        })
         .collect()
 }
 
@@ -92,7 +71,10 @@ fn every_pod_runs_restricted() {
     assert_eq!(pods.len(), 2, "gateway and executor");
     for (name, pod) in pods {
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
-        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{name}");
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+            "{name}"
+        );
         for c in pod["containers"].as_array().unwrap() {
             let sc = &c["securityContext"];
             assert_eq!(sc["runAsNonRoot"], true, "{name}");
@@ -111,9 +93,15 @@ fn gateway_gets_no_kubernetes_credentials() {
     assert_eq!(sa["automountServiceAccountToken"], false);
     let pod = &find(&docs, "Deployment", "konnector-gateway")["spec"]["template"]["spec"];
     assert_eq!(pod["automountServiceAccountToken"], false);
-    for binding in docs.iter().filter(|d| d["kind"] == "ClusterRoleBinding" || d["kind"] == "RoleBinding") {
+    for binding in docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRoleBinding" || d["kind"] == "RoleBinding")
+    {
         for subject in binding["subjects"].as_array().unwrap() {
-            assert_ne!(subject["name"], "konnector-gateway", "the gateway must not be bound to any role");
+            assert_ne!(
+                subject["name"], "konnector-gateway",
+                "the gateway must not be bound to any role"
+            );
         }
     }
 }
@@ -124,9 +112,15 @@ fn extension_config_trusts_the_gateway_serving_certificate() {
     let ext = find(&docs, "ExtensionConfig", "konnector");
     assert_eq!(ext["apiVersion"], "runtime.cluster.x-k8s.io/v1beta2");
     let service = &ext["spec"]["clientConfig"]["service"];
-    let (svc_ns, svc_name) = (service["namespace"].as_str().unwrap(), service["name"].as_str().unwrap());
+    let (svc_ns, svc_name) = (
+        service["namespace"].as_str().unwrap(),
+        service["name"].as_str().unwrap(),
+    );
     assert_eq!(service["port"], 443);
-    assert!(ext["spec"]["namespaceSelector"].is_object(), "namespaceSelector is always present");
+    assert!(
+        ext["spec"]["namespaceSelector"].is_object(),
+        "namespaceSelector is always present"
+    );
 
     let annotation = ext["metadata"]["annotations"]["runtime.cluster.x-k8s.io/inject-ca-from-secret"]
         .as_str()
@@ -137,12 +131,26 @@ fn extension_config_trusts_the_gateway_serving_certificate() {
         .iter()
         .find(|d| d["kind"] == "Certificate" && d["spec"]["secretName"] == secret_name)
         .expect("a Certificate writes the Secret the annotation names");
-    let sans: Vec<&str> = cert["spec"]["dnsNames"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert!(sans.contains(&format!("{svc_name}.{svc_ns}.svc").as_str()), "SAN <svc>.<ns>.svc in {sans:?}");
+    let sans: Vec<&str> = cert["spec"]["dnsNames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        sans.contains(&format!("{svc_name}.{svc_ns}.svc").as_str()),
+        "SAN <svc>.<ns>.svc in {sans:?}"
+    );
 
     // The Service the ExtensionConfig names exists and maps 443 to the gateway's hook port.
     let svc = find(&docs, "Service", svc_name);
-    assert!(svc["spec"]["ports"].as_array().unwrap().iter().any(|p| p["port"] == 443));
+    assert!(
+        svc["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["port"] == 443)
+    );
 }
 
 #[test]
@@ -160,20 +168,77 @@ fn values_reach_the_manifests() {
     assert_eq!(gw["spec"]["replicas"], 3);
     let container = &gw["spec"]["template"]["spec"]["containers"][0];
     assert!(container["image"].as_str().unwrap().ends_with(":v9"));
-    let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    for expected in ["--capi-version=1.10", "--bcd-timeout-seconds=20", "--bcd-failure-policy=Ignore"] {
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for expected in [
+        "--capi-version=1.10",
+        "--bcd-timeout-seconds=20",
+        "--bcd-failure-policy=Ignore",
+    ] {
         assert!(args.contains(&expected), "{expected} in {args:?}");
     }
     assert!(!docs.iter().any(|d| d["kind"] == "HorizontalPodAutoscaler"));
     let cm = find(&docs, "ConfigMap", "default-helm-addons-config");
-    assert!(cm["data"]["konnector-agent"].as_str().unwrap().contains("ChartVersion: 1.4.2"));
+    assert!(
+        cm["data"]["konnector-agent"]
+            .as_str()
+            .unwrap()
+            .contains("ChartVersion: 1.4.2")
+    );
+}
+
+/// The container args of Deployment `name`.
+fn container_args(docs: &[Value], name: &str) -> Vec<String> {
+    let deployment = find(docs, "Deployment", name);
+    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap();
+    args.iter().map(|a| a.as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn chart_args_parse_with_the_binaries_own_flags() {
+    use clap::Parser;
+    for sets in [
+        &[][..],
+        &["gateway.requireClientCert=true", "capiVersion=1.12"][..],
+    ] {
+        let docs = render(sets);
+        let gateway = container_args(&docs, "konnector-gateway");
+        let parsed = konnector_gateway::args::Args::try_parse_from(
+            std::iter::once("konnector-gateway".to_owned()).chain(gateway.iter().cloned()),
+        );
+        assert!(
+            parsed.is_ok(),
+            "gateway rejects the chart's args {gateway:?}: {}",
+            parsed.unwrap_err()
+        );
+        let executor = container_args(&docs, "konnector-executor");
+        let parsed = konnector_executor::cli::Args::try_parse_from(
+            std::iter::once("konnector-executor".to_owned()).chain(executor.iter().cloned()),
+        );
+        assert!(
+            parsed.is_ok(),
+            "executor rejects the chart's args {executor:?}: {}",
+            parsed.unwrap_err()
+        );
+    }
 }
 
 #[tokio::test]
 async fn manifests_apply_by_server_side_dry_run() {
     konnector_tests::init_test_logging();
     let (_mgmt, client) = management_plane("deploy").await.unwrap();
-    crds::install(&client, &[crds::CERT_MANAGER_ISSUER, crds::CERT_MANAGER_CERTIFICATE]).await.unwrap();
+    crds::install(
+        &client,
+        &[crds::CERT_MANAGER_ISSUER, crds::CERT_MANAGER_CERTIFICATE],
+    )
+    .await
+    .unwrap();
     workload::ensure_namespace(&client, NS).await.unwrap();
 
     let docs = render(&["createNamespace=true"]);
@@ -192,9 +257,13 @@ async fn manifests_apply_by_server_side_dry_run() {
             discovery::Scope::Namespaced => Api::namespaced_with(client.clone(), NS, &ar),
             discovery::Scope::Cluster => Api::all_with(client.clone(), &ar),
         };
-        api.patch(name, &PatchParams::apply("konnector-deploy-test").dry_run(), &Patch::Apply(doc))
-            .await
-            .unwrap_or_else(|e| panic!("server-side dry run of {} {name} failed: {e}", gvk.kind));
+        api.patch(
+            name,
+            &PatchParams::apply("konnector-deploy-test").dry_run(),
+            &Patch::Apply(doc),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("server-side dry run of {} {name} failed: {e}", gvk.kind));
     }
 }
 
@@ -203,7 +272,10 @@ async fn executor_may(client: &kube::Client, verb: &str, group: &str, resource: 
     let review = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
             user: Some(EXECUTOR_SA.into()),
-            groups: Some(vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{NS}")]),
+            groups: Some(vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{NS}"),
+            ]),
             resource_attributes: Some(ResourceAttributes {
                 verb: Some(verb.into()),
                 group: Some(group.into()),
@@ -215,7 +287,10 @@ async fn executor_may(client: &kube::Client, verb: &str, group: &str, resource: 
         },
         ..Default::default()
     };
-    let answer = Api::<SubjectAccessReview>::all(client.clone()).create(&PostParams::default(), &review).await.unwrap();
+    let answer = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap();
     answer.status.unwrap().allowed
 }
 
@@ -231,7 +306,11 @@ async fn executor_rbac_allows_its_work_and_refuses_the_rest() {
         let gvk = GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", kind);
         let (ar, _) = discovery::pinned_kind(&client, &gvk).await.unwrap();
         Api::<DynamicObject>::all_with(client.clone(), &ar)
-            .patch(doc["metadata"]["name"].as_str().unwrap(), &PatchParams::apply("test"), &Patch::Apply(doc))
+            .patch(
+                doc["metadata"]["name"].as_str().unwrap(),
+                &PatchParams::apply("test"),
+                &Patch::Apply(doc),
+            )
             .await
             .unwrap();
     }
@@ -247,7 +326,10 @@ async fn executor_rbac_allows_its_work_and_refuses_the_rest() {
         ("create", "", "events"),
     ];
     for (verb, group, resource) in needed {
-        assert!(executor_may(&client, verb, group, resource).await, "executor needs {verb} {group}/{resource}");
+        assert!(
+            executor_may(&client, verb, group, resource).await,
+            "executor needs {verb} {group}/{resource}"
+        );
     }
     let refused = [
         ("delete", "", "secrets"),
@@ -267,15 +349,30 @@ async fn executor_rbac_allows_its_work_and_refuses_the_rest() {
         ("impersonate", "", "users"),
     ];
     for (verb, group, resource) in refused {
-        assert!(!executor_may(&client, verb, group, resource).await, "executor must not {verb} {group}/{resource}");
+        assert!(
+            !executor_may(&client, verb, group, resource).await,
+            "executor must not {verb} {group}/{resource}"
+        );
     }
 
     // And a real refused call: the executor cannot delete the user's credentials Secret.
-    workload::put_credentials_secret(&client, "tenants", "pc-creds", &[("username", "u"), ("password", "p")])
-        .await
-        .unwrap();
+    workload::ensure_namespace(&client, "tenants").await.unwrap();
+    workload::put_credentials_secret(
+        &client,
+        "tenants",
+        "pc-creds",
+        &[("username", "u"), ("password", "p")],
+    )
+    .await
+    .unwrap();
     let as_executor = mgmt
-        .client_as(EXECUTOR_SA, &["system:serviceaccounts", "system:serviceaccounts:konnector-system"])
+        .client_as(
+            EXECUTOR_SA,
+            &[
+                "system:serviceaccounts",
+                "system:serviceaccounts:konnector-system",
+            ],
+        )
         .await
         .unwrap();
     let secrets: Api<Secret> = Api::namespaced(as_executor, "tenants");

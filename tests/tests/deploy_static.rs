@@ -15,12 +15,22 @@ fn static_bin_dir() -> PathBuf {
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/build-static.sh");
     let out = Command::new("bash").arg(&script).output().unwrap();
-    assert!(out.status.success(), "{} failed:\n{}", script.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{} failed:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 fn readelf(flag: &str, bin: &Path) -> String {
-    let out = Command::new("readelf").arg(flag).arg("--wide").arg(bin).output().expect("readelf (binutils) runs");
+    let out = Command::new("readelf")
+        .arg(flag)
+        .arg("--wide")
+        .arg(bin)
+        .output()
+        .expect("readelf (binutils) runs");
     assert!(out.status.success(), "readelf {flag} {} failed", bin.display());
     String::from_utf8(out.stdout).unwrap()
 }
@@ -32,9 +42,18 @@ fn image_binaries_are_static() {
         let bin = dir.join(name);
         assert!(bin.is_file(), "{} was not built", bin.display());
         let headers = readelf("--program-headers", &bin);
-        assert!(headers.contains("LOAD"), "{name}: not an ELF executable?\n{headers}");
-        assert!(!headers.contains("INTERP"), "{name} asks for a dynamic loader:\n{headers}");
+        assert!(
+            headers.contains("LOAD"),
+            "{name}: not an ELF executable?\n{headers}"
+        );
+        assert!(
+            !headers.contains("INTERP"),
+            "{name} asks for a dynamic loader:\n{headers}"
+        );
         let dynamic = readelf("--dynamic", &bin);
-        assert!(!dynamic.contains("(NEEDED)"), "{name} needs shared libraries:\n{dynamic}");
+        assert!(
+            !dynamic.contains("(NEEDED)"),
+            "{name} needs shared libraries:\n{dynamic}"
+        );
     }
 }

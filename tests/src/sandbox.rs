@@ -1,0 +1,416 @@
+//! The local sandbox: real control planes, the real executor and two real gateways, the chart's ExtensionConfig
+//! and default ConfigMaps, a CAAPH stand-in, and the scripted cluster lifecycle of [`crate::scenario`].
+//!
+//! `konnector-sandbox` (the README's first command) and the end-to-end test `tests/sandbox_lifecycle.rs` both
+//! drive this module, so the test exercises exactly what a person runs.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use konnector_executor::ExecutorConfig;
+use konnector_gateway::{ExecutorEndpoint, ExecutorTransport, GatewayConfig, TlsFiles};
+use konnector_runtime::admin::Readiness;
+use kube::{
+    Api, Client,
+    api::{DynamicObject, GroupVersionKind, Patch, PatchParams},
+    discovery,
+};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    caaph_stand_in::{CaaphOptions, CaaphStandIn, Uninstall},
+    capi::{CapiShape, ExtensionClient, Handler},
+    control_plane::ControlPlane,
+    executor_fixture::{RunningExecutor, start_executor},
+    management_plane,
+    scenario::{ClusterReport, ClusterRun, Gateway, StepObserver},
+    tools, workload,
+};
+
+/// The namespace konnector runs in on the sandbox's management cluster; the default ConfigMaps live here.
+pub const KONNECTOR_NAMESPACE: &str = "konnector-system";
+/// The namespace the sandbox's Clusters live in.
+pub const CLUSTERS_NAMESPACE: &str = "tenants";
+/// The field manager the sandbox applies deploy/ manifests with.
+const SANDBOX_MANAGER: &str = "konnector-sandbox";
+
+/// What to start and play.
+#[derive(Clone, Debug)]
+pub struct SandboxOptions {
+    /// How many workload clusters; their lifecycles run in parallel.
+    pub clusters: usize,
+    /// Which CAPI release's request shape to emulate.
+    pub shape: CapiShape,
+    /// Change the Prism Central password between AfterControlPlaneInitialized and BeforeClusterUpgrade.
+    pub rotate_credentials: bool,
+    /// Where to write `sandbox.json` (and the gateway's certificates). A temporary directory when unset.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        Self {
+            clusters: 1,
+            shape: CapiShape::V1_14,
+            rotate_credentials: false,
+            state_dir: None,
+        }
+    }
+}
+
+/// How to reach everything, as written to `sandbox.json`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxState {
+    /// The gateways' base URLs.
+    pub gateway_urls: Vec<String>,
+    /// The CA that signed the gateways' serving certificate (curl --cacert).
+    pub gateway_ca_file: PathBuf,
+    /// The executor's gRPC address (plaintext, loopback).
+    pub executor_address: String,
+    /// The management cluster's kubeconfig.
+    pub management_kubeconfig: PathBuf,
+    /// Each workload cluster's kubeconfig, by cluster name.
+    pub workload_kubeconfigs: BTreeMap<String, PathBuf>,
+    /// The CAPI request shape being emulated.
+    pub capi_version: String,
+}
+
+/// The machine-readable summary printed at the end.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// Whether every cluster's lifecycle behaved as expected.
+    pub ok: bool,
+    /// The CAPI request shape emulated.
+    pub capi_version: String,
+    /// Wall time of the whole scenario, in milliseconds.
+    pub millis: u128,
+    /// One report per cluster.
+    pub clusters: Vec<ClusterReport>,
+}
+
+/// A gateway task: its name, address and the task serving it.
+type RunningGateway = (String, SocketAddr, tokio::task::JoinHandle<anyhow::Result<()>>);
+
+/// A running sandbox. [`Sandbox::stop`] (or dropping it) stops everything and leaves no process behind.
+pub struct Sandbox {
+    options: SandboxOptions,
+    mgmt: ControlPlane,
+    mgmt_client: Client,
+    workloads: Vec<(String, ControlPlane)>,
+    executor: Option<RunningExecutor>,
+    gateways: Vec<RunningGateway>,
+    shutdown: CancellationToken,
+    ca_pem: String,
+    state_dir: PathBuf,
+    _temp_state: Option<tempfile::TempDir>,
+    _caaph: CaaphStandIn,
+}
+
+impl Sandbox {
+    /// Starts the control planes, the executor, two gateways and the CAAPH stand-in, and applies the chart's
+    /// ExtensionConfig and default ConfigMaps. Writes `sandbox.json` as soon as everything is up.
+    pub async fn start(options: SandboxOptions) -> anyhow::Result<Self> {
+        konnector_runtime::tls::install_crypto_provider();
+        let (temp_state, state_dir) = match &options.state_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                (None, dir.canonicalize()?)
+            }
+            None => {
+                let t = tempfile::Builder::new().prefix("konnector-sandbox-").tempdir()?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+
+        let names: Vec<String> = (1..=options.clusters).map(|i| format!("wl-{i}")).collect();
+        let workloads = futures::future::try_join_all(names.iter().map(|n| ControlPlane::start(n))).await?;
+        let (mgmt, mgmt_client) = management_plane("management").await?;
+        let workloads: Vec<(String, ControlPlane)> = names.into_iter().zip(workloads).collect();
+
+        workload::ensure_namespace(&mgmt_client, KONNECTOR_NAMESPACE).await?;
+        workload::ensure_namespace(&mgmt_client, CLUSTERS_NAMESPACE).await?;
+
+        let executor = start_executor(
+            &mgmt,
+            ExecutorConfig {
+                defaults_namespace: KONNECTOR_NAMESPACE.into(),
+                helm_repository_ca_namespace: KONNECTOR_NAMESPACE.into(),
+                // CAPI waits retryAfterSeconds between calls; the sandbox's uninstalls take about a second.
+                retry_after_seconds: 1,
+                ..Default::default()
+            },
+        )
+        .await?;
+
+        let (ca_pem, tls) = write_gateway_certs(&state_dir.join("certs"))?;
+        let shutdown = CancellationToken::new();
+        let mut gateways = Vec::new();
+        for i in 1..=2 {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let mut config = GatewayConfig::new(ExecutorEndpoint {
+                url: executor.endpoint(),
+                transport: ExecutorTransport::PlaintextLoopback,
+            });
+            config.capi_version = options.shape.version().parse().map_err(anyhow::Error::msg)?;
+            let task = tokio::spawn(konnector_gateway::serve(
+                config,
+                listener,
+                tls.clone(),
+                shutdown.clone(),
+                Readiness::default(),
+            ));
+            gateways.push((format!("gateway-{i}"), addr, task));
+        }
+
+        let caaph = CaaphStandIn::start(
+            mgmt_client.clone(),
+            CaaphOptions {
+                uninstall: Uninstall::After(Duration::from_millis(1500)),
+                ..Default::default()
+            },
+        );
+
+        let sandbox = Self {
+            options,
+            mgmt,
+            mgmt_client,
+            workloads,
+            executor: Some(executor),
+            gateways,
+            shutdown,
+            ca_pem,
+            state_dir,
+            _temp_state: temp_state,
+            _caaph: caaph,
+        };
+        sandbox.apply_deploy_manifests().await?;
+        for (name, cp) in &sandbox.workloads {
+            std::fs::copy(
+                cp.kubeconfig_path(),
+                sandbox.state_dir.join(format!("{name}.kubeconfig")),
+            )?;
+        }
+        std::fs::copy(
+            sandbox.mgmt.kubeconfig_path(),
+            sandbox.state_dir.join("management.kubeconfig"),
+        )?;
+        std::fs::write(
+            sandbox.state_dir.join("sandbox.json"),
+            serde_json::to_string_pretty(&sandbox.state())?,
+        )?;
+        Ok(sandbox)
+    }
+
+    /// How to reach everything.
+    pub fn state(&self) -> SandboxState {
+        SandboxState {
+            gateway_urls: self.gateway_urls(),
+            gateway_ca_file: self.state_dir.join("certs/ca.crt"),
+            executor_address: self
+                .executor
+                .as_ref()
+                .map(|e| e.addr.to_string())
+                .unwrap_or_default(),
+            management_kubeconfig: self.state_dir.join("management.kubeconfig"),
+            workload_kubeconfigs: self
+                .workloads
+                .iter()
+                .map(|(n, _)| (n.clone(), self.state_dir.join(format!("{n}.kubeconfig"))))
+                .collect(),
+            capi_version: self.options.shape.version().to_owned(),
+        }
+    }
+
+    /// The directory holding `sandbox.json`.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The management cluster's admin client.
+    pub fn mgmt_client(&self) -> &Client {
+        &self.mgmt_client
+    }
+
+    fn gateway_urls(&self) -> Vec<String> {
+        self.gateways
+            .iter()
+            .map(|(_, addr, _)| format!("https://{addr}"))
+            .collect()
+    }
+
+    /// The chart's ExtensionConfig and default ConfigMaps, rendered by helm from deploy/ and applied. The
+    /// ExtensionConfig points at the first gateway by URL, with the sandbox CA as its caBundle, because the
+    /// sandbox has no Services.
+    async fn apply_deploy_manifests(&self) -> anyhow::Result<()> {
+        let docs = tools::render_chart(
+            KONNECTOR_NAMESPACE,
+            &[&format!("capiVersion={}", self.options.shape.version())],
+            &["templates/configmaps.yaml", "templates/extensionconfig.yaml"],
+        )?;
+        use base64::Engine;
+        let ca_bundle = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
+        for mut doc in docs {
+            if doc["kind"] == "ExtensionConfig" {
+                doc["spec"]["clientConfig"] = json!({"url": self.gateway_urls()[0], "caBundle": ca_bundle});
+            }
+            apply(&self.mgmt_client, &doc).await?;
+        }
+        Ok(())
+    }
+
+    /// Plays every cluster's lifecycle in parallel. `on_step` sees each step as it finishes.
+    pub async fn play(&self, on_step: StepObserver) -> anyhow::Result<Summary> {
+        let started = Instant::now();
+        let gateways: Vec<Gateway> = self
+            .gateway_urls()
+            .iter()
+            .zip(&self.gateways)
+            .map(|(url, (name, _, _))| {
+                Ok(Gateway {
+                    name: name.clone(),
+                    client: ExtensionClient::new(url, &self.ca_pem)?,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let handlers: BTreeMap<String, Handler> = discover_when_ready(&gateways[0].client).await?;
+        let runs = self.workloads.iter().map(|(name, cp)| {
+            let run = ClusterRun {
+                mgmt: &self.mgmt_client,
+                workload: cp,
+                namespace: CLUSTERS_NAMESPACE.to_owned(),
+                name: name.clone(),
+                shape: self.options.shape,
+                gateways: &gateways,
+                handlers: &handlers,
+                rotate_credentials: self.options.rotate_credentials,
+                on_step: on_step.as_ref(),
+            };
+            async move { run.play().await }
+        });
+        let clusters = futures::future::join_all(runs).await;
+        Ok(Summary {
+            ok: clusters.iter().all(|c| c.ok),
+            capi_version: self.options.shape.version().to_owned(),
+            millis: started.elapsed().as_millis(),
+            clusters,
+        })
+    }
+
+    /// Stops the gateways, the executor and every control plane, and waits for them.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        for (name, _, task) in self.gateways.drain(..) {
+            match tokio::time::timeout(Duration::from_secs(30), task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(gateway = name, error = %e, "gateway stopped with an error"),
+                Ok(Err(e)) => tracing::warn!(gateway = name, error = %e, "gateway task failed"),
+                Err(_) => tracing::warn!(gateway = name, "gateway did not stop within 30s"),
+            }
+        }
+        if let Some(executor) = self.executor.take() {
+            executor.stop().await?;
+        }
+        for (_, mut cp) in self.workloads.drain(..) {
+            cp.stop();
+        }
+        self.mgmt.stop();
+        Ok(())
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Calls Discovery until the gateway answers (it starts serving a moment after `serve` is spawned).
+async fn discover_when_ready(client: &ExtensionClient) -> anyhow::Result<BTreeMap<String, Handler>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.discover().await {
+            Ok(h) => return Ok(h),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context("the gateway never answered Discovery"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Server-side applies one manifest, whatever its kind.
+async fn apply(client: &Client, doc: &Value) -> anyhow::Result<()> {
+    let api_version = doc["apiVersion"]
+        .as_str()
+        .context("manifest without apiVersion")?;
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let kind = doc["kind"].as_str().context("manifest without kind")?;
+    let name = doc["metadata"]["name"]
+        .as_str()
+        .context("manifest without name")?;
+    let (ar, caps) = discovery::pinned_kind(client, &GroupVersionKind::gvk(group, version, kind)).await?;
+    let api: Api<DynamicObject> = match caps.scope {
+        discovery::Scope::Namespaced => Api::namespaced_with(
+            client.clone(),
+            doc["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or(KONNECTOR_NAMESPACE),
+            &ar,
+        ),
+        discovery::Scope::Cluster => Api::all_with(client.clone(), &ar),
+    };
+    api.patch(
+        name,
+        &PatchParams::apply(SANDBOX_MANAGER).force(),
+        &Patch::Apply(doc),
+    )
+    .await
+    .with_context(|| format!("cannot apply {kind} {name}"))?;
+    Ok(())
+}
+
+/// Writes a CA and a gateway serving certificate for 127.0.0.1/localhost into `dir`; returns the CA (PEM).
+fn write_gateway_certs(dir: &Path) -> anyhow::Result<(String, TlsFiles)> {
+    std::fs::create_dir_all(dir)?;
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "konnector-sandbox-ca");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "konnector-gateway");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&key, &issuer)?;
+    std::fs::write(dir.join("ca.crt"), ca_cert.pem())?;
+    std::fs::write(dir.join("tls.crt"), cert.pem())?;
+    std::fs::write(dir.join("tls.key"), key.serialize_pem())?;
+    Ok((
+        ca_cert.pem(),
+        TlsFiles {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+            client_ca: None,
+        },
+    ))
+}

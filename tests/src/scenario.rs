@@ -1,0 +1,628 @@
+//! The cluster lifecycle the sandbox plays and the end-to-end test drives: what CAPI does to a cluster and the
+//! hooks it calls, step by step, with the objects each step changed and a check of what should have happened.
+//!
+//! The driver acts as a CAPI stand-in: it creates the Cluster, its kubeconfig Secret and the user's Prism Central
+//! credentials, marks the control plane initialised, deletes the Cluster, and removes CAPI's finalizer once
+//! BeforeClusterDelete lets go. It calls the gateways over HTTPS exactly as CAPI would, spreading calls across
+//! them.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail, ensure};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::{
+    Api, Client,
+    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams},
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::{
+    capi::{CapiShape, ExtensionClient, Handler, Hook, HookAnswer, hook_path, hook_request},
+    control_plane::ControlPlane,
+    workload::{self, CLUSTER_NAME_LABEL, ClusterOptions},
+};
+
+/// Where the Konnector Agent's objects live on a workload cluster.
+pub const AGENT_NAMESPACE: &str = "ntnx-system";
+/// The credentials Secret konnector writes on a workload cluster.
+pub const AGENT_SECRET: &str = "konnector-agent";
+/// What the CAAPH stand-in writes on the workload cluster when it "installs" the agent's release.
+const RELEASE_MARKER: &str = "konnector-agent-release";
+/// The finalizer CAPI keeps on a Cluster until it may be deleted.
+const CAPI_CLUSTER_FINALIZER: &str = "cluster.cluster.x-k8s.io";
+/// Upper bound on how long BeforeClusterDelete may keep asking to wait before the step counts as failed.
+const DELETE_BUDGET: Duration = Duration::from_secs(120);
+
+fn hcp_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("addons.cluster.x-k8s.io", "v1alpha1", "HelmChartProxy"),
+        "helmchartproxies",
+    )
+}
+
+fn hrp_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("addons.cluster.x-k8s.io", "v1alpha1", "HelmReleaseProxy"),
+        "helmreleaseproxies",
+    )
+}
+
+/// Sees each step as it finishes, with the cluster's name; the sandbox prints them.
+pub type StepObserver = std::sync::Arc<dyn Fn(&str, &StepReport) + Send + Sync>;
+
+/// One gateway as the driver sees it.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    /// A short name for output, e.g. `gateway-1`.
+    pub name: String,
+    /// The HTTPS client.
+    pub client: ExtensionClient,
+}
+
+/// What one cluster's lifecycle needs.
+pub struct ClusterRun<'a> {
+    /// The management cluster (admin).
+    pub mgmt: &'a Client,
+    /// The cluster's workload control plane.
+    pub workload: &'a ControlPlane,
+    /// The Cluster's namespace.
+    pub namespace: String,
+    /// The Cluster's name.
+    pub name: String,
+    /// The CAPI request shape to emulate.
+    pub shape: CapiShape,
+    /// The gateways, used in turn.
+    pub gateways: &'a [Gateway],
+    /// Handlers by hook name, from Discovery.
+    pub handlers: &'a BTreeMap<String, Handler>,
+    /// Change the Prism Central password between AfterControlPlaneInitialized and BeforeClusterUpgrade.
+    pub rotate_credentials: bool,
+    /// Called with each finished step, for live output.
+    pub on_step: &'a (dyn Fn(&str, &StepReport) + Send + Sync),
+}
+
+/// The record of one step.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepReport {
+    /// What happened, e.g. `AfterControlPlaneInitialized` or `create cluster`.
+    pub step: String,
+    /// The gateway called, for hook steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// The last hook answer, for hook steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<HookAnswer>,
+    /// How many times the hook was called (BeforeClusterDelete repeats while told to wait).
+    pub calls: u32,
+    /// Objects that changed, e.g. `created HelmChartProxy tenants/konnector-agent-wl-1`.
+    pub changes: Vec<String>,
+    /// Whether the step behaved as expected.
+    pub ok: bool,
+    /// Why not, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Wall time of the step in milliseconds.
+    pub millis: u128,
+}
+
+/// The record of one cluster's lifecycle.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterReport {
+    /// `namespace/name`.
+    pub cluster: String,
+    /// Every step, in order; the first failing step is the last.
+    pub steps: Vec<StepReport>,
+    /// Whether every step behaved as expected.
+    pub ok: bool,
+}
+
+impl ClusterRun<'_> {
+    fn credentials_secret(&self) -> String {
+        format!("{}-pc-creds-for-konnector-agent", self.name)
+    }
+
+    fn gateway(&self, turn: usize) -> &Gateway {
+        &self.gateways[turn % self.gateways.len()]
+    }
+
+    /// Plays the whole lifecycle. Stops at the first step that does not behave as expected.
+    pub async fn play(&self) -> ClusterReport {
+        let mut steps = Vec::new();
+        let mut password = random_password();
+        let mut turn = self.name.bytes().map(usize::from).sum::<usize>();
+
+        macro_rules! step {
+            ($report:expr) => {{
+                let report: StepReport = $report;
+                (self.on_step)(&self.name, &report);
+                let ok = report.ok;
+                steps.push(report);
+                if !ok {
+                    return ClusterReport {
+                        cluster: format!("{}/{}", self.namespace, self.name),
+                        steps,
+                        ok: false,
+                    };
+                }
+            }};
+        }
+
+        step!(
+            self.timed("create cluster (CAPI stand-in)", None, |s| s
+                .create_cluster(&password))
+                .await
+        );
+
+        turn += 1;
+        step!(
+            self.hook_step(Hook::AfterControlPlaneInitialized, turn, &password, false)
+                .await
+        );
+
+        if self.rotate_credentials {
+            password = random_password();
+            step!(
+                self.timed("rotate Prism Central password", None, |s| s
+                    .write_credentials(&password))
+                    .await
+            );
+        }
+
+        turn += 1;
+        let upgrade = Hook::BeforeClusterUpgrade {
+            from: "v1.32.4".into(),
+            to: "v1.33.0".into(),
+        };
+        step!(
+            self.hook_step(upgrade, turn, &password, !self.rotate_credentials)
+                .await
+        );
+
+        step!(
+            self.timed("delete cluster (CAPI stand-in)", None, |s| s.start_delete())
+                .await
+        );
+
+        turn += 1;
+        step!(self.delete_step(turn).await);
+
+        step!(
+            self.timed("remove CAPI finalizer (CAPI stand-in)", None, |s| s
+                .finish_delete())
+                .await
+        );
+
+        ClusterReport {
+            cluster: format!("{}/{}", self.namespace, self.name),
+            steps,
+            ok: true,
+        }
+    }
+
+    async fn timed<'s, F, Fut>(&'s self, step: &str, gateway: Option<String>, f: F) -> StepReport
+    where
+        F: FnOnce(&'s Self) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>>,
+    {
+        let before = self.snapshot().await.unwrap_or_default();
+        let started = Instant::now();
+        let result = f(self).await;
+        let after = self.snapshot().await.unwrap_or_default();
+        StepReport {
+            step: step.to_owned(),
+            gateway,
+            answer: None,
+            calls: 0,
+            changes: diff(&before, &after),
+            ok: result.is_ok(),
+            error: result.err().map(|e| format!("{e:#}")),
+            millis: started.elapsed().as_millis(),
+        }
+    }
+
+    /// Calls AfterControlPlaneInitialized or BeforeClusterUpgrade once and checks the result.
+    async fn hook_step(&self, hook: Hook, turn: usize, password: &str, expect_no_writes: bool) -> StepReport {
+        let gateway = self.gateway(turn);
+        let before = self.snapshot().await.unwrap_or_default();
+        let started = Instant::now();
+        let outcome = self.call(&hook, gateway).await;
+        let after = self.snapshot().await.unwrap_or_default();
+        let changes = diff(&before, &after);
+        let check = match &outcome {
+            Ok(answer) => {
+                self.check_applied(&hook, answer, password, expect_no_writes, &changes)
+                    .await
+            }
+            Err(e) => Err(anyhow::anyhow!("{e:#}")),
+        };
+        StepReport {
+            step: hook.name().to_owned(),
+            gateway: Some(gateway.name.clone()),
+            answer: outcome.ok(),
+            calls: 1,
+            changes,
+            ok: check.is_ok(),
+            error: check.err().map(|e| format!("{e:#}")),
+            millis: started.elapsed().as_millis(),
+        }
+    }
+
+    /// Calls BeforeClusterDelete, alternating gateways, for as long as it answers "wait".
+    async fn delete_step(&self, mut turn: usize) -> StepReport {
+        let before = self.snapshot().await.unwrap_or_default();
+        let started = Instant::now();
+        let mut calls = 0;
+        let mut waited = false;
+        let mut last: Option<(String, HookAnswer)> = None;
+        let result: anyhow::Result<()> = async {
+            loop {
+                let gateway = self.gateway(turn);
+                turn += 1;
+                calls += 1;
+                let answer = self.call(&Hook::BeforeClusterDelete, gateway).await?;
+                last = Some((gateway.name.clone(), answer.clone()));
+                ensure!(
+                    answer.status == "Success",
+                    "BeforeClusterDelete answered {answer:?}"
+                );
+                let retry = answer
+                    .retry_after_seconds
+                    .context("BeforeClusterDelete answer lacks retryAfterSeconds")?;
+                ensure!(retry >= 0, "negative retryAfterSeconds {retry}");
+                if retry == 0 {
+                    break;
+                }
+                waited = true;
+                ensure!(
+                    started.elapsed() < DELETE_BUDGET,
+                    "still told to wait after {DELETE_BUDGET:?}"
+                );
+                tokio::time::sleep(Duration::from_secs(retry as u64)).await;
+            }
+            ensure!(
+                waited,
+                "BeforeClusterDelete let deletion proceed without waiting for the uninstall"
+            );
+            self.check_removed().await
+        }
+        .await;
+        let after = self.snapshot().await.unwrap_or_default();
+        let (gateway, answer) = last.map_or((None, None), |(g, a)| (Some(g), Some(a)));
+        StepReport {
+            step: "BeforeClusterDelete".into(),
+            gateway,
+            answer,
+            calls,
+            changes: diff(&before, &after),
+            ok: result.is_ok(),
+            error: result.err().map(|e| format!("{e:#}")),
+            millis: started.elapsed().as_millis(),
+        }
+    }
+
+    async fn call(&self, hook: &Hook, gateway: &Gateway) -> anyhow::Result<HookAnswer> {
+        let handler = self
+            .handlers
+            .get(hook.name())
+            .with_context(|| format!("the gateway did not advertise {}", hook.name()))?;
+        let stored = self
+            .cluster_api()
+            .get(&self.name)
+            .await
+            .context("cannot read the Cluster")?;
+        let body = hook_request(
+            hook,
+            self.shape,
+            &serde_json::to_value(&stored)?,
+            &BTreeMap::new(),
+        );
+        gateway
+            .client
+            .post(&hook_path(hook, &handler.name), &body, handler.timeout_seconds)
+            .await
+    }
+
+    async fn check_applied(
+        &self,
+        hook: &Hook,
+        answer: &HookAnswer,
+        password: &str,
+        expect_no_writes: bool,
+        changes: &[String],
+    ) -> anyhow::Result<()> {
+        ensure!(answer.http_status == 200, "HTTP {}", answer.http_status);
+        ensure!(
+            answer.status == "Success",
+            "{} answered Failure: {}",
+            hook.name(),
+            answer.message
+        );
+        if hook.is_blocking() {
+            ensure!(
+                answer.retry_after_seconds == Some(0),
+                "{} asked to wait: {answer:?}",
+                hook.name()
+            );
+        } else {
+            ensure!(
+                answer.retry_after_seconds.is_none(),
+                "AfterControlPlaneInitialized carries retryAfterSeconds"
+            );
+        }
+        ensure!(
+            !answer.message.contains(password),
+            "the hook answer contains the password"
+        );
+
+        let remote = self.workload.client().await?;
+        let ns = Api::<Namespace>::all(remote.clone()).get(AGENT_NAMESPACE).await?;
+        let labels = ns.metadata.labels.unwrap_or_default();
+        ensure!(
+            labels
+                .get("pod-security.kubernetes.io/enforce")
+                .map(String::as_str)
+                == Some("privileged"),
+            "namespace {AGENT_NAMESPACE} lacks the privileged pod-security label"
+        );
+        let secret = Api::<Secret>::namespaced(remote, AGENT_NAMESPACE)
+            .get(AGENT_SECRET)
+            .await?;
+        let data = secret.data.unwrap_or_default();
+        ensure!(
+            data.get("password").map(|b| b.0.as_slice()) == Some(password.as_bytes()),
+            "Secret {AGENT_NAMESPACE}/{AGENT_SECRET} does not hold the current Prism Central password"
+        );
+        let hcps = self.helm_chart_proxies().await?;
+        ensure!(
+            hcps.len() == 1,
+            "expected one HelmChartProxy selecting the cluster, found {}",
+            hcps.len()
+        );
+        if expect_no_writes {
+            // HelmReleaseProxies belong to the CAAPH stand-in, which updates them on its own schedule.
+            let ours: Vec<&String> = changes
+                .iter()
+                .filter(|c| !c.contains("HelmReleaseProxy"))
+                .collect();
+            ensure!(
+                ours.is_empty(),
+                "a re-apply with nothing new changed objects: {ours:?}"
+            );
+        }
+        Ok(())
+    }
+
+    async fn check_removed(&self) -> anyhow::Result<()> {
+        ensure!(
+            self.helm_chart_proxies().await?.is_empty(),
+            "the HelmChartProxy still exists"
+        );
+        let hrps = Api::<DynamicObject>::namespaced_with(self.mgmt.clone(), &self.namespace, &hrp_resource())
+            .list(&ListParams::default().labels(&format!("{CLUSTER_NAME_LABEL}={}", self.name)))
+            .await?;
+        ensure!(
+            hrps.items.is_empty(),
+            "HelmReleaseProxies remain: {}",
+            hrps.items.len()
+        );
+        Ok(())
+    }
+
+    fn cluster_api(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.mgmt.clone(),
+            &self.namespace,
+            &workload::cluster_resource("v1beta2"),
+        )
+    }
+
+    async fn create_cluster(&self, password: &str) -> anyhow::Result<()> {
+        self.write_credentials(password).await?;
+        workload::create_workload_cluster(
+            self.mgmt,
+            self.workload,
+            &self.namespace,
+            &self.name,
+            ClusterOptions {
+                spec: Some(cluster_spec(
+                    &self.name,
+                    self.workload.port(),
+                    &self.credentials_secret(),
+                )),
+                control_plane_initialized: true,
+                ..Default::default()
+            },
+        )
+        .await?;
+        // CAPI keeps its finalizer on the Cluster until deletion is allowed.
+        let finalizer = json!({"metadata": {"finalizers": [CAPI_CLUSTER_FINALIZER]}});
+        self.cluster_api()
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&finalizer))
+            .await?;
+        Ok(())
+    }
+
+    async fn write_credentials(&self, password: &str) -> anyhow::Result<()> {
+        workload::put_credentials_secret(
+            self.mgmt,
+            &self.namespace,
+            &self.credentials_secret(),
+            &[("username", "admin"), ("password", password)],
+        )
+        .await
+    }
+
+    async fn start_delete(&self) -> anyhow::Result<()> {
+        self.cluster_api()
+            .delete(&self.name, &DeleteParams::default())
+            .await?;
+        let c = self.cluster_api().get(&self.name).await?;
+        ensure!(
+            c.metadata.deletion_timestamp.is_some(),
+            "the Cluster has no deletionTimestamp"
+        );
+        Ok(())
+    }
+
+    async fn finish_delete(&self) -> anyhow::Result<()> {
+        let none = json!({"metadata": {"finalizers": null}});
+        self.cluster_api()
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&none))
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.cluster_api().get_opt(&self.name).await?.is_some() {
+            if Instant::now() > deadline {
+                bail!("the Cluster still exists after its finalizer was removed");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    async fn helm_chart_proxies(&self) -> anyhow::Result<Vec<DynamicObject>> {
+        let all = Api::<DynamicObject>::namespaced_with(self.mgmt.clone(), &self.namespace, &hcp_resource())
+            .list(&ListParams::default())
+            .await?;
+        Ok(all
+            .items
+            .into_iter()
+            .filter(|h| {
+                h.data["spec"]["clusterSelector"]["matchLabels"][CLUSTER_NAME_LABEL] == self.name.as_str()
+            })
+            .collect())
+    }
+
+    /// resourceVersions of every object konnector or CAAPH writes for this cluster, keyed by a printable name.
+    async fn snapshot(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut objects = BTreeMap::new();
+        for hcp in self.helm_chart_proxies().await? {
+            objects.insert(
+                format!(
+                    "HelmChartProxy {}/{}",
+                    self.namespace,
+                    hcp.metadata.name.unwrap_or_default()
+                ),
+                hcp.metadata.resource_version.unwrap_or_default(),
+            );
+        }
+        let hrps = Api::<DynamicObject>::namespaced_with(self.mgmt.clone(), &self.namespace, &hrp_resource())
+            .list(&ListParams::default().labels(&format!("{CLUSTER_NAME_LABEL}={}", self.name)))
+            .await?;
+        for hrp in hrps.items {
+            objects.insert(
+                format!(
+                    "HelmReleaseProxy {}/{}",
+                    self.namespace,
+                    hrp.metadata.name.unwrap_or_default()
+                ),
+                hrp.metadata.resource_version.unwrap_or_default(),
+            );
+        }
+        let remote = self.workload.client().await?;
+        if let Some(ns) = Api::<Namespace>::all(remote.clone())
+            .get_opt(AGENT_NAMESPACE)
+            .await?
+        {
+            objects.insert(
+                format!("workload Namespace {AGENT_NAMESPACE}"),
+                ns.metadata.resource_version.unwrap_or_default(),
+            );
+        }
+        if let Some(cm) = Api::<ConfigMap>::namespaced(remote.clone(), AGENT_NAMESPACE)
+            .get_opt(RELEASE_MARKER)
+            .await?
+        {
+            objects.insert(
+                format!("workload release {AGENT_NAMESPACE}/{AGENT_SECRET} (CAAPH stand-in)"),
+                cm.metadata.resource_version.unwrap_or_default(),
+            );
+        }
+        if let Some(s) = Api::<Secret>::namespaced(remote, AGENT_NAMESPACE)
+            .get_opt(AGENT_SECRET)
+            .await?
+        {
+            objects.insert(
+                format!("workload Secret {AGENT_NAMESPACE}/{AGENT_SECRET}"),
+                s.metadata.resource_version.unwrap_or_default(),
+            );
+        }
+        Ok(objects)
+    }
+}
+
+/// Describes how `after` differs from `before`: created, updated and deleted objects.
+pub fn diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
+    let mut changes = Vec::new();
+    for (name, rv) in after {
+        match before.get(name) {
+            None => changes.push(format!("created {name}")),
+            Some(old) if old != rv => changes.push(format!("updated {name}")),
+            Some(_) => {}
+        }
+    }
+    for name in before.keys().filter(|n| !after.contains_key(*n)) {
+        changes.push(format!("deleted {name}"));
+    }
+    changes
+}
+
+/// A Cluster spec (v1beta2) with konnector's addon configured: Prism Central with a trust bundle, Nutanix
+/// categories on the control plane and in a MachineDeployment override.
+pub fn cluster_spec(name: &str, workload_port: u16, credentials_secret: &str) -> Value {
+    json!({
+        "controlPlaneEndpoint": {"host": "127.0.0.1", "port": workload_port},
+        "topology": {
+            "classRef": {"name": "nutanix-quick-start"},
+            "version": "v1.32.4",
+            "controlPlane": {"replicas": 1},
+            "workers": {"machineDeployments": [{
+                "class": "default-worker", "name": "md-0", "replicas": 1,
+                "variables": {"overrides": [{"name": "workerConfig", "value": {"nutanix": {"machineDetails": {
+                    "additionalCategories": [{"key": "Department", "value": "Engineering"}]}}}}]}
+            }]},
+            "variables": [{"name": "clusterConfig", "value": {
+                "nutanix": {"prismCentralEndpoint": {
+                    "url": "https://prism-central.sandbox.invalid:9440",
+                    "insecure": true,
+                    "credentials": {"secretRef": {"name": format!("{name}-pc-creds")}}
+                }},
+                "controlPlane": {"nutanix": {"machineDetails": {
+                    "additionalCategories": [{"key": "Environment", "value": "Sandbox"}]}}},
+                "addons": {"konnectorAgent": {
+                    "strategy": "HelmAddon",
+                    "credentials": {"secretRef": {"name": credentials_secret}}
+                }}
+            }}]
+        }
+    })
+}
+
+fn random_password() -> String {
+    let mut bytes = [0u8; 12];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
+    }
+    format!(
+        "pc-{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_names_created_updated_and_deleted() {
+        let before: BTreeMap<String, String> = [("a".into(), "1".into()), ("b".into(), "1".into())].into();
+        let after: BTreeMap<String, String> = [("b".into(), "2".into()), ("c".into(), "1".into())].into();
+        assert_eq!(diff(&before, &after), vec!["updated b", "created c", "deleted a"]);
+        assert!(diff(&after, &after).is_empty());
+    }
+}

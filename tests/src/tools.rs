@@ -1,0 +1,76 @@
+//! Developer tools the tests and the sandbox run: helm, from the npm-pinned set in hack/tools.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The chart in deploy/.
+pub fn chart_dir() -> PathBuf {
+    repo_root().join("deploy/chart/konnector")
+}
+
+/// The `helm` binary, installed by hack/ensure-tools.sh on first use.
+pub fn helm() -> anyhow::Result<PathBuf> {
+    static HELM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    HELM.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo_root().join("hack/ensure-tools.sh"))
+            .output()
+            .map_err(|e| format!("cannot run hack/ensure-tools.sh: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "hack/ensure-tools.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("helm");
+        if bin.exists() {
+            Ok(bin)
+        } else {
+            Err(format!("helm not installed at {}", bin.display()))
+        }
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+/// Renders the chart with `helm template` for a Kubernetes 1.20 API server (the harness's), in `namespace`,
+/// with `--set` overrides and, when given, only the named templates. Returns the documents as JSON.
+pub fn render_chart(namespace: &str, sets: &[&str], show_only: &[&str]) -> anyhow::Result<Vec<Value>> {
+    let mut cmd = Command::new(helm()?);
+    cmd.args(["template", "konnector"]).arg(chart_dir()).args([
+        "--namespace",
+        namespace,
+        "--kube-version",
+        "v1.20.2",
+    ]);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    for t in show_only {
+        cmd.args(["--show-only", t]);
+    }
+    let out = cmd.output().context("cannot run helm")?;
+    if !out.status.success() {
+        bail!("helm template failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8(out.stdout)?;
+    let mut docs = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let v = <Value as serde::Deserialize>::deserialize(doc)?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    Ok(docs)
+}
