@@ -99,6 +99,9 @@ pub struct StepReport {
     pub answer: Option<HookAnswer>,
     /// How many times the hook was called (BeforeClusterDelete repeats while told to wait).
     pub calls: u32,
+    /// The distinct "wait" answers seen before the last one, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waits: Vec<HookAnswer>,
     /// Objects that changed, e.g. `created HelmChartProxy tenants/konnector-agent-wl-1`.
     pub changes: Vec<String>,
     /// Whether the step behaved as expected.
@@ -137,9 +140,13 @@ impl ClusterRun<'_> {
         let mut password = random_password();
         let mut turn = self.name.bytes().map(usize::from).sum::<usize>();
 
+        // Each step starts from the previous step's closing snapshot, so a change made in between (CAAPH works
+        // asynchronously) is attributed to the next step instead of being lost.
+        let mut snapshot = self.snapshot().await.unwrap_or_default();
         macro_rules! step {
             ($report:expr) => {{
-                let report: StepReport = $report;
+                let (report, after): (StepReport, BTreeMap<String, String>) = $report;
+                snapshot = after;
                 (self.on_step)(&self.name, &report);
                 let ok = report.ok;
                 steps.push(report);
@@ -154,21 +161,34 @@ impl ClusterRun<'_> {
         }
 
         step!(
-            self.timed("create cluster (CAPI stand-in)", None, |s| s
+            self.timed("create cluster (CAPI stand-in)", &snapshot, |s| s
                 .create_cluster(&password))
                 .await
         );
 
         turn += 1;
         step!(
-            self.hook_step(Hook::AfterControlPlaneInitialized, turn, &password, false)
+            self.hook_step(
+                Hook::AfterControlPlaneInitialized,
+                turn,
+                &password,
+                false,
+                &snapshot
+            )
+            .await
+        );
+
+        // CAAPH works asynchronously: the agent exists only once it has turned the HelmChartProxy into a release.
+        step!(
+            self.timed("CAAPH installs the agent release (stand-in)", &snapshot, |s| s
+                .wait_release_installed())
                 .await
         );
 
         if self.rotate_credentials {
             password = random_password();
             step!(
-                self.timed("rotate Prism Central password", None, |s| s
+                self.timed("rotate Prism Central password", &snapshot, |s| s
                     .write_credentials(&password))
                     .await
             );
@@ -180,23 +200,25 @@ impl ClusterRun<'_> {
             to: "v1.33.0".into(),
         };
         step!(
-            self.hook_step(upgrade, turn, &password, !self.rotate_credentials)
+            self.hook_step(upgrade, turn, &password, !self.rotate_credentials, &snapshot)
                 .await
         );
 
         step!(
-            self.timed("delete cluster (CAPI stand-in)", None, |s| s.start_delete())
+            self.timed("delete cluster (CAPI stand-in)", &snapshot, |s| s.start_delete())
                 .await
         );
 
         turn += 1;
-        step!(self.delete_step(turn).await);
+        step!(self.delete_step(turn, &snapshot).await);
 
         step!(
-            self.timed("remove CAPI finalizer (CAPI stand-in)", None, |s| s
+            self.timed("remove CAPI finalizer (CAPI stand-in)", &snapshot, |s| s
                 .finish_delete())
                 .await
         );
+        // The last step's closing snapshot has no next step to open.
+        drop(snapshot);
 
         ClusterReport {
             cluster: format!("{}/{}", self.namespace, self.name),
@@ -205,35 +227,47 @@ impl ClusterRun<'_> {
         }
     }
 
-    async fn timed<'s, F, Fut>(&'s self, step: &str, gateway: Option<String>, f: F) -> StepReport
+    async fn timed<'s, F, Fut>(
+        &'s self,
+        step: &str,
+        before: &BTreeMap<String, String>,
+        f: F,
+    ) -> (StepReport, BTreeMap<String, String>)
     where
         F: FnOnce(&'s Self) -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<()>>,
     {
-        let before = self.snapshot().await.unwrap_or_default();
         let started = Instant::now();
         let result = f(self).await;
         let after = self.snapshot().await.unwrap_or_default();
-        StepReport {
+        let report = StepReport {
             step: step.to_owned(),
-            gateway,
+            gateway: None,
             answer: None,
             calls: 0,
-            changes: diff(&before, &after),
+            waits: Vec::new(),
+            changes: diff(before, &after),
             ok: result.is_ok(),
             error: result.err().map(|e| format!("{e:#}")),
             millis: started.elapsed().as_millis(),
-        }
+        };
+        (report, after)
     }
 
     /// Calls AfterControlPlaneInitialized or BeforeClusterUpgrade once and checks the result.
-    async fn hook_step(&self, hook: Hook, turn: usize, password: &str, expect_no_writes: bool) -> StepReport {
+    async fn hook_step(
+        &self,
+        hook: Hook,
+        turn: usize,
+        password: &str,
+        expect_no_writes: bool,
+        before: &BTreeMap<String, String>,
+    ) -> (StepReport, BTreeMap<String, String>) {
         let gateway = self.gateway(turn);
-        let before = self.snapshot().await.unwrap_or_default();
         let started = Instant::now();
         let outcome = self.call(&hook, gateway).await;
         let after = self.snapshot().await.unwrap_or_default();
-        let changes = diff(&before, &after);
+        let changes = diff(before, &after);
         let check = match &outcome {
             Ok(answer) => {
                 self.check_applied(&hook, answer, password, expect_no_writes, &changes)
@@ -241,24 +275,29 @@ impl ClusterRun<'_> {
             }
             Err(e) => Err(anyhow::anyhow!("{e:#}")),
         };
-        StepReport {
+        let report = StepReport {
             step: hook.name().to_owned(),
             gateway: Some(gateway.name.clone()),
             answer: outcome.ok(),
             calls: 1,
+            waits: Vec::new(),
             changes,
             ok: check.is_ok(),
             error: check.err().map(|e| format!("{e:#}")),
             millis: started.elapsed().as_millis(),
-        }
+        };
+        (report, after)
     }
 
     /// Calls BeforeClusterDelete, alternating gateways, for as long as it answers "wait".
-    async fn delete_step(&self, mut turn: usize) -> StepReport {
-        let before = self.snapshot().await.unwrap_or_default();
+    async fn delete_step(
+        &self,
+        mut turn: usize,
+        before: &BTreeMap<String, String>,
+    ) -> (StepReport, BTreeMap<String, String>) {
         let started = Instant::now();
         let mut calls = 0;
-        let mut waited = false;
+        let mut waits: Vec<HookAnswer> = Vec::new();
         let mut last: Option<(String, HookAnswer)> = None;
         let result: anyhow::Result<()> = async {
             loop {
@@ -278,7 +317,9 @@ impl ClusterRun<'_> {
                 if retry == 0 {
                     break;
                 }
-                waited = true;
+                if waits.last() != Some(&answer) {
+                    waits.push(answer.clone());
+                }
                 ensure!(
                     started.elapsed() < DELETE_BUDGET,
                     "still told to wait after {DELETE_BUDGET:?}"
@@ -286,7 +327,7 @@ impl ClusterRun<'_> {
                 tokio::time::sleep(Duration::from_secs(retry as u64)).await;
             }
             ensure!(
-                waited,
+                !waits.is_empty(),
                 "BeforeClusterDelete let deletion proceed without waiting for the uninstall"
             );
             self.check_removed().await
@@ -294,16 +335,18 @@ impl ClusterRun<'_> {
         .await;
         let after = self.snapshot().await.unwrap_or_default();
         let (gateway, answer) = last.map_or((None, None), |(g, a)| (Some(g), Some(a)));
-        StepReport {
+        let report = StepReport {
             step: "BeforeClusterDelete".into(),
             gateway,
             answer,
             calls,
-            changes: diff(&before, &after),
+            waits,
+            changes: diff(before, &after),
             ok: result.is_ok(),
             error: result.err().map(|e| format!("{e:#}")),
             millis: started.elapsed().as_millis(),
-        }
+        };
+        (report, after)
     }
 
     async fn call(&self, hook: &Hook, gateway: &Gateway) -> anyhow::Result<HookAnswer> {
@@ -456,6 +499,31 @@ impl ClusterRun<'_> {
             &[("username", "admin"), ("password", password)],
         )
         .await
+    }
+
+    async fn wait_release_installed(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let hrps = Api::<DynamicObject>::namespaced_with(self.mgmt.clone(), &self.namespace, &hrp_resource());
+        let remote = Api::<ConfigMap>::namespaced(self.workload.client().await?, AGENT_NAMESPACE);
+        loop {
+            let listed = hrps
+                .list(&ListParams::default().labels(&format!("{CLUSTER_NAME_LABEL}={}", self.name)))
+                .await?;
+            let ready = !listed.items.is_empty()
+                && listed.items.iter().all(|h| {
+                    h.data["status"]["conditions"]
+                        .as_array()
+                        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                });
+            if ready && remote.get_opt(RELEASE_MARKER).await?.is_some() {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "CAAPH did not install the agent release within 60s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn start_delete(&self) -> anyhow::Result<()> {

@@ -58,6 +58,16 @@ fn print_step(cluster: &str, step: &StepReport) {
     }
     line.push_str(&format!(" ({} ms)", step.millis));
     let mut out = std::io::stdout().lock();
+    for wait in &step.waits {
+        let _ = writeln!(
+            out,
+            "wait [{cluster}] {} -> {} retryAfterSeconds={} \"{}\"",
+            step.step,
+            wait.status,
+            wait.retry_after_seconds.unwrap_or_default(),
+            wait.message
+        );
+    }
     let _ = writeln!(out, "{line}");
     for change in &step.changes {
         let _ = writeln!(out, "       {change}");
