@@ -31,6 +31,11 @@ export KONNECTOR_STATIC_BIN_DIR
 
 step "cargo test (unit, router and real-apiserver tests)"
 # Each real-apiserver test starts its own control planes; two at a time keeps a 2-core machine responsive.
-cargo test --workspace --locked -- --test-threads="${KONNECTOR_TEST_THREADS:-2}"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked -- --test-threads="${KONNECTOR_TEST_THREADS:-2}" 2>&1 | tee "$log"
 
 step "all checks passed"
+# One closing line for the whole workspace (cargo prints one per test binary, the last ones for doc-tests).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1); if ($i ~ /^ignored/) s += $(i-1) } }
+     END { printf "workspace: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
