@@ -382,7 +382,7 @@ async fn apply(client: &Client, doc: &Value) -> anyhow::Result<()> {
 }
 
 /// Writes a CA and a gateway serving certificate for 127.0.0.1/localhost into `dir`; returns the CA (PEM).
-fn write_gateway_certs(dir: &Path) -> anyhow::Result<(String, TlsFiles)> {
+pub fn write_gateway_certs(dir: &Path) -> anyhow::Result<(String, TlsFiles)> {
     std::fs::create_dir_all(dir)?;
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
