@@ -17,7 +17,7 @@ pub struct Args {
     /// Address of the gRPC server.
     #[arg(long, env = "KONNECTOR_GRPC_ADDR", default_value = "0.0.0.0:8090")]
     pub grpc_addr: SocketAddr,
-    /// Address of the admin server (/livez, /readyz).
+    /// Address of the admin server (/livez, /readyz, /metrics).
     #[arg(long, env = "KONNECTOR_ADMIN_ADDR", default_value = "0.0.0.0:8091")]
     pub admin_addr: SocketAddr,
     /// PEM certificate chain of the gRPC server. With --tls-key, the server speaks TLS only.
@@ -185,15 +185,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         readiness.clone(),
         shutdown.clone(),
     ));
+    let executor = Executor::new(client, args.executor_config());
     let admin_task = tokio::spawn(admin::serve(
         args.admin_addr,
-        admin::router(readiness, axum::Router::new()),
+        admin::router(readiness, executor.metrics().registry().router()),
         shutdown.clone(),
     ));
     let listener = tokio::net::TcpListener::bind(args.grpc_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.grpc_addr))?;
-    let executor = Executor::new(client, args.executor_config());
     let served = crate::serve(executor, listener, tls, shutdown.clone()).await;
     shutdown.cancel();
     admin_task.await??;

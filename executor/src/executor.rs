@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use konnector_proto::v1::{
     ApplyAgentResponse, ClusterContext, Condition, GetAgentStatusResponse, HelmChartProxyStatus,
@@ -16,6 +17,7 @@ use kube::{
     Api, Client,
     api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams},
     config::{KubeConfigOptions, Kubeconfig},
+    runtime::events::{Event, EventType, Recorder, Reporter},
 };
 use serde_json::Value;
 use tracing::Instrument;
@@ -31,8 +33,14 @@ use crate::{
         self, ChartCoordinates, HELM_ADDONS_KEY, HelmChartProxyInput, VALUES_TEMPLATE_KEY,
         helm_chart_proxy_name,
     },
+    observe::{ExecutorMetrics, observed_client},
     values::{BUILTIN_VALUES_TEMPLATE, render_values, template_values},
 };
+
+/// The controller name on the Events the executor records.
+pub const EVENT_REPORTER: &str = "konnector-executor";
+/// Bound on recording one Event; recording never holds up an answer for longer.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The executor: the management cluster client, the configuration, and a cache of workload cluster clients.
 /// Cheap to clone.
@@ -49,6 +57,8 @@ struct Inner {
     /// Clusters whose uninstall this process has seen under way, so that "nothing left" can be reported as
     /// COMPLETED rather than NOT_NEEDED. Lost on restart; `done` is the same either way.
     uninstalls_seen: Mutex<HashSet<ClusterKey>>,
+    metrics: ExecutorMetrics,
+    recorder: Recorder,
 }
 
 impl std::fmt::Debug for Executor {
@@ -98,16 +108,93 @@ fn cluster_resource() -> ApiResource {
 }
 
 impl Executor {
-    /// Creates an executor that works with `mgmt`, the management cluster client.
+    /// Creates an executor that works with `mgmt`, the management cluster client. Every call it makes through
+    /// that client (and through the workload clients it builds) is traced and counted.
     pub fn new(mgmt: Client, config: ExecutorConfig) -> Self {
+        let metrics = ExecutorMetrics::default();
+        let mgmt = observed_client(mgmt, Side::Management, &metrics);
+        let recorder = Recorder::new(
+            mgmt.clone(),
+            Reporter {
+                controller: EVENT_REPORTER.to_owned(),
+                instance: None,
+            },
+        );
         Self {
             inner: Arc::new(Inner {
                 mgmt,
                 config,
                 remotes: Mutex::default(),
                 uninstalls_seen: Mutex::default(),
+                metrics,
+                recorder,
             }),
         }
+    }
+
+    /// The executor's metrics.
+    pub fn metrics(&self) -> &ExecutorMetrics {
+        &self.inner.metrics
+    }
+
+    /// Records an Event on the Cluster `key` (management cluster). A failure to record is logged, never returned:
+    /// the Event explains the answer, it is not part of it.
+    async fn record_event(
+        &self,
+        key: &ClusterKey,
+        uid: &str,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let reference = ObjectReference {
+            api_version: Some("cluster.x-k8s.io/v1beta2".to_owned()),
+            kind: Some("Cluster".to_owned()),
+            namespace: Some(key.namespace.clone()),
+            name: Some(key.name.clone()),
+            uid: (!uid.is_empty()).then(|| uid.to_owned()),
+            ..Default::default()
+        };
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        match tokio::time::timeout(EVENT_TIMEOUT, self.inner.recorder.publish(&event, &reference)).await {
+            Ok(Ok(())) => tracing::debug!(reason, "Event recorded on the Cluster"),
+            Ok(Err(e)) => {
+                tracing::warn!(reason, failure = %KubeFailure::from_kube(&e), "cannot record an Event on the Cluster")
+            }
+            Err(_) => tracing::warn!(reason, "recording an Event on the Cluster timed out"),
+        }
+    }
+
+    /// The Event a person must see for an ApplyAgent failure, if the failure is one they have to fix.
+    async fn record_apply_failure(&self, ctx: &ClusterContext, error: &Error) {
+        let reason = match error {
+            Error::ReadCredentialsSecret {
+                failure: KubeFailure::NotFound,
+                ..
+            } => "CredentialsSecretMissing",
+            Error::ValidateCredentialsSecret { .. } => "CredentialsSecretInvalid",
+            Error::ClusterNotSelectable { .. } => "ClusterNotSelectable",
+            _ => return,
+        };
+        let Ok(key) = ClusterKey::new(&ctx.namespace, &ctx.name) else {
+            return;
+        };
+        self.record_event(
+            &key,
+            &ctx.uid,
+            EventType::Warning,
+            reason,
+            "ApplyAgent",
+            error.to_string(),
+        )
+        .await;
     }
 
     /// The configuration.
@@ -122,6 +209,14 @@ impl Executor {
     /// Installs or re-applies the agent for one cluster. See the proto for the contract.
     #[tracing::instrument(skip_all, fields(cluster.namespace = %ctx.namespace, cluster.name = %ctx.name))]
     pub async fn apply(&self, ctx: &ClusterContext) -> Result<ApplyAgentResponse, Error> {
+        let result = self.apply_inner(ctx).await;
+        if let Err(error) = &result {
+            self.record_apply_failure(ctx, error).await;
+        }
+        result
+    }
+
+    async fn apply_inner(&self, ctx: &ClusterContext) -> Result<ApplyAgentResponse, Error> {
         let Some(req) = agent_request(ctx)? else {
             return Ok(ApplyAgentResponse {
                 message: "Konnector Agent addon is not configured for this cluster; nothing to do".to_owned(),
@@ -401,7 +496,13 @@ impl Executor {
         config.write_timeout = Some(timeout);
         let client =
             Client::try_from(config).map_err(|_| unusable("no client can be built from its kubeconfig"))?;
-        self.lock_remotes().insert(key.clone(), (version, client.clone()));
+        let client = observed_client(client, Side::Workload, &self.inner.metrics);
+        let cached = {
+            let mut remotes = self.lock_remotes();
+            remotes.insert(key.clone(), (version, client.clone()));
+            remotes.len()
+        };
+        self.inner.metrics.remote_clients(cached);
         Ok(client)
     }
 
@@ -501,7 +602,24 @@ impl Executor {
             self.uninstall_seen(&key, true);
             remains = self.remains(&key, &hcp_name).await?;
         }
-        Ok(self.remove_answer(&key, &hcp_name, &remains))
+        let answer = self.remove_answer(&key, &hcp_name, &remains);
+        if answer.phase == UninstallPhase::TimedOut as i32 {
+            let reason = if answer.done {
+                "UninstallTimedOutDeletionProceeds"
+            } else {
+                "UninstallTimedOutDeletionBlocked"
+            };
+            self.record_event(
+                &key,
+                &ctx.uid,
+                EventType::Warning,
+                reason,
+                "RemoveAgent",
+                answer.message.clone(),
+            )
+            .await;
+        }
+        Ok(answer)
     }
 
     fn remove_answer(&self, key: &ClusterKey, hcp_name: &str, remains: &Remains) -> RemoveAgentResponse {

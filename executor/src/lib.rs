@@ -15,11 +15,12 @@ pub mod domain;
 pub mod error;
 mod executor;
 pub mod objects;
+pub mod observe;
 mod server;
 mod service;
 pub mod values;
 
 pub use config::{ExecutorConfig, UninstallTimeoutPolicy};
 pub use error::Error;
-pub use executor::{Executor, control_plane_initialized};
+pub use executor::{EVENT_REPORTER, Executor, control_plane_initialized};
 pub use server::serve;

@@ -7,6 +7,8 @@ use konnector_executor::cli::{Args, run};
 async fn main() -> anyhow::Result<()> {
     konnector_runtime::tls::install_crypto_provider();
     let args = Args::parse();
-    args.log.init()?;
-    run(args).await
+    let telemetry = args.log.init_with_tracing("konnector-executor")?;
+    let result = run(args).await;
+    drop(telemetry);
+    result
 }

@@ -6,10 +6,13 @@ use konnector_proto::v1::{
     PlanAgentResponse, RemoveAgentRequest, RemoveAgentResponse, Trigger,
     agent_service_server::{AgentService, AgentServiceServer},
 };
-use tonic::{Request, Response, Status};
-use tracing::Instrument;
+use konnector_proto::v1::{ClusterContext, UninstallPhase};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
+use tracing::{Instrument, Span, field::Empty};
 
 use crate::{domain::ClusterKey, error::Error, executor::Executor};
+
+const SERVICE: &str = "konnector.executor.v1.AgentService";
 
 impl Executor {
     /// Wraps the executor as a tonic service.
@@ -22,14 +25,88 @@ fn missing_cluster() -> Error {
     Error::InvalidRequest("the request has no cluster".to_owned())
 }
 
-/// Logs the outcome of an RPC: failures at warn with the (secret-free) message, successes at info.
-fn finish<T>(rpc: &'static str, result: Result<T, Error>) -> Result<Response<T>, Status> {
-    match result {
-        Ok(v) => Ok(Response::new(v)),
-        Err(e) => {
-            tracing::warn!(rpc, code = ?e.code(), error = %e, "request failed");
-            Err(e.into())
+/// The server span of one RPC, continuing the caller's trace when the metadata carries a `traceparent`.
+fn server_span(method: &'static str, metadata: &MetadataMap) -> Span {
+    let span = tracing::info_span!(
+        "grpc_server",
+        otel.name = %format!("{SERVICE}/{method}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        rpc.system = "grpc",
+        rpc.service = SERVICE,
+        rpc.method = method,
+        rpc.grpc.status_code = Empty,
+        cluster.namespace = Empty,
+        cluster.name = Empty,
+        outcome = Empty,
+        uninstall.phase = Empty,
+    );
+    konnector_runtime::propagation::set_parent_from_metadata(&span, metadata);
+    span
+}
+
+fn record_cluster(span: &Span, cluster: Option<&ClusterContext>) {
+    if let Some(c) = cluster {
+        record_cluster_key(span, &c.namespace, &c.name);
+    }
+}
+
+fn record_cluster_key(span: &Span, namespace: &str, name: &str) {
+    span.record("cluster.namespace", namespace);
+    span.record("cluster.name", name);
+}
+
+impl Executor {
+    /// Counts and records the outcome of an RPC on its span, and logs failures at warn with the (secret-free)
+    /// message.
+    fn finish<T>(
+        &self,
+        span: &Span,
+        rpc: &'static str,
+        result: Result<T, Error>,
+    ) -> Result<Response<T>, Status> {
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(e) => e.code(),
+        };
+        span.record("rpc.grpc.status_code", code as i32);
+        self.metrics().rpc(rpc, code_name(code));
+        match result {
+            Ok(v) => {
+                span.record("outcome", "ok");
+                Ok(Response::new(v))
+            }
+            Err(e) => {
+                span.record("outcome", code_name(code));
+                span.record("otel.status_code", "ERROR");
+                span.in_scope(|| tracing::warn!(rpc, code = ?e.code(), error = %e, "request failed"));
+                Err(e.into())
+            }
         }
+    }
+}
+
+/// The gRPC code's canonical name, as a metric label.
+const fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
@@ -39,58 +116,73 @@ impl AgentService for Executor {
         &self,
         request: Request<ApplyAgentRequest>,
     ) -> Result<Response<ApplyAgentResponse>, Status> {
+        let span = server_span("ApplyAgent", request.metadata());
         let req = request.into_inner();
         let trigger = Trigger::try_from(req.trigger).unwrap_or(Trigger::Unspecified);
-        let span = tracing::info_span!("ApplyAgent", trigger = trigger.as_str_name());
+        record_cluster(&span, req.cluster.as_ref());
         let result = async {
+            tracing::debug!(trigger = trigger.as_str_name(), "ApplyAgent");
             let cluster = req.cluster.ok_or_else(missing_cluster)?;
             self.apply(&cluster).await
         }
-        .instrument(span)
+        .instrument(span.clone())
         .await;
-        finish("ApplyAgent", result)
+        self.finish(&span, "ApplyAgent", result)
     }
 
     async fn remove_agent(
         &self,
         request: Request<RemoveAgentRequest>,
     ) -> Result<Response<RemoveAgentResponse>, Status> {
+        let span = server_span("RemoveAgent", request.metadata());
         let req = request.into_inner();
+        record_cluster(&span, req.cluster.as_ref());
         let result = async {
             let cluster = req.cluster.ok_or_else(missing_cluster)?;
             self.remove(&cluster).await
         }
-        .instrument(tracing::info_span!("RemoveAgent"))
+        .instrument(span.clone())
         .await;
-        finish("RemoveAgent", result)
+        if let Ok(answer) = &result {
+            let phase = UninstallPhase::try_from(answer.phase).unwrap_or(UninstallPhase::Unspecified);
+            self.metrics().uninstall_phase(phase.as_str_name());
+            span.record("uninstall.phase", phase.as_str_name());
+        }
+        self.finish(&span, "RemoveAgent", result)
     }
 
     async fn get_agent_status(
         &self,
         request: Request<GetAgentStatusRequest>,
     ) -> Result<Response<GetAgentStatusResponse>, Status> {
+        let span = server_span("GetAgentStatus", request.metadata());
         let req = request.into_inner();
+        if let Some(c) = &req.cluster {
+            record_cluster_key(&span, &c.namespace, &c.name);
+        }
         let result = async {
             let cluster = req.cluster.ok_or_else(missing_cluster)?;
             let key = ClusterKey::new(&cluster.namespace, &cluster.name)?;
             self.status(&key).await
         }
-        .instrument(tracing::info_span!("GetAgentStatus"))
+        .instrument(span.clone())
         .await;
-        finish("GetAgentStatus", result)
+        self.finish(&span, "GetAgentStatus", result)
     }
 
     async fn plan_agent(
         &self,
         request: Request<PlanAgentRequest>,
     ) -> Result<Response<PlanAgentResponse>, Status> {
+        let span = server_span("PlanAgent", request.metadata());
         let req = request.into_inner();
+        record_cluster(&span, req.cluster.as_ref());
         let result = async {
             let cluster = req.cluster.ok_or_else(missing_cluster)?;
             self.plan(&cluster).await
         }
-        .instrument(tracing::info_span!("PlanAgent"))
+        .instrument(span.clone())
         .await;
-        finish("PlanAgent", result)
+        self.finish(&span, "PlanAgent", result)
     }
 }

@@ -7,8 +7,9 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use konnector_executor::{Executor, ExecutorConfig};
+use konnector_executor::{Executor, ExecutorConfig, observe::ExecutorMetrics};
 use konnector_proto::v1::{
     ClusterContext, Endpoint, KonnectorAgentConfig, PrismCentralEndpoint,
     agent_service_client::AgentServiceClient,
@@ -69,6 +70,8 @@ pub async fn executor_mgmt_client(mgmt: &ControlPlane) -> anyhow::Result<Client>
 pub struct RunningExecutor {
     /// Where it listens (loopback, plaintext).
     pub addr: SocketAddr,
+    /// Its metrics (what the executor binary serves at `/metrics` on its admin port).
+    pub metrics: ExecutorMetrics,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -116,14 +119,17 @@ pub async fn serve_executor(client: Client, config: ExecutorConfig) -> anyhow::R
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
+    let executor = Executor::new(client, config);
+    let metrics = executor.metrics().clone();
     let task = tokio::spawn(konnector_executor::serve(
-        Executor::new(client, config),
+        executor,
         listener,
         None,
         shutdown.clone(),
     ));
     Ok(RunningExecutor {
         addr,
+        metrics,
         shutdown,
         task: Some(task),
     })
@@ -230,4 +236,35 @@ pub async fn executor_env(
         cluster,
         executor,
     })
+}
+
+/// The Events (events.k8s.io/v1) recorded about the Cluster `namespace/name`, oldest first.
+pub async fn cluster_events(admin: &Client, namespace: &str, name: &str) -> anyhow::Result<Vec<Event>> {
+    let mut events: Vec<Event> = Api::<Event>::namespaced(admin.clone(), namespace)
+        .list(&Default::default())
+        .await
+        .context("cannot list Events")?
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .is_some_and(|r| r.kind.as_deref() == Some("Cluster") && r.name.as_deref() == Some(name))
+        })
+        .collect();
+    events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    Ok(events)
+}
+
+/// The reasons of [`cluster_events`].
+pub async fn cluster_event_reasons(
+    admin: &Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<Vec<String>> {
+    Ok(cluster_events(admin, namespace, name)
+        .await?
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect())
 }

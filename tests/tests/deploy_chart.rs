@@ -323,7 +323,8 @@ async fn executor_rbac_allows_its_work_and_refuses_the_rest() {
         ("patch", "addons.cluster.x-k8s.io", "helmchartproxies"),
         ("delete", "addons.cluster.x-k8s.io", "helmchartproxies"),
         ("list", "addons.cluster.x-k8s.io", "helmreleaseproxies"),
-        ("create", "", "events"),
+        ("create", "events.k8s.io", "events"),
+        ("patch", "events.k8s.io", "events"),
     ];
     for (verb, group, resource) in needed {
         assert!(

@@ -3,12 +3,15 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
-use konnector_executor::ExecutorConfig;
+use konnector_executor::{EVENT_REPORTER, ExecutorConfig};
 use konnector_proto::v1::{
     ApplyAgentRequest, ApplyAgentResponse, ClusterContext, ClusterRef, GetAgentStatusRequest,
 };
 use konnector_tests::{
-    executor_fixture::{ExecutorEnv, TEST_NAMESPACE, TEST_PASSWORD, cluster_context, executor_env},
+    executor_fixture::{
+        ExecutorEnv, TEST_CLUSTER, TEST_NAMESPACE, TEST_PASSWORD, cluster_context, cluster_event_reasons,
+        cluster_events, executor_env,
+    },
     workload::{self, ClusterOptions},
 };
 use kube::{Api, api::DeleteParams};
@@ -121,6 +124,23 @@ async fn missing_objects_are_failed_precondition() {
         &["clusters/no-such-secret", "not found"],
     )
     .await;
+    let events = cluster_events(&env.admin, TEST_NAMESPACE, TEST_CLUSTER)
+        .await
+        .unwrap();
+    let missing = events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("CredentialsSecretMissing"))
+        .unwrap_or_else(|| panic!("a CredentialsSecretMissing Event on the Cluster: {events:#?}"));
+    assert_eq!(missing.type_.as_deref(), Some("Warning"));
+    assert_eq!(missing.reporting_controller.as_deref(), Some(EVENT_REPORTER));
+    assert!(
+        missing
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("clusters/no-such-secret"),
+        "{missing:?}"
+    );
 
     // A Secret without the password key, and one with both kinds of credentials.
     workload::put_credentials_secret(&env.admin, TEST_NAMESPACE, "only-user", &[("username", "admin")])
@@ -133,6 +153,12 @@ async fn missing_objects_are_failed_precondition() {
         &["clusters/only-user", "\"password\""],
     )
     .await;
+    assert!(
+        cluster_event_reasons(&env.admin, TEST_NAMESPACE, TEST_CLUSTER)
+            .await
+            .unwrap()
+            .contains(&"CredentialsSecretInvalid".to_owned())
+    );
     workload::put_credentials_secret(
         &env.admin,
         TEST_NAMESPACE,
@@ -187,6 +213,12 @@ async fn missing_objects_are_failed_precondition() {
         &["cluster.x-k8s.io/cluster-name=unlabelled", "add the label"],
     )
     .await;
+    assert_eq!(
+        cluster_event_reasons(&env.admin, TEST_NAMESPACE, "unlabelled")
+            .await
+            .unwrap(),
+        ["ClusterNotSelectable"]
+    );
 
     // No kubeconfig Secret.
     Api::<Secret>::namespaced(env.admin.clone(), TEST_NAMESPACE)

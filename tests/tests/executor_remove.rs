@@ -10,7 +10,9 @@ use konnector_proto::v1::{
 };
 use konnector_tests::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn, Uninstall, hcp_resource, hrp_resource},
-    executor_fixture::{ExecutorEnv, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, cluster_context, executor_env},
+    executor_fixture::{
+        ExecutorEnv, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, cluster_context, cluster_events, executor_env,
+    },
     workload::{self, ClusterOptions},
 };
 use kube::{Api, api::DynamicObject};
@@ -260,6 +262,22 @@ async fn stuck_uninstall(policy: UninstallTimeoutPolicy) -> RemoveAgentResponse 
     );
     let again = remove(&env, env.context()).await;
     assert_eq!(again, timed_out, "a timed-out answer is stable");
+    let reason = match policy {
+        UninstallTimeoutPolicy::Proceed => "UninstallTimedOutDeletionProceeds",
+        UninstallTimeoutPolicy::Block => "UninstallTimedOutDeletionBlocked",
+    };
+    let events = cluster_events(&env.admin, TEST_NAMESPACE, "c1").await.unwrap();
+    let event = events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some(reason))
+        .unwrap_or_else(|| panic!("a {reason} Event on the Cluster: {events:#?}"));
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert_eq!(event.note.as_deref(), Some(timed_out.message.as_str()));
+    assert_eq!(
+        event.series.as_ref().map(|s| s.count),
+        Some(2),
+        "the repeated answer counts on the same Event instead of adding one"
+    );
     timed_out
 }
 

@@ -1,0 +1,283 @@
+//! The executor's metrics, and the layer that turns every Kubernetes API call into a client span and a metric.
+//!
+//! Labels stay low-cardinality: RPC method and gRPC code, API verb, resource and status code, uninstall phase.
+//! No cluster name, object name or value ever becomes a label or a span attribute beyond the namespace.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::atomic::AtomicI64,
+    task::{Context, Poll},
+};
+
+use http::{Method, Request, Response, Uri};
+use konnector_runtime::metrics::Metrics;
+use kube::{Client, client::Body};
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
+use tracing::{Instrument, field::Empty};
+
+use crate::error::Side;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The executor's metrics, registered in their own registry (served at `/metrics` on the admin port).
+#[derive(Clone, Debug)]
+pub struct ExecutorMetrics {
+    registry: Metrics,
+    rpcs: Family<Labels, Counter>,
+    kube_requests: Family<Labels, Counter>,
+    remote_clients: Gauge<i64, AtomicI64>,
+    uninstall_phases: Family<Labels, Counter>,
+}
+
+impl Default for ExecutorMetrics {
+    fn default() -> Self {
+        let m = Self {
+            registry: Metrics::with_prefix("konnector_executor"),
+            rpcs: Family::default(),
+            kube_requests: Family::default(),
+            remote_clients: Gauge::default(),
+            uninstall_phases: Family::default(),
+        };
+        m.registry.register(|r| {
+            r.register(
+                "rpc_requests",
+                "AgentService RPCs answered, by method and gRPC code",
+                m.rpcs.clone(),
+            );
+            r.register(
+                "kube_requests",
+                "Kubernetes API requests, by cluster (management or workload), verb, resource and outcome (HTTP status code, or error)",
+                m.kube_requests.clone(),
+            );
+            r.register(
+                "remote_clients",
+                "Workload cluster clients held in the cache",
+                m.remote_clients.clone(),
+            );
+            r.register(
+                "uninstall_phases",
+                "RemoveAgent answers, by the uninstall phase answered",
+                m.uninstall_phases.clone(),
+            );
+        });
+        m
+    }
+}
+
+impl ExecutorMetrics {
+    /// The registry, to serve at `/metrics`.
+    pub fn registry(&self) -> &Metrics {
+        &self.registry
+    }
+
+    pub(crate) fn rpc(&self, method: &'static str, code: &'static str) {
+        self.rpcs
+            .get_or_create(&vec![("method", method.to_owned()), ("code", code.to_owned())])
+            .inc();
+    }
+
+    pub(crate) fn remote_clients(&self, n: usize) {
+        self.remote_clients.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn uninstall_phase(&self, phase: &str) {
+        self.uninstall_phases
+            .get_or_create(&vec![("phase", phase.to_owned())])
+            .inc();
+    }
+}
+
+/// Wraps `client` so that every request it sends is a `client` span (child of the current span) and is counted in
+/// `konnector_executor_kube_requests_total`.
+pub(crate) fn observed_client(client: Client, side: Side, metrics: &ExecutorMetrics) -> Client {
+    let namespace = client.default_namespace().to_owned();
+    Client::new(
+        Observed {
+            inner: client,
+            side,
+            requests: metrics.kube_requests.clone(),
+        },
+        namespace,
+    )
+}
+
+#[derive(Clone)]
+struct Observed {
+    inner: Client,
+    side: Side,
+    requests: Family<Labels, Counter>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl tower::Service<Request<Body>> for Observed {
+    type Response = Response<Body>;
+    type Error = kube::Error;
+    type Future = BoxFuture<Result<Response<Body>, kube::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let call = ApiCall::of(req.method(), req.uri());
+        let side = side_name(self.side);
+        let span = tracing::info_span!(
+            "kube_request",
+            otel.name = %format!("{} {}", call.verb, call.resource),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            http.request.method = %req.method(),
+            http.response.status_code = Empty,
+            k8s.cluster = side,
+            k8s.verb = call.verb,
+            k8s.resource = %call.resource,
+            k8s.namespace = call.namespace.as_deref().unwrap_or(""),
+        );
+        let inner = self.inner.clone();
+        let requests = self.requests.clone();
+        Box::pin(
+            async move {
+                let result = inner.send(req).await;
+                let outcome = match &result {
+                    Ok(resp) => {
+                        let code = resp.status().as_u16();
+                        tracing::Span::current().record("http.response.status_code", code);
+                        if code >= 400 {
+                            tracing::Span::current().record("otel.status_code", "ERROR");
+                        }
+                        code.to_string()
+                    }
+                    Err(_) => {
+                        tracing::Span::current().record("otel.status_code", "ERROR");
+                        "error".to_owned()
+                    }
+                };
+                requests
+                    .get_or_create(&vec![
+                        ("cluster", side.to_owned()),
+                        ("verb", call.verb.to_owned()),
+                        ("resource", call.resource),
+                        ("outcome", outcome),
+                    ])
+                    .inc();
+                result
+            }
+            .instrument(span),
+        )
+    }
+}
+
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Management => "management",
+        Side::Workload => "workload",
+    }
+}
+
+/// What an API request does, read from its method and path.
+#[derive(Debug, PartialEq, Eq)]
+struct ApiCall {
+    verb: &'static str,
+    resource: String,
+    namespace: Option<String>,
+}
+
+impl ApiCall {
+    fn of(method: &Method, uri: &Uri) -> Self {
+        let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+        // /api/<version>/... or /apis/<group>/<version>/...; anything else (/version, /openapi) is named by its
+        // first segment.
+        let rest = match segments.as_slice() {
+            ["api", _, rest @ ..] => rest,
+            ["apis", _, _, rest @ ..] => rest,
+            [first, ..] => {
+                return Self {
+                    verb: verb(method, true, uri),
+                    resource: (*first).to_owned(),
+                    namespace: None,
+                };
+            }
+            [] => &[][..],
+        };
+        let (namespace, rest) = match rest {
+            ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest),
+            _ => (None, rest),
+        };
+        let (resource, named) = match rest {
+            [] => (String::new(), false),
+            [resource] => ((*resource).to_owned(), false),
+            [resource, _name] => ((*resource).to_owned(), true),
+            [resource, _name, sub, ..] => (format!("{resource}/{sub}"), true),
+        };
+        Self {
+            verb: verb(method, named, uri),
+            resource,
+            namespace,
+        }
+    }
+}
+
+fn verb(method: &Method, named: bool, uri: &Uri) -> &'static str {
+    let watch = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+    match *method {
+        Method::GET if watch => "watch",
+        Method::GET if named => "get",
+        Method::GET => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if named => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(method: Method, path: &str) -> (&'static str, String, Option<String>) {
+        let c = ApiCall::of(&method, &path.parse().unwrap());
+        (c.verb, c.resource, c.namespace)
+    }
+
+    #[test]
+    fn classifies_api_paths() {
+        assert_eq!(
+            call(Method::GET, "/api/v1/namespaces/clusters/secrets/c1-kubeconfig"),
+            ("get", "secrets".to_owned(), Some("clusters".to_owned()))
+        );
+        assert_eq!(
+            call(
+                Method::GET,
+                "/apis/addons.cluster.x-k8s.io/v1alpha1/namespaces/clusters/helmreleaseproxies?labelSelector=a%3Db"
+            ),
+            (
+                "list",
+                "helmreleaseproxies".to_owned(),
+                Some("clusters".to_owned())
+            )
+        );
+        assert_eq!(
+            call(Method::PATCH, "/api/v1/namespaces/ntnx-system"),
+            ("patch", "namespaces".to_owned(), None)
+        );
+        assert_eq!(
+            call(Method::POST, "/apis/events.k8s.io/v1/namespaces/clusters/events"),
+            ("create", "events".to_owned(), Some("clusters".to_owned()))
+        );
+        assert_eq!(
+            call(Method::GET, "/api/v1/namespaces/a/pods/p/log"),
+            ("get", "pods/log".to_owned(), Some("a".to_owned()))
+        );
+        assert_eq!(call(Method::GET, "/version"), ("get", "version".to_owned(), None));
+        assert_eq!(
+            call(Method::GET, "/api/v1/namespaces/a/pods?watch=true").0,
+            "watch"
+        );
+    }
+}
