@@ -17,7 +17,7 @@ pub struct Args {
     /// Address of the HTTPS hook listener.
     #[arg(long, env = "KONNECTOR_LISTEN", default_value = "0.0.0.0:9443")]
     pub listen: SocketAddr,
-    /// Address of the plain-HTTP admin listener (/livez, /readyz).
+    /// Address of the plain-HTTP admin listener (/livez, /readyz, /metrics).
     #[arg(long, env = "KONNECTOR_ADMIN_LISTEN", default_value = "0.0.0.0:8081")]
     pub admin_listen: SocketAddr,
     /// PEM serving certificate; re-read when it changes on disk.

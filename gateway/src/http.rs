@@ -4,21 +4,27 @@
 //! 404 and wrong methods 405. Nothing redirects, the query string is ignored except for CAPI's informational
 //! `timeout`, and no Content-Type is required.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Router,
     body::{Body, Bytes},
     extract::State,
-    http::{HeaderValue, StatusCode, Uri, header},
+    http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
     response::{IntoResponse, Response},
     routing::post,
 };
 use konnector_proto::v1::{
     ApplyAgentRequest, RemoveAgentRequest, Trigger, agent_service_client::AgentServiceClient,
 };
+use konnector_runtime::metrics::Metrics;
+use prometheus_client::metrics::{counter::Counter, family::Family, histogram::Histogram};
 use tonic::transport::Channel;
 use tower_http::timeout::TimeoutLayer;
+use tracing::{Instrument, field::Empty};
 
 use crate::answer::{ExecutorReply, context, hook_answer};
 use crate::capi::{DiscoveredHandler, DiscoveryResponse, HookRequest, HookResponse, RequestHook, Status};
@@ -36,17 +42,62 @@ struct Inner {
     config: GatewayConfig,
     client: AgentServiceClient<Channel>,
     discovery: Bytes,
+    metrics: HookMetrics,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// `konnector_gateway_hook_requests_total{hook,status}` and `konnector_gateway_hook_duration_seconds{hook}`.
+struct HookMetrics {
+    requests: Family<Labels, Counter>,
+    duration: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+fn duration_histogram() -> Histogram {
+    // 5 ms to about 82 s: a hook is bounded by CAPI's timeout (at most 30 s) plus the backstop.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.005, 2.0, 15,
+    ))
+}
+
+impl HookMetrics {
+    fn register(metrics: &Metrics) -> Self {
+        let m = Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+        };
+        metrics.register(|r| {
+            let r = r.sub_registry_with_prefix("konnector_gateway");
+            r.register(
+                "hook_requests",
+                "Lifecycle hook requests answered, by hook and answer status (Success or Failure)",
+                m.requests.clone(),
+            );
+            r.register(
+                "hook_duration_seconds",
+                "Time to answer a lifecycle hook request, by hook",
+                m.duration.clone(),
+            );
+        });
+        m
+    }
 }
 
 impl GatewayState {
     /// Builds the state around an existing channel to the executor. `config` should already be validated.
     pub fn new(config: GatewayConfig, channel: Channel) -> Self {
+        Self::with_metrics(config, channel, &Metrics::default())
+    }
+
+    /// Like [`GatewayState::new`], registering the hook metrics in `metrics`.
+    pub fn with_metrics(config: GatewayConfig, channel: Channel, metrics: &Metrics) -> Self {
         let discovery = Bytes::from(serde_json::to_vec(&discovery(&config)).expect("discovery serialises"));
         Self {
             inner: Arc::new(Inner {
                 config,
                 client: AgentServiceClient::new(channel),
                 discovery,
+                metrics: HookMetrics::register(metrics),
             }),
         }
     }
@@ -83,6 +134,9 @@ pub fn discovery(config: &GatewayConfig) -> DiscoveryResponse {
     }
 }
 
+/// The executor's gRPC service, as named in span names and `rpc.service`.
+const AGENT_SERVICE: &str = "konnector.executor.v1.AgentService";
+
 /// Backstop for any request, longer than the longest hook timeout CAPI allows: nothing hangs forever.
 pub const REQUEST_BACKSTOP: Duration = Duration::from_secs(60);
 
@@ -98,11 +152,14 @@ pub fn router(state: GatewayState) -> Router {
         if !capi_knows(hook.name(), state.config().capi_version) {
             continue;
         }
+        let route: Arc<str> = format!("{prefix}{}", hook.path()).into();
         router = router.route(
-            &format!("{prefix}{}", hook.path()),
-            post(move |State(state): State<GatewayState>, uri: Uri, body: Body| {
-                hook_handler(state, hook, uri, body)
-            }),
+            &route.clone(),
+            post(
+                move |State(state): State<GatewayState>, uri: Uri, headers: HeaderMap, body: Body| {
+                    hook_handler(state, hook, route.clone(), uri, headers, body)
+                },
+            ),
         );
     }
     router
@@ -131,26 +188,91 @@ fn respond(answer: &HookResponse) -> Response {
     ))
 }
 
-async fn hook_handler(state: GatewayState, hook: Hook, uri: Uri, body: Body) -> Response {
+async fn hook_handler(
+    state: GatewayState,
+    hook: Hook,
+    route: Arc<str>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let span = tracing::info_span!(
+        "hook",
+        otel.name = %format!("POST {route}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = "POST",
+        http.route = %route,
+        http.response.status_code = 200,
+        hook = hook.name(),
+        cluster.namespace = Empty,
+        cluster.name = Empty,
+        hook.status = Empty,
+        hook.retry_after_seconds = Empty,
+        outcome = Empty,
+    );
+    konnector_runtime::propagation::set_parent_from_headers(&span, &headers);
     let caller_timeout = uri.query().and_then(query_timeout);
     let deadline = state.config().executor_deadline(hook, caller_timeout);
-    let answer = match tokio::time::timeout(deadline, handle(&state, hook, body, deadline)).await {
+    let mut cluster = None;
+    let answer = match tokio::time::timeout(deadline, handle(&state, hook, body, deadline, &mut cluster))
+        .instrument(span.clone())
+        .await
+    {
         Ok(answer) => answer,
         // Reading a slow body used up the budget; the executor was not (or not fully) asked.
         Err(_) => hook_answer(hook, Err(tonic::Status::deadline_exceeded(""))),
     };
-    tracing::info!(
-        hook = hook.name(),
-        status = ?answer.status,
-        retry_after_seconds = answer.retry_after_seconds,
-        message = %answer.message,
-        "hook answered"
-    );
+    let elapsed = started.elapsed();
+    let status = match answer.status {
+        crate::capi::Status::Success => "Success",
+        crate::capi::Status::Failure => "Failure",
+    };
+    let m = &state.inner.metrics;
+    m.requests
+        .get_or_create(&vec![
+            ("hook", hook.name().to_owned()),
+            ("status", status.to_owned()),
+        ])
+        .inc();
+    m.duration
+        .get_or_create(&vec![("hook", hook.name().to_owned())])
+        .observe(elapsed.as_secs_f64());
+    span.record("hook.status", status);
+    span.record("outcome", status);
+    if let Some(retry) = answer.retry_after_seconds {
+        span.record("hook.retry_after_seconds", retry);
+    }
+    if answer.status == crate::capi::Status::Failure {
+        span.record("otel.status_code", "ERROR");
+    }
+    let (namespace, name) = cluster.unwrap_or_default();
+    span.in_scope(|| {
+        tracing::info!(
+            namespace = %namespace,
+            cluster = %name,
+            hook = hook.name(),
+            status,
+            retry_after_seconds = answer.retry_after_seconds,
+            duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            trace_id = konnector_runtime::propagation::current_trace_id(),
+            message = %answer.message,
+            "hook answered"
+        )
+    });
     respond(&answer)
 }
 
 /// Decodes, translates and forwards one hook request; returns the answer to send.
-async fn handle(state: &GatewayState, hook: Hook, body: Body, deadline: Duration) -> HookResponse {
+/// `cluster` is set to the Cluster's namespace and name as soon as they are known, for the summary log line.
+async fn handle(
+    state: &GatewayState,
+    hook: Hook,
+    body: Body,
+    deadline: Duration,
+    cluster: &mut Option<(String, String)>,
+) -> HookResponse {
     let limit = state.config().body_limit_bytes;
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
@@ -171,41 +293,76 @@ async fn handle(state: &GatewayState, hook: Hook, body: Body, deadline: Duration
         Ok(r) => r,
         Err(message) => return HookResponse::failure(hook, message),
     };
-    let Some(cluster) = request.cluster.as_ref() else {
+    let Some(capi_cluster) = request.cluster.as_ref() else {
         return HookResponse::failure(hook, "the request has no cluster");
     };
-    let ctx = match cluster_context(cluster) {
+    if let Some(meta) = &capi_cluster.metadata {
+        let namespace = meta.namespace.clone().unwrap_or_default();
+        let name = meta.name.clone().unwrap_or_default();
+        tracing::Span::current().record("cluster.namespace", namespace.as_str());
+        tracing::Span::current().record("cluster.name", name.as_str());
+        *cluster = Some((namespace, name));
+    }
+    let ctx = match cluster_context(capi_cluster) {
         Ok(ctx) => ctx,
         Err(e) => return HookResponse::failure(hook, format!("{}: {e}", context(hook))),
     };
     tracing::debug!(hook = hook.name(), namespace = %ctx.namespace, cluster = %ctx.name, "calling executor");
     let mut client = state.inner.client.clone();
-    let outcome = match hook {
-        Hook::AfterControlPlaneInitialized | Hook::BeforeClusterUpgrade => {
-            let trigger = if hook == Hook::AfterControlPlaneInitialized {
-                Trigger::AfterControlPlaneInitialized
-            } else {
-                Trigger::BeforeClusterUpgrade
-            };
-            let mut req = tonic::Request::new(ApplyAgentRequest {
-                cluster: Some(ctx),
-                trigger: trigger as i32,
-            });
-            req.set_timeout(deadline);
-            client
-                .apply_agent(req)
-                .await
-                .map(|r| ExecutorReply::Applied(r.into_inner()))
-        }
-        Hook::BeforeClusterDelete => {
-            let mut req = tonic::Request::new(RemoveAgentRequest { cluster: Some(ctx) });
-            req.set_timeout(deadline);
-            client
-                .remove_agent(req)
-                .await
-                .map(|r| ExecutorReply::Removed(r.into_inner()))
-        }
+    let method = match hook {
+        Hook::AfterControlPlaneInitialized | Hook::BeforeClusterUpgrade => "ApplyAgent",
+        Hook::BeforeClusterDelete => "RemoveAgent",
     };
+    let span = tracing::info_span!(
+        "grpc_client",
+        otel.name = %format!("{AGENT_SERVICE}/{method}"),
+        otel.kind = "client",
+        otel.status_code = Empty,
+        rpc.system = "grpc",
+        rpc.service = AGENT_SERVICE,
+        rpc.method = method,
+        rpc.grpc.status_code = Empty,
+    );
+    let outcome = async {
+        match hook {
+            Hook::AfterControlPlaneInitialized | Hook::BeforeClusterUpgrade => {
+                let trigger = if hook == Hook::AfterControlPlaneInitialized {
+                    Trigger::AfterControlPlaneInitialized
+                } else {
+                    Trigger::BeforeClusterUpgrade
+                };
+                let mut req = tonic::Request::new(ApplyAgentRequest {
+                    cluster: Some(ctx),
+                    trigger: trigger as i32,
+                });
+                req.set_timeout(deadline);
+                konnector_runtime::propagation::inject_current(req.metadata_mut());
+                client
+                    .apply_agent(req)
+                    .await
+                    .map(|r| ExecutorReply::Applied(r.into_inner()))
+            }
+            Hook::BeforeClusterDelete => {
+                let mut req = tonic::Request::new(RemoveAgentRequest { cluster: Some(ctx) });
+                req.set_timeout(deadline);
+                konnector_runtime::propagation::inject_current(req.metadata_mut());
+                client
+                    .remove_agent(req)
+                    .await
+                    .map(|r| ExecutorReply::Removed(r.into_inner()))
+            }
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    let code = match &outcome {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    };
+    span.record("rpc.grpc.status_code", code as i32);
+    if code != tonic::Code::Ok {
+        span.record("otel.status_code", "ERROR");
+    }
     if let Err(status) = &outcome {
         tracing::warn!(hook = hook.name(), code = ?status.code(), "executor call failed");
     }

@@ -22,7 +22,7 @@ pub use config::{ExecutorEndpoint, ExecutorTransport, GatewayConfig, HookPolicie
 pub use http::{GatewayState, router};
 pub use server::TlsFiles;
 
-use konnector_runtime::admin::Readiness;
+use konnector_runtime::{admin::Readiness, metrics::Metrics};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +38,18 @@ pub async fn serve(
     shutdown: CancellationToken,
     readiness: Readiness,
 ) -> anyhow::Result<()> {
+    serve_with_metrics(config, listener, tls, shutdown, readiness, &Metrics::default()).await
+}
+
+/// [`serve`], registering the hook metrics in `metrics` (to serve at `/metrics` on the admin port).
+pub async fn serve_with_metrics(
+    config: GatewayConfig,
+    listener: TcpListener,
+    tls: TlsFiles,
+    shutdown: CancellationToken,
+    readiness: Readiness,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
     konnector_runtime::tls::install_crypto_provider();
     let config = config.validate()?;
     let tls_config = server::rustls_config(&tls, config.cert_reload_interval)?;
@@ -52,7 +64,7 @@ pub async fn serve(
         executor::HEALTH_INTERVAL,
         shutdown.clone(),
     ));
-    let app = router(GatewayState::new(config, channel));
+    let app = router(GatewayState::with_metrics(config, channel, metrics));
     let result = server::serve_https(app, listener, tls_config, options, shutdown.clone()).await;
     shutdown.cancel();
     let _ = probe.await;
