@@ -10,7 +10,10 @@ if ! command -v npm >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >&2
 fi
 if [[ ! -x node_modules/.bin/buf || ! -x node_modules/.bin/helm ]]; then
-  npm ci --no-audit --no-fund --loglevel=error >&2
+  # Both packages are pinned to exact versions in package.json and depend on nothing else (buf's per-platform
+  # binaries are pinned by buf itself), so no lockfile is needed; a lockfile written on one machine also lists
+  # only that platform's optional packages, which makes `npm ci` refuse it elsewhere.
+  npm install --no-audit --no-fund --no-package-lock --loglevel=error >&2
 fi
 if [[ ! -x node_modules/.bin/grpcurl ]]; then
   cargo install --quiet --locked grpcurl-rs --version 0.2.1 --root "$PWD/cargo" >&2

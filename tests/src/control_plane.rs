@@ -19,9 +19,9 @@ use kube::{
     Client, Config,
     config::{KubeConfigOptions, Kubeconfig},
 };
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType};
+use rcgen::KeyPair;
 
-use crate::assets::Assets;
+use crate::{assets::Assets, pki::TestCa};
 
 /// How long a control plane may take to become ready. Generous, because CI machines are shared; a healthy
 /// start takes about 3 seconds.
@@ -251,7 +251,13 @@ impl ControlPlane {
             }
             let req = http::Request::get("/readyz").body(Vec::new())?;
             let last_error = match client.request_text(req).await {
-                Ok(body) if body.trim() == "ok" => return Ok(()),
+                // /readyz can pass before the bootstrap controller has created the default namespaces, which
+                // every test expects to exist.
+                Ok(body) if body.trim() == "ok" => match default_namespaces_exist(&client).await {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => "namespaces default and kube-system not created yet".to_owned(),
+                    Err(e) => e.to_string(),
+                },
                 Ok(body) => body,
                 Err(e) => e.to_string(),
             };
@@ -279,6 +285,11 @@ impl Drop for ControlPlane {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+async fn default_namespaces_exist(client: &Client) -> Result<bool, kube::Error> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    Ok(api.get_opt("default").await?.is_some() && api.get_opt("kube-system").await?.is_some())
 }
 
 fn kill_and_reap(mut child: Child) {
@@ -381,31 +392,13 @@ struct Pki {
 
 impl Pki {
     fn generate() -> anyhow::Result<Self> {
-        let ca_key = KeyPair::generate()?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "konnector-test-ca");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_cert = ca_params.self_signed(&ca_key)?;
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-
-        let serving_key = KeyPair::generate()?;
-        let mut serving = CertificateParams::new(vec!["localhost".to_owned()])?;
-        serving
-            .subject_alt_names
-            .push(SanType::IpAddress([127, 0, 0, 1].into()));
-        serving
-            .distinguished_name
-            .push(DnType::CommonName, "kube-apiserver");
-        serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let serving_cert = serving.signed_by(&serving_key, &issuer)?;
-
+        let ca = TestCa::new("konnector-test-ca")?;
+        let serving = ca.serving_cert("kube-apiserver")?;
         let sa_key = KeyPair::generate()?;
         Ok(Self {
-            ca_pem: ca_cert.pem(),
-            serving_cert_pem: serving_cert.pem(),
-            serving_key_pem: serving_key.serialize_pem(),
+            ca_pem: ca.cert_pem().to_owned(),
+            serving_cert_pem: serving.cert_pem,
+            serving_key_pem: serving.key_pem,
             sa_key_pem: sa_key.serialize_pem(),
             sa_pub_pem: sa_key.public_key_pem(),
         })

@@ -20,7 +20,6 @@ use kube::{
     api::{DynamicObject, GroupVersionKind, Patch, PatchParams},
     discovery,
 };
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +30,7 @@ use crate::{
     control_plane::ControlPlane,
     executor_fixture::{RunningExecutor, start_executor},
     management_plane,
+    pki::TestCa,
     scenario::{ClusterReport, ClusterRun, Gateway, StepObserver},
     tools, workload,
 };
@@ -384,33 +384,15 @@ async fn apply(client: &Client, doc: &Value) -> anyhow::Result<()> {
 /// Writes a CA and a gateway serving certificate for 127.0.0.1/localhost into `dir`; returns the CA (PEM).
 pub fn write_gateway_certs(dir: &Path) -> anyhow::Result<(String, TlsFiles)> {
     std::fs::create_dir_all(dir)?;
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "konnector-sandbox-ca");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress([127, 0, 0, 1].into()));
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "konnector-gateway");
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.signed_by(&key, &issuer)?;
-    std::fs::write(dir.join("ca.crt"), ca_cert.pem())?;
-    std::fs::write(dir.join("tls.crt"), cert.pem())?;
-    std::fs::write(dir.join("tls.key"), key.serialize_pem())?;
-    Ok((
-        ca_cert.pem(),
-        TlsFiles {
-            cert: dir.join("tls.crt"),
-            key: dir.join("tls.key"),
-            client_ca: None,
-        },
-    ))
+    let ca = TestCa::new("konnector-sandbox-ca")?;
+    let serving = ca.serving_cert("konnector-gateway")?;
+    std::fs::write(dir.join("ca.crt"), ca.cert_pem())?;
+    std::fs::write(dir.join("tls.crt"), &serving.cert_pem)?;
+    std::fs::write(dir.join("tls.key"), &serving.key_pem)?;
+    let files = TlsFiles {
+        cert: dir.join("tls.crt"),
+        key: dir.join("tls.key"),
+        client_ca: None,
+    };
+    Ok((ca.cert_pem().to_owned(), files))
 }

@@ -15,12 +15,13 @@ use anyhow::{Context, bail, ensure};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::{
     Api, Client,
-    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams},
+    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams},
 };
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{
+    caaph_stand_in::{hcp_resource, hrp_resource},
     capi::{CapiShape, ExtensionClient, Handler, Hook, HookAnswer, hook_path, hook_request},
     control_plane::ControlPlane,
     workload::{self, CLUSTER_NAME_LABEL, ClusterOptions},
@@ -36,20 +37,6 @@ const RELEASE_MARKER: &str = "konnector-agent-release";
 const CAPI_CLUSTER_FINALIZER: &str = "cluster.cluster.x-k8s.io";
 /// Upper bound on how long BeforeClusterDelete may keep asking to wait before the step counts as failed.
 const DELETE_BUDGET: Duration = Duration::from_secs(120);
-
-fn hcp_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("addons.cluster.x-k8s.io", "v1alpha1", "HelmChartProxy"),
-        "helmchartproxies",
-    )
-}
-
-fn hrp_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("addons.cluster.x-k8s.io", "v1alpha1", "HelmReleaseProxy"),
-        "helmreleaseproxies",
-    )
-}
 
 /// Sees each step as it finishes, with the cluster's name; the sandbox prints them.
 pub type StepObserver = std::sync::Arc<dyn Fn(&str, &StepReport) + Send + Sync>;
