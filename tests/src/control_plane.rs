@@ -221,6 +221,52 @@ impl ControlPlane {
         Client::try_from(config).context("cannot build an impersonating kube client")
     }
 
+    /// A client that authenticates as ServiceAccount `namespace/name` with a real token from the TokenRequest API
+    /// (the ServiceAccount, and `namespace`, are created when missing). RBAC applies exactly as it would to a pod
+    /// running as that ServiceAccount.
+    pub async fn service_account_client(&self, namespace: &str, name: &str) -> anyhow::Result<Client> {
+        use k8s_openapi::api::{
+            authentication::v1::{TokenRequest, TokenRequestSpec},
+            core::v1::ServiceAccount,
+        };
+        use kube::api::{Api, ObjectMeta, PostParams};
+
+        let admin = self.client().await?;
+        crate::workload::ensure_namespace(&admin, namespace).await?;
+        let accounts: Api<ServiceAccount> = Api::namespaced(admin, namespace);
+        if accounts.get_opt(name).await?.is_none() {
+            let sa = ServiceAccount {
+                metadata: ObjectMeta {
+                    name: Some(name.to_owned()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            accounts.create(&PostParams::default(), &sa).await?;
+        }
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec!["https://kubernetes.default.svc".to_owned()],
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let token = accounts
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .with_context(|| format!("cannot get a token for ServiceAccount {namespace}/{name}"))?
+            .status
+            .context("TokenRequest without status")?
+            .token;
+        let mut config = self.config().await?;
+        config.auth_info = kube::config::AuthInfo {
+            token: Some(token.into()),
+            ..Default::default()
+        };
+        Client::try_from(config).context("cannot build a ServiceAccount kube client")
+    }
+
     /// The admin client configuration.
     pub async fn config(&self) -> anyhow::Result<Config> {
         let kc = Kubeconfig::from_yaml(&self.kubeconfig).context("cannot parse the generated kubeconfig")?;

@@ -356,7 +356,7 @@ async fn executor_rbac_allows_its_work_and_refuses_the_rest() {
         );
     }
 
-    // And a real refused call: the executor cannot delete the user's credentials Secret.
+    // And real calls: the executor can read the user's credentials Secret but cannot delete it.
     workload::ensure_namespace(&client, "tenants").await.unwrap();
     workload::put_credentials_secret(
         &client,
@@ -366,14 +366,9 @@ async fn executor_rbac_allows_its_work_and_refuses_the_rest() {
     )
     .await
     .unwrap();
+    // A real ServiceAccount token (TokenRequest API), as the executor's pod would have.
     let as_executor = mgmt
-        .client_as(
-            EXECUTOR_SA,
-            &[
-                "system:serviceaccounts",
-                "system:serviceaccounts:konnector-system",
-            ],
-        )
+        .service_account_client(NS, "konnector-executor")
         .await
         .unwrap();
     let secrets: Api<Secret> = Api::namespaced(as_executor, "tenants");

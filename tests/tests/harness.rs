@@ -253,3 +253,21 @@ async fn teardown_runs_when_a_test_panics() {
     }
     assert!(!port_is_listening(port));
 }
+
+#[tokio::test]
+async fn service_account_tokens_are_real_and_rbac_bound() {
+    konnector_tests::init_test_logging();
+    let cp = ControlPlane::start("sa").await.unwrap();
+    let sa = cp.service_account_client("team", "robot").await.unwrap();
+    match Api::<Namespace>::all(sa).list(&Default::default()).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 403, "{status:?}");
+            assert!(
+                status.message.contains("system:serviceaccount:team:robot"),
+                "{}",
+                status.message
+            );
+        }
+        other => panic!("an unbound ServiceAccount must be refused, got {other:?}"),
+    }
+}
