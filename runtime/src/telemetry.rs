@@ -7,8 +7,16 @@
 
 use clap::{Args, ValueEnum};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
-use tracing_subscriber::{EnvFilter, Layer, fmt, layer::SubscriberExt, util::SubscriberInitExt};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{
+    Resource,
+    propagation::TraceContextPropagator,
+    trace::{SdkTracer, SdkTracerProvider},
+};
+use tracing_opentelemetry::OpenTelemetryLayer;
+use tracing_subscriber::{
+    EnvFilter, Layer, fmt, layer::SubscriberExt, registry::LookupSpan, util::SubscriberInitExt,
+};
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -39,6 +47,12 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
+    /// Keeps `provider` alive until dropped, then flushes it: for a process that builds its own subscriber
+    /// around [`tracing_layer`].
+    pub fn from_provider(provider: Option<SdkTracerProvider>) -> Self {
+        Self { provider }
+    }
+
     /// Whether spans are exported.
     pub fn tracing_enabled(&self) -> bool {
         self.provider.is_some()
@@ -93,9 +107,7 @@ impl LogArgs {
             Some(name) if otlp_configured() => Some((otlp_provider(name)?, name.to_owned())),
             _ => None,
         };
-        let otel_layer = provider
-            .as_ref()
-            .map(|(p, name)| tracing_opentelemetry::layer().with_tracer(p.tracer(name.clone())));
+        let otel_layer = provider.as_ref().map(|(p, name)| tracing_layer(p, name));
         let provider = provider.map(|(p, _)| p);
         tracing_subscriber::registry()
             .with(filter)
@@ -106,9 +118,29 @@ impl LogArgs {
     }
 }
 
+/// The layer that turns `tracing` spans into OpenTelemetry spans exported by `provider`. Also installs the W3C
+/// TraceContext propagator process-wide, which the gateway and executor use to carry the trace across their hop.
+pub fn tracing_layer<S>(provider: &SdkTracerProvider, service_name: &str) -> OpenTelemetryLayer<S, SdkTracer>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name.to_owned()))
+}
+
 /// A tracer provider exporting over OTLP/gRPC with the endpoint and options from `OTEL_*` variables.
 pub fn otlp_provider(service_name: &str) -> anyhow::Result<SdkTracerProvider> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
+    otlp_provider_to(service_name, None)
+}
+
+/// Like [`otlp_provider`], but exporting to `endpoint` (e.g. `http://127.0.0.1:4317`) when given, whatever the
+/// environment says. Must be called inside a Tokio runtime, which then carries the exporter's connection.
+pub fn otlp_provider_to(service_name: &str, endpoint: Option<&str>) -> anyhow::Result<SdkTracerProvider> {
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+    if let Some(endpoint) = endpoint {
+        exporter = exporter.with_endpoint(endpoint);
+    }
+    let exporter = exporter.build()?;
     let mut resource = Resource::builder();
     if std::env::var("OTEL_SERVICE_NAME").is_err() {
         resource = resource.with_service_name(service_name.to_owned());

@@ -1,0 +1,611 @@
+//! Observability end to end: hooks sent over HTTPS through the real gateway into the real executor (under its RBAC,
+//! against real API servers), with the spans exported over OTLP/gRPC to an in-process receiver, the logs captured
+//! at trace level, and both binaries' admin routers scraped.
+//!
+//! This file is its own test binary because it owns the process-wide tracing subscriber and tracer provider.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use base64::Engine as _;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use k8s_openapi::api::events::v1::Event;
+use konnector_executor::ExecutorConfig;
+use konnector_gateway::{ExecutorEndpoint, ExecutorTransport, GatewayConfig, TlsFiles, catalog::Hook};
+use konnector_runtime::{admin, metrics::Metrics};
+use konnector_tests::{
+    executor_fixture::{
+        ExecutorEnv, TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD,
+        cluster_event_reasons, executor_env,
+    },
+    workload::{self, ClusterOptions},
+};
+use kube::Api;
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    },
+    common::v1::any_value::Value as AnyValue,
+    trace::v1::{Span, span::SpanKind},
+};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+
+/// A hang guard for polling loops, not a performance threshold.
+const HANG_GUARD: Duration = Duration::from_secs(60);
+
+/// Everything this binary's tests observe: exported spans and log output, process-wide.
+struct Observed {
+    spans: Arc<Mutex<Vec<Span>>>,
+    logs: Arc<Mutex<Vec<u8>>>,
+    provider: SdkTracerProvider,
+}
+
+/// An OTLP/gRPC trace receiver that keeps every span it is sent.
+struct Receiver(Arc<Mutex<Vec<Span>>>);
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.0.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            for scope in resource.scope_spans {
+                spans.extend(scope.spans);
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+#[derive(Clone)]
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Starts the receiver and the exporter on a runtime of their own (each test has its own runtime, and both must
+/// outlive every test), then installs the subscriber: konnector's and kube's logs at trace level, and the
+/// OpenTelemetry layer built by konnector-runtime, exporting to the receiver.
+fn observed() -> &'static Observed {
+    static OBSERVED: OnceLock<Observed> = OnceLock::new();
+    OBSERVED.get_or_init(|| {
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let receiver_spans = spans.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let endpoint = format!("http://{}", listener.local_addr().unwrap());
+                tokio::spawn(
+                    tonic::transport::Server::builder()
+                        .add_service(TraceServiceServer::new(Receiver(receiver_spans)))
+                        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+                );
+                let provider =
+                    konnector_runtime::telemetry::otlp_provider_to("konnector-tests", Some(&endpoint))
+                        .unwrap();
+                tx.send(provider).unwrap();
+                std::future::pending::<()>().await
+            });
+        });
+        let provider = rx.recv().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let writer = LogWriter(logs.clone());
+        tracing_subscriber::registry()
+            .with(EnvFilter::new(
+                "trace,h2=info,hyper=info,hyper_util=info,tower=info,tonic=info,rustls=info,\
+                 opentelemetry=info,opentelemetry_sdk=info,opentelemetry_otlp=info",
+            ))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(move || writer.clone())
+                    .with_ansi(false),
+            )
+            .with(konnector_runtime::telemetry::tracing_layer(
+                &provider,
+                "konnector-tests",
+            ))
+            .init();
+        Observed {
+            spans,
+            logs,
+            provider,
+        }
+    })
+}
+
+/// Flushes the exporter (blocking, so off the async threads).
+async fn flush() {
+    let provider = observed().provider.clone();
+    tokio::task::spawn_blocking(move || provider.force_flush())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// The real gateway, serving HTTPS on loopback, in front of `executor_url`.
+struct RunningGateway {
+    addr: std::net::SocketAddr,
+    ca_pem: String,
+    metrics: Metrics,
+    readiness: admin::Readiness,
+    stop: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_gateway(executor_url: String) -> RunningGateway {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    std::fs::write(dir.path().join("tls.crt"), leaf.pem()).unwrap();
+    std::fs::write(dir.path().join("tls.key"), leaf_key.serialize_pem()).unwrap();
+    let files = TlsFiles {
+        cert: dir.path().join("tls.crt"),
+        key: dir.path().join("tls.key"),
+        client_ca: None,
+    };
+    let mut config = GatewayConfig::new(ExecutorEndpoint {
+        url: executor_url,
+        transport: ExecutorTransport::PlaintextLoopback,
+    });
+    config.capi_version = "v1.14".parse().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let metrics = Metrics::default();
+    let readiness = admin::Readiness::default();
+    let served_metrics = metrics.clone();
+    let served_readiness = readiness.clone();
+    let served_stop = stop.clone();
+    tokio::spawn(async move {
+        konnector_gateway::serve_with_metrics(
+            config,
+            listener,
+            files,
+            served_stop,
+            served_readiness,
+            &served_metrics,
+        )
+        .await
+    });
+    RunningGateway {
+        addr,
+        ca_pem: ca.pem(),
+        metrics,
+        readiness,
+        stop,
+        _dir: dir,
+    }
+}
+
+impl RunningGateway {
+    /// POSTs like CAPI over HTTPS, with `traceparent` when given. Returns the answer.
+    async fn post(&self, path: &str, body: &Value, traceparent: Option<&str>) -> Value {
+        konnector_runtime::tls::install_crypto_provider();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let mut tls = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut req = http::Request::post(format!("https://localhost{path}?timeout=10s"));
+        if let Some(tp) = traceparent {
+            req = req.header("traceparent", tp);
+        }
+        let req = req
+            .body(Full::new(hyper::body::Bytes::from(
+                serde_json::to_vec(body).unwrap(),
+            )))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap()
+    }
+}
+
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A hook body from tests/golden/v1.14, pointed at the harness's Cluster and at credentials Secret `secret`.
+fn hook_body(hook: Hook, env: &ExecutorEnv, secret: &str) -> Value {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("golden/v1.14")
+        .join(format!("{}.json", hook.path_segment()));
+    let mut body: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    let c = &mut body["cluster"];
+    c["metadata"]["name"] = env.cluster.name.clone().into();
+    c["metadata"]["namespace"] = env.cluster.namespace.clone().into();
+    c["metadata"]["uid"] = env.cluster.uid.clone().into();
+    c["metadata"]["labels"]["cluster.x-k8s.io/cluster-name"] = env.cluster.name.clone().into();
+    c["spec"]["controlPlaneEndpoint"] = env.cluster.object.data["spec"]["controlPlaneEndpoint"].clone();
+    for var in c["spec"]["topology"]["variables"].as_array_mut().unwrap() {
+        if var["name"] == "clusterConfig" {
+            var["value"]["addons"]["konnectorAgent"]["credentials"]["secretRef"]["name"] = secret.into();
+        }
+    }
+    body
+}
+
+async fn get(router: &axum::Router, path: &str) -> (u16, String) {
+    let resp = router
+        .clone()
+        .oneshot(http::Request::get(path).body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+fn attr(span: &Span, key: &str) -> Option<String> {
+    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            AnyValue::StringValue(s) => Some(s.clone()),
+            AnyValue::IntValue(i) => Some(i.to_string()),
+            AnyValue::BoolValue(b) => Some(b.to_string()),
+            AnyValue::DoubleValue(d) => Some(d.to_string()),
+            _ => None,
+        }
+    })
+}
+
+/// The spans of trace `trace_id`, once the executor's server span and the gateway's span (which ends last) are in.
+async fn trace_spans(trace_id: &[u8]) -> Vec<Span> {
+    tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            flush().await;
+            let spans: Vec<Span> = observed()
+                .spans
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|s| s.trace_id == trace_id)
+                .cloned()
+                .collect();
+            let server_spans = spans.iter().filter(|s| s.kind == SpanKind::Server as i32).count();
+            if server_spans >= 2 {
+                return spans;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the hook's spans never reached the OTLP receiver")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_hook_is_one_trace_from_the_hook_to_the_kubernetes_api() {
+    observed();
+    let env = executor_env(
+        "otel-trace",
+        ExecutorConfig::default(),
+        ClusterOptions {
+            control_plane_initialized: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let gateway = start_gateway(env.executor.endpoint()).await;
+
+    // CAPI's side of the trace: a traceparent the gateway must continue.
+    let trace_id: [u8; 16] = rand_bytes();
+    let caller_span: [u8; 8] = rand_bytes()[..8].try_into().unwrap();
+    let traceparent = format!("00-{}-{}-01", hex(&trace_id), hex(&caller_span));
+    let hook = Hook::AfterControlPlaneInitialized;
+    let answer = gateway
+        .post(
+            &hook.path(),
+            &hook_body(hook, &env, TEST_CREDENTIALS_SECRET),
+            Some(&traceparent),
+        )
+        .await;
+    assert_eq!(answer["status"], "Success", "{answer}");
+
+    let spans = trace_spans(&trace_id).await;
+    let by_id: HashMap<&[u8], &Span> = spans.iter().map(|s| (s.span_id.as_slice(), s)).collect();
+    let named = |name: &str, kind: SpanKind| {
+        spans
+            .iter()
+            .find(|s| s.name == name && s.kind == kind as i32)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {kind:?} span {name}; got {:#?}",
+                    spans.iter().map(|s| (&s.name, s.kind)).collect::<Vec<_>>()
+                )
+            })
+    };
+    let route = format!("POST {}", hook.path());
+    let gw = named(&route, SpanKind::Server);
+    let client = named("konnector.executor.v1.AgentService/ApplyAgent", SpanKind::Client);
+    let server = named("konnector.executor.v1.AgentService/ApplyAgent", SpanKind::Server);
+    assert_eq!(
+        gw.parent_span_id, caller_span,
+        "the gateway continues the caller's trace"
+    );
+    assert_eq!(
+        client.parent_span_id, gw.span_id,
+        "gRPC client span under the hook span"
+    );
+    assert_eq!(
+        server.parent_span_id, client.span_id,
+        "executor server span under the gRPC client span, across the process boundary"
+    );
+    let under_server = |s: &Span| {
+        let mut parent = s.parent_span_id.as_slice();
+        loop {
+            if parent == server.span_id.as_slice() {
+                return true;
+            }
+            match by_id.get(parent) {
+                Some(p) => parent = p.parent_span_id.as_slice(),
+                None => return false,
+            }
+        }
+    };
+    let kube: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Client as i32 && attr(s, "k8s.verb").is_some())
+        .collect();
+    assert!(
+        kube.iter().all(|s| under_server(s)),
+        "every API call span is under the executor's span"
+    );
+    for side in ["management", "workload"] {
+        assert!(
+            kube.iter()
+                .any(|s| attr(s, "k8s.cluster").as_deref() == Some(side)),
+            "an API call span on the {side} cluster: {kube:#?}"
+        );
+    }
+    let applied = kube
+        .iter()
+        .find(|s| s.name == "patch helmchartproxies")
+        .expect("a span for the HelmChartProxy apply");
+    // Server-side apply answers 201 when it creates the object, as this first apply does.
+    assert_eq!(attr(applied, "http.response.status_code").as_deref(), Some("201"));
+    assert_eq!(attr(applied, "k8s.namespace").as_deref(), Some(TEST_NAMESPACE));
+
+    for (span, what) in [(gw, "gateway"), (server, "executor")] {
+        assert_eq!(
+            attr(span, "cluster.namespace").as_deref(),
+            Some(TEST_NAMESPACE),
+            "{what}"
+        );
+        assert_eq!(
+            attr(span, "cluster.name").as_deref(),
+            Some(TEST_CLUSTER),
+            "{what}"
+        );
+    }
+    assert_eq!(attr(gw, "hook").as_deref(), Some("AfterControlPlaneInitialized"));
+    assert_eq!(attr(gw, "outcome").as_deref(), Some("Success"));
+    assert_eq!(attr(server, "outcome").as_deref(), Some("ok"));
+    assert_eq!(attr(server, "rpc.system").as_deref(), Some("grpc"));
+    assert_eq!(attr(client, "rpc.grpc.status_code").as_deref(), Some("0"));
+    eprintln!(
+        "one AfterControlPlaneInitialized hook: {} spans in its trace, {} of them Kubernetes API calls",
+        spans.len(),
+        kube.len()
+    );
+
+    // The one summary line of the hook carries the trace id.
+    let logs = String::from_utf8_lossy(&observed().logs.lock().unwrap()).into_owned();
+    let summary = logs
+        .lines()
+        .find(|l| l.contains("hook answered") && l.contains(&hex(&trace_id)))
+        .expect("a 'hook answered' line with the trace id");
+    for needle in [
+        "namespace=clusters",
+        "cluster=c1",
+        "hook=\"AfterControlPlaneInitialized\"",
+        "status=\"Success\"",
+        "duration_ms=",
+    ] {
+        assert!(summary.contains(needle), "{needle} in {summary}");
+    }
+
+    // Both admin routers: health and /metrics, side by side.
+    let gw_admin = admin::router(gateway.readiness.clone(), gateway.metrics.router());
+    let ex_admin = admin::router(
+        admin::Readiness::default(),
+        env.executor.metrics.registry().router(),
+    );
+    assert_eq!(get(&gw_admin, "/livez").await.0, 200);
+    tokio::time::timeout(HANG_GUARD, async {
+        while get(&gw_admin, "/readyz").await.0 != 200 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the gateway turns ready once the executor is serving");
+    let (status, text) = get(&gw_admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains(
+            "konnector_gateway_hook_requests_total{hook=\"AfterControlPlaneInitialized\",status=\"Success\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "konnector_gateway_hook_duration_seconds_count{hook=\"AfterControlPlaneInitialized\"} 1"
+        ),
+        "{text}"
+    );
+    let (status, text) = get(&ex_admin, "/metrics").await;
+    assert_eq!(status, 200);
+    for needle in [
+        "konnector_executor_rpc_requests_total{method=\"ApplyAgent\",code=\"OK\"} 1",
+        "konnector_executor_kube_requests_total{cluster=\"management\",verb=\"get\",resource=\"secrets\",outcome=\"200\"}",
+        "konnector_executor_kube_requests_total{cluster=\"management\",verb=\"patch\",resource=\"helmchartproxies\",outcome=\"201\"} 1",
+        "konnector_executor_kube_requests_total{cluster=\"workload\",verb=\"patch\",resource=\"secrets\",outcome=\"201\"} 1",
+        "konnector_executor_remote_clients 1",
+    ] {
+        assert!(text.contains(needle), "{needle} in {text}");
+    }
+    assert_eq!(get(&ex_admin, "/livez").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_is_in_no_log_span_metric_or_event() {
+    observed();
+    let env = executor_env(
+        "otel-secret",
+        ExecutorConfig::default(),
+        ClusterOptions {
+            control_plane_initialized: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let gateway = start_gateway(env.executor.endpoint()).await;
+    let hook = Hook::AfterControlPlaneInitialized;
+
+    // Success: the password is read, validated and copied to the workload cluster.
+    let answer = gateway
+        .post(
+            &hook.path(),
+            &hook_body(hook, &env, TEST_CREDENTIALS_SECRET),
+            None,
+        )
+        .await;
+    assert_eq!(answer["status"], "Success", "{answer}");
+    // A Secret holding the password but missing the username key: a Failure that records an Event.
+    workload::put_credentials_secret(
+        &env.admin,
+        TEST_NAMESPACE,
+        "password-only",
+        &[("password", TEST_PASSWORD)],
+    )
+    .await
+    .unwrap();
+    let answer = gateway
+        .post(&hook.path(), &hook_body(hook, &env, "password-only"), None)
+        .await;
+    assert_eq!(answer["status"], "Failure", "{answer}");
+    // A Secret that does not exist at all.
+    let answer = gateway
+        .post(&hook.path(), &hook_body(hook, &env, "no-such-secret"), None)
+        .await;
+    assert_eq!(answer["status"], "Failure", "{answer}");
+    let reasons = cluster_event_reasons(&env.admin, TEST_NAMESPACE, TEST_CLUSTER)
+        .await
+        .unwrap();
+    for reason in ["CredentialsSecretInvalid", "CredentialsSecretMissing"] {
+        assert!(reasons.contains(&reason.to_owned()), "{reason} in {reasons:?}");
+    }
+    // And an uninstall, whose answer walks the HelmChartProxy and its release proxies.
+    let bcd = Hook::BeforeClusterDelete;
+    let answer = gateway
+        .post(&bcd.path(), &hook_body(bcd, &env, TEST_CREDENTIALS_SECRET), None)
+        .await;
+    assert_eq!(answer["status"], "Success", "{answer}");
+    flush().await;
+
+    let encoded = base64::engine::general_purpose::STANDARD.encode(TEST_PASSWORD);
+    let leaks = |what: &str, text: &str| {
+        for needle in [TEST_PASSWORD, encoded.as_str()] {
+            assert!(!text.contains(needle), "the password leaked into {what}");
+        }
+    };
+
+    let logs = String::from_utf8_lossy(&observed().logs.lock().unwrap()).into_owned();
+    assert!(
+        logs.contains("TRACE") && logs.contains("kube_request"),
+        "logs were captured at trace level"
+    );
+    leaks("the logs", &logs);
+
+    let spans = observed().spans.lock().unwrap().clone();
+    assert!(
+        spans.iter().any(|s| s.name == "get secrets"),
+        "the Secret reads were traced"
+    );
+    for span in &spans {
+        leaks("a span", &format!("{span:?}"));
+    }
+
+    let (_, gw_metrics) = get(&gateway.metrics.router(), "/metrics").await;
+    let (_, ex_metrics) = get(&env.executor.metrics.registry().router(), "/metrics").await;
+    assert!(
+        ex_metrics.contains("code=\"FAILED_PRECONDITION\""),
+        "{ex_metrics}"
+    );
+    leaks("the gateway's metrics", &gw_metrics);
+    leaks("the executor's metrics", &ex_metrics);
+
+    let events = Api::<Event>::namespaced(env.admin.clone(), TEST_NAMESPACE)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert!(!events.is_empty());
+    leaks("an Event", &serde_json::to_string(&events).unwrap());
+}
+
+/// 16 random-enough bytes for ids, without a random-number dependency.
+fn rand_bytes() -> [u8; 16] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = [0u8; 16];
+    for chunk in out.chunks_mut(8) {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos(),
+        );
+        chunk.copy_from_slice(&h.finish().to_be_bytes());
+    }
+    out
+}
