@@ -47,12 +47,20 @@ const HANG_GUARD: Duration = Duration::from_secs(60);
 /// Everything this binary's tests observe: exported spans and log output, process-wide.
 struct Observed {
     spans: Arc<Mutex<Vec<Span>>>,
+    /// Spans sent by other processes (the sandbox binary), with the service.name they came from.
+    foreign: Arc<Mutex<Vec<(String, Span)>>>,
+    endpoint: String,
     logs: Arc<Mutex<Vec<u8>>>,
     provider: SdkTracerProvider,
 }
 
-/// An OTLP/gRPC trace receiver that keeps every span it is sent.
-struct Receiver(Arc<Mutex<Vec<Span>>>);
+/// An OTLP/gRPC trace receiver that keeps every span it is sent: this process's in `own`, others' in `foreign`.
+struct Receiver {
+    own: Arc<Mutex<Vec<Span>>>,
+    foreign: Arc<Mutex<Vec<(String, Span)>>>,
+}
+
+const SERVICE_NAME: &str = "konnector-tests";
 
 #[tonic::async_trait]
 impl TraceService for Receiver {
@@ -60,10 +68,24 @@ impl TraceService for Receiver {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.0.lock().unwrap();
         for resource in request.into_inner().resource_spans {
+            let service = resource
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                    AnyValue::StringValue(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
             for scope in resource.scope_spans {
-                spans.extend(scope.spans);
+                if service == SERVICE_NAME {
+                    self.own.lock().unwrap().extend(scope.spans);
+                } else {
+                    let mut foreign = self.foreign.lock().unwrap();
+                    foreign.extend(scope.spans.into_iter().map(|s| (service.clone(), s)));
+                }
             }
         }
         Ok(tonic::Response::new(ExportTraceServiceResponse {
@@ -92,8 +114,12 @@ fn observed() -> &'static Observed {
     static OBSERVED: OnceLock<Observed> = OnceLock::new();
     OBSERVED.get_or_init(|| {
         let spans = Arc::new(Mutex::new(Vec::new()));
+        let foreign = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
-        let receiver_spans = spans.clone();
+        let receiver = Receiver {
+            own: spans.clone(),
+            foreign: foreign.clone(),
+        };
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
@@ -101,17 +127,16 @@ fn observed() -> &'static Observed {
                 let endpoint = format!("http://{}", listener.local_addr().unwrap());
                 tokio::spawn(
                     tonic::transport::Server::builder()
-                        .add_service(TraceServiceServer::new(Receiver(receiver_spans)))
+                        .add_service(TraceServiceServer::new(receiver))
                         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
                 );
                 let provider =
-                    konnector_runtime::telemetry::otlp_provider_to("konnector-tests", Some(&endpoint))
-                        .unwrap();
-                tx.send(provider).unwrap();
+                    konnector_runtime::telemetry::otlp_provider_to(SERVICE_NAME, Some(&endpoint)).unwrap();
+                tx.send((provider, endpoint)).unwrap();
                 std::future::pending::<()>().await
             });
         });
-        let provider = rx.recv().unwrap();
+        let (provider, endpoint) = rx.recv().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let writer = LogWriter(logs.clone());
         tracing_subscriber::registry()
@@ -131,6 +156,8 @@ fn observed() -> &'static Observed {
             .init();
         Observed {
             spans,
+            foreign,
+            endpoint,
             logs,
             provider,
         }
@@ -591,6 +618,52 @@ async fn the_password_is_in_no_log_span_metric_or_event() {
         .items;
     assert!(!events.is_empty());
     leaks("an Event", &serde_json::to_string(&events).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_exports_its_hooks_to_a_collector() {
+    let endpoint = observed().endpoint.clone();
+    let state = tempfile::tempdir().unwrap();
+    let status = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_konnector-sandbox"))
+            .args([
+                "--once",
+                "--clusters",
+                "1",
+                "--otlp-endpoint",
+                &endpoint,
+                "--state-dir",
+            ])
+            .arg(state.path())
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .kill_on_drop(true)
+            .stdout(std::process::Stdio::null())
+            .status(),
+    )
+    .await
+    .expect("the sandbox finished")
+    .unwrap();
+    assert!(status.success(), "the sandbox's lifecycle passed");
+
+    // The sandbox flushes its spans on exit, so they are all in.
+    let spans = observed().foreign.lock().unwrap().clone();
+    assert!(spans.iter().all(|(service, _)| service == "konnector-sandbox"));
+    let spans: Vec<Span> = spans.into_iter().map(|(_, s)| s).collect();
+    let hook = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server as i32 && s.name.contains("aftercontrolplaneinitialized"))
+        .expect("the sandbox's gateway exported its hook span");
+    let in_trace = |name: &str, kind: SpanKind| {
+        spans
+            .iter()
+            .any(|s| s.trace_id == hook.trace_id && s.name == name && s.kind == kind as i32)
+    };
+    assert!(in_trace(
+        "konnector.executor.v1.AgentService/ApplyAgent",
+        SpanKind::Server
+    ));
+    assert!(in_trace("patch helmchartproxies", SpanKind::Client));
 }
 
 /// 16 random-enough bytes for ids, without a random-number dependency.

@@ -2,12 +2,17 @@
 
 use std::{io::Write, path::PathBuf, sync::Arc};
 
+use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
+
 use clap::Parser;
+use konnector_runtime::telemetry;
 use konnector_tests::{
     capi::CapiShape,
     sandbox::{Sandbox, SandboxOptions},
     scenario::StepReport,
 };
+
+const SERVICE_NAME: &str = "konnector-sandbox";
 
 /// Runs real Kubernetes control planes on loopback, konnector's executor and two gateways, and plays each
 /// cluster's life through the gateways exactly as CAPI calls them.
@@ -36,6 +41,10 @@ struct Args {
         default_value = "warn,kube_client::client::builder=off"
     )]
     log_level: String,
+    /// Export the spans of the in-process gateways and executor over OTLP/gRPC to this collector
+    /// (e.g. http://127.0.0.1:4317), as service konnector-sandbox. Without it, no spans are exported.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 fn print_step(cluster: &str, step: &StepReport) {
@@ -80,10 +89,24 @@ fn print_step(cluster: &str, step: &StepReport) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log_level)?)
-        .with_writer(std::io::stderr)
+    let provider = args
+        .otlp_endpoint
+        .as_deref()
+        .filter(|e| !e.trim().is_empty())
+        .map(|endpoint| telemetry::otlp_provider_to(SERVICE_NAME, Some(endpoint)))
+        .transpose()?;
+    // The log filter keeps the sandbox's own output quiet; spans are exported at info whatever it says.
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(tracing_subscriber::EnvFilter::try_new(&args.log_level)?),
+        )
+        .with(provider.as_ref().map(|p| {
+            telemetry::tracing_layer(p, SERVICE_NAME).with_filter(tracing_subscriber::EnvFilter::new("info"))
+        }))
         .init();
+    let _telemetry = telemetry::Telemetry::from_provider(provider);
 
     println!(
         "starting {} workload control plane(s), a management control plane, the executor and 2 gateways…",
