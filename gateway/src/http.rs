@@ -257,7 +257,7 @@ async fn hook_handler(
             retry_after_seconds = answer.retry_after_seconds,
             duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             trace_id = konnector_runtime::propagation::current_trace_id(),
-            message = %answer.message,
+            answer = %answer.message,
             "hook answered"
         )
     });
