@@ -10,7 +10,7 @@ step "control-plane binaries (etcd, kube-apiserver)"
 KUBEBUILDER_ASSETS="$(bash hack/ensure-control-plane.sh)"
 export KUBEBUILDER_ASSETS
 "$KUBEBUILDER_ASSETS/kube-apiserver" --version
-"$KUBEBUILDER_ASSETS/etcd" --version | head -1
+"$KUBEBUILDER_ASSETS/etcd" --version | awk 'NR == 1'
 
 step "developer tools (buf, helm)"
 PATH="$(bash hack/ensure-tools.sh):$PATH"
