@@ -326,6 +326,15 @@ async fn executor_rbac_allows_its_work_and_refuses_the_rest() {
         ("create", "events.k8s.io", "events"),
         ("patch", "events.k8s.io", "events"),
     ];
+    // The authorizer learns of a new binding from its informers, a moment after the write; under load that
+    // moment is long enough for the first review to be refused.
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while !executor_may(&client, "get", "", "secrets").await {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the executor's binding never took effect");
     for (verb, group, resource) in needed {
         assert!(
             executor_may(&client, verb, group, resource).await,
