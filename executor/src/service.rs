@@ -10,6 +10,8 @@ use konnector_proto::v1::{ClusterContext, UninstallPhase};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::{Instrument, Span, field::Empty};
 
+use konnector_runtime::grpc::code_name;
+
 use crate::{domain::ClusterKey, error::Error, executor::Executor};
 
 const SERVICE: &str = "konnector.executor.v1.AgentService";
@@ -83,30 +85,6 @@ impl Executor {
                 Err(e.into())
             }
         }
-    }
-}
-
-/// The gRPC code's canonical name, as a metric label.
-const fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

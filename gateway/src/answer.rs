@@ -9,6 +9,9 @@ use tonic::Code;
 use crate::capi::HookResponse;
 use crate::catalog::Hook;
 
+/// Re-exported: the hook answers name gRPC codes by these names.
+pub use konnector_runtime::grpc::code_name;
+
 /// Longest executor message passed through into a hook answer.
 pub const MAX_MESSAGE_CHARS: usize = 512;
 
@@ -69,29 +72,6 @@ pub fn hook_answer(hook: Hook, outcome: Result<ExecutorReply, tonic::Status>) ->
                 format!("{}: the executor reported {}", context(hook), code_name(code)),
             ),
         },
-    }
-}
-
-/// The gRPC code's canonical name, stable across tonic versions (tonic's `Display` is a sentence).
-pub const fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

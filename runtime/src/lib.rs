@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod grpc;
 pub mod metrics;
 pub mod propagation;
 pub mod shutdown;
