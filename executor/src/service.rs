@@ -42,6 +42,7 @@ fn server_span(method: &'static str, metadata: &MetadataMap) -> Span {
         cluster.name = Empty,
         outcome = Empty,
         uninstall.phase = Empty,
+        trigger = Empty,
     );
     konnector_runtime::propagation::set_parent_from_metadata(&span, metadata);
     span
@@ -98,8 +99,8 @@ impl AgentService for Executor {
         let req = request.into_inner();
         let trigger = Trigger::try_from(req.trigger).unwrap_or(Trigger::Unspecified);
         record_cluster(&span, req.cluster.as_ref());
+        span.record("trigger", trigger.as_str_name());
         let result = async {
-            tracing::debug!(trigger = trigger.as_str_name(), "ApplyAgent");
             let cluster = req.cluster.ok_or_else(missing_cluster)?;
             self.apply(&cluster).await
         }

@@ -457,6 +457,10 @@ async fn one_hook_is_one_trace_from_the_hook_to_the_kubernetes_api() {
     assert_eq!(attr(gw, "outcome").as_deref(), Some("Success"));
     assert_eq!(attr(server, "outcome").as_deref(), Some("ok"));
     assert_eq!(attr(server, "rpc.system").as_deref(), Some("grpc"));
+    assert_eq!(
+        attr(server, "trigger").as_deref(),
+        Some("TRIGGER_AFTER_CONTROL_PLANE_INITIALIZED")
+    );
     assert_eq!(attr(client, "rpc.grpc.status_code").as_deref(), Some("0"));
     eprintln!(
         "one AfterControlPlaneInitialized hook: {} spans in its trace, {} of them Kubernetes API calls",
