@@ -28,14 +28,11 @@ pub const EXECUTOR_CLUSTER_ROLE_YAML: &str =
     include_str!("../../deploy/chart/konnector/files/executor-clusterrole.yaml");
 /// The user the executor's ServiceAccount authenticates as.
 pub const EXECUTOR_USER: &str = "system:serviceaccount:konnector-system:konnector-executor";
-/// The groups of that ServiceAccount.
-pub const EXECUTOR_GROUPS: &[&str] = &[
-    "system:serviceaccounts",
-    "system:serviceaccounts:konnector-system",
-    "system:authenticated",
-];
+/// The executor's ServiceAccount, as the chart names it with release name `konnector`.
+pub const EXECUTOR_SERVICE_ACCOUNT: (&str, &str) = ("konnector-system", "konnector-executor");
 
-/// Applies the executor's ClusterRole and binds it to [`EXECUTOR_USER`]. Idempotent.
+/// Applies the executor's ClusterRole and binds it to the executor's ServiceAccount ([`EXECUTOR_USER`]).
+/// Idempotent.
 pub async fn install_executor_rbac(admin: &Client) -> anyhow::Result<()> {
     let role: ClusterRole = serde_yaml_ng::from_str(EXECUTOR_CLUSTER_ROLE_YAML)
         .context("cannot parse the executor ClusterRole")?;
@@ -50,7 +47,11 @@ pub async fn install_executor_rbac(admin: &Client) -> anyhow::Result<()> {
         "kind": "ClusterRoleBinding",
         "metadata": {"name": name},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": EXECUTOR_USER}],
+        "subjects": [{
+            "kind": "ServiceAccount",
+            "namespace": EXECUTOR_SERVICE_ACCOUNT.0,
+            "name": EXECUTOR_SERVICE_ACCOUNT.1,
+        }],
     }))?;
     Api::<ClusterRoleBinding>::all(admin.clone())
         .patch(&name, &pp, &Patch::Apply(&binding))
@@ -59,10 +60,25 @@ pub async fn install_executor_rbac(admin: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A management client with exactly the executor's permissions (RBAC installed first).
+/// A management client with exactly the executor's permissions: a real token of the executor's ServiceAccount
+/// (TokenRequest API), bound to the chart's ClusterRole. Returns once the binding is in effect.
 pub async fn executor_mgmt_client(mgmt: &ControlPlane) -> anyhow::Result<Client> {
     install_executor_rbac(&mgmt.client().await?).await?;
-    mgmt.client_as(EXECUTOR_USER, EXECUTOR_GROUPS).await
+    let (namespace, name) = EXECUTOR_SERVICE_ACCOUNT;
+    let client = mgmt.service_account_client(namespace, name).await?;
+    // The API server's RBAC cache picks a new binding up shortly after it is written; until then the token is
+    // refused. Reading a Secret that does not exist answers 404 once the binding is in effect.
+    let probe = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match probe.get_opt("konnector-rbac-probe").await {
+            Ok(_) => return Ok(client),
+            Err(kube::Error::Api(s)) if s.code == 403 && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e).context("the executor's ServiceAccount is not authorized"),
+        }
+    }
 }
 
 /// A running in-process executor. Dropping it stops the server.
