@@ -15,25 +15,23 @@ use std::{collections::BTreeMap, time::Instant};
 use anyhow::Context;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use konnector_executor::ExecutorConfig;
-use konnector_gateway::{ExecutorEndpoint, ExecutorTransport, GatewayConfig, translate};
+use konnector_gateway::translate;
 use konnector_proto::{
     struct_to_json,
     v1::{ApplyAgentRequest, PlanAgentRequest, Trigger},
 };
-use konnector_runtime::admin::Readiness;
 use kube::{
     Api,
     api::{DynamicObject, Patch, PatchParams},
 };
 use serde::Serialize;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     caaph_stand_in::hcp_resource,
     capi::{CapiShape, ExtensionClient, Hook, hook_path, hook_request},
     executor_fixture::{TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, executor_env},
-    sandbox::write_gateway_certs,
+    gateway_fixture::start_gateway,
     scenario::{AGENT_NAMESPACE, AGENT_SECRET, cluster_spec},
     workload::{ClusterOptions, cluster_resource},
 };
@@ -87,24 +85,8 @@ pub async fn run(rounds: usize) -> anyhow::Result<BenchReport> {
     )
     .await?;
 
-    let certs = tempfile::tempdir()?;
-    let (ca_pem, tls) = write_gateway_certs(certs.path())?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let gateway_url = format!("https://{}", listener.local_addr()?);
-    let shutdown = CancellationToken::new();
-    let mut config = GatewayConfig::new(ExecutorEndpoint {
-        url: env.executor.endpoint(),
-        transport: ExecutorTransport::PlaintextLoopback,
-    });
-    config.capi_version = "1.14".parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let gateway = tokio::spawn(konnector_gateway::serve(
-        config,
-        listener,
-        tls,
-        shutdown.clone(),
-        Readiness::default(),
-    ));
-    let hooks = ExtensionClient::new(&gateway_url, &ca_pem)?;
+    let gateway = start_gateway(&env.executor.endpoint(), "1.14").await?;
+    let hooks = ExtensionClient::new(&gateway.url(), &gateway.ca_pem)?;
     let handlers = loop {
         if let Ok(h) = hooks.discover().await {
             break h;
@@ -169,8 +151,7 @@ pub async fn run(rounds: usize) -> anyhow::Result<BenchReport> {
                 .push(started.elapsed().as_micros());
         }
     }
-    shutdown.cancel();
-    let _ = gateway.await;
+    gateway.stop().await?;
 
     let paths: BTreeMap<String, PathStats> = samples
         .into_iter()

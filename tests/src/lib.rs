@@ -11,6 +11,7 @@ pub mod capi;
 pub mod control_plane;
 pub mod crds;
 pub mod executor_fixture;
+pub mod gateway_fixture;
 pub mod pki;
 pub mod sandbox;
 pub mod scenario;

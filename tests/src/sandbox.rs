@@ -6,15 +6,12 @@
 
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
 use konnector_executor::ExecutorConfig;
-use konnector_gateway::{ExecutorEndpoint, ExecutorTransport, GatewayConfig, TlsFiles};
-use konnector_runtime::admin::Readiness;
 use kube::{
     Api, Client,
     api::{DynamicObject, GroupVersionKind, Patch, PatchParams},
@@ -22,15 +19,14 @@ use kube::{
 };
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn, Uninstall},
     capi::{CapiShape, ExtensionClient, Handler},
     control_plane::ControlPlane,
     executor_fixture::{RunningExecutor, start_executor},
+    gateway_fixture::{RunningGateway, serve_gateway, write_gateway_certs},
     management_plane,
-    pki::TestCa,
     scenario::{ClusterReport, ClusterRun, Gateway, StepObserver},
     tools, workload,
 };
@@ -98,9 +94,6 @@ pub struct Summary {
     pub clusters: Vec<ClusterReport>,
 }
 
-/// A gateway task: its name, address and the task serving it.
-type RunningGateway = (String, SocketAddr, tokio::task::JoinHandle<anyhow::Result<()>>);
-
 /// A running sandbox. [`Sandbox::stop`] (or dropping it) stops everything and leaves no process behind.
 pub struct Sandbox {
     options: SandboxOptions,
@@ -108,8 +101,7 @@ pub struct Sandbox {
     mgmt_client: Client,
     workloads: Vec<(String, ControlPlane)>,
     executor: Option<RunningExecutor>,
-    gateways: Vec<RunningGateway>,
-    shutdown: CancellationToken,
+    gateways: Vec<(String, RunningGateway)>,
     ca_pem: String,
     state_dir: PathBuf,
     _temp_state: Option<tempfile::TempDir>,
@@ -154,24 +146,16 @@ impl Sandbox {
         .await?;
 
         let (ca_pem, tls) = write_gateway_certs(&state_dir.join("certs"))?;
-        let shutdown = CancellationToken::new();
         let mut gateways = Vec::new();
         for i in 1..=2 {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let addr = listener.local_addr()?;
-            let mut config = GatewayConfig::new(ExecutorEndpoint {
-                url: executor.endpoint(),
-                transport: ExecutorTransport::PlaintextLoopback,
-            });
-            config.capi_version = options.shape.version().parse().map_err(anyhow::Error::msg)?;
-            let task = tokio::spawn(konnector_gateway::serve(
-                config,
-                listener,
+            let gateway = serve_gateway(
+                &executor.endpoint(),
+                options.shape.version(),
                 tls.clone(),
-                shutdown.clone(),
-                Readiness::default(),
-            ));
-            gateways.push((format!("gateway-{i}"), addr, task));
+                ca_pem.clone(),
+            )
+            .await?;
+            gateways.push((format!("gateway-{i}"), gateway));
         }
 
         let caaph = CaaphStandIn::start(
@@ -189,7 +173,6 @@ impl Sandbox {
             workloads,
             executor: Some(executor),
             gateways,
-            shutdown,
             ca_pem,
             state_dir,
             _temp_state: temp_state,
@@ -244,10 +227,7 @@ impl Sandbox {
     }
 
     fn gateway_urls(&self) -> Vec<String> {
-        self.gateways
-            .iter()
-            .map(|(_, addr, _)| format!("https://{addr}"))
-            .collect()
+        self.gateways.iter().map(|(_, gateway)| gateway.url()).collect()
     }
 
     /// The chart's ExtensionConfig and default ConfigMaps, rendered by helm from deploy/ and applied. The
@@ -277,7 +257,7 @@ impl Sandbox {
             .gateway_urls()
             .iter()
             .zip(&self.gateways)
-            .map(|(url, (name, _, _))| {
+            .map(|(url, (name, _))| {
                 Ok(Gateway {
                     name: name.clone(),
                     client: ExtensionClient::new(url, &self.ca_pem)?,
@@ -310,12 +290,10 @@ impl Sandbox {
 
     /// Stops the gateways, the executor and every control plane, and waits for them.
     pub async fn stop(mut self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        for (name, _, task) in self.gateways.drain(..) {
-            match tokio::time::timeout(Duration::from_secs(30), task).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => tracing::warn!(gateway = name, error = %e, "gateway stopped with an error"),
-                Ok(Err(e)) => tracing::warn!(gateway = name, error = %e, "gateway task failed"),
+        for (name, gateway) in self.gateways.drain(..) {
+            match tokio::time::timeout(Duration::from_secs(30), gateway.stop()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(gateway = name, error = %e, "gateway stopped with an error"),
                 Err(_) => tracing::warn!(gateway = name, "gateway did not stop within 30s"),
             }
         }
@@ -327,12 +305,6 @@ impl Sandbox {
         }
         self.mgmt.stop();
         Ok(())
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
     }
 }
 
@@ -379,20 +351,4 @@ async fn apply(client: &Client, doc: &Value) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("cannot apply {kind} {name}"))?;
     Ok(())
-}
-
-/// Writes a CA and a gateway serving certificate for 127.0.0.1/localhost into `dir`; returns the CA (PEM).
-pub fn write_gateway_certs(dir: &Path) -> anyhow::Result<(String, TlsFiles)> {
-    std::fs::create_dir_all(dir)?;
-    let ca = TestCa::new("konnector-sandbox-ca")?;
-    let serving = ca.serving_cert("konnector-gateway")?;
-    std::fs::write(dir.join("ca.crt"), ca.cert_pem())?;
-    std::fs::write(dir.join("tls.crt"), &serving.cert_pem)?;
-    std::fs::write(dir.join("tls.key"), &serving.key_pem)?;
-    let files = TlsFiles {
-        cert: dir.join("tls.crt"),
-        key: dir.join("tls.key"),
-        client_ca: None,
-    };
-    Ok((ca.cert_pem().to_owned(), files))
 }

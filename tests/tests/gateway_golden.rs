@@ -14,10 +14,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use konnector_executor::ExecutorConfig;
-use konnector_gateway::{ExecutorEndpoint, ExecutorTransport, GatewayConfig, TlsFiles, catalog::Hook};
+use konnector_gateway::catalog::Hook;
 use konnector_tests::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn, hcp_resource, hrp_resource},
     executor_fixture::{ExecutorEnv, TEST_CREDENTIALS_SECRET, TEST_PASSWORD, executor_env},
+    gateway_fixture,
     workload::ClusterOptions,
 };
 use kube::{
@@ -26,7 +27,6 @@ use kube::{
 };
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 /// A hang guard for polling loops, not a performance threshold.
 const HANG_GUARD: Duration = Duration::from_secs(90);
@@ -58,53 +58,23 @@ fn capture_logs() -> Captured {
     captured
 }
 
-/// The real gateway, serving HTTPS on loopback, in front of `executor_url`.
-struct RunningGateway {
-    addr: std::net::SocketAddr,
-    ca_pem: String,
-    stop: CancellationToken,
-    _dir: tempfile::TempDir,
+/// The real gateway (konnector_tests::gateway_fixture), with this file's request helpers.
+struct RunningGateway(gateway_fixture::RunningGateway);
+
+impl std::ops::Deref for RunningGateway {
+    type Target = gateway_fixture::RunningGateway;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 async fn start_gateway(executor_url: String) -> RunningGateway {
-    let dir = tempfile::tempdir().unwrap();
-    // webpki does not accept a self-signed leaf as a trust anchor, so issue the serving certificate from a CA.
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
-    std::fs::write(dir.path().join("tls.crt"), leaf.pem()).unwrap();
-    std::fs::write(dir.path().join("tls.key"), leaf_key.serialize_pem()).unwrap();
-    let files = TlsFiles {
-        cert: dir.path().join("tls.crt"),
-        key: dir.path().join("tls.key"),
-        client_ca: None,
-    };
-    let mut config = GatewayConfig::new(ExecutorEndpoint {
-        url: executor_url,
-        transport: ExecutorTransport::PlaintextLoopback,
-    });
-    config.capi_version = "v1.14".parse().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(konnector_gateway::serve(
-        config,
-        listener,
-        files,
-        stop.clone(),
-        konnector_runtime::admin::Readiness::default(),
-    ));
-    RunningGateway {
-        addr,
-        ca_pem: ca.pem(),
-        stop,
-        _dir: dir,
-    }
+    RunningGateway(
+        gateway_fixture::start_gateway(&executor_url, "v1.14")
+            .await
+            .unwrap(),
+    )
 }
 
 impl RunningGateway {
@@ -138,12 +108,6 @@ impl RunningGateway {
             status,
             resp.into_body().collect().await.unwrap().to_bytes().to_vec(),
         )
-    }
-}
-
-impl Drop for RunningGateway {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }
 

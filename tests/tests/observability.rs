@@ -16,13 +16,14 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::events::v1::Event;
 use konnector_executor::ExecutorConfig;
-use konnector_gateway::{ExecutorEndpoint, ExecutorTransport, GatewayConfig, TlsFiles, catalog::Hook};
-use konnector_runtime::{admin, metrics::Metrics};
+use konnector_gateway::catalog::Hook;
+use konnector_runtime::admin;
 use konnector_tests::{
     executor_fixture::{
         ExecutorEnv, TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD,
         cluster_event_reasons, executor_env,
     },
+    gateway_fixture,
     workload::{self, ClusterOptions},
 };
 use kube::Api;
@@ -37,7 +38,6 @@ use opentelemetry_proto::tonic::{
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
 
@@ -173,65 +173,23 @@ async fn flush() {
         .unwrap();
 }
 
-/// The real gateway, serving HTTPS on loopback, in front of `executor_url`.
-struct RunningGateway {
-    addr: std::net::SocketAddr,
-    ca_pem: String,
-    metrics: Metrics,
-    readiness: admin::Readiness,
-    stop: CancellationToken,
-    _dir: tempfile::TempDir,
+/// The real gateway (konnector_tests::gateway_fixture), with this file's request helpers.
+struct RunningGateway(gateway_fixture::RunningGateway);
+
+impl std::ops::Deref for RunningGateway {
+    type Target = gateway_fixture::RunningGateway;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 async fn start_gateway(executor_url: String) -> RunningGateway {
-    let dir = tempfile::tempdir().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
-    std::fs::write(dir.path().join("tls.crt"), leaf.pem()).unwrap();
-    std::fs::write(dir.path().join("tls.key"), leaf_key.serialize_pem()).unwrap();
-    let files = TlsFiles {
-        cert: dir.path().join("tls.crt"),
-        key: dir.path().join("tls.key"),
-        client_ca: None,
-    };
-    let mut config = GatewayConfig::new(ExecutorEndpoint {
-        url: executor_url,
-        transport: ExecutorTransport::PlaintextLoopback,
-    });
-    config.capi_version = "v1.14".parse().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let metrics = Metrics::default();
-    let readiness = admin::Readiness::default();
-    let served_metrics = metrics.clone();
-    let served_readiness = readiness.clone();
-    let served_stop = stop.clone();
-    tokio::spawn(async move {
-        konnector_gateway::serve_with_metrics(
-            config,
-            listener,
-            files,
-            served_stop,
-            served_readiness,
-            &served_metrics,
-        )
-        .await
-    });
-    RunningGateway {
-        addr,
-        ca_pem: ca.pem(),
-        metrics,
-        readiness,
-        stop,
-        _dir: dir,
-    }
+    RunningGateway(
+        gateway_fixture::start_gateway(&executor_url, "v1.14")
+            .await
+            .unwrap(),
+    )
 }
 
 impl RunningGateway {
@@ -268,12 +226,6 @@ impl RunningGateway {
         let resp = sender.send_request(req).await.unwrap();
         assert_eq!(resp.status(), 200);
         serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap()
-    }
-}
-
-impl Drop for RunningGateway {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }
 
