@@ -236,7 +236,7 @@ impl HookAnswer {
 }
 
 /// Calls a runtime extension the way CAPI's runtime client does: POST, no Content-Type, `?timeout=`, HTTPS
-/// trusting only the given CA, no redirects followed.
+/// trusting only the given CA with ALPN h2 and http/1.1, no redirects followed.
 #[derive(Clone, Debug)]
 pub struct ExtensionClient {
     http: reqwest::Client,
@@ -251,11 +251,13 @@ impl ExtensionClient {
         for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
             roots.add(cert?)?;
         }
-        let tls =
+        let mut tls =
             rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
                 .with_safe_default_protocol_versions()?
                 .with_root_certificates(roots)
                 .with_no_client_auth();
+        // CAPI's Go client offers both and gets h2 from a server that speaks it.
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .redirect(reqwest::redirect::Policy::none())
@@ -269,20 +271,40 @@ impl ExtensionClient {
 
     /// POSTs `body` to `path` with `?timeout=<timeout_seconds>s`.
     pub async fn post(&self, path: &str, body: &Value, timeout_seconds: u64) -> anyhow::Result<HookAnswer> {
-        let url = format!("{}{}?timeout={}s", self.base, path, timeout_seconds);
-        let rsp = self
-            .http
-            .post(&url)
-            .body(serde_json::to_vec(body)?)
-            .timeout(Duration::from_secs(timeout_seconds.max(1)))
-            .send()
-            .await
-            .with_context(|| format!("POST {url}"))?;
-        let status = rsp.status().as_u16();
-        let bytes = rsp.bytes().await?;
-        HookAnswer::parse(status, &bytes)
+        let raw = self
+            .post_raw(path, serde_json::to_vec(body)?, timeout_seconds, &[])
+            .await?;
+        HookAnswer::parse(raw.status, &raw.body)
     }
 
+    /// POSTs raw `body` bytes to `path` with `?timeout=<timeout_seconds>s` and extra `headers` (e.g. a W3C
+    /// `traceparent`), and returns the answer as received.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        timeout_seconds: u64,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<RawAnswer> {
+        let url = format!("{}{}?timeout={}s", self.base, path, timeout_seconds);
+        let mut req = self
+            .http
+            .post(&url)
+            .body(body)
+            .timeout(Duration::from_secs(timeout_seconds.max(1)));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let rsp = req.send().await.with_context(|| format!("POST {url}"))?;
+        let status = rsp.status().as_u16();
+        let version = rsp.version();
+        let body = rsp.bytes().await?.to_vec();
+        Ok(RawAnswer {
+            status,
+            version,
+            body,
+        })
+    }
     /// Calls Discovery and returns the handler name the extension registered for each hook.
     pub async fn discover(&self) -> anyhow::Result<BTreeMap<String, Handler>> {
         let body = json!({"apiVersion": HOOKS_API_VERSION, "kind": "DiscoveryRequest"});
@@ -313,6 +335,17 @@ impl ExtensionClient {
         }
         Ok(handlers)
     }
+}
+
+/// A response exactly as received.
+#[derive(Clone, Debug)]
+pub struct RawAnswer {
+    /// HTTP status code.
+    pub status: u16,
+    /// The negotiated HTTP version.
+    pub version: http::Version,
+    /// The body bytes.
+    pub body: Vec<u8>,
 }
 
 /// A handler as advertised in Discovery.

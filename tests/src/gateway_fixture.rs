@@ -7,7 +7,7 @@ use konnector_gateway::{ExecutorEndpoint, ExecutorTransport, GatewayConfig, TlsF
 use konnector_runtime::{admin::Readiness, metrics::Metrics};
 use tokio_util::sync::CancellationToken;
 
-use crate::pki::TestCa;
+use crate::{capi::ExtensionClient, pki::TestCa};
 
 /// A running gateway. Dropping it stops it.
 pub struct RunningGateway {
@@ -28,6 +28,11 @@ impl RunningGateway {
     /// `https://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("https://{}", self.addr)
+    }
+
+    /// A CAPI-style client for this gateway, trusting its CA.
+    pub fn client(&self) -> anyhow::Result<ExtensionClient> {
+        ExtensionClient::new(&self.url(), &self.ca_pem)
     }
 
     /// Stops the gateway and waits for it to finish draining.

@@ -10,8 +10,6 @@ use std::{
     time::Duration,
 };
 
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use konnector_executor::ExecutorConfig;
 use konnector_gateway::catalog::Hook;
@@ -25,7 +23,6 @@ use kube::{
     Api,
     api::{DynamicObject, ListParams},
 };
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use serde_json::Value;
 
 /// A hang guard for polling loops, not a performance threshold.
@@ -58,57 +55,23 @@ fn capture_logs() -> Captured {
     captured
 }
 
-/// The real gateway (konnector_tests::gateway_fixture), with this file's request helpers.
-struct RunningGateway(gateway_fixture::RunningGateway);
-
-impl std::ops::Deref for RunningGateway {
-    type Target = gateway_fixture::RunningGateway;
-
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
+async fn start_gateway(executor_url: String) -> gateway_fixture::RunningGateway {
+    gateway_fixture::start_gateway(&executor_url, "v1.14")
+        .await
+        .unwrap()
 }
 
-async fn start_gateway(executor_url: String) -> RunningGateway {
-    RunningGateway(
-        gateway_fixture::start_gateway(&executor_url, "v1.14")
-            .await
-            .unwrap(),
-    )
-}
-
-impl RunningGateway {
-    /// POSTs like CAPI: no Content-Type, `?timeout=`, HTTPS trusting only the gateway's CA. Returns the raw body.
-    async fn post(&self, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
-        konnector_runtime::tls::install_crypto_provider();
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let mut tls = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let req = http::Request::post(format!("https://localhost{path}?timeout=10s"))
-            .body(Full::new(hyper::body::Bytes::from(body)))
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
-        let status = resp.status().as_u16();
-        (
-            status,
-            resp.into_body().collect().await.unwrap().to_bytes().to_vec(),
-        )
-    }
+/// POSTs like CAPI (no Content-Type, `?timeout=`, HTTPS trusting only the gateway's CA) and checks that HTTP/2 was
+/// negotiated, as it is with CAPI's client. Returns the status and the raw body.
+async fn post(gateway: &gateway_fixture::RunningGateway, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+    let raw = gateway
+        .client()
+        .unwrap()
+        .post_raw(path, body, 10, &[])
+        .await
+        .unwrap();
+    assert_eq!(raw.version, http::Version::HTTP_2, "the gateway negotiates h2");
+    (raw.status, raw.body)
 }
 
 fn golden(capi: &str, hook: Hook) -> Value {
@@ -161,12 +124,12 @@ async fn golden_bodies_through_the_real_gateway_and_executor() {
     let mut answers = Vec::new();
 
     // Discovery first, as CAPI does.
-    let (status, body) = gateway
-        .post(
-            "/hooks.runtime.cluster.x-k8s.io/v1alpha1/discovery",
-            br#"{"apiVersion":"hooks.runtime.cluster.x-k8s.io/v1alpha1","kind":"DiscoveryRequest"}"#.to_vec(),
-        )
-        .await;
+    let (status, body) = post(
+        &gateway,
+        "/hooks.runtime.cluster.x-k8s.io/v1alpha1/discovery",
+        br#"{"apiVersion":"hooks.runtime.cluster.x-k8s.io/v1alpha1","kind":"DiscoveryRequest"}"#.to_vec(),
+    )
+    .await;
     assert_eq!(status, 200);
     let discovery: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(discovery["handlers"].as_array().unwrap().len(), 3);
@@ -175,7 +138,7 @@ async fn golden_bodies_through_the_real_gateway_and_executor() {
         // AfterControlPlaneInitialized: HCP on the management cluster, Namespace + Secret on the workload cluster.
         let hook = Hook::AfterControlPlaneInitialized;
         let body = serde_json::to_vec(&retarget(golden(capi, hook), &env)).unwrap();
-        let (status, raw) = gateway.post(&hook.path(), body).await;
+        let (status, raw) = post(&gateway, &hook.path(), body).await;
         let answer: Value = serde_json::from_slice(&raw).unwrap();
         assert_eq!(
             (status, answer["status"].as_str()),
@@ -206,7 +169,7 @@ async fn golden_bodies_through_the_real_gateway_and_executor() {
         // BeforeClusterUpgrade: a re-apply; never blocks.
         let hook = Hook::BeforeClusterUpgrade;
         let body = serde_json::to_vec(&retarget(golden(capi, hook), &env)).unwrap();
-        let (status, raw) = gateway.post(&hook.path(), body).await;
+        let (status, raw) = post(&gateway, &hook.path(), body).await;
         let answer: Value = serde_json::from_slice(&raw).unwrap();
         assert_eq!(
             (
@@ -260,7 +223,7 @@ async fn golden_bodies_through_the_real_gateway_and_executor() {
         let mut waited = 0;
         tokio::time::timeout(HANG_GUARD, async {
             loop {
-                let (status, raw) = gateway.post(&hook.path(), body.clone()).await;
+                let (status, raw) = post(&gateway, &hook.path(), body.clone()).await;
                 let answer: Value = serde_json::from_slice(&raw).unwrap();
                 answers.push(String::from_utf8(raw).unwrap());
                 assert_eq!(

@@ -12,8 +12,7 @@ use std::{
 };
 
 use base64::Engine as _;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::BodyExt;
 use k8s_openapi::api::events::v1::Event;
 use konnector_executor::ExecutorConfig;
 use konnector_gateway::catalog::Hook;
@@ -36,7 +35,6 @@ use opentelemetry_proto::tonic::{
     trace::v1::{Span, span::SpanKind},
 };
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use serde_json::Value;
 use tower::ServiceExt;
 use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
@@ -173,60 +171,28 @@ async fn flush() {
         .unwrap();
 }
 
-/// The real gateway (konnector_tests::gateway_fixture), with this file's request helpers.
-struct RunningGateway(gateway_fixture::RunningGateway);
-
-impl std::ops::Deref for RunningGateway {
-    type Target = gateway_fixture::RunningGateway;
-
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
+async fn start_gateway(executor_url: String) -> gateway_fixture::RunningGateway {
+    gateway_fixture::start_gateway(&executor_url, "v1.14")
+        .await
+        .unwrap()
 }
 
-async fn start_gateway(executor_url: String) -> RunningGateway {
-    RunningGateway(
-        gateway_fixture::start_gateway(&executor_url, "v1.14")
-            .await
-            .unwrap(),
-    )
-}
-
-impl RunningGateway {
-    /// POSTs like CAPI over HTTPS, with `traceparent` when given. Returns the answer.
-    async fn post(&self, path: &str, body: &Value, traceparent: Option<&str>) -> Value {
-        konnector_runtime::tls::install_crypto_provider();
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let mut tls = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"h2".to_vec()];
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let mut req = http::Request::post(format!("https://localhost{path}?timeout=10s"));
-        if let Some(tp) = traceparent {
-            req = req.header("traceparent", tp);
-        }
-        let req = req
-            .body(Full::new(hyper::body::Bytes::from(
-                serde_json::to_vec(body).unwrap(),
-            )))
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
-        assert_eq!(resp.status(), 200);
-        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap()
-    }
+/// POSTs like CAPI over HTTPS, with `traceparent` when given. Returns the answer, which must come with HTTP 200.
+async fn post(
+    gateway: &gateway_fixture::RunningGateway,
+    path: &str,
+    body: &Value,
+    traceparent: Option<&str>,
+) -> Value {
+    let headers: Vec<(&str, &str)> = traceparent.map(|tp| ("traceparent", tp)).into_iter().collect();
+    let raw = gateway
+        .client()
+        .unwrap()
+        .post_raw(path, serde_json::to_vec(body).unwrap(), 10, &headers)
+        .await
+        .unwrap();
+    assert_eq!(raw.status, 200);
+    serde_json::from_slice(&raw.body).unwrap()
 }
 
 /// A hook body from tests/golden/v1.14, pointed at the harness's Cluster and at credentials Secret `secret`.
@@ -320,13 +286,13 @@ async fn one_hook_is_one_trace_from_the_hook_to_the_kubernetes_api() {
     let caller_span: [u8; 8] = rand_bytes()[..8].try_into().unwrap();
     let traceparent = format!("00-{}-{}-01", hex(&trace_id), hex(&caller_span));
     let hook = Hook::AfterControlPlaneInitialized;
-    let answer = gateway
-        .post(
-            &hook.path(),
-            &hook_body(hook, &env, TEST_CREDENTIALS_SECRET),
-            Some(&traceparent),
-        )
-        .await;
+    let answer = post(
+        &gateway,
+        &hook.path(),
+        &hook_body(hook, &env, TEST_CREDENTIALS_SECRET),
+        Some(&traceparent),
+    )
+    .await;
     assert_eq!(answer["status"], "Success", "{answer}");
 
     let spans = trace_spans(&trace_id).await;
@@ -495,13 +461,13 @@ async fn the_password_is_in_no_log_span_metric_or_event() {
     let hook = Hook::AfterControlPlaneInitialized;
 
     // Success: the password is read, validated and copied to the workload cluster.
-    let answer = gateway
-        .post(
-            &hook.path(),
-            &hook_body(hook, &env, TEST_CREDENTIALS_SECRET),
-            None,
-        )
-        .await;
+    let answer = post(
+        &gateway,
+        &hook.path(),
+        &hook_body(hook, &env, TEST_CREDENTIALS_SECRET),
+        None,
+    )
+    .await;
     assert_eq!(answer["status"], "Success", "{answer}");
     // A Secret holding the password but missing the username key: a Failure that records an Event.
     workload::put_credentials_secret(
@@ -512,14 +478,22 @@ async fn the_password_is_in_no_log_span_metric_or_event() {
     )
     .await
     .unwrap();
-    let answer = gateway
-        .post(&hook.path(), &hook_body(hook, &env, "password-only"), None)
-        .await;
+    let answer = post(
+        &gateway,
+        &hook.path(),
+        &hook_body(hook, &env, "password-only"),
+        None,
+    )
+    .await;
     assert_eq!(answer["status"], "Failure", "{answer}");
     // A Secret that does not exist at all.
-    let answer = gateway
-        .post(&hook.path(), &hook_body(hook, &env, "no-such-secret"), None)
-        .await;
+    let answer = post(
+        &gateway,
+        &hook.path(),
+        &hook_body(hook, &env, "no-such-secret"),
+        None,
+    )
+    .await;
     assert_eq!(answer["status"], "Failure", "{answer}");
     let reasons = cluster_event_reasons(&env.admin, TEST_NAMESPACE, TEST_CLUSTER)
         .await
@@ -529,9 +503,13 @@ async fn the_password_is_in_no_log_span_metric_or_event() {
     }
     // And an uninstall, whose answer walks the HelmChartProxy and its release proxies.
     let bcd = Hook::BeforeClusterDelete;
-    let answer = gateway
-        .post(&bcd.path(), &hook_body(bcd, &env, TEST_CREDENTIALS_SECRET), None)
-        .await;
+    let answer = post(
+        &gateway,
+        &bcd.path(),
+        &hook_body(bcd, &env, TEST_CREDENTIALS_SECRET),
+        None,
+    )
+    .await;
     assert_eq!(answer["status"], "Success", "{answer}");
     flush().await;
 
