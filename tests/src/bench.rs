@@ -79,8 +79,7 @@ pub async fn run(rounds: usize) -> anyhow::Result<BenchReport> {
         ExecutorConfig::default(),
         ClusterOptions {
             spec: Some(cluster_spec(TEST_CLUSTER, 6443, TEST_CREDENTIALS_SECRET)),
-            control_plane_initialized: true,
-            ..Default::default()
+            ..ClusterOptions::initialized()
         },
     )
     .await?;

@@ -222,8 +222,8 @@ impl ExecutorEnv {
     }
 }
 
-/// Starts an [`ExecutorEnv`]: `options` shape the Cluster (its control plane is marked initialised unless the
-/// options say otherwise via a fresh `ClusterOptions`).
+/// Starts an [`ExecutorEnv`]: `options` shape the Cluster (use [`ClusterOptions::initialized`] for the state in
+/// which CAPI calls the hooks).
 pub async fn executor_env(
     name: &str,
     config: ExecutorConfig,

@@ -465,8 +465,7 @@ impl ClusterRun<'_> {
                     self.workload.port(),
                     &self.credentials_secret(),
                 )),
-                control_plane_initialized: true,
-                ..Default::default()
+                ..ClusterOptions::initialized()
             },
         )
         .await?;

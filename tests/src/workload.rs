@@ -54,6 +54,16 @@ pub struct ClusterOptions {
     pub control_plane_initialized: bool,
 }
 
+impl ClusterOptions {
+    /// A Cluster whose control plane has initialised: the state in which CAPI calls the lifecycle hooks.
+    pub fn initialized() -> Self {
+        Self {
+            control_plane_initialized: true,
+            ..Default::default()
+        }
+    }
+}
+
 /// Ensures `namespace` exists on `client`'s cluster.
 pub async fn ensure_namespace(client: &Client, namespace: &str) -> anyhow::Result<()> {
     let api: Api<Namespace> = Api::all(client.clone());

@@ -22,16 +22,9 @@ const HANG_GUARD: Duration = Duration::from_secs(60);
 
 async fn env(name: &str) -> ExecutorEnv {
     konnector_tests::init_test_logging();
-    executor_env(
-        name,
-        ExecutorConfig::default(),
-        ClusterOptions {
-            control_plane_initialized: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
+    executor_env(name, ExecutorConfig::default(), ClusterOptions::initialized())
+        .await
+        .unwrap()
 }
 
 async fn apply(

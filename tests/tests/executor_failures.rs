@@ -28,10 +28,7 @@ async fn env(name: &str) -> ExecutorEnv {
             remote_timeout: Duration::from_secs(3),
             ..ExecutorConfig::default()
         },
-        ClusterOptions {
-            control_plane_initialized: true,
-            ..Default::default()
-        },
+        ClusterOptions::initialized(),
     )
     .await
     .unwrap()
@@ -198,8 +195,7 @@ async fn missing_objects_are_failed_precondition() {
         "unlabelled",
         ClusterOptions {
             without_name_label: true,
-            control_plane_initialized: true,
-            ..Default::default()
+            ..ClusterOptions::initialized()
         },
     )
     .await

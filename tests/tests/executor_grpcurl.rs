@@ -30,10 +30,7 @@ async fn readme_grpcurl_examples_work() {
     let env = executor_env(
         "grpcurl",
         ExecutorConfig::default(),
-        ClusterOptions {
-            control_plane_initialized: true,
-            ..Default::default()
-        },
+        ClusterOptions::initialized(),
     )
     .await
     .unwrap();

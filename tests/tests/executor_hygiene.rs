@@ -51,10 +51,7 @@ async fn password_never_leaves_the_secret() {
     let env = executor_env(
         "hygiene",
         ExecutorConfig::default(),
-        ClusterOptions {
-            control_plane_initialized: true,
-            ..Default::default()
-        },
+        ClusterOptions::initialized(),
     )
     .await
     .unwrap();

@@ -22,16 +22,9 @@ const HANG_GUARD: Duration = Duration::from_secs(20);
 
 async fn env(name: &str, config: ExecutorConfig, uninstall: Uninstall) -> (ExecutorEnv, CaaphStandIn) {
     konnector_tests::init_test_logging();
-    let env = executor_env(
-        name,
-        config,
-        ClusterOptions {
-            control_plane_initialized: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let env = executor_env(name, config, ClusterOptions::initialized())
+        .await
+        .unwrap();
     let caaph = CaaphStandIn::start(
         env.admin.clone(),
         CaaphOptions {

@@ -111,10 +111,7 @@ async fn golden_bodies_through_the_real_gateway_and_executor() {
     let env = executor_env(
         "gw-golden",
         ExecutorConfig::default(),
-        ClusterOptions {
-            control_plane_initialized: true,
-            ..Default::default()
-        },
+        ClusterOptions::initialized(),
     )
     .await
     .unwrap();

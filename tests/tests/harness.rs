@@ -167,18 +167,10 @@ async fn workload_cluster_helper_leaves_what_capi_leaves() {
     konnector_tests::init_test_logging();
     let ((_mgmt, client), wl) =
         tokio::try_join!(management_plane("mgmt"), ControlPlane::start("wl")).unwrap();
-    let cluster = workload::create_workload_cluster(
-        &client,
-        &wl,
-        "tenants",
-        "wl-1",
-        ClusterOptions {
-            control_plane_initialized: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let cluster =
+        workload::create_workload_cluster(&client, &wl, "tenants", "wl-1", ClusterOptions::initialized())
+            .await
+            .unwrap();
     assert_eq!(
         cluster.object.metadata.labels.as_ref().unwrap()[workload::CLUSTER_NAME_LABEL],
         "wl-1"

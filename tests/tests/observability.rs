@@ -272,10 +272,7 @@ async fn one_hook_is_one_trace_from_the_hook_to_the_kubernetes_api() {
     let env = executor_env(
         "otel-trace",
         ExecutorConfig::default(),
-        ClusterOptions {
-            control_plane_initialized: true,
-            ..Default::default()
-        },
+        ClusterOptions::initialized(),
     )
     .await
     .unwrap();
@@ -450,10 +447,7 @@ async fn the_password_is_in_no_log_span_metric_or_event() {
     let env = executor_env(
         "otel-secret",
         ExecutorConfig::default(),
-        ClusterOptions {
-            control_plane_initialized: true,
-            ..Default::default()
-        },
+        ClusterOptions::initialized(),
     )
     .await
     .unwrap();
