@@ -10,15 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context;
 use konnector_executor::ExecutorConfig;
-use kube::{
-    Api, Client,
-    api::{DynamicObject, GroupVersionKind, Patch, PatchParams},
-    discovery,
-};
+use kube::{Client, api::PatchParams};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn, Uninstall},
@@ -245,7 +240,13 @@ impl Sandbox {
             if doc["kind"] == "ExtensionConfig" {
                 doc["spec"]["clientConfig"] = json!({"url": self.gateway_urls()[0], "caBundle": ca_bundle});
             }
-            apply(&self.mgmt_client, &doc).await?;
+            tools::apply_manifest(
+                &self.mgmt_client,
+                &doc,
+                KONNECTOR_NAMESPACE,
+                &PatchParams::apply(SANDBOX_MANAGER).force(),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -320,35 +321,4 @@ async fn discover_when_ready(client: &ExtensionClient) -> anyhow::Result<BTreeMa
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-}
-
-/// Server-side applies one manifest, whatever its kind.
-async fn apply(client: &Client, doc: &Value) -> anyhow::Result<()> {
-    let api_version = doc["apiVersion"]
-        .as_str()
-        .context("manifest without apiVersion")?;
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let kind = doc["kind"].as_str().context("manifest without kind")?;
-    let name = doc["metadata"]["name"]
-        .as_str()
-        .context("manifest without name")?;
-    let (ar, caps) = discovery::pinned_kind(client, &GroupVersionKind::gvk(group, version, kind)).await?;
-    let api: Api<DynamicObject> = match caps.scope {
-        discovery::Scope::Namespaced => Api::namespaced_with(
-            client.clone(),
-            doc["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or(KONNECTOR_NAMESPACE),
-            &ar,
-        ),
-        discovery::Scope::Cluster => Api::all_with(client.clone(), &ar),
-    };
-    api.patch(
-        name,
-        &PatchParams::apply(SANDBOX_MANAGER).force(),
-        &Patch::Apply(doc),
-    )
-    .await
-    .with_context(|| format!("cannot apply {kind} {name}"))?;
-    Ok(())
 }

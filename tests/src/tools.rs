@@ -74,3 +74,42 @@ pub fn render_chart(namespace: &str, sets: &[&str], show_only: &[&str]) -> anyho
     }
     Ok(docs)
 }
+
+/// Server-side applies one rendered manifest, whatever its kind, resolving the kind through API discovery.
+/// Namespaced objects go to their own `metadata.namespace`, or to `default_namespace` when they name none. Use
+/// `PatchParams::dry_run` to have the API server validate without writing.
+pub async fn apply_manifest(
+    client: &kube::Client,
+    doc: &Value,
+    default_namespace: &str,
+    pp: &kube::api::PatchParams,
+) -> anyhow::Result<()> {
+    use kube::{
+        Api,
+        api::{DynamicObject, GroupVersionKind, Patch},
+        discovery,
+    };
+    let api_version = doc["apiVersion"]
+        .as_str()
+        .context("manifest without apiVersion")?;
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let kind = doc["kind"].as_str().context("manifest without kind")?;
+    let name = doc["metadata"]["name"]
+        .as_str()
+        .context("manifest without name")?;
+    let (ar, caps) = discovery::pinned_kind(client, &GroupVersionKind::gvk(group, version, kind))
+        .await
+        .with_context(|| format!("the API server does not serve {api_version} {kind}"))?;
+    let api: Api<DynamicObject> = match caps.scope {
+        discovery::Scope::Namespaced => Api::namespaced_with(
+            client.clone(),
+            doc["metadata"]["namespace"].as_str().unwrap_or(default_namespace),
+            &ar,
+        ),
+        discovery::Scope::Cluster => Api::all_with(client.clone(), &ar),
+    };
+    api.patch(name, pp, &Patch::Apply(doc))
+        .await
+        .with_context(|| format!("cannot apply {kind} {name}"))?;
+    Ok(())
+}

@@ -10,8 +10,7 @@ use k8s_openapi::api::{
 use konnector_tests::{crds, management_plane, tools, workload};
 use kube::{
     Api,
-    api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
-    discovery,
+    api::{DeleteParams, PatchParams, PostParams},
 };
 use serde_json::Value;
 
@@ -243,27 +242,16 @@ async fn manifests_apply_by_server_side_dry_run() {
 
     let docs = render(&["createNamespace=true"]);
     assert!(docs.len() > 15, "rendered {} documents", docs.len());
+    let dry_run = PatchParams::apply("konnector-deploy-test").dry_run();
     for doc in &docs {
-        let (group, version) = match doc["apiVersion"].as_str().unwrap().split_once('/') {
-            Some((g, v)) => (g, v),
-            None => ("", doc["apiVersion"].as_str().unwrap()),
-        };
-        let gvk = GroupVersionKind::gvk(group, version, doc["kind"].as_str().unwrap());
-        let (ar, caps) = discovery::pinned_kind(&client, &gvk)
+        tools::apply_manifest(&client, doc, NS, &dry_run)
             .await
-            .unwrap_or_else(|e| panic!("the API server does not serve {gvk:?}: {e}"));
-        let name = doc["metadata"]["name"].as_str().unwrap();
-        let api: Api<DynamicObject> = match caps.scope {
-            discovery::Scope::Namespaced => Api::namespaced_with(client.clone(), NS, &ar),
-            discovery::Scope::Cluster => Api::all_with(client.clone(), &ar),
-        };
-        api.patch(
-            name,
-            &PatchParams::apply("konnector-deploy-test").dry_run(),
-            &Patch::Apply(doc),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("server-side dry run of {} {name} failed: {e}", gvk.kind));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "server-side dry run of {} {} failed: {e:#}",
+                    doc["kind"], doc["metadata"]["name"]
+                )
+            });
     }
 }
 
@@ -303,14 +291,7 @@ async fn executor_rbac_allows_its_work_and_refuses_the_rest() {
     let docs = render(&[]);
     for kind in ["ClusterRole", "ClusterRoleBinding"] {
         let doc = docs.iter().find(|d| d["kind"] == kind).unwrap();
-        let gvk = GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", kind);
-        let (ar, _) = discovery::pinned_kind(&client, &gvk).await.unwrap();
-        Api::<DynamicObject>::all_with(client.clone(), &ar)
-            .patch(
-                doc["metadata"]["name"].as_str().unwrap(),
-                &PatchParams::apply("test"),
-                &Patch::Apply(doc),
-            )
+        tools::apply_manifest(&client, doc, NS, &PatchParams::apply("test"))
             .await
             .unwrap();
     }
