@@ -1,36 +1,47 @@
-//! The executor's domain: a validated picture of one cluster's Konnector Agent configuration, converted from the
-//! proto `ClusterContext` by [`agent_request`]. Everything downstream works on these types, never on the proto.
+//! The executor's domain: what a request names, what the live Cluster says, and the validated Konnector Agent
+//! configuration derived from it. The cores work on these types only; `service.rs` converts the proto to and from
+//! them, and `cluster.rs` builds a [`LiveCluster`] from the management cluster. Nothing here depends on the
+//! executor's error type, so the domain sits below every other module.
 
-use std::fmt;
+use std::{collections::BTreeMap, fmt};
 
-use konnector_proto::v1::ClusterContext;
+use k8s_openapi::jiff::Timestamp;
+use konnector_proto::capi;
 
-use crate::error::Error;
+use crate::names::{ClusterVersion, is_dns1123_label, is_dns1123_subdomain};
+// Kept here for the modules that name them through the domain; the names' home is `names`.
+pub use crate::names::{
+    AGENT_NAME, CLUSTER_NAME_LABEL, FIELD_MANAGER, HCP_NAME_LABEL, PSA_ENFORCE_LABEL, RELEASE_NAME,
+    RELEASE_NAMESPACE, REMOTE_SECRET_NAME, TRUST_BUNDLE_CONFIGMAP_NAME,
+};
 
-/// Field manager for every server-side apply the executor makes, on both clusters.
-pub const FIELD_MANAGER: &str = "konnector";
-/// Agent name passed to the chart (`agent.name`).
-pub const AGENT_NAME: &str = "konnector-agent";
-/// Helm release name of the agent.
-pub const RELEASE_NAME: &str = "konnector-agent";
-/// Namespace of the release, the copied Secret and the PSA label, on the workload cluster.
-pub const RELEASE_NAMESPACE: &str = "ntnx-system";
-/// Name of the copied credentials Secret on the workload cluster.
-pub const REMOTE_SECRET_NAME: &str = "konnector-agent";
-/// Name of the trust-bundle ConfigMap the chart creates when Prism Central is verified with a bundle.
-pub const TRUST_BUNDLE_CONFIGMAP_NAME: &str = "ntnx-additional-trust-bundle-konnector-agent";
 /// The chart's limit on `k8sClusterName`, in bytes.
 pub const MAX_CLUSTER_NAME_LEN: usize = 40;
 /// Prism Central's port when the URL names none.
 pub const DEFAULT_PRISM_CENTRAL_PORT: u16 = 9440;
 /// The only deployment strategy.
 pub const STRATEGY_HELM_ADDON: &str = "HelmAddon";
-/// CAPI's cluster-name label, on the Cluster and on each HelmReleaseProxy.
-pub const CLUSTER_NAME_LABEL: &str = "cluster.x-k8s.io/cluster-name";
-/// CAAPH's label naming the HelmChartProxy a HelmReleaseProxy belongs to.
-pub const HCP_NAME_LABEL: &str = "helmreleaseproxy.addons.cluster.x-k8s.io/helmchartproxy-name";
-/// Pod Security admission label the agent's namespace needs.
-pub const PSA_ENFORCE_LABEL: &str = "pod-security.kubernetes.io/enforce";
+
+/// Why a request cannot be served as sent. Messages name fields, never values.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The request names no cluster.
+    #[error("the request has no cluster")]
+    MissingCluster,
+    /// A name is empty or not a valid Kubernetes name.
+    #[error("cluster.{field} must be a valid Kubernetes {kind}")]
+    InvalidName {
+        /// `namespace` or `name`.
+        field: &'static str,
+        /// What it must be.
+        kind: &'static str,
+    },
+}
+
+/// The Cluster's Konnector Agent configuration is unusable. The message names the field, never its value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
 
 /// A Cluster's namespace and name on the management cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,12 +53,20 @@ pub struct ClusterKey {
 }
 
 impl ClusterKey {
-    /// Builds a key, rejecting an empty namespace or name.
-    pub fn new(namespace: &str, name: &str) -> Result<Self, Error> {
-        if namespace.is_empty() || name.is_empty() {
-            return Err(Error::InvalidRequest(
-                "cluster.namespace and cluster.name must both be set".to_owned(),
-            ));
+    /// Builds a key. Both parts reach API paths, so both must be valid Kubernetes names: a namespace is a DNS-1123
+    /// label, a Cluster name a DNS-1123 subdomain. Anything else (empty, `..`, `/`, `%`) is refused here.
+    pub fn new(namespace: &str, name: &str) -> Result<Self, RequestError> {
+        if !is_dns1123_label(namespace) {
+            return Err(RequestError::InvalidName {
+                field: "namespace",
+                kind: "namespace name (DNS-1123 label)",
+            });
+        }
+        if !is_dns1123_subdomain(name) {
+            return Err(RequestError::InvalidName {
+                field: "name",
+                kind: "object name (DNS-1123 subdomain)",
+            });
         }
         Ok(Self {
             namespace: namespace.to_owned(),
@@ -59,6 +78,66 @@ impl ClusterKey {
 impl fmt::Display for ClusterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What a request says about a Cluster: which one, and optionally the uid the caller saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterRef {
+    /// Which Cluster.
+    pub key: ClusterKey,
+    /// The uid the caller saw; when set, the live Cluster must have the same one.
+    pub uid: Option<String>,
+}
+
+/// The lifecycle moment an ApplyAgent call serves. It labels logs and traces; it changes nothing that is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// Not said (e.g. a person calling with grpcurl).
+    Unspecified,
+    /// AfterControlPlaneInitialized.
+    AfterControlPlaneInitialized,
+    /// BeforeClusterUpgrade.
+    BeforeClusterUpgrade,
+}
+
+/// The Cluster as the management cluster has it now.
+#[derive(Clone, Debug)]
+pub struct LiveCluster {
+    /// Which Cluster.
+    pub key: ClusterKey,
+    /// `metadata.uid`.
+    pub uid: String,
+    /// The API version it was read in; the ownerReference and Events use the same.
+    pub version: ClusterVersion,
+    /// `metadata.deletionTimestamp`, when deletion has been requested.
+    pub deletion_timestamp: Option<Timestamp>,
+    /// The decoded object.
+    pub cluster: capi::Cluster,
+}
+
+impl LiveCluster {
+    /// Whether deletion has been requested.
+    pub fn deleting(&self) -> bool {
+        self.deletion_timestamp.is_some() || self.cluster.is_deleting()
+    }
+
+    /// `metadata.labels`.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        self.cluster.labels()
+    }
+
+    /// `metadata.annotations`.
+    pub fn annotations(&self) -> BTreeMap<String, String> {
+        self.cluster.annotations()
+    }
+
+    /// Whether the Cluster carries `cluster.x-k8s.io/cluster-name=<its name>`, which the HelmChartProxy selects on.
+    pub fn selectable(&self) -> bool {
+        self.cluster
+            .labels()
+            .get(CLUSTER_NAME_LABEL)
+            .is_some_and(|v| *v == self.key.name)
     }
 }
 
@@ -75,15 +154,15 @@ pub struct PrismCentral {
     pub trust_bundle: String,
 }
 
-/// One cluster's validated Konnector Agent configuration.
+/// One cluster's validated Konnector Agent configuration, derived from the live Cluster only.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentRequest {
     /// Which Cluster.
     pub cluster: ClusterKey,
-    /// The Cluster's uid as the request saw it (the live Cluster's uid wins when they differ).
+    /// The live Cluster's uid.
     pub uid: String,
-    /// The Cluster's labels as the request saw them.
-    pub labels: std::collections::BTreeMap<String, String>,
+    /// The live Cluster's labels.
+    pub labels: BTreeMap<String, String>,
     /// Name of the credentials Secret in the Cluster's namespace.
     pub credentials_secret: String,
     /// Whether the agent uploads a kubeconfig to Prism Central.
@@ -92,58 +171,68 @@ pub struct AgentRequest {
     pub prism_central: PrismCentral,
     /// `spec.controlPlaneEndpoint`, when the Cluster has one.
     pub control_plane_endpoint: Option<(String, i32)>,
-    /// Categories in request order, duplicates included.
+    /// Categories in Cluster order, duplicates included.
     pub categories: Vec<(String, String)>,
 }
 
-/// Converts a proto `ClusterContext` into an [`AgentRequest`]. `Ok(None)` means the addon is not configured for
-/// the cluster. Every configuration error is an [`Error::InvalidConfig`] whose message names the field.
-pub fn agent_request(ctx: &ClusterContext) -> Result<Option<AgentRequest>, Error> {
-    let cluster = ClusterKey::new(&ctx.namespace, &ctx.name)?;
-    let Some(agent) = &ctx.konnector_agent else {
+/// Derives the Konnector Agent configuration from the live Cluster. `Ok(None)` means the addon is not configured
+/// for it. Every error names the field that is wrong.
+pub fn agent_request(live: &LiveCluster) -> Result<Option<AgentRequest>, ConfigError> {
+    let decode = |e: capi::DecodeError| ConfigError(e.to_string());
+    let Some(agent) = live.cluster.konnector_agent().map_err(decode)? else {
         return Ok(None);
     };
     if !agent.strategy.is_empty() && agent.strategy != STRATEGY_HELM_ADDON {
-        return Err(Error::InvalidConfig(format!(
-            "konnectorAgent.strategy {:?} is not supported; the supported values are \"HelmAddon\" and empty (which means HelmAddon)",
-            agent.strategy
+        // The strategy is an enum in CAREN's schema, so naming the unsupported value cannot leak anything, and it
+        // is what a person needs to fix it.
+        let shown: String = agent
+            .strategy
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(64)
+            .collect();
+        return Err(ConfigError(format!(
+            "konnectorAgent.strategy {shown:?} is not supported; the supported values are \"HelmAddon\" and empty (which means HelmAddon)"
         )));
     }
     if agent.credentials_secret_name.is_empty() {
-        return Err(Error::InvalidConfig(
+        return Err(ConfigError(
             "konnectorAgent.credentials.secretRef.name must be set: name the Secret holding the Prism Central credentials".to_owned(),
         ));
     }
-    let Some(pc) = &ctx.prism_central else {
-        return Err(Error::InvalidConfig(
+    if !is_dns1123_subdomain(&agent.credentials_secret_name) {
+        return Err(ConfigError(
+            "konnectorAgent.credentials.secretRef.name is not a valid Secret name".to_owned(),
+        ));
+    }
+    let Some(pc) = live.cluster.prism_central().map_err(decode)? else {
+        return Err(ConfigError(
             "the cluster has konnectorAgent configured but no nutanix.prismCentralEndpoint".to_owned(),
         ));
     };
-    let (host, port) = parse_prism_central_url(&pc.url).map_err(|why| {
-        Error::InvalidConfig(format!("nutanix.prismCentralEndpoint.url is not usable: {why}"))
-    })?;
-    let control_plane_endpoint = ctx
-        .control_plane_endpoint
-        .as_ref()
-        .map(|e| (e.host.clone(), e.port));
+    let (host, port) = parse_prism_central_url(&pc.url)
+        .map_err(|why| ConfigError(format!("nutanix.prismCentralEndpoint.url is not usable: {why}")))?;
+    let categories = live
+        .cluster
+        .categories()
+        .map_err(decode)?
+        .into_iter()
+        .map(|c| (c.key, c.value))
+        .collect();
     Ok(Some(AgentRequest {
-        cluster,
-        uid: ctx.uid.clone(),
-        labels: ctx.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        credentials_secret: agent.credentials_secret_name.clone(),
+        cluster: live.key.clone(),
+        uid: live.uid.clone(),
+        labels: live.labels(),
+        credentials_secret: agent.credentials_secret_name,
         enable_kubeconfig_upload: agent.enable_kubeconfig_upload.unwrap_or(true),
         prism_central: PrismCentral {
             host,
             port,
             insecure: pc.insecure,
-            trust_bundle: pc.additional_trust_bundle.clone(),
+            trust_bundle: pc.additional_trust_bundle,
         },
-        control_plane_endpoint,
-        categories: ctx
-            .categories
-            .iter()
-            .map(|c| (c.key.clone(), c.value.clone()))
-            .collect(),
+        control_plane_endpoint: live.cluster.control_plane_endpoint(),
+        categories,
     }))
 }
 
@@ -190,27 +279,30 @@ pub fn parse_prism_central_url(url: &str) -> Result<(String, u16), &'static str>
 
 #[cfg(test)]
 mod tests {
-    use konnector_proto::v1::{KonnectorAgentConfig, PrismCentralEndpoint};
+    use serde_json::{Value, json};
 
     use super::*;
 
-    fn ctx() -> ClusterContext {
-        ClusterContext {
-            namespace: "ns".into(),
-            name: "c1".into(),
+    fn live(cluster_config: Value) -> LiveCluster {
+        let cluster = capi::Cluster::from_json(json!({
+            "metadata": {"name": "c1", "namespace": "ns", "uid": "u"},
+            "spec": {"topology": {"variables": [{"name": "clusterConfig", "value": cluster_config}]}}
+        }))
+        .unwrap();
+        LiveCluster {
+            key: ClusterKey::new("ns", "c1").unwrap(),
             uid: "u".into(),
-            konnector_agent: Some(KonnectorAgentConfig {
-                strategy: String::new(),
-                credentials_secret_name: "creds".into(),
-                enable_kubeconfig_upload: None,
-            }),
-            prism_central: Some(PrismCentralEndpoint {
-                url: "https://pc.example.com".into(),
-                insecure: false,
-                additional_trust_bundle: String::new(),
-            }),
-            ..Default::default()
+            version: ClusterVersion::V1Beta2,
+            deletion_timestamp: None,
+            cluster,
         }
+    }
+
+    fn configured() -> Value {
+        json!({
+            "addons": {"konnectorAgent": {"credentials": {"secretRef": {"name": "creds"}}}},
+            "nutanix": {"prismCentralEndpoint": {"url": "https://pc.example.com"}}
+        })
     }
 
     #[test]
@@ -256,38 +348,62 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_kubernetes_names() {
+        assert!(ClusterKey::new("ns", "c1").is_ok());
+        assert!(ClusterKey::new("ns", "c1.a-b").is_ok());
+        for (ns, name) in [
+            ("", "c"),
+            ("ns", ""),
+            ("NS", "c"),
+            ("ns", "../secrets/x"),
+            ("ns", "a/b"),
+            ("a.b", "c"),
+        ] {
+            assert!(ClusterKey::new(ns, name).is_err(), "{ns}/{name}");
+        }
+    }
+
+    #[test]
     fn unset_addon_is_not_configured() {
-        let mut c = ctx();
-        c.konnector_agent = None;
-        assert_eq!(agent_request(&c).unwrap(), None);
+        assert_eq!(agent_request(&live(json!({}))).unwrap(), None);
     }
 
     #[test]
     fn defaults_and_validation() {
-        let r = agent_request(&ctx()).unwrap().unwrap();
+        let r = agent_request(&live(configured())).unwrap().unwrap();
         assert!(r.enable_kubeconfig_upload);
         assert_eq!(r.prism_central.port, 9440);
+        assert_eq!(r.uid, "u");
 
-        let mut c = ctx();
-        c.konnector_agent.as_mut().unwrap().strategy = "ClusterResourceSet".into();
-        let e = agent_request(&c).unwrap_err().to_string();
+        let mut c = configured();
+        c["addons"]["konnectorAgent"]["strategy"] = json!("ClusterResourceSet");
+        let e = agent_request(&live(c)).unwrap_err().to_string();
         assert!(e.contains("HelmAddon") && e.contains("ClusterResourceSet"), "{e}");
 
-        let mut c = ctx();
-        c.konnector_agent.as_mut().unwrap().strategy = "HelmAddon".into();
-        assert!(agent_request(&c).is_ok());
+        let mut c = configured();
+        c["addons"]["konnectorAgent"]["strategy"] = json!("HelmAddon");
+        assert!(agent_request(&live(c)).is_ok());
 
-        let mut c = ctx();
-        c.konnector_agent.as_mut().unwrap().credentials_secret_name = String::new();
-        assert!(matches!(agent_request(&c), Err(Error::InvalidConfig(_))));
+        let mut c = configured();
+        c["addons"]["konnectorAgent"]["credentials"]["secretRef"]["name"] = json!("");
+        assert!(agent_request(&live(c)).is_err());
 
-        let mut c = ctx();
-        c.prism_central = None;
-        let e = agent_request(&c).unwrap_err().to_string();
+        let mut c = configured();
+        c["addons"]["konnectorAgent"]["credentials"]["secretRef"]["name"] = json!("../kube-system/x");
+        let e = agent_request(&live(c)).unwrap_err().to_string();
+        assert!(e.contains("secretRef.name") && !e.contains("kube-system"), "{e}");
+
+        let mut c = configured();
+        c.as_object_mut().unwrap().remove("nutanix");
+        let e = agent_request(&live(c)).unwrap_err().to_string();
         assert!(e.contains("prismCentralEndpoint"), "{e}");
 
-        let mut c = ctx();
-        c.name = String::new();
-        assert!(matches!(agent_request(&c), Err(Error::InvalidRequest(_))));
+        let mut c = configured();
+        c["nutanix"]["prismCentralEndpoint"]["url"] = json!("https://attacker.example:9440");
+        let r = agent_request(&live(c)).unwrap().unwrap();
+        assert_eq!(
+            r.prism_central.host, "attacker.example",
+            "the live Cluster is the source, whatever it says"
+        );
     }
 }

@@ -81,10 +81,48 @@ impl fmt::Display for Side {
 pub enum Error {
     /// The request itself is malformed (e.g. no cluster name).
     #[error("invalid request: {0}")]
-    InvalidRequest(String),
-    /// The cluster's Konnector Agent configuration is invalid.
+    InvalidRequest(#[from] crate::domain::RequestError),
+    /// The live Cluster's Konnector Agent configuration is invalid.
     #[error("invalid Konnector Agent configuration: {0}")]
-    InvalidConfig(String),
+    InvalidConfig(#[from] crate::domain::ConfigError),
+    /// The management cluster serves neither v1beta2 nor v1beta1 of CAPI's Cluster.
+    #[error(
+        "the management cluster serves no supported version of cluster.x-k8s.io Clusters (v1beta2 or v1beta1); is CAPI 1.10 or later installed?"
+    )]
+    CapiNotServed,
+    /// The request's uid is not the live Cluster's: it was written for a Cluster that has since been replaced.
+    #[error(
+        "the request is stale: Cluster {cluster} now has another uid than the request names (deleted and re-created); nothing was done"
+    )]
+    StaleRequest {
+        /// `namespace/name`.
+        cluster: String,
+    },
+    /// ApplyAgent for a Cluster that is being deleted.
+    #[error(
+        "Cluster {cluster} is being deleted; the Konnector Agent is not applied to a Cluster being deleted (its uninstall belongs to BeforeClusterDelete)"
+    )]
+    ClusterDeleting {
+        /// `namespace/name`.
+        cluster: String,
+    },
+    /// RemoveAgent for a Cluster that is not being deleted.
+    #[error(
+        "Cluster {cluster} is not being deleted (no deletionTimestamp); the Konnector Agent is only uninstalled from a Cluster being deleted, and nothing was deleted"
+    )]
+    ClusterNotDeleting {
+        /// `namespace/name`.
+        cluster: String,
+    },
+    /// The HelmChartProxy is being deleted (an uninstall is under way), so applying it now would write into an
+    /// object that is going away.
+    #[error(
+        "HelmChartProxy {hcp} is being deleted; it is applied again once CAAPH has finished the uninstall, retry later"
+    )]
+    HelmChartProxyDeleting {
+        /// `namespace/name`.
+        hcp: String,
+    },
     /// Reading the credentials Secret failed.
     #[error("cannot read the Prism Central credentials Secret {secret} on the management cluster: {failure}")]
     ReadCredentialsSecret {
@@ -163,9 +201,6 @@ pub enum Error {
         /// Why.
         failure: KubeFailure,
     },
-    /// A bug or an impossible state.
-    #[error("internal error: {0}")]
-    Internal(String),
 }
 
 impl Error {
@@ -187,6 +222,11 @@ impl Error {
         };
         match self {
             Self::InvalidRequest(_) | Self::InvalidConfig(_) => Code::InvalidArgument,
+            Self::CapiNotServed
+            | Self::StaleRequest { .. }
+            | Self::ClusterDeleting { .. }
+            | Self::ClusterNotDeleting { .. } => Code::FailedPrecondition,
+            Self::HelmChartProxyDeleting { .. } => Code::Unavailable,
             Self::ValidateCredentialsSecret { .. }
             | Self::ParseKubeconfig { .. }
             | Self::ClusterNotSelectable { .. }
@@ -199,7 +239,6 @@ impl Error {
                 None => Code::FailedPrecondition,
             },
             Self::Kube { failure, .. } => by_failure(failure, Code::Internal),
-            Self::Internal(_) => Code::Internal,
         }
     }
 }
@@ -216,7 +255,14 @@ mod tests {
 
     #[test]
     fn codes() {
-        assert_eq!(Error::InvalidConfig("x".into()).code(), Code::InvalidArgument);
+        assert_eq!(
+            Error::InvalidConfig(crate::domain::ConfigError("x".into())).code(),
+            Code::InvalidArgument
+        );
+        let not_deleting = Error::ClusterNotDeleting {
+            cluster: "ns/c".into(),
+        };
+        assert_eq!(not_deleting.code(), Code::FailedPrecondition);
         let missing = Error::ReadCredentialsSecret {
             secret: "ns/creds".into(),
             failure: KubeFailure::NotFound,

@@ -4,23 +4,35 @@
 //! Agent addon's work for one cluster, is idempotent, and explains itself in a deterministic, secret-free
 //! message.
 //!
-//! Three vocabularies meet here, each crossing through a named conversion: the proto `ClusterContext` becomes a
+//! Three vocabularies meet here, each crossing through a named conversion: a proto `ClusterRef` becomes a domain
+//! [`domain::ClusterRef`] (`service.rs`); the live CAPI Cluster (`konnector_proto::capi`) becomes a
 //! [`domain::AgentRequest`] ([`domain::agent_request`]); the domain becomes template variables
-//! ([`values::template_values`]) and Kubernetes objects ([`objects`]).
+//! ([`values::template_values`]) and Kubernetes objects ([`objects`], named in [`names`]).
+//!
+//! The workflows: `apply` (ApplyAgent, PlanAgent), `uninstall` (RemoveAgent), `status` (GetAgentStatus), over
+//! `cluster` (reading the live Cluster), `remote` (workload clients) and `events`.
 #![deny(missing_docs)]
 
+pub mod apply;
 pub mod cli;
+mod cluster;
 pub mod config;
 pub mod domain;
 pub mod error;
+mod events;
 mod executor;
+pub mod names;
 pub mod objects;
 pub mod observe;
+pub mod remote;
 mod server;
-mod service;
+pub mod service;
+pub mod status;
+pub mod uninstall;
 pub mod values;
 
 pub use config::{ExecutorConfig, UninstallTimeoutPolicy};
 pub use error::Error;
-pub use executor::{EVENT_REPORTER, Executor, control_plane_initialized};
+pub use events::EVENT_REPORTER;
+pub use executor::Executor;
 pub use server::serve;

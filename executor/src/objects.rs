@@ -177,6 +177,9 @@ pub struct HelmChartProxyInput<'a> {
     pub cluster: &'a ClusterKey,
     /// The live Cluster's uid, for the ownerReference.
     pub cluster_uid: &'a str,
+    /// The API version the live Cluster was read in (`cluster.x-k8s.io/v1beta2` or `/v1beta1`), for the
+    /// ownerReference, so that it resolves on this management cluster.
+    pub cluster_api_version: &'a str,
     /// The chart.
     pub chart: &'a ChartCoordinates,
     /// Rendered values.
@@ -197,7 +200,7 @@ pub fn helm_chart_proxy(input: &HelmChartProxyInput<'_>) -> Value {
             "name": helm_chart_proxy_name(&input.cluster.name),
             "namespace": input.cluster.namespace,
             "ownerReferences": [{
-                "apiVersion": "cluster.x-k8s.io/v1beta2",
+                "apiVersion": input.cluster_api_version,
                 "kind": "Cluster",
                 "name": input.cluster.name,
                 "uid": input.cluster_uid,
@@ -350,6 +353,7 @@ mod tests {
         let input = HelmChartProxyInput {
             cluster: &cluster,
             cluster_uid: "uid-1",
+            cluster_api_version: "cluster.x-k8s.io/v1beta2",
             chart: &chart,
             values: "a: b",
             helm_repository_ca_namespace: "konnector-system",

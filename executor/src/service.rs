@@ -1,18 +1,26 @@
-//! The gRPC face of the executor: request → domain → [`Executor`] → response, and errors to status codes
-//! through `From<Error> for Status` only.
+//! The gRPC face of the executor: proto request → domain → [`Executor`] → domain outcome → proto response. This is
+//! the only module that knows both vocabularies; each crossing is one named conversion below, and errors reach the
+//! wire through `From<Error> for Status` only.
 
+use konnector_proto::v1 as pb;
 use konnector_proto::v1::{
     ApplyAgentRequest, ApplyAgentResponse, GetAgentStatusRequest, GetAgentStatusResponse, PlanAgentRequest,
-    PlanAgentResponse, RemoveAgentRequest, RemoveAgentResponse, Trigger,
+    PlanAgentResponse, RemoveAgentRequest, RemoveAgentResponse,
     agent_service_server::{AgentService, AgentServiceServer},
 };
-use konnector_proto::v1::{ClusterContext, UninstallPhase};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::{Instrument, Span, field::Empty};
 
 use konnector_runtime::grpc::code_name;
 
-use crate::{domain::ClusterKey, error::Error, executor::Executor};
+use crate::{
+    apply::{ApplyOutcome, PlanOutcome},
+    domain::{ClusterKey, ClusterRef, RequestError, Trigger},
+    error::Error,
+    executor::Executor,
+    status::{ConditionView, HcpView, HrpView, StatusReport},
+    uninstall::{RemoveOutcome, UninstallPhase},
+};
 
 const SERVICE: &str = "konnector.executor.v1.AgentService";
 
@@ -23,8 +31,110 @@ impl Executor {
     }
 }
 
-fn missing_cluster() -> Error {
-    Error::InvalidRequest("the request has no cluster".to_owned())
+/// proto `ClusterRef` → domain [`ClusterRef`]: both names must be valid Kubernetes names; an empty uid means
+/// "any".
+pub fn cluster_ref(cluster: Option<&pb::ClusterRef>) -> Result<ClusterRef, RequestError> {
+    let c = cluster.ok_or(RequestError::MissingCluster)?;
+    Ok(ClusterRef {
+        key: ClusterKey::new(&c.namespace, &c.name)?,
+        uid: (!c.uid.is_empty()).then(|| c.uid.clone()),
+    })
+}
+
+/// proto `Trigger` (an open enum on the wire) → domain [`Trigger`]; unknown numbers are "unspecified".
+pub fn trigger(value: i32) -> Trigger {
+    match pb::Trigger::try_from(value) {
+        Ok(pb::Trigger::AfterControlPlaneInitialized) => Trigger::AfterControlPlaneInitialized,
+        Ok(pb::Trigger::BeforeClusterUpgrade) => Trigger::BeforeClusterUpgrade,
+        _ => Trigger::Unspecified,
+    }
+}
+
+fn trigger_name(t: Trigger) -> &'static str {
+    match t {
+        Trigger::Unspecified => pb::Trigger::Unspecified.as_str_name(),
+        Trigger::AfterControlPlaneInitialized => pb::Trigger::AfterControlPlaneInitialized.as_str_name(),
+        Trigger::BeforeClusterUpgrade => pb::Trigger::BeforeClusterUpgrade.as_str_name(),
+    }
+}
+
+/// Domain [`UninstallPhase`] → proto `UninstallPhase`.
+pub fn uninstall_phase(p: UninstallPhase) -> pb::UninstallPhase {
+    match p {
+        UninstallPhase::NotNeeded => pb::UninstallPhase::NotNeeded,
+        UninstallPhase::NotStarted => pb::UninstallPhase::NotStarted,
+        UninstallPhase::InProgress => pb::UninstallPhase::InProgress,
+        UninstallPhase::Completed => pb::UninstallPhase::Completed,
+        UninstallPhase::TimedOut => pb::UninstallPhase::TimedOut,
+    }
+}
+
+/// Domain [`ApplyOutcome`] → proto `ApplyAgentResponse`.
+pub fn apply_response(o: ApplyOutcome) -> ApplyAgentResponse {
+    ApplyAgentResponse {
+        message: o.message,
+        applied: o.applied,
+        helm_chart_proxy_name: o.hcp_name,
+        notes: o.notes,
+    }
+}
+
+/// Domain [`PlanOutcome`] → proto `PlanAgentResponse`.
+pub fn plan_response(o: PlanOutcome) -> PlanAgentResponse {
+    PlanAgentResponse {
+        namespace: o.namespace.map(konnector_proto::json_to_struct),
+        secret: o.secret.map(konnector_proto::json_to_struct),
+        helm_chart_proxy: o.hcp.map(konnector_proto::json_to_struct),
+        notes: o.notes,
+    }
+}
+
+/// Domain [`RemoveOutcome`] → proto `RemoveAgentResponse`.
+pub fn remove_response(o: RemoveOutcome) -> RemoveAgentResponse {
+    RemoveAgentResponse {
+        done: o.done,
+        retry_after_seconds: o.retry_after_seconds,
+        message: o.message,
+        phase: uninstall_phase(o.phase) as i32,
+    }
+}
+
+fn condition(c: ConditionView) -> pb::Condition {
+    pb::Condition {
+        r#type: c.type_,
+        status: c.status,
+        reason: c.reason,
+        message: c.message,
+    }
+}
+
+/// Domain [`StatusReport`] → proto `GetAgentStatusResponse`.
+pub fn status_response(r: StatusReport) -> GetAgentStatusResponse {
+    GetAgentStatusResponse {
+        credentials_copied: r.credentials_copied,
+        credentials_error: r.credentials_error,
+        helm_chart_proxy: r.hcp.map(|h: HcpView| pb::HelmChartProxyStatus {
+            name: h.name,
+            deleting: h.deleting,
+            ready: h.ready.map(condition),
+            finalizers: h.finalizers,
+        }),
+        helm_release_proxies: r
+            .hrps
+            .into_iter()
+            .map(|h: HrpView| pb::HelmReleaseProxyStatus {
+                name: h.name,
+                deleting: h.deleting,
+                ready: h.ready.map(condition),
+                release_status: h.release_status,
+                revision: h.revision,
+            })
+            .collect(),
+        uninstall_phase: uninstall_phase(r.phase) as i32,
+        addon_configured: r.addon_configured,
+        cluster_deleting: r.cluster_deleting,
+        cluster_uid: r.cluster_uid,
+    }
 }
 
 /// The server span of one RPC, continuing the caller's trace when the metadata carries a `traceparent`.
@@ -48,15 +158,11 @@ fn server_span(method: &'static str, metadata: &MetadataMap) -> Span {
     span
 }
 
-fn record_cluster(span: &Span, cluster: Option<&ClusterContext>) {
+fn record_cluster(span: &Span, cluster: Option<&pb::ClusterRef>) {
     if let Some(c) = cluster {
-        record_cluster_key(span, &c.namespace, &c.name);
+        span.record("cluster.namespace", c.namespace.as_str());
+        span.record("cluster.name", c.name.as_str());
     }
-}
-
-fn record_cluster_key(span: &Span, namespace: &str, name: &str) {
-    span.record("cluster.namespace", namespace);
-    span.record("cluster.name", name);
 }
 
 impl Executor {
@@ -97,12 +203,12 @@ impl AgentService for Executor {
     ) -> Result<Response<ApplyAgentResponse>, Status> {
         let span = server_span("ApplyAgent", request.metadata());
         let req = request.into_inner();
-        let trigger = Trigger::try_from(req.trigger).unwrap_or(Trigger::Unspecified);
+        let trigger = trigger(req.trigger);
         record_cluster(&span, req.cluster.as_ref());
-        span.record("trigger", trigger.as_str_name());
+        span.record("trigger", trigger_name(trigger));
         let result = async {
-            let cluster = req.cluster.ok_or_else(missing_cluster)?;
-            self.apply(&cluster).await
+            let cluster = cluster_ref(req.cluster.as_ref())?;
+            self.apply(&cluster, trigger).await.map(apply_response)
         }
         .instrument(span.clone())
         .await;
@@ -117,13 +223,13 @@ impl AgentService for Executor {
         let req = request.into_inner();
         record_cluster(&span, req.cluster.as_ref());
         let result = async {
-            let cluster = req.cluster.ok_or_else(missing_cluster)?;
-            self.remove(&cluster).await
+            let cluster = cluster_ref(req.cluster.as_ref())?;
+            self.remove(&cluster).await.map(remove_response)
         }
         .instrument(span.clone())
         .await;
         if let Ok(answer) = &result {
-            let phase = UninstallPhase::try_from(answer.phase).unwrap_or(UninstallPhase::Unspecified);
+            let phase = pb::UninstallPhase::try_from(answer.phase).unwrap_or(pb::UninstallPhase::Unspecified);
             self.metrics().uninstall_phase(phase.as_str_name());
             span.record("uninstall.phase", phase.as_str_name());
         }
@@ -136,13 +242,10 @@ impl AgentService for Executor {
     ) -> Result<Response<GetAgentStatusResponse>, Status> {
         let span = server_span("GetAgentStatus", request.metadata());
         let req = request.into_inner();
-        if let Some(c) = &req.cluster {
-            record_cluster_key(&span, &c.namespace, &c.name);
-        }
+        record_cluster(&span, req.cluster.as_ref());
         let result = async {
-            let cluster = req.cluster.ok_or_else(missing_cluster)?;
-            let key = ClusterKey::new(&cluster.namespace, &cluster.name)?;
-            self.status(&key).await
+            let cluster = cluster_ref(req.cluster.as_ref())?;
+            self.status(&cluster).await.map(status_response)
         }
         .instrument(span.clone())
         .await;
@@ -157,11 +260,60 @@ impl AgentService for Executor {
         let req = request.into_inner();
         record_cluster(&span, req.cluster.as_ref());
         let result = async {
-            let cluster = req.cluster.ok_or_else(missing_cluster)?;
-            self.plan(&cluster).await
+            let cluster = cluster_ref(req.cluster.as_ref())?;
+            self.plan(&cluster).await.map(plan_response)
         }
         .instrument(span.clone())
         .await;
         self.finish(&span, "PlanAgent", result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_refs() {
+        assert_eq!(cluster_ref(None), Err(RequestError::MissingCluster));
+        let r = cluster_ref(Some(&pb::ClusterRef {
+            namespace: "ns".into(),
+            name: "c".into(),
+            uid: String::new(),
+        }))
+        .unwrap();
+        assert_eq!((r.key.to_string(), r.uid), ("ns/c".to_owned(), None));
+        let r = cluster_ref(Some(&pb::ClusterRef {
+            namespace: "ns".into(),
+            name: "c".into(),
+            uid: "u".into(),
+        }))
+        .unwrap();
+        assert_eq!(r.uid.as_deref(), Some("u"));
+        assert!(
+            cluster_ref(Some(&pb::ClusterRef {
+                namespace: "ns".into(),
+                name: "../../secrets".into(),
+                uid: String::new(),
+            }))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn triggers_and_phases() {
+        assert_eq!(trigger(1), Trigger::AfterControlPlaneInitialized);
+        assert_eq!(trigger(2), Trigger::BeforeClusterUpgrade);
+        assert_eq!(trigger(0), Trigger::Unspecified);
+        assert_eq!(trigger(99), Trigger::Unspecified);
+        for (d, p) in [
+            (UninstallPhase::NotNeeded, pb::UninstallPhase::NotNeeded),
+            (UninstallPhase::NotStarted, pb::UninstallPhase::NotStarted),
+            (UninstallPhase::InProgress, pb::UninstallPhase::InProgress),
+            (UninstallPhase::Completed, pb::UninstallPhase::Completed),
+            (UninstallPhase::TimedOut, pb::UninstallPhase::TimedOut),
+        ] {
+            assert_eq!(uninstall_phase(d), p);
+        }
     }
 }

@@ -1,14 +1,11 @@
-//! Serde models of the CAPI Runtime SDK JSON konnector reads and writes.
-//!
-//! The embedded `cluster` arrives in three shapes (v1beta1 with full status from CAPI ≤ v1.10; v1beta1 without
-//! apiVersion/kind and with a zeroed status from v1.11–v1.12; v1beta2 from v1.13). Only fields that exist, with the
-//! same meaning, in all three are modelled; everything else, including `status`, is ignored. Every field is
-//! optional and no struct denies unknown fields, so a new CAPI field never breaks decoding.
+//! Serde models of the CAPI Runtime SDK envelopes konnector reads and writes: hook requests and answers, and
+//! Discovery. The embedded `cluster` is decoded by `konnector_proto::capi`, the one home of the Cluster
+//! vocabulary. Every field is optional and no struct denies unknown fields, so a new CAPI field never breaks
+//! decoding.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::catalog::{HOOKS_API_VERSION, Hook};
 
@@ -23,99 +20,8 @@ pub struct HookRequest {
     pub kind: Option<String>,
     /// ExtensionConfig settings; accepted, unused.
     pub settings: Option<BTreeMap<String, String>>,
-    /// The Cluster the hook is about.
-    pub cluster: Option<HookCluster>,
-}
-
-/// The embedded Cluster, in any of the three shapes.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HookCluster {
-    /// `cluster.x-k8s.io/v1beta1` or `/v1beta2`; absent on CAPI v1.11–v1.12.
-    pub api_version: Option<String>,
-    /// `Cluster`; absent on CAPI v1.11–v1.12.
-    pub kind: Option<String>,
-    /// Object metadata.
-    pub metadata: Option<ObjectMeta>,
-    /// The Cluster spec.
-    pub spec: Option<ClusterSpec>,
-}
-
-/// The metadata fields konnector reads.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ObjectMeta {
-    /// The Cluster's name.
-    pub name: Option<String>,
-    /// The Cluster's namespace.
-    pub namespace: Option<String>,
-    /// The Cluster's UID.
-    pub uid: Option<String>,
-    /// Labels.
-    pub labels: Option<BTreeMap<String, String>>,
-    /// Annotations.
-    pub annotations: Option<BTreeMap<String, String>>,
-}
-
-/// The spec fields konnector reads. They have the same paths in v1beta1 and v1beta2.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterSpec {
-    /// `spec.controlPlaneEndpoint`.
-    pub control_plane_endpoint: Option<ApiEndpoint>,
-    /// `spec.topology`.
-    pub topology: Option<Topology>,
-}
-
-/// `spec.controlPlaneEndpoint`.
-#[derive(Debug, Default, Deserialize)]
-pub struct ApiEndpoint {
-    /// Host name or IP; empty when not yet known.
-    pub host: Option<String>,
-    /// Port; 0 when not yet known.
-    pub port: Option<i32>,
-}
-
-/// `spec.topology`, reduced to the variables.
-#[derive(Debug, Default, Deserialize)]
-pub struct Topology {
-    /// Cluster-level variables.
-    pub variables: Option<Vec<ClusterVariable>>,
-    /// Worker topology.
-    pub workers: Option<Workers>,
-}
-
-/// One `{name, value}` topology variable. v1beta1's `definitionFrom` is ignored.
-#[derive(Debug, Default, Deserialize)]
-pub struct ClusterVariable {
-    /// Variable name.
-    pub name: Option<String>,
-    /// Variable value, any JSON.
-    pub value: Option<Value>,
-}
-
-/// `spec.topology.workers`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Workers {
-    /// MachineDeployment topologies, in order.
-    pub machine_deployments: Option<Vec<MachineDeploymentTopology>>,
-}
-
-/// One `spec.topology.workers.machineDeployments[]` entry.
-#[derive(Debug, Default, Deserialize)]
-pub struct MachineDeploymentTopology {
-    /// The MachineDeployment topology name.
-    pub name: Option<String>,
-    /// Per-MachineDeployment variables.
-    pub variables: Option<MachineDeploymentVariables>,
-}
-
-/// `machineDeployments[].variables`.
-#[derive(Debug, Default, Deserialize)]
-pub struct MachineDeploymentVariables {
-    /// Variables that override the cluster-level ones for this MachineDeployment.
-    pub overrides: Option<Vec<ClusterVariable>>,
+    /// The Cluster the hook is about, decoded by the CAPI vocabulary shared with the executor.
+    pub cluster: Option<konnector_proto::capi::Cluster>,
 }
 
 /// A hook answer's `status`.

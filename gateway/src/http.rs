@@ -30,7 +30,7 @@ use crate::answer::{ExecutorReply, context, hook_answer};
 use crate::capi::{DiscoveredHandler, DiscoveryResponse, HookRequest, HookResponse, RequestHook, Status};
 use crate::catalog::{HOOKS_API_VERSION, Hook, capi_knows};
 use crate::config::GatewayConfig;
-use crate::translate::cluster_context;
+use crate::translate::cluster_ref;
 
 /// Shared state of the router: configuration, the executor client and the pre-rendered Discovery answer.
 #[derive(Clone)]
@@ -303,7 +303,7 @@ async fn handle(
         tracing::Span::current().record("cluster.name", name.as_str());
         *cluster = Some((namespace, name));
     }
-    let ctx = match cluster_context(capi_cluster) {
+    let ctx = match cluster_ref(capi_cluster) {
         Ok(ctx) => ctx,
         Err(e) => return HookResponse::failure(hook, format!("{}: {e}", context(hook))),
     };

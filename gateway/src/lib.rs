@@ -1,7 +1,7 @@
 //! konnector's gateway: the CAPI Runtime SDK over HTTPS, translated into executor gRPC calls.
 //!
 //! The gateway holds no Kubernetes credentials. It answers Discovery itself, turns each lifecycle hook's JSON into
-//! a `ClusterContext` ([`translate`]), calls the executor's `ApplyAgent` or `RemoveAgent`, and maps the outcome to
+//! a `ClusterRef` naming the Cluster ([`translate`]; the executor reads the rest from the live Cluster), calls the executor's `ApplyAgent` or `RemoveAgent`, and maps the outcome to
 //! the hook answer in one place ([`answer::hook_answer`]).
 //!
 //! Library-first: [`router`] is a plain axum `Router` (testable with `tower::ServiceExt::oneshot`), [`serve`] runs

@@ -1,7 +1,8 @@
-//! The konnector executor's gRPC contract.
+//! konnector's wire vocabularies: the executor's gRPC contract ([`v1`]) and the CAPI `Cluster` JSON ([`capi`]).
 //!
 //! The `.proto` source lives beside this crate under `konnector/executor/v1/`, and `buf lint` at the repository
-//! root checks the same file this crate compiles. Only wire-level helpers belong here.
+//! root checks the same file this crate compiles. The CAPI vocabulary lives here too because both the gateway
+//! (hook bodies) and the executor (the live Cluster) decode Clusters, and must do it the same way.
 
 pub mod v1 {
     #![allow(clippy::all, unreachable_pub, missing_docs)]
@@ -12,6 +13,7 @@ pub mod v1 {
         include_bytes!(concat!(env!("OUT_DIR"), "/konnector_descriptor.bin"));
 }
 
+pub mod capi;
 mod structs;
 
 pub use structs::{json_to_struct, struct_to_json};

@@ -1,0 +1,337 @@
+//! ApplyAgent and PlanAgent: from the live Cluster to the objects on both clusters.
+//!
+//! Order matters for safety. The Cluster is read and checked first (it exists, has the uid the caller named, is
+//! not being deleted, is selectable); only then is any other object in its namespace read; every read and check
+//! happens before the first write, so a bad configuration changes nothing; and after the HelmChartProxy is
+//! written the Cluster is read again, so that an apply racing a deletion takes its write back.
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::{
+    Api,
+    api::{DeleteParams, DynamicObject, Patch, PatchParams},
+    runtime::events::EventType,
+};
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::{
+    domain::{AgentRequest, ClusterRef, LiveCluster, Trigger, agent_request},
+    error::{Error, KubeFailure, Side},
+    events::apply_failure_reason,
+    executor::{Executor, on_workload},
+    names::{FIELD_MANAGER, RELEASE_NAMESPACE, REMOTE_SECRET_NAME, hcp_resource},
+    objects::{
+        self, ChartCoordinates, HELM_ADDONS_KEY, HelmChartProxyInput, VALUES_TEMPLATE_KEY,
+        helm_chart_proxy_name,
+    },
+    values::{BUILTIN_VALUES_TEMPLATE, render_values, template_values},
+};
+
+/// What ApplyAgent did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// False when the addon is not configured and nothing was done.
+    pub applied: bool,
+    /// The HelmChartProxy's name, when applied.
+    pub hcp_name: String,
+    /// One deterministic, secret-free sentence.
+    pub message: String,
+    /// Things a person should know.
+    pub notes: Vec<String>,
+}
+
+/// What ApplyAgent would write; every Secret value redacted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanOutcome {
+    /// The Namespace on the workload cluster; `None` when the addon is not configured.
+    pub namespace: Option<Value>,
+    /// The Secret on the workload cluster, values redacted.
+    pub secret: Option<Value>,
+    /// The HelmChartProxy on the management cluster.
+    pub hcp: Option<Value>,
+    /// Things a person should know.
+    pub notes: Vec<String>,
+}
+
+/// What ApplyAgent would write, computed without writing.
+struct Plan {
+    hcp_name: String,
+    namespace: Value,
+    secret: Secret,
+    hcp: Value,
+    chart: ChartCoordinates,
+    notes: Vec<String>,
+}
+
+const NOT_CONFIGURED: &str = "Konnector Agent addon is not configured for this cluster; nothing to do";
+
+impl Executor {
+    /// Installs or re-applies the agent for the Cluster `cluster` names, from what the live Cluster says.
+    #[tracing::instrument(skip_all, fields(cluster.namespace = %cluster.key.namespace, cluster.name = %cluster.key.name))]
+    pub async fn apply(&self, cluster: &ClusterRef, trigger: Trigger) -> Result<ApplyOutcome, Error> {
+        tracing::debug!(?trigger, "ApplyAgent");
+        // Apply and Remove for one Cluster never interleave in this process (see `ClusterLocks`).
+        let _guard = self.inner.locks.lock(&cluster.key).await;
+        let live = self.existing_cluster(cluster).await?;
+        let result = self.apply_live(&live).await;
+        if let Err(error) = &result
+            && let Some(reason) = apply_failure_reason(error)
+        {
+            self.record_event(&live, EventType::Warning, reason, "ApplyAgent", error.to_string())
+                .await;
+        }
+        result
+    }
+
+    async fn apply_live(&self, live: &LiveCluster) -> Result<ApplyOutcome, Error> {
+        if live.deleting() {
+            return Err(Error::ClusterDeleting {
+                cluster: live.key.to_string(),
+            });
+        }
+        let Some(req) = agent_request(live)? else {
+            return Ok(ApplyOutcome {
+                applied: false,
+                hcp_name: String::new(),
+                message: NOT_CONFIGURED.to_owned(),
+                notes: vec![],
+            });
+        };
+        let plan = self.plan_for(live, &req).await?;
+        let key = &live.key;
+        let remote = self.remote_client(key).await?;
+        let timeout = self.inner.config.remote_timeout;
+        let namespaces: Api<Namespace> = Api::all(remote.clone());
+        on_workload(timeout, format!("apply Namespace {RELEASE_NAMESPACE}"), async {
+            namespaces
+                .patch(
+                    RELEASE_NAMESPACE,
+                    &PatchParams::apply(FIELD_MANAGER),
+                    &Patch::Apply(&plan.namespace),
+                )
+                .await
+        })
+        .await?;
+        let secrets: Api<Secret> = Api::namespaced(remote, RELEASE_NAMESPACE);
+        on_workload(
+            timeout,
+            format!("apply Secret {RELEASE_NAMESPACE}/{REMOTE_SECRET_NAME}"),
+            async {
+                secrets
+                    .patch(
+                        REMOTE_SECRET_NAME,
+                        &PatchParams::apply(FIELD_MANAGER).force(),
+                        &Patch::Apply(&objects::secret_apply_body(&plan.secret)),
+                    )
+                    .await
+            },
+        )
+        .await?;
+        let hcp_ref = format!("{}/{}", key.namespace, plan.hcp_name);
+        let hcps: Api<DynamicObject> = Api::namespaced_with(self.mgmt(), &key.namespace, &hcp_resource());
+        let written = hcps
+            .patch(
+                &plan.hcp_name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&plan.hcp),
+            )
+            .instrument(tracing::debug_span!("apply_helm_chart_proxy", hcp.name = %plan.hcp_name))
+            .await
+            .map_err(|e| Error::kube(format!("apply HelmChartProxy {hcp_ref}"), Side::Management, &e))?;
+        if written.metadata.deletion_timestamp.is_some() {
+            // An uninstall owns this object now; writing into it changes nothing that lasts.
+            return Err(Error::HelmChartProxyDeleting { hcp: hcp_ref });
+        }
+        self.take_back_if_deleted(live, &hcps, &plan.hcp_name).await?;
+        tracing::info!(hcp.name = %plan.hcp_name, "Konnector Agent applied");
+        Ok(ApplyOutcome {
+            applied: true,
+            message: format!(
+                "Konnector Agent applied: credentials copied to Secret {RELEASE_NAMESPACE}/{REMOTE_SECRET_NAME} on the workload cluster and HelmChartProxy {hcp_ref} applied (chart {} {})",
+                plan.chart.chart_name, plan.chart.chart_version
+            ),
+            hcp_name: plan.hcp_name,
+            notes: plan.notes,
+        })
+    }
+
+    /// Reads the Cluster again after the HelmChartProxy was written. If its deletion began meanwhile (or it was
+    /// replaced), an uninstall on another executor may already have found nothing to remove and let the deletion
+    /// proceed, so this apply deletes what it wrote and reports the Cluster as being deleted.
+    async fn take_back_if_deleted(
+        &self,
+        live: &LiveCluster,
+        hcps: &Api<DynamicObject>,
+        hcp_name: &str,
+    ) -> Result<(), Error> {
+        let now = self.read_cluster(&live.key).await?;
+        if now.as_ref().is_some_and(|c| !c.deleting() && c.uid == live.uid) {
+            return Ok(());
+        }
+        tracing::warn!(hcp.name = %hcp_name, "the Cluster's deletion began during ApplyAgent; deleting the HelmChartProxy it wrote");
+        match hcps
+            .delete(hcp_name, &DeleteParams::default())
+            .instrument(tracing::debug_span!("delete_helm_chart_proxy"))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                return Err(Error::kube(
+                    format!("delete HelmChartProxy {}/{hcp_name}", live.key.namespace),
+                    Side::Management,
+                    &e,
+                ));
+            }
+        }
+        Err(Error::ClusterDeleting {
+            cluster: live.key.to_string(),
+        })
+    }
+
+    /// Renders what [`Executor::apply`] would write, and writes nothing.
+    #[tracing::instrument(skip_all, fields(cluster.namespace = %cluster.key.namespace, cluster.name = %cluster.key.name))]
+    pub async fn plan(&self, cluster: &ClusterRef) -> Result<PlanOutcome, Error> {
+        let live = self.existing_cluster(cluster).await?;
+        let Some(req) = agent_request(&live)? else {
+            return Ok(PlanOutcome {
+                namespace: None,
+                secret: None,
+                hcp: None,
+                notes: vec![
+                    "Konnector Agent addon is not configured for this cluster; nothing would be applied"
+                        .to_owned(),
+                ],
+            });
+        };
+        let mut plan = self.plan_for(&live, &req).await?;
+        if live.deleting() {
+            plan.notes
+                .push("the Cluster is being deleted, so ApplyAgent would refuse to apply this".to_owned());
+        }
+        Ok(PlanOutcome {
+            namespace: Some(plan.namespace),
+            secret: Some(objects::redacted_secret(&plan.secret)),
+            hcp: Some(plan.hcp),
+            notes: plan.notes,
+        })
+    }
+
+    async fn plan_for(&self, live: &LiveCluster, req: &AgentRequest) -> Result<Plan, Error> {
+        let key = &live.key;
+        if !live.selectable() {
+            return Err(Error::ClusterNotSelectable {
+                cluster: key.to_string(),
+                name: key.name.clone(),
+            });
+        }
+        let mut notes = Vec::new();
+        // Credentials: read and validate; the values stay in the Secret object and go nowhere else.
+        let secret_ref = format!("{}/{}", key.namespace, req.credentials_secret);
+        let source = Api::<Secret>::namespaced(self.mgmt(), &key.namespace)
+            .get(&req.credentials_secret)
+            .instrument(tracing::debug_span!("read_credentials_secret"))
+            .await
+            .map_err(|e| Error::ReadCredentialsSecret {
+                secret: secret_ref.clone(),
+                failure: KubeFailure::from_kube(&e),
+            })?;
+        objects::validate_credentials(&source).map_err(|problem| Error::ValidateCredentialsSecret {
+            secret: secret_ref,
+            problem,
+        })?;
+
+        let chart = self.chart_coordinates(&mut notes).await?;
+        let (template, template_source) = self.values_template(&mut notes).await?;
+        let values =
+            render_values(&template, &template_values(req)).map_err(|error| Error::RenderValues {
+                source_name: template_source,
+                error,
+            })?;
+        let cluster_api_version = live.version.api_version();
+        let hcp = objects::helm_chart_proxy(&HelmChartProxyInput {
+            cluster: key,
+            cluster_uid: &live.uid,
+            cluster_api_version: &cluster_api_version,
+            chart: &chart,
+            values: &values,
+            helm_repository_ca_namespace: &self.inner.config.helm_repository_ca_namespace,
+        });
+        Ok(Plan {
+            hcp_name: helm_chart_proxy_name(&key.name),
+            namespace: objects::namespace_object(),
+            secret: objects::remote_secret(&source),
+            hcp,
+            chart,
+            notes,
+        })
+    }
+
+    async fn read_configmap(&self, name: &str) -> Result<Option<ConfigMap>, Error> {
+        let ns = &self.inner.config.defaults_namespace;
+        Api::<ConfigMap>::namespaced(self.mgmt(), ns)
+            .get_opt(name)
+            .instrument(tracing::debug_span!("read_configmap", configmap.name = name))
+            .await
+            .map_err(|e| Error::ReadDefaults {
+                configmap: format!("{ns}/{name}"),
+                problem: "reading it failed".to_owned(),
+                failure: Some(KubeFailure::from_kube(&e)),
+            })
+    }
+
+    async fn chart_coordinates(&self, notes: &mut Vec<String>) -> Result<ChartCoordinates, Error> {
+        let c = &self.inner.config;
+        let cm_ref = format!("{}/{}", c.defaults_namespace, c.helm_addons_configmap);
+        let builtin = ChartCoordinates {
+            chart_name: c.default_chart_name.clone(),
+            chart_version: c.default_chart_version.clone(),
+            repository_url: c.default_repository_url.clone(),
+        };
+        let Some(cm) = self.read_configmap(&c.helm_addons_configmap).await? else {
+            notes.push(format!(
+                "ConfigMap {cm_ref} not found; using the built-in chart {} {} from {}",
+                builtin.chart_name, builtin.chart_version, builtin.repository_url
+            ));
+            return Ok(builtin);
+        };
+        let Some(yaml) = cm.data.as_ref().and_then(|d| d.get(HELM_ADDONS_KEY)) else {
+            notes.push(format!(
+                "ConfigMap {cm_ref} has no key {HELM_ADDONS_KEY:?}; using the built-in chart {} {} from {}",
+                builtin.chart_name, builtin.chart_version, builtin.repository_url
+            ));
+            return Ok(builtin);
+        };
+        objects::parse_chart_coordinates(yaml).map_err(|problem| Error::ReadDefaults {
+            configmap: cm_ref,
+            problem,
+            failure: None,
+        })
+    }
+
+    async fn values_template(&self, notes: &mut Vec<String>) -> Result<(String, String), Error> {
+        let c = &self.inner.config;
+        let cm_ref = format!("{}/{}", c.defaults_namespace, c.values_template_configmap);
+        let builtin = || {
+            (
+                BUILTIN_VALUES_TEMPLATE.to_owned(),
+                "the built-in values template".to_owned(),
+            )
+        };
+        let Some(cm) = self.read_configmap(&c.values_template_configmap).await? else {
+            notes.push(format!(
+                "ConfigMap {cm_ref} not found; using the built-in values template"
+            ));
+            return Ok(builtin());
+        };
+        match cm.data.as_ref().and_then(|d| d.get(VALUES_TEMPLATE_KEY)) {
+            Some(t) => Ok((t.clone(), format!("ConfigMap {cm_ref} key {VALUES_TEMPLATE_KEY}"))),
+            None => {
+                notes.push(format!(
+                    "ConfigMap {cm_ref} has no key {VALUES_TEMPLATE_KEY:?}; using the built-in values template"
+                ));
+                Ok(builtin())
+            }
+        }
+    }
+}

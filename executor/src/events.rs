@@ -1,0 +1,84 @@
+//! Events on the Cluster: what a person must see or act on. Recording is best effort and bounded; an Event
+//! explains an answer, it is never part of it.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    Client,
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+
+use crate::{
+    domain::LiveCluster,
+    error::{Error, KubeFailure},
+    executor::Executor,
+    names::CLUSTER_KIND,
+};
+
+/// The controller name on the Events the executor records.
+pub const EVENT_REPORTER: &str = "konnector-executor";
+/// Bound on recording one Event; recording never holds up an answer for longer.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub(crate) fn recorder(mgmt: &Client) -> Recorder {
+    Recorder::new(
+        mgmt.clone(),
+        Reporter {
+            controller: EVENT_REPORTER.to_owned(),
+            instance: None,
+        },
+    )
+}
+
+/// The Event reason for an ApplyAgent failure a person has to fix, if it is one.
+pub(crate) fn apply_failure_reason(error: &Error) -> Option<&'static str> {
+    Some(match error {
+        Error::ReadCredentialsSecret {
+            failure: KubeFailure::NotFound,
+            ..
+        } => "CredentialsSecretMissing",
+        Error::ValidateCredentialsSecret { .. } => "CredentialsSecretInvalid",
+        Error::ClusterNotSelectable { .. } => "ClusterNotSelectable",
+        Error::InvalidConfig(_) => "ConfigurationInvalid",
+        Error::ParseKubeconfig { .. } => "KubeconfigRefused",
+        Error::RenderValues { .. } => "ValuesRefused",
+        _ => return None,
+    })
+}
+
+impl Executor {
+    /// Records an Event on the live Cluster, naming it in the API version it was read in. A failure to record is
+    /// logged, never returned.
+    pub(crate) async fn record_event(
+        &self,
+        cluster: &LiveCluster,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let reference = ObjectReference {
+            api_version: Some(cluster.version.api_version()),
+            kind: Some(CLUSTER_KIND.to_owned()),
+            namespace: Some(cluster.key.namespace.clone()),
+            name: Some(cluster.key.name.clone()),
+            uid: (!cluster.uid.is_empty()).then(|| cluster.uid.clone()),
+            ..Default::default()
+        };
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        match tokio::time::timeout(EVENT_TIMEOUT, self.inner.recorder.publish(&event, &reference)).await {
+            Ok(Ok(())) => tracing::debug!(reason, "Event recorded on the Cluster"),
+            Ok(Err(e)) => {
+                tracing::warn!(reason, failure = %KubeFailure::from_kube(&e), "cannot record an Event on the Cluster")
+            }
+            Err(_) => tracing::warn!(reason, "recording an Event on the Cluster timed out"),
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! Workload cluster clients: built from the Cluster's CAPI kubeconfig Secret, and from nothing else.
+//!
+//! Anyone who can write `<cluster>-kubeconfig` in a Cluster's namespace chooses what the executor connects to and
+//! with what. A kubeconfig can make a client read local files (`tokenFile`, `client-certificate`,
+//! `certificate-authority`), run programs (`exec`, `auth-provider`), go through a proxy, skip verification or
+//! speak plain HTTP, and the executor's own ServiceAccount token is one of the files it could be told to send. So
+//! the executor builds its client from a new kubeconfig holding only inline data it has checked: an `https://`
+//! server, inline CA data, and an inline token or client certificate and key. Anything else is refused by name
+//! before a single byte is sent.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client,
+    config::{
+        AuthInfo, Cluster, Context, KubeConfigOptions, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext,
+    },
+};
+use tracing::Instrument;
+
+use crate::{
+    domain::ClusterKey,
+    error::{Error, KubeFailure, Side},
+    executor::Executor,
+    names::kubeconfig_secret_name,
+    observe::observed_client,
+};
+
+/// Key of the kubeconfig in CAPI's `<cluster>-kubeconfig` Secret.
+pub const KUBECONFIG_KEY: &str = "value";
+
+/// Workload clients by Cluster, with the resourceVersion of the kubeconfig Secret each was built from.
+#[derive(Default)]
+pub(crate) struct RemoteClients {
+    clients: Mutex<HashMap<ClusterKey, (String, Client)>>,
+}
+
+impl RemoteClients {
+    fn get(&self, key: &ClusterKey, version: &str) -> Option<Client> {
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients
+            .get(key)
+            .filter(|(v, _)| v == version)
+            .map(|(_, c)| c.clone())
+    }
+
+    fn insert(&self, key: &ClusterKey, version: String, client: Client) -> usize {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients.insert(key.clone(), (version, client));
+        clients.len()
+    }
+
+    /// Forgets the client of a Cluster, e.g. once its uninstall is over.
+    pub(crate) fn forget(&self, key: &ClusterKey) -> usize {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients.remove(key);
+        clients.len()
+    }
+}
+
+/// Checks a kubeconfig and rebuilds it from its checked inline parts only. The error names the field that is
+/// refused or missing, never a value.
+pub fn confined_kubeconfig(kubeconfig: &Kubeconfig) -> Result<Kubeconfig, String> {
+    let context_name = kubeconfig
+        .current_context
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .ok_or("it has no current-context")?;
+    let context = kubeconfig
+        .contexts
+        .iter()
+        .find(|c| c.name == context_name)
+        .and_then(|c| c.context.as_ref())
+        .ok_or("its current-context names no context")?;
+    let cluster = kubeconfig
+        .clusters
+        .iter()
+        .find(|c| c.name == context.cluster)
+        .and_then(|c| c.cluster.as_ref())
+        .ok_or("its current context names no cluster")?;
+    let user_name = context
+        .user
+        .as_deref()
+        .ok_or("its current context names no user")?;
+    let user = kubeconfig
+        .auth_infos
+        .iter()
+        .find(|u| u.name == user_name)
+        .and_then(|u| u.auth_info.as_ref())
+        .ok_or("its current context names no user")?;
+
+    let refused = |field: &str| format!("its cluster or user sets {field}, which konnector refuses");
+    let server = cluster.server.as_deref().ok_or("its cluster has no server")?;
+    let uri: http::Uri = server
+        .parse()
+        .map_err(|_| "its cluster's server is not a URL".to_owned())?;
+    if !uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("https")) {
+        return Err("its cluster's server is not an https:// URL, which konnector requires".to_owned());
+    }
+    if uri
+        .authority()
+        .is_none_or(|a| a.as_str().contains('@') || a.host().is_empty())
+    {
+        return Err("its cluster's server has no host, or carries user information".to_owned());
+    }
+    if cluster.insecure_skip_tls_verify == Some(true) {
+        return Err(refused("insecure-skip-tls-verify"));
+    }
+    if cluster.certificate_authority.is_some() {
+        return Err(refused("certificate-authority (a file path)"));
+    }
+    if cluster.proxy_url.is_some() {
+        return Err(refused("proxy-url"));
+    }
+    let ca = cluster
+        .certificate_authority_data
+        .clone()
+        .filter(|d| !d.is_empty())
+        .ok_or("its cluster has no certificate-authority-data; konnector verifies the server with inline CA data only")?;
+
+    for (set, field) in [
+        (user.token_file.is_some(), "tokenFile"),
+        (user.exec.is_some(), "exec"),
+        (user.auth_provider.is_some(), "auth-provider"),
+        (
+            user.client_certificate.is_some(),
+            "client-certificate (a file path)",
+        ),
+        (user.client_key.is_some(), "client-key (a file path)"),
+        (
+            user.username.is_some() || user.password.is_some(),
+            "username/password",
+        ),
+        (
+            user.impersonate.is_some() || user.impersonate_groups.is_some(),
+            "as/as-groups (impersonation)",
+        ),
+    ] {
+        if set {
+            return Err(refused(field));
+        }
+    }
+    let auth_info = match (&user.token, &user.client_certificate_data, &user.client_key_data) {
+        (Some(token), None, None) => AuthInfo {
+            token: Some(token.clone()),
+            ..Default::default()
+        },
+        (None, Some(cert), Some(key)) => AuthInfo {
+            client_certificate_data: Some(cert.clone()),
+            client_key_data: Some(key.clone()),
+            ..Default::default()
+        },
+        _ => {
+            return Err(
+                "its user must hold exactly one inline credential: token, or client-certificate-data with client-key-data"
+                    .to_owned(),
+            );
+        }
+    };
+    const NAME: &str = "workload";
+    Ok(Kubeconfig {
+        clusters: vec![NamedCluster {
+            name: NAME.to_owned(),
+            cluster: Some(Cluster {
+                server: Some(server.to_owned()),
+                certificate_authority_data: Some(ca),
+                tls_server_name: cluster.tls_server_name.clone(),
+                ..Default::default()
+            }),
+            other: Default::default(),
+        }],
+        auth_infos: vec![NamedAuthInfo {
+            name: NAME.to_owned(),
+            auth_info: Some(auth_info),
+            other: Default::default(),
+        }],
+        contexts: vec![NamedContext {
+            name: NAME.to_owned(),
+            context: Some(Context {
+                cluster: NAME.to_owned(),
+                user: Some(NAME.to_owned()),
+                ..Default::default()
+            }),
+            other: Default::default(),
+        }],
+        current_context: Some(NAME.to_owned()),
+        ..Default::default()
+    })
+}
+
+impl Executor {
+    /// A client for the workload cluster, from its CAPI kubeconfig Secret; cached until the Secret changes.
+    pub(crate) async fn remote_client(&self, key: &ClusterKey) -> Result<Client, Error> {
+        let secret_name = kubeconfig_secret_name(&key.name);
+        let secret_ref = format!("{}/{secret_name}", key.namespace);
+        let secret = Api::<Secret>::namespaced(self.mgmt(), &key.namespace)
+            .get(&secret_name)
+            .instrument(tracing::debug_span!("read_kubeconfig_secret"))
+            .await
+            .map_err(|e| Error::ReadKubeconfig {
+                secret: secret_ref.clone(),
+                failure: KubeFailure::from_kube(&e),
+            })?;
+        let version = secret.metadata.resource_version.clone().unwrap_or_default();
+        if let Some(client) = self.inner.remotes.get(key, &version) {
+            return Ok(client);
+        }
+        let unusable = |problem: &str| Error::ParseKubeconfig {
+            secret: secret_ref.clone(),
+            problem: problem.to_owned(),
+        };
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(KUBECONFIG_KEY))
+            .ok_or_else(|| unusable("key \"value\" is missing"))?;
+        let text = std::str::from_utf8(&bytes.0).map_err(|_| unusable("key \"value\" is not UTF-8 text"))?;
+        let kubeconfig =
+            Kubeconfig::from_yaml(text).map_err(|_| unusable("key \"value\" does not hold a kubeconfig"))?;
+        let kubeconfig = confined_kubeconfig(&kubeconfig).map_err(|p| unusable(&p))?;
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|_| unusable("its inline CA data or credentials cannot be used"))?;
+        let timeout = self.inner.config.remote_timeout;
+        config.connect_timeout = Some(timeout);
+        config.read_timeout = Some(timeout);
+        config.write_timeout = Some(timeout);
+        let client =
+            Client::try_from(config).map_err(|_| unusable("no client can be built from its kubeconfig"))?;
+        let client = observed_client(client, Side::Workload, &self.inner.metrics);
+        let cached = self.inner.remotes.insert(key, version, client.clone());
+        self.inner.metrics.remote_clients(cached);
+        Ok(client)
+    }
+
+    /// Drops the cached client of a Cluster whose agent is gone.
+    pub(crate) fn forget_remote(&self, key: &ClusterKey) {
+        let cached = self.inner.remotes.forget(key);
+        self.inner.metrics.remote_clients(cached);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD_TOKEN: &str = "apiVersion: v1
+kind: Config
+current-context: ctx
+contexts:
+- name: ctx
+  context: {cluster: c, user: u}
+clusters:
+- name: c
+  cluster: {server: 'https://10.0.0.1:6443', certificate-authority-data: Q0E=}
+users:
+- name: u
+  user: {token: abc}
+";
+
+    fn check(yaml: &str) -> Result<Kubeconfig, String> {
+        confined_kubeconfig(&Kubeconfig::from_yaml(yaml).unwrap())
+    }
+
+    #[test]
+    fn inline_token_and_client_certificate_are_accepted() {
+        let k = check(GOOD_TOKEN).unwrap();
+        assert_eq!(k.clusters.len(), 1);
+        assert!(k.auth_infos[0].auth_info.as_ref().unwrap().token.is_some());
+        let cert = GOOD_TOKEN.replace(
+            "{token: abc}",
+            "{client-certificate-data: Q0VSVA==, client-key-data: S0VZ}",
+        );
+        let k = check(&cert).unwrap();
+        let user = k.auth_infos[0].auth_info.as_ref().unwrap();
+        assert!(user.client_certificate_data.is_some() && user.client_key_data.is_some());
+    }
+
+    #[test]
+    fn every_indirection_is_refused_by_name() {
+        let sa = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+        let cases = [
+            (
+                GOOD_TOKEN.replace("{token: abc}", &format!("{{tokenFile: {sa}}}")),
+                "tokenFile",
+            ),
+            (
+                GOOD_TOKEN.replace("{token: abc}", "{token: abc, tokenFile: /x}"),
+                "tokenFile",
+            ),
+            (
+                GOOD_TOKEN.replace(
+                    "{token: abc}",
+                    "{exec: {command: /bin/sh, apiVersion: client.authentication.k8s.io/v1}}",
+                ),
+                "exec",
+            ),
+            (
+                GOOD_TOKEN.replace("{token: abc}", "{auth-provider: {name: gcp}}"),
+                "auth-provider",
+            ),
+            (
+                GOOD_TOKEN.replace(
+                    "{token: abc}",
+                    "{client-certificate: /etc/x.crt, client-key-data: S0VZ}",
+                ),
+                "client-certificate",
+            ),
+            (
+                GOOD_TOKEN.replace(
+                    "{token: abc}",
+                    "{client-certificate-data: Q0VSVA==, client-key: /etc/x.key}",
+                ),
+                "client-key",
+            ),
+            (
+                GOOD_TOKEN.replace("{token: abc}", "{username: a, password: b}"),
+                "username/password",
+            ),
+            (
+                GOOD_TOKEN.replace("{token: abc}", "{token: abc, as: admin}"),
+                "impersonation",
+            ),
+            (
+                GOOD_TOKEN.replace(
+                    "certificate-authority-data: Q0E=",
+                    "certificate-authority: /etc/ca.crt",
+                ),
+                "certificate-authority",
+            ),
+            (
+                GOOD_TOKEN.replace(
+                    "certificate-authority-data: Q0E=",
+                    "certificate-authority-data: Q0E=, proxy-url: 'http://attacker:3128'",
+                ),
+                "proxy-url",
+            ),
+            (
+                GOOD_TOKEN.replace(
+                    "certificate-authority-data: Q0E=",
+                    "certificate-authority-data: Q0E=, insecure-skip-tls-verify: true",
+                ),
+                "insecure-skip-tls-verify",
+            ),
+            (
+                GOOD_TOKEN.replace("https://10.0.0.1:6443", "http://10.0.0.1:6443"),
+                "https://",
+            ),
+            (
+                GOOD_TOKEN.replace(", certificate-authority-data: Q0E=", ""),
+                "certificate-authority-data",
+            ),
+            (
+                GOOD_TOKEN.replace("{token: abc}", "{}"),
+                "exactly one inline credential",
+            ),
+            (
+                GOOD_TOKEN.replace("current-context: ctx", "current-context: other"),
+                "current-context",
+            ),
+        ];
+        for (yaml, field) in cases {
+            let err = check(&yaml).unwrap_err();
+            assert!(err.contains(field), "{field}: {err}");
+            assert!(
+                !err.contains(sa) && !err.contains("attacker") && !err.contains("abc"),
+                "{err}"
+            );
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! RemoveAgent: the uninstall of a Cluster that is being deleted.
+//!
+//! It acts only while the live Cluster has a deletionTimestamp; a request for any other Cluster is refused and
+//! deletes nothing. What it answers is decided by [`decide`], a pure function of what remains, so that every
+//! phase and timeout rule is tested by a table.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Api,
+    api::{DeleteParams, DynamicObject, ListParams},
+    runtime::events::EventType,
+};
+use tracing::Instrument;
+
+use crate::{
+    config::UninstallTimeoutPolicy,
+    domain::{ClusterKey, ClusterRef, LiveCluster},
+    error::{Error, Side},
+    executor::{Executor, humanize},
+    names::{CLUSTER_NAME_LABEL, HCP_NAME_LABEL, hcp_resource, hrp_resource},
+    objects::helm_chart_proxy_name,
+};
+
+/// Where the uninstall stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UninstallPhase {
+    /// Nothing was ever installed, or the Cluster is gone.
+    NotNeeded,
+    /// The HelmChartProxy exists and is not being deleted.
+    NotStarted,
+    /// CAAPH is uninstalling.
+    InProgress,
+    /// The HelmChartProxy and its HelmReleaseProxies are gone after an uninstall this process saw.
+    Completed,
+    /// The uninstall ran past its timeout.
+    TimedOut,
+}
+
+/// What RemoveAgent answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoveOutcome {
+    /// Whether the Cluster's deletion may proceed.
+    pub done: bool,
+    /// When not done: ask again after this many seconds.
+    pub retry_after_seconds: u32,
+    /// One deterministic, secret-free sentence.
+    pub message: String,
+    /// The phase.
+    pub phase: UninstallPhase,
+}
+
+/// What is left of an install on the management cluster: the HelmChartProxies konnector may have written for the
+/// Cluster, and their HelmReleaseProxies.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Remains {
+    pub(crate) hcps: Vec<DynamicObject>,
+    pub(crate) hrps: Vec<DynamicObject>,
+}
+
+/// The facts [`decide`] needs, taken from [`Remains`] and the live Cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// `namespace/name` of the HelmChartProxy, for messages.
+    pub hcp_ref: String,
+    /// `None` when no HelmChartProxy remains; otherwise its deletionTimestamp, if any.
+    pub hcp: Option<Option<Timestamp>>,
+    /// The deletionTimestamp (if any) of each remaining HelmReleaseProxy.
+    pub hrps: Vec<Option<Timestamp>>,
+    /// The Cluster's deletionTimestamp: the clock for HelmReleaseProxies that linger without one of their own.
+    pub cluster_deleting_since: Option<Timestamp>,
+    /// Whether this process saw the uninstall under way before.
+    pub seen_before: bool,
+}
+
+/// The uninstall's timeout rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// How long an uninstall may run.
+    pub timeout: Duration,
+    /// What to answer after it.
+    pub on_timeout: UninstallTimeoutPolicy,
+    /// `retry_after_seconds` while waiting.
+    pub retry_after_seconds: u32,
+}
+
+/// Decides the phase and the answer from what remains. The uninstall's clock starts at the HelmChartProxy's
+/// deletionTimestamp; when the HelmChartProxy is gone, at the earliest HelmReleaseProxy deletionTimestamp; and when
+/// HelmReleaseProxies linger without one (CAAPH never started deleting them), at the Cluster's deletionTimestamp,
+/// so that the timeout fires in that case too.
+pub fn decide(observed: &Observed, now: Timestamp, policy: &Policy) -> RemoveOutcome {
+    let hcp_ref = &observed.hcp_ref;
+    let n = observed.hrps.len();
+    let phase = match &observed.hcp {
+        None if n == 0 => {
+            if observed.seen_before {
+                UninstallPhase::Completed
+            } else {
+                UninstallPhase::NotNeeded
+            }
+        }
+        Some(None) => UninstallPhase::NotStarted,
+        hcp => {
+            let since = match hcp {
+                Some(Some(t)) => Some(*t),
+                _ => observed
+                    .hrps
+                    .iter()
+                    .flatten()
+                    .min()
+                    .copied()
+                    .or(observed.cluster_deleting_since),
+            };
+            let elapsed = since.map(|t| now.as_second().saturating_sub(t.as_second()));
+            match elapsed {
+                Some(e) if u64::try_from(e).unwrap_or(0) > policy.timeout.as_secs() => {
+                    UninstallPhase::TimedOut
+                }
+                _ => UninstallPhase::InProgress,
+            }
+        }
+    };
+    let what = match (&observed.hcp, n) {
+        (Some(_), 0) => format!("HelmChartProxy {hcp_ref} is being deleted"),
+        (Some(_), n) => {
+            format!("HelmChartProxy {hcp_ref} is being deleted and {n} HelmReleaseProxy object(s) remain")
+        }
+        (None, n) => format!("HelmChartProxy {hcp_ref} is gone but {n} HelmReleaseProxy object(s) remain"),
+    };
+    let timeout = humanize(policy.timeout);
+    let (done, message) = match phase {
+        UninstallPhase::NotNeeded => (
+            true,
+            format!(
+                "no HelmChartProxy {hcp_ref} and no HelmReleaseProxy for this cluster; nothing to uninstall"
+            ),
+        ),
+        UninstallPhase::Completed => (
+            true,
+            format!(
+                "Konnector Agent uninstalled: HelmChartProxy {hcp_ref} and its HelmReleaseProxies are gone"
+            ),
+        ),
+        UninstallPhase::TimedOut => match policy.on_timeout {
+            UninstallTimeoutPolicy::Proceed => (
+                true,
+                format!(
+                    "the Konnector Agent uninstall did not finish within {timeout} ({what}); cluster deletion proceeds, and the agent may remain registered in Prism Central"
+                ),
+            ),
+            UninstallTimeoutPolicy::Block => (
+                false,
+                format!(
+                    "the Konnector Agent uninstall did not finish within {timeout} ({what}); manual intervention required: check the HelmReleaseProxy status, fix the uninstall or remove the finalizers; cluster deletion stays blocked until then"
+                ),
+            ),
+        },
+        // NOT_STARTED is only seen when a delete has just been sent and not yet observed; it is waiting too.
+        UninstallPhase::InProgress | UninstallPhase::NotStarted => (
+            false,
+            format!("waiting for CAAPH to uninstall the Konnector Agent: {what}"),
+        ),
+    };
+    RemoveOutcome {
+        done,
+        retry_after_seconds: if done { 0 } else { policy.retry_after_seconds },
+        message,
+        phase,
+    }
+}
+
+/// Every HelmChartProxy name konnector may have used for a Cluster.
+pub(crate) fn candidate_names(live: &LiveCluster) -> Vec<String> {
+    vec![helm_chart_proxy_name(&live.key.name)]
+}
+
+impl Executor {
+    pub(crate) fn policy(&self) -> Policy {
+        let c = &self.inner.config;
+        Policy {
+            timeout: c.uninstall_timeout,
+            on_timeout: c.uninstall_timeout_policy,
+            retry_after_seconds: c.retry_after_seconds,
+        }
+    }
+
+    /// What remains of the Cluster's install: the HelmChartProxies among `names`, and the HelmReleaseProxies of
+    /// the Cluster that belong to one of them. HelmReleaseProxies are listed by the cluster-name label alone and
+    /// filtered here, so that no HelmChartProxy name ever has to fit a label selector.
+    pub(crate) async fn remains(&self, key: &ClusterKey, names: &[String]) -> Result<Remains, Error> {
+        let hcp_api = Api::<DynamicObject>::namespaced_with(self.mgmt(), &key.namespace, &hcp_resource());
+        let mut hcps = Vec::new();
+        for name in names {
+            let found = hcp_api
+                .get_opt(name)
+                .instrument(tracing::debug_span!("read_helm_chart_proxy"))
+                .await
+                .map_err(|e| {
+                    Error::kube(
+                        format!("read HelmChartProxy {}/{name}", key.namespace),
+                        Side::Management,
+                        &e,
+                    )
+                })?;
+            hcps.extend(found);
+        }
+        let hrps = Api::<DynamicObject>::namespaced_with(self.mgmt(), &key.namespace, &hrp_resource())
+            .list(&ListParams::default().labels(&format!("{CLUSTER_NAME_LABEL}={}", key.name)))
+            .instrument(tracing::debug_span!("list_helm_release_proxies"))
+            .await
+            .map_err(|e| {
+                Error::kube(
+                    format!("list HelmReleaseProxies in {}", key.namespace),
+                    Side::Management,
+                    &e,
+                )
+            })?
+            .items
+            .into_iter()
+            .filter(|h| {
+                h.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(HCP_NAME_LABEL))
+                    .is_some_and(|n| names.contains(n))
+            })
+            .collect();
+        Ok(Remains { hcps, hrps })
+    }
+
+    pub(crate) fn observed(
+        &self,
+        key: &ClusterKey,
+        names: &[String],
+        remains: &Remains,
+        cluster_since: Option<Timestamp>,
+    ) -> Observed {
+        let hcp_name = remains
+            .hcps
+            .first()
+            .and_then(|h| h.metadata.name.clone())
+            .unwrap_or_else(|| names.first().cloned().unwrap_or_default());
+        let hcp = if remains.hcps.is_empty() {
+            None
+        } else {
+            // Several candidates at once (an old name beside a new one) are one uninstall: it is started when every
+            // one is being deleted, from the earliest.
+            Some(
+                remains
+                    .hcps
+                    .iter()
+                    .map(|h| h.metadata.deletion_timestamp.as_ref().map(|t| t.0))
+                    .collect::<Option<Vec<_>>>()
+                    .and_then(|ts| ts.into_iter().min()),
+            )
+        };
+        let mid_uninstall = hcp.is_some() || !remains.hrps.is_empty();
+        Observed {
+            hcp_ref: format!("{}/{hcp_name}", key.namespace),
+            hcp,
+            hrps: remains
+                .hrps
+                .iter()
+                .map(|h| h.metadata.deletion_timestamp.as_ref().map(|t| t.0))
+                .collect(),
+            cluster_deleting_since: cluster_since,
+            seen_before: self.uninstall_seen(key, mid_uninstall),
+        }
+    }
+
+    /// Starts or continues the uninstall for a Cluster that is being deleted.
+    #[tracing::instrument(skip_all, fields(cluster.namespace = %cluster.key.namespace, cluster.name = %cluster.key.name))]
+    pub async fn remove(&self, cluster: &ClusterRef) -> Result<RemoveOutcome, Error> {
+        let _guard = self.inner.locks.lock(&cluster.key).await;
+        let Some(live) = self.live_cluster(cluster).await? else {
+            return Ok(RemoveOutcome {
+                done: true,
+                retry_after_seconds: 0,
+                message: "the Cluster no longer exists; nothing to uninstall".to_owned(),
+                phase: UninstallPhase::NotNeeded,
+            });
+        };
+        if !live.deleting() {
+            return Err(Error::ClusterNotDeleting {
+                cluster: live.key.to_string(),
+            });
+        }
+        let key = &live.key;
+        let names = candidate_names(&live);
+        let mut remains = self.remains(key, &names).await?;
+        let hcp_api = Api::<DynamicObject>::namespaced_with(self.mgmt(), &key.namespace, &hcp_resource());
+        let mut deleted = false;
+        for hcp in remains
+            .hcps
+            .iter()
+            .filter(|h| h.metadata.deletion_timestamp.is_none())
+        {
+            let name = hcp.metadata.name.clone().unwrap_or_default();
+            match hcp_api
+                .delete(&name, &DeleteParams::default())
+                .instrument(tracing::debug_span!("delete_helm_chart_proxy"))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => {
+                    return Err(Error::kube(
+                        format!("delete HelmChartProxy {}/{name}", key.namespace),
+                        Side::Management,
+                        &e,
+                    ));
+                }
+            }
+            tracing::info!(hcp.name = %name, "HelmChartProxy deleted; CAAPH uninstalls the release");
+            deleted = true;
+        }
+        if deleted {
+            self.uninstall_seen(key, true);
+            remains = self.remains(key, &names).await?;
+        }
+        let observed = self.observed(key, &names, &remains, live.deletion_timestamp);
+        let outcome = decide(&observed, Timestamp::now(), &self.policy());
+        if outcome.phase == UninstallPhase::TimedOut {
+            let reason = if outcome.done {
+                "UninstallTimedOutDeletionProceeds"
+            } else {
+                "UninstallTimedOutDeletionBlocked"
+            };
+            self.record_event(
+                &live,
+                EventType::Warning,
+                reason,
+                "RemoveAgent",
+                outcome.message.clone(),
+            )
+            .await;
+        }
+        if outcome.done {
+            self.forget_remote(key);
+        }
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).unwrap()
+    }
+
+    fn policy(on_timeout: UninstallTimeoutPolicy) -> Policy {
+        Policy {
+            timeout: Duration::from_secs(300),
+            on_timeout,
+            retry_after_seconds: 7,
+        }
+    }
+
+    fn observed(
+        hcp: Option<Option<i64>>,
+        hrps: &[Option<i64>],
+        cluster: Option<i64>,
+        seen: bool,
+    ) -> Observed {
+        Observed {
+            hcp_ref: "ns/konnector-agent-c".into(),
+            hcp: hcp.map(|h| h.map(t)),
+            hrps: hrps.iter().map(|h| h.map(t)).collect(),
+            cluster_deleting_since: cluster.map(t),
+            seen_before: seen,
+        }
+    }
+
+    #[test]
+    fn decision_table() {
+        use UninstallPhase::*;
+        use UninstallTimeoutPolicy::{Block, Proceed};
+        let now = 10_000;
+        // (hcp, hrps, cluster deleting since, seen before, policy) → (phase, done, retry)
+        #[allow(clippy::type_complexity)]
+        let table: &[(
+            Option<Option<i64>>,
+            &[Option<i64>],
+            Option<i64>,
+            bool,
+            UninstallTimeoutPolicy,
+            UninstallPhase,
+            bool,
+        )] = &[
+            // Nothing left.
+            (None, &[], Some(now), false, Proceed, NotNeeded, true),
+            (None, &[], Some(now), true, Proceed, Completed, true),
+            // A HelmChartProxy not yet being deleted: waiting.
+            (Some(None), &[], Some(now), false, Proceed, NotStarted, false),
+            // Deleting, within the timeout.
+            (
+                Some(Some(now - 10)),
+                &[None],
+                Some(now - 10),
+                true,
+                Proceed,
+                InProgress,
+                false,
+            ),
+            (
+                Some(Some(now - 300)),
+                &[],
+                Some(now - 300),
+                true,
+                Block,
+                InProgress,
+                false,
+            ),
+            // Deleting, past the timeout: the policy decides.
+            (
+                Some(Some(now - 301)),
+                &[None],
+                Some(now - 301),
+                true,
+                Proceed,
+                TimedOut,
+                true,
+            ),
+            (
+                Some(Some(now - 301)),
+                &[None],
+                Some(now - 301),
+                true,
+                Block,
+                TimedOut,
+                false,
+            ),
+            // HelmChartProxy gone, HelmReleaseProxies being deleted: their clock.
+            (
+                None,
+                &[Some(now - 10), Some(now - 400)],
+                Some(now - 400),
+                true,
+                Proceed,
+                TimedOut,
+                true,
+            ),
+            (
+                None,
+                &[Some(now - 10)],
+                Some(now - 400),
+                true,
+                Proceed,
+                InProgress,
+                false,
+            ),
+            // HelmChartProxy gone, HelmReleaseProxies lingering without a deletionTimestamp: the Cluster's clock,
+            // so the timeout still fires.
+            (None, &[None], Some(now - 10), true, Proceed, InProgress, false),
+            (None, &[None], Some(now - 400), true, Proceed, TimedOut, true),
+            (None, &[None], Some(now - 400), true, Block, TimedOut, false),
+            // No clock at all: keep waiting rather than guess.
+            (None, &[None], None, true, Proceed, InProgress, false),
+        ];
+        for (i, (hcp, hrps, cluster, seen, on_timeout, phase, done)) in table.iter().enumerate() {
+            let o = observed(*hcp, hrps, *cluster, *seen);
+            let out = decide(&o, t(now), &policy(*on_timeout));
+            assert_eq!((out.phase, out.done), (*phase, *done), "row {i}: {}", out.message);
+            assert_eq!(out.retry_after_seconds, if *done { 0 } else { 7 }, "row {i}");
+            assert!(
+                out.message.contains("ns/konnector-agent-c"),
+                "row {i}: {}",
+                out.message
+            );
+            // Deterministic: no timestamps or elapsed times in the message.
+            assert!(
+                !out.message.contains("10000") && !out.message.contains("400"),
+                "row {i}"
+            );
+        }
+    }
+}
