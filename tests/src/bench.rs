@@ -107,8 +107,8 @@ pub async fn run(rounds: usize) -> anyhow::Result<BenchReport> {
     let body = hook_request(&upgrade, CapiShape::V1_14, &stored, &BTreeMap::new());
 
     // The context the gateway sends for that body, for the direct gRPC path.
-    let hook_cluster = serde_json::from_value(body["cluster"].clone())?;
-    let context = translate::cluster_context(&hook_cluster).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let hook_cluster = konnector_proto::capi::Cluster::from_json(body["cluster"].clone())?;
+    let context = translate::cluster_ref(&hook_cluster)?;
     let mut grpc = env.executor.client().await?;
 
     // Warm up every path once (this first apply also creates everything), and take the objects the minimal

@@ -32,6 +32,45 @@ pub const CERT_MANAGER_CERTIFICATE: &str = include_str!("../crds/cert-manager.io
 /// Every CRD a konnector management cluster needs.
 pub const MANAGEMENT_CRDS: &[&str] = &[CLUSTER, HELM_CHART_PROXY, HELM_RELEASE_PROXY, EXTENSION_CONFIG];
 
+/// Which versions of CAPI's Cluster the management cluster serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClusterApi {
+    /// v1beta1 and v1beta2, v1beta2 stored: CAPI 1.11 and later.
+    #[default]
+    V1Beta2,
+    /// v1beta1 only: CAPI 1.10, where v1beta2 does not exist.
+    V1Beta1Only,
+}
+
+impl ClusterApi {
+    /// The Cluster CRD as this CAPI serves it.
+    pub fn cluster_crd(self) -> anyhow::Result<CustomResourceDefinition> {
+        let mut crd = parse(CLUSTER)?;
+        if self == Self::V1Beta1Only {
+            crd.spec.versions.retain(|v| v.name == "v1beta1");
+            for v in &mut crd.spec.versions {
+                v.storage = true;
+            }
+        }
+        Ok(crd)
+    }
+
+    /// The API mode a CAPI minor version has (`1.10` → v1beta1 only).
+    pub fn for_capi(version: &str) -> Self {
+        if version.trim_start_matches('v').starts_with("1.10") {
+            Self::V1Beta1Only
+        } else {
+            Self::V1Beta2
+        }
+    }
+}
+
+/// Installs every CRD a konnector management cluster needs, with the Cluster CRD as `api` serves it.
+pub async fn install_management(client: &Client, api: ClusterApi) -> anyhow::Result<()> {
+    let cluster = serde_yaml_ng::to_string(&api.cluster_crd()?)?;
+    install(client, &[&cluster, HELM_CHART_PROXY, HELM_RELEASE_PROXY, EXTENSION_CONFIG]).await
+}
+
 /// Parses a CRD manifest.
 pub fn parse(yaml: &str) -> anyhow::Result<CustomResourceDefinition> {
     serde_yaml_ng::from_str(yaml).context("cannot parse CRD manifest")

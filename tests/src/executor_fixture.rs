@@ -10,10 +10,7 @@ use anyhow::Context;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use konnector_executor::{Executor, ExecutorConfig, observe::ExecutorMetrics};
-use konnector_proto::v1::{
-    ClusterContext, Endpoint, KonnectorAgentConfig, PrismCentralEndpoint,
-    agent_service_client::AgentServiceClient,
-};
+use konnector_proto::v1::{ClusterRef, agent_service_client::AgentServiceClient};
 use kube::{
     Api, Client,
     api::{Patch, PatchParams},
@@ -154,41 +151,21 @@ pub async fn serve_executor(client: Client, config: ExecutorConfig) -> anyhow::R
 /// The Prism Central URL the fixtures use.
 pub const TEST_PC_URL: &str = "https://pc.example.com:9440";
 
-/// A `ClusterContext` for `cluster` with the addon configured: credentials Secret `secret`, Prism Central at
-/// [`TEST_PC_URL`] (insecure, no bundle), control-plane endpoint and labels taken from the stored Cluster.
-pub fn cluster_context(cluster: &WorkloadCluster, secret: &str) -> ClusterContext {
-    let spec = &cluster.object.data["spec"]["controlPlaneEndpoint"];
-    ClusterContext {
+/// The `clusterConfig` of a Cluster with the addon configured: credentials Secret `secret`, Prism Central at
+/// [`TEST_PC_URL`] (insecure, no bundle).
+pub fn addon_cluster_config(secret: &str) -> serde_json::Value {
+    serde_json::json!({
+        "addons": {"konnectorAgent": {"credentials": {"secretRef": {"name": secret}}}},
+        "nutanix": {"prismCentralEndpoint": {"url": TEST_PC_URL, "insecure": true}}
+    })
+}
+
+/// The request's reference to `cluster`, with its uid.
+pub fn cluster_ref(cluster: &WorkloadCluster) -> ClusterRef {
+    ClusterRef {
         namespace: cluster.namespace.clone(),
         name: cluster.name.clone(),
         uid: cluster.uid.clone(),
-        labels: cluster
-            .object
-            .metadata
-            .labels
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect(),
-        annotations: Default::default(),
-        control_plane_endpoint: spec["host"].as_str().map(|host| Endpoint {
-            host: host.to_owned(),
-            port: spec["port"]
-                .as_i64()
-                .and_then(|p| i32::try_from(p).ok())
-                .unwrap_or(0),
-        }),
-        konnector_agent: Some(KonnectorAgentConfig {
-            strategy: String::new(),
-            credentials_secret_name: secret.to_owned(),
-            enable_kubeconfig_upload: None,
-        }),
-        prism_central: Some(PrismCentralEndpoint {
-            url: TEST_PC_URL.to_owned(),
-            insecure: true,
-            additional_trust_bundle: String::new(),
-        }),
-        categories: vec![],
     }
 }
 
@@ -216,19 +193,35 @@ pub struct ExecutorEnv {
 }
 
 impl ExecutorEnv {
-    /// The request context for the Cluster, addon configured.
-    pub fn context(&self) -> ClusterContext {
-        cluster_context(&self.cluster, TEST_CREDENTIALS_SECRET)
+    /// The request's reference to the Cluster.
+    pub fn cluster_ref(&self) -> ClusterRef {
+        cluster_ref(&self.cluster)
+    }
+
+    /// Replaces the live Cluster's `clusterConfig`: the only place the executor takes it from.
+    pub async fn set_cluster_config(&self, cluster_config: serde_json::Value) -> anyhow::Result<()> {
+        crate::workload::set_cluster_config(&self.admin, TEST_NAMESPACE, TEST_CLUSTER, cluster_config).await
+    }
+
+    /// Starts the Cluster's deletion as CAPI does (it stays, with a deletionTimestamp).
+    pub async fn start_deletion(&self) -> anyhow::Result<()> {
+        crate::workload::start_cluster_deletion(&self.admin, TEST_NAMESPACE, TEST_CLUSTER).await
     }
 }
 
 /// Starts an [`ExecutorEnv`]: `options` shape the Cluster (use [`ClusterOptions::initialized`] for the state in
-/// which CAPI calls the hooks).
+/// which CAPI calls the hooks). Unless `options` say otherwise, the Cluster configures the addon with
+/// [`addon_cluster_config`] for [`TEST_CREDENTIALS_SECRET`].
+///
+/// [`ClusterOptions::initialized`]: crate::workload::ClusterOptions::initialized
 pub async fn executor_env(
     name: &str,
     config: ExecutorConfig,
-    options: crate::workload::ClusterOptions,
+    mut options: crate::workload::ClusterOptions,
 ) -> anyhow::Result<ExecutorEnv> {
+    if options.cluster_config.is_none() {
+        options.cluster_config = Some(addon_cluster_config(TEST_CREDENTIALS_SECRET));
+    }
     let (mgmt_name, workload_name) = (format!("{name}-mgmt"), format!("{name}-wl"));
     let ((mgmt, admin), workload) = tokio::try_join!(
         crate::management_plane(&mgmt_name),

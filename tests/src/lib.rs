@@ -20,11 +20,20 @@ pub mod workload;
 
 pub use control_plane::ControlPlane;
 
-/// A management control plane with every CRD konnector needs already Established.
+/// A management control plane with every CRD konnector needs already Established (Cluster served as CAPI 1.11+
+/// serves it).
 pub async fn management_plane(name: &str) -> anyhow::Result<(ControlPlane, kube::Client)> {
+    management_plane_for(name, crds::ClusterApi::V1Beta2).await
+}
+
+/// A management control plane whose Cluster CRD is served as `api` says (e.g. v1beta1 only, as CAPI 1.10).
+pub async fn management_plane_for(
+    name: &str,
+    api: crds::ClusterApi,
+) -> anyhow::Result<(ControlPlane, kube::Client)> {
     let cp = ControlPlane::start(name).await?;
     let client = cp.client().await?;
-    crds::install(&client, crds::MANAGEMENT_CRDS).await?;
+    crds::install_management(&client, api).await?;
     Ok((cp, client))
 }
 

@@ -44,8 +44,11 @@ pub struct WorkloadCluster {
 /// Options for [`create_workload_cluster`].
 #[derive(Clone, Debug, Default)]
 pub struct ClusterOptions {
-    /// The Cluster's `spec` (v1beta2 shape). Defaults to a control-plane endpoint and an empty topology.
+    /// The Cluster's `spec` (v1beta2 shape). Defaults to a control-plane endpoint and a topology whose only
+    /// variable is `clusterConfig` = [`ClusterOptions::cluster_config`] (none when that is unset).
     pub spec: Option<Value>,
+    /// The `clusterConfig` topology variable's value, used when `spec` is unset.
+    pub cluster_config: Option<Value>,
     /// Extra labels on the Cluster, beside the cluster-name label.
     pub labels: BTreeMap<String, String>,
     /// Leave out the cluster-name label, to model a Cluster CAPI did not label.
@@ -97,16 +100,21 @@ pub async fn create_workload_cluster(
     if !options.without_name_label {
         labels.insert(CLUSTER_NAME_LABEL.to_owned(), name.to_owned());
     }
+    let variables = match &options.cluster_config {
+        Some(cc) => json!([{"name": "clusterConfig", "value": cc}]),
+        None => json!([]),
+    };
     let spec = options.spec.clone().unwrap_or_else(|| {
         json!({
             "controlPlaneEndpoint": {"host": "127.0.0.1", "port": workload.port()},
-            "topology": {"classRef": {"name": "konnector-test"}, "version": "v1.33.0", "variables": []}
+            "topology": {"classRef": {"name": "konnector-test"}, "version": "v1.33.0", "variables": variables}
         })
     });
-    let ar = cluster_resource("v1beta2");
+    let version = served_cluster_version(mgmt).await?;
+    let ar = cluster_resource(version);
     let api: Api<DynamicObject> = Api::namespaced_with(mgmt.clone(), namespace, &ar);
     let cluster = json!({
-        "apiVersion": "cluster.x-k8s.io/v1beta2",
+        "apiVersion": format!("cluster.x-k8s.io/{version}"),
         "kind": "Cluster",
         "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "spec": spec,
@@ -132,22 +140,52 @@ pub async fn create_workload_cluster(
     })
 }
 
-/// Writes the status CAPI writes once the control plane is up: `status.initialization.controlPlaneInitialized`
-/// and the `ControlPlaneInitialized` condition (v1beta2).
+/// The version of CAPI's Cluster the management cluster serves: `v1beta2` (CAPI 1.11+) or `v1beta1` (1.10).
+pub async fn served_cluster_version(mgmt: &Client) -> anyhow::Result<&'static str> {
+    let groups = mgmt.list_api_groups().await.context("cannot list API groups")?;
+    let served: Vec<String> = groups
+        .groups
+        .iter()
+        .filter(|g| g.name == "cluster.x-k8s.io")
+        .flat_map(|g| g.versions.iter().map(|v| v.version.clone()))
+        .collect();
+    if served.iter().any(|v| v == "v1beta2") {
+        Ok("v1beta2")
+    } else if served.iter().any(|v| v == "v1beta1") {
+        Ok("v1beta1")
+    } else {
+        anyhow::bail!("the management cluster serves no cluster.x-k8s.io Cluster version")
+    }
+}
+
+/// Writes the status CAPI writes once the control plane is up, in the served version's shape: v1beta2's
+/// `status.initialization.controlPlaneInitialized`, or v1beta1's `status.controlPlaneReady`, with the
+/// `ControlPlaneInitialized` condition.
 pub async fn set_control_plane_initialized(mgmt: &Client, namespace: &str, name: &str) -> anyhow::Result<()> {
-    let api: Api<DynamicObject> = Api::namespaced_with(mgmt.clone(), namespace, &cluster_resource("v1beta2"));
-    let status = json!({
-        "apiVersion": "cluster.x-k8s.io/v1beta2",
-        "kind": "Cluster",
-        "status": {
-            "phase": "Provisioned",
-            "initialization": {"infrastructureProvisioned": true, "controlPlaneInitialized": true},
-            "conditions": [{
-                "type": "ControlPlaneInitialized", "status": "True", "reason": "Initialized",
-                "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"
-            }]
-        }
-    });
+    let version = served_cluster_version(mgmt).await?;
+    let api: Api<DynamicObject> = Api::namespaced_with(mgmt.clone(), namespace, &cluster_resource(version));
+    let condition = json!([{
+        "type": "ControlPlaneInitialized", "status": "True", "reason": "Initialized",
+        "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"
+    }]);
+    let status = if version == "v1beta2" {
+        json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta2",
+            "kind": "Cluster",
+            "status": {
+                "phase": "Provisioned",
+                "initialization": {"infrastructureProvisioned": true, "controlPlaneInitialized": true},
+                "conditions": condition
+            }
+        })
+    } else {
+        json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta1",
+            "kind": "Cluster",
+            "status": {"phase": "Provisioned", "infrastructureReady": true, "controlPlaneReady": true,
+                "conditions": condition}
+        })
+    };
     api.patch_status(
         name,
         &PatchParams::apply("capi-stand-in").force(),
@@ -219,5 +257,55 @@ async fn put_secret(client: &Client, secret: Secret) -> anyhow::Result<()> {
     )
     .await
     .with_context(|| format!("cannot write Secret {ns}/{name}"))?;
+    Ok(())
+}
+
+/// A finalizer the CAPI stand-in puts on Clusters it deletes, so that a deleted Cluster stays, with its
+/// deletionTimestamp, the way CAPI's own finalizer keeps it while BeforeClusterDelete runs.
+pub const CAPI_STAND_IN_FINALIZER: &str = "cluster.cluster.x-k8s.io";
+
+/// Starts deleting the Cluster as CAPI does: it keeps existing, with a deletionTimestamp, until
+/// [`finish_cluster_deletion`] removes the finalizer.
+pub async fn start_cluster_deletion(mgmt: &Client, namespace: &str, name: &str) -> anyhow::Result<()> {
+    let version = served_cluster_version(mgmt).await?;
+    let api: Api<DynamicObject> = Api::namespaced_with(mgmt.clone(), namespace, &cluster_resource(version));
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": [CAPI_STAND_IN_FINALIZER]}})),
+    )
+    .await
+    .with_context(|| format!("cannot add the finalizer to Cluster {namespace}/{name}"))?;
+    api.delete(name, &Default::default())
+        .await
+        .with_context(|| format!("cannot delete Cluster {namespace}/{name}"))?;
+    Ok(())
+}
+
+/// Lets a Cluster whose deletion started go: removes the stand-in's finalizer.
+pub async fn finish_cluster_deletion(mgmt: &Client, namespace: &str, name: &str) -> anyhow::Result<()> {
+    let version = served_cluster_version(mgmt).await?;
+    let api: Api<DynamicObject> = Api::namespaced_with(mgmt.clone(), namespace, &cluster_resource(version));
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot release Cluster {namespace}/{name}")),
+    }
+}
+
+/// Replaces the live Cluster's `clusterConfig` topology variable (the only source the executor reads).
+pub async fn set_cluster_config(mgmt: &Client, namespace: &str, name: &str, cluster_config: Value) -> anyhow::Result<()> {
+    let version = served_cluster_version(mgmt).await?;
+    let api: Api<DynamicObject> = Api::namespaced_with(mgmt.clone(), namespace, &cluster_resource(version));
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"topology": {"variables": [{"name": "clusterConfig", "value": cluster_config}]}}})),
+    )
+    .await
+    .with_context(|| format!("cannot set clusterConfig of Cluster {namespace}/{name}"))?;
     Ok(())
 }

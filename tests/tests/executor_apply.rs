@@ -4,10 +4,13 @@ use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use konnector_executor::ExecutorConfig;
-use konnector_proto::v1::{ApplyAgentRequest, Category, ClusterContext, PlanAgentRequest, Trigger};
+use konnector_proto::v1::{ApplyAgentRequest, ClusterRef, PlanAgentRequest, Trigger};
 use konnector_tests::{
     caaph_stand_in::hcp_resource,
-    executor_fixture::{ExecutorEnv, TEST_CLUSTER, TEST_NAMESPACE, TEST_PASSWORD, executor_env},
+    executor_fixture::{
+        ExecutorEnv, TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD, addon_cluster_config,
+        executor_env,
+    },
     workload::ClusterOptions,
 };
 use kube::{
@@ -29,7 +32,7 @@ async fn env(name: &str) -> ExecutorEnv {
 
 async fn apply(
     env: &ExecutorEnv,
-    ctx: ClusterContext,
+    ctx: ClusterRef,
 ) -> Result<konnector_proto::v1::ApplyAgentResponse, tonic::Status> {
     let mut client = env.executor.client().await.unwrap();
     let call = client.apply_agent(ApplyAgentRequest {
@@ -49,7 +52,7 @@ fn assert_secret_free(text: &str) {
 #[tokio::test]
 async fn apply_writes_every_object() {
     let env = env("apply").await;
-    let resp = apply(&env, env.context()).await.unwrap();
+    let resp = apply(&env, env.cluster_ref()).await.unwrap();
     assert!(resp.applied);
     assert_eq!(resp.helm_chart_proxy_name, "konnector-agent-c1");
     assert_eq!(
@@ -167,8 +170,9 @@ async fn configmaps_supply_chart_and_template() {
     )
     .await
     .unwrap();
-    let mut ctx = env.context();
-    ctx.categories = [
+    // Categories come from the live Cluster's clusterConfig.
+    let mut cc = addon_cluster_config(TEST_CREDENTIALS_SECRET);
+    let categories: Vec<_> = [
         ("Environment", "Production"),
         ("Region", "US-East"),
         ("Environment", "Staging"),
@@ -176,12 +180,11 @@ async fn configmaps_supply_chart_and_template() {
         ("Department", "Engineering"),
     ]
     .into_iter()
-    .map(|(k, v)| Category {
-        key: k.into(),
-        value: v.into(),
-    })
+    .map(|(k, v)| json!({"key": k, "value": v}))
     .collect();
-    let resp = apply(&env, ctx).await.unwrap();
+    cc["controlPlane"] = json!({"nutanix": {"machineDetails": {"additionalCategories": categories}}});
+    env.set_cluster_config(cc).await.unwrap();
+    let resp = apply(&env, env.cluster_ref()).await.unwrap();
     assert!(resp.notes.is_empty(), "{:?}", resp.notes);
     let hcp = Api::<DynamicObject>::namespaced_with(env.admin.clone(), TEST_NAMESPACE, &hcp_resource())
         .get("konnector-agent-c1")
@@ -210,7 +213,7 @@ async fn configmaps_supply_chart_and_template() {
     )
     .await
     .unwrap();
-    let err = apply(&env, env.context()).await.unwrap_err();
+    let err = apply(&env, env.cluster_ref()).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(
         err.message().contains("CAAPH would render again"),
@@ -222,7 +225,7 @@ async fn configmaps_supply_chart_and_template() {
 #[tokio::test]
 async fn second_apply_writes_nothing_and_concurrent_applies_succeed() {
     let env = env("idempotent").await;
-    let ctx = env.context();
+    let ctx = env.cluster_ref();
     let (a, b) = tokio::join!(apply(&env, ctx.clone()), apply(&env, ctx.clone()));
     a.unwrap();
     b.unwrap();
@@ -263,7 +266,7 @@ async fn plan_writes_nothing_and_redacts() {
     let mut client = env.executor.client().await.unwrap();
     let plan = client
         .plan_agent(PlanAgentRequest {
-            cluster: Some(env.context()),
+            cluster: Some(env.cluster_ref()),
         })
         .await
         .unwrap()

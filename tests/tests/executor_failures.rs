@@ -4,13 +4,11 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use konnector_executor::{EVENT_REPORTER, ExecutorConfig};
-use konnector_proto::v1::{
-    ApplyAgentRequest, ApplyAgentResponse, ClusterContext, ClusterRef, GetAgentStatusRequest,
-};
+use konnector_proto::v1::{ApplyAgentRequest, ApplyAgentResponse, ClusterRef, GetAgentStatusRequest};
 use konnector_tests::{
     executor_fixture::{
-        ExecutorEnv, TEST_CLUSTER, TEST_NAMESPACE, TEST_PASSWORD, cluster_context, cluster_event_reasons,
-        cluster_events, executor_env,
+        ExecutorEnv, TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD, addon_cluster_config,
+        cluster_event_reasons, cluster_events, cluster_ref, executor_env,
     },
     workload::{self, ClusterOptions},
 };
@@ -34,7 +32,13 @@ async fn env(name: &str) -> ExecutorEnv {
     .unwrap()
 }
 
-async fn apply(env: &ExecutorEnv, ctx: ClusterContext) -> Result<ApplyAgentResponse, Status> {
+/// Sets the live Cluster's clusterConfig (the executor's only source) and returns the request's reference to it.
+async fn configured(env: &ExecutorEnv, cluster_config: serde_json::Value) -> ClusterRef {
+    env.set_cluster_config(cluster_config).await.unwrap();
+    env.cluster_ref()
+}
+
+async fn apply(env: &ExecutorEnv, ctx: ClusterRef) -> Result<ApplyAgentResponse, Status> {
     let mut client = env.executor.client().await.unwrap();
     let call = client.apply_agent(ApplyAgentRequest {
         cluster: Some(ctx),
@@ -46,7 +50,7 @@ async fn apply(env: &ExecutorEnv, ctx: ClusterContext) -> Result<ApplyAgentRespo
         .map(tonic::Response::into_inner)
 }
 
-async fn expect_error(env: &ExecutorEnv, ctx: ClusterContext, code: Code, needles: &[&str]) {
+async fn expect_error(env: &ExecutorEnv, ctx: ClusterRef, code: Code, needles: &[&str]) {
     let err = apply(env, ctx).await.unwrap_err();
     assert_eq!(err.code(), code, "{err:?}");
     for needle in needles {
@@ -63,8 +67,8 @@ async fn expect_error(env: &ExecutorEnv, ctx: ClusterContext, code: Code, needle
 async fn configuration_errors_are_invalid_argument() {
     let env = env("badconfig").await;
 
-    let mut ctx = env.context();
-    ctx.konnector_agent = None;
+    let base = || addon_cluster_config(TEST_CREDENTIALS_SECRET);
+    let ctx = configured(&env, serde_json::json!({"nutanix": base()["nutanix"]})).await;
     let resp = apply(&env, ctx).await.unwrap();
     assert!(!resp.applied);
     assert_eq!(
@@ -72,16 +76,19 @@ async fn configuration_errors_are_invalid_argument() {
         "Konnector Agent addon is not configured for this cluster; nothing to do"
     );
 
-    let mut ctx = env.context();
-    ctx.konnector_agent.as_mut().unwrap().strategy = "bogus".into();
+    let mut cc = base();
+    cc["addons"]["konnectorAgent"]["strategy"] = "bogus".into();
+    let ctx = configured(&env, cc).await;
     expect_error(&env, ctx, Code::InvalidArgument, &["\"bogus\"", "HelmAddon"]).await;
 
-    let mut ctx = env.context();
-    ctx.konnector_agent.as_mut().unwrap().credentials_secret_name = String::new();
+    let mut cc = base();
+    cc["addons"]["konnectorAgent"]["credentials"]["secretRef"]["name"] = "".into();
+    let ctx = configured(&env, cc).await;
     expect_error(&env, ctx, Code::InvalidArgument, &["credentials.secretRef.name"]).await;
 
-    let mut ctx = env.context();
-    ctx.prism_central = None;
+    let mut cc = base();
+    cc.as_object_mut().unwrap().remove("nutanix");
+    let ctx = configured(&env, cc).await;
     expect_error(
         &env,
         ctx,
@@ -96,8 +103,9 @@ async fn configuration_errors_are_invalid_argument() {
         ("pc.example.com", "absolute https URL"),
         ("https://pc.example.com:99999", "port"),
     ] {
-        let mut ctx = env.context();
-        ctx.prism_central.as_mut().unwrap().url = url.into();
+        let mut cc = base();
+        cc["nutanix"]["prismCentralEndpoint"]["url"] = url.into();
+        let ctx = configured(&env, cc).await;
         expect_error(
             &env,
             ctx,
@@ -113,7 +121,7 @@ async fn missing_objects_are_failed_precondition() {
     let env = env("missing").await;
 
     // No credentials Secret.
-    let ctx = cluster_context(&env.cluster, "no-such-secret");
+    let ctx = configured(&env, addon_cluster_config("no-such-secret")).await;
     expect_error(
         &env,
         ctx,
@@ -145,7 +153,7 @@ async fn missing_objects_are_failed_precondition() {
         .unwrap();
     expect_error(
         &env,
-        cluster_context(&env.cluster, "only-user"),
+        configured(&env, addon_cluster_config("only-user")).await,
         Code::FailedPrecondition,
         &["clusters/only-user", "\"password\""],
     )
@@ -170,7 +178,7 @@ async fn missing_objects_are_failed_precondition() {
     .unwrap();
     expect_error(
         &env,
-        cluster_context(&env.cluster, "both"),
+        configured(&env, addon_cluster_config("both")).await,
         Code::FailedPrecondition,
         &["clusters/both", "both"],
     )
@@ -181,7 +189,7 @@ async fn missing_objects_are_failed_precondition() {
         .await
         .unwrap();
     assert!(
-        apply(&env, cluster_context(&env.cluster, "api-key"))
+        apply(&env, configured(&env, addon_cluster_config("api-key")).await)
             .await
             .unwrap()
             .applied
@@ -195,13 +203,13 @@ async fn missing_objects_are_failed_precondition() {
         "unlabelled",
         ClusterOptions {
             without_name_label: true,
+            cluster_config: Some(addon_cluster_config(TEST_CREDENTIALS_SECRET)),
             ..ClusterOptions::initialized()
         },
     )
     .await
     .unwrap();
-    let mut ctx = env.context();
-    ctx.name = unlabelled.name.clone();
+    let ctx = cluster_ref(&unlabelled);
     expect_error(
         &env,
         ctx,
@@ -223,7 +231,7 @@ async fn missing_objects_are_failed_precondition() {
         .unwrap();
     expect_error(
         &env,
-        env.context(),
+        env.cluster_ref(),
         Code::FailedPrecondition,
         &["clusters/c1-kubeconfig", "not found"],
     )
@@ -235,7 +243,7 @@ async fn missing_objects_are_failed_precondition() {
         .unwrap();
     expect_error(
         &env,
-        env.context(),
+        env.cluster_ref(),
         Code::FailedPrecondition,
         &["clusters/c1-kubeconfig", "\"value\""],
     )
@@ -245,11 +253,11 @@ async fn missing_objects_are_failed_precondition() {
 #[tokio::test]
 async fn unreachable_workload_is_unavailable_and_bounded() {
     let mut env = env("unreachable").await;
-    apply(&env, env.context()).await.unwrap();
+    apply(&env, env.cluster_ref()).await.unwrap();
     env.workload.stop();
 
     let started = Instant::now();
-    let err = apply(&env, env.context()).await.unwrap_err();
+    let err = apply(&env, env.cluster_ref()).await.unwrap_err();
     let elapsed = started.elapsed();
     eprintln!("ApplyAgent against a stopped workload API server answered in {elapsed:?}");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
@@ -265,6 +273,7 @@ async fn unreachable_workload_is_unavailable_and_bounded() {
             cluster: Some(ClusterRef {
                 namespace: TEST_NAMESPACE.into(),
                 name: "c1".into(),
+                uid: String::new(),
             }),
         })
         .await
@@ -289,7 +298,7 @@ async fn unreachable_workload_is_unavailable_and_bounded() {
         .await
         .unwrap();
     let started = Instant::now();
-    let err = apply(&env, env.context()).await.unwrap_err();
+    let err = apply(&env, env.cluster_ref()).await.unwrap_err();
     eprintln!(
         "ApplyAgent against a silent workload API server answered in {:?}",
         started.elapsed()

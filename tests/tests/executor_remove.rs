@@ -5,16 +5,15 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ConfigMap;
 use konnector_executor::{ExecutorConfig, UninstallTimeoutPolicy};
 use konnector_proto::v1::{
-    ApplyAgentRequest, ClusterContext, ClusterRef, GetAgentStatusRequest, GetAgentStatusResponse,
-    RemoveAgentRequest, RemoveAgentResponse, UninstallPhase,
+    ApplyAgentRequest, ClusterRef, GetAgentStatusRequest, GetAgentStatusResponse, RemoveAgentRequest,
+    RemoveAgentResponse, UninstallPhase,
 };
 use konnector_tests::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn, Uninstall, hcp_resource, hrp_resource},
-    executor_fixture::{
-        ExecutorEnv, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, cluster_context, cluster_events, executor_env,
-    },
-    workload::{self, ClusterOptions},
+    executor_fixture::{ExecutorEnv, TEST_NAMESPACE, cluster_events, executor_env},
+    workload::ClusterOptions,
 };
+use tonic::Code;
 use kube::{Api, api::DynamicObject};
 
 /// A hang guard for polling loops, not a performance threshold.
@@ -35,13 +34,16 @@ async fn env(name: &str, config: ExecutorConfig, uninstall: Uninstall) -> (Execu
     (env, caaph)
 }
 
-async fn remove(env: &ExecutorEnv, ctx: ClusterContext) -> RemoveAgentResponse {
+async fn try_remove(env: &ExecutorEnv, ctx: ClusterRef) -> Result<RemoveAgentResponse, tonic::Status> {
     let mut client = env.executor.client().await.unwrap();
     client
         .remove_agent(RemoveAgentRequest { cluster: Some(ctx) })
         .await
-        .unwrap()
-        .into_inner()
+        .map(tonic::Response::into_inner)
+}
+
+async fn remove(env: &ExecutorEnv, ctx: ClusterRef) -> RemoveAgentResponse {
+    try_remove(env, ctx).await.unwrap()
 }
 
 async fn status(env: &ExecutorEnv) -> GetAgentStatusResponse {
@@ -51,6 +53,7 @@ async fn status(env: &ExecutorEnv) -> GetAgentStatusResponse {
             cluster: Some(ClusterRef {
                 namespace: TEST_NAMESPACE.into(),
                 name: "c1".into(),
+                uid: String::new(),
             }),
         })
         .await
@@ -67,7 +70,7 @@ async fn install(env: &ExecutorEnv) {
     let mut client = env.executor.client().await.unwrap();
     client
         .apply_agent(ApplyAgentRequest {
-            cluster: Some(env.context()),
+            cluster: Some(env.cluster_ref()),
             trigger: 1,
         })
         .await
@@ -95,7 +98,7 @@ async fn install(env: &ExecutorEnv) {
 async fn remove_until(env: &ExecutorEnv, want: UninstallPhase) -> RemoveAgentResponse {
     tokio::time::timeout(HANG_GUARD, async {
         loop {
-            let r = remove(env, env.context()).await;
+            let r = remove(env, env.cluster_ref()).await;
             if phase(r.phase) == want {
                 return r;
             }
@@ -117,34 +120,16 @@ async fn not_needed_cases() {
     )
     .await;
 
-    let mut ctx = env.context();
-    ctx.konnector_agent = None;
-    let r = remove(&env, ctx).await;
-    assert_eq!((r.done, phase(r.phase)), (true, UninstallPhase::NotNeeded));
-
     // The Cluster object is gone.
-    let mut ctx = env.context();
+    let mut ctx = env.cluster_ref();
     ctx.name = "ghost".into();
     let r = remove(&env, ctx).await;
     assert_eq!((r.done, phase(r.phase)), (true, UninstallPhase::NotNeeded));
     assert_eq!(r.message, "the Cluster no longer exists; nothing to uninstall");
 
-    // The control plane never initialised.
-    let young = workload::create_workload_cluster(
-        &env.admin,
-        &env.workload,
-        TEST_NAMESPACE,
-        "young",
-        ClusterOptions::default(),
-    )
-    .await
-    .unwrap();
-    let r = remove(&env, cluster_context(&young, TEST_CREDENTIALS_SECRET)).await;
-    assert_eq!((r.done, phase(r.phase)), (true, UninstallPhase::NotNeeded));
-    assert!(r.message.contains("never initialised"), "{}", r.message);
-
-    // Initialised, but nothing was ever installed.
-    let r = remove(&env, env.context()).await;
+    // Being deleted, but nothing was ever installed.
+    env.start_deletion().await.unwrap();
+    let r = remove(&env, env.cluster_ref()).await;
     assert_eq!(
         (r.done, r.retry_after_seconds, phase(r.phase)),
         (true, 0, UninstallPhase::NotNeeded)
@@ -153,6 +138,48 @@ async fn not_needed_cases() {
         phase(status(&env).await.uninstall_phase),
         UninstallPhase::NotNeeded
     );
+
+    // Not configured for the addon, being deleted: nothing to find either.
+    env.set_cluster_config(serde_json::json!({})).await.unwrap();
+    let r = remove(&env, env.cluster_ref()).await;
+    assert_eq!((r.done, phase(r.phase)), (true, UninstallPhase::NotNeeded));
+}
+
+/// The attack: a BeforeClusterDelete for a live Cluster that is not being deleted. It is refused, and nothing
+/// is deleted (the HelmChartProxy keeps its resourceVersion, the release stays installed).
+#[tokio::test]
+async fn remove_refuses_a_cluster_that_is_not_being_deleted() {
+    let (env, _caaph) = env(
+        "notdeleting",
+        ExecutorConfig::default(),
+        Uninstall::After(Duration::ZERO),
+    )
+    .await;
+    install(&env).await;
+    let hcps = Api::<DynamicObject>::namespaced_with(env.admin.clone(), TEST_NAMESPACE, &hcp_resource());
+    let before = hcps.get("konnector-agent-c1").await.unwrap();
+    let err = try_remove(&env, env.cluster_ref()).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("is not being deleted") && err.message().contains("nothing was deleted"),
+        "{}",
+        err.message()
+    );
+    let after = hcps.get("konnector-agent-c1").await.unwrap();
+    assert_eq!(after.metadata.resource_version, before.metadata.resource_version);
+    assert!(after.metadata.deletion_timestamp.is_none());
+    let s = status(&env).await;
+    assert_eq!(phase(s.uninstall_phase), UninstallPhase::NotStarted);
+    assert!(!s.cluster_deleting && s.addon_configured);
+
+    // A stale request (another uid) is refused too, even once the Cluster is being deleted.
+    env.start_deletion().await.unwrap();
+    let mut stale = env.cluster_ref();
+    stale.uid = "00000000-0000-0000-0000-000000000000".into();
+    let err = try_remove(&env, stale).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("stale"), "{}", err.message());
+    assert!(hcps.get("konnector-agent-c1").await.unwrap().metadata.deletion_timestamp.is_none());
 }
 
 #[tokio::test]
@@ -180,7 +207,8 @@ async fn uninstall_runs_to_completion() {
             .is_some()
     );
 
-    let first = remove(&env, env.context()).await;
+    env.start_deletion().await.unwrap();
+    let first = remove(&env, env.cluster_ref()).await;
     assert_eq!(phase(first.phase), UninstallPhase::InProgress, "{first:?}");
     assert!(!first.done);
     assert_eq!(first.retry_after_seconds, 10);
@@ -191,7 +219,7 @@ async fn uninstall_runs_to_completion() {
         "{}",
         first.message
     );
-    let again = remove(&env, env.context()).await;
+    let again = remove(&env, env.cluster_ref()).await;
     if phase(again.phase) == UninstallPhase::InProgress {
         assert_eq!(again.message, first.message, "messages are deterministic");
     }
@@ -208,7 +236,7 @@ async fn uninstall_runs_to_completion() {
         "Konnector Agent uninstalled: HelmChartProxy clusters/konnector-agent-c1 and its HelmReleaseProxies are gone"
     );
     // Asking again gives the same answer.
-    let repeat = remove(&env, env.context()).await;
+    let repeat = remove(&env, env.cluster_ref()).await;
     assert_eq!(
         (repeat.done, repeat.phase, repeat.message),
         (true, done.phase, done.message)
@@ -245,7 +273,8 @@ async fn stuck_uninstall(policy: UninstallTimeoutPolicy) -> RemoveAgentResponse 
     )
     .await;
     install(&env).await;
-    let first = remove(&env, env.context()).await;
+    env.start_deletion().await.unwrap();
+    let first = remove(&env, env.cluster_ref()).await;
     assert_eq!(phase(first.phase), UninstallPhase::InProgress);
     assert_eq!(first.retry_after_seconds, 3);
     let timed_out = remove_until(&env, UninstallPhase::TimedOut).await;
@@ -253,7 +282,7 @@ async fn stuck_uninstall(policy: UninstallTimeoutPolicy) -> RemoveAgentResponse 
         phase(status(&env).await.uninstall_phase),
         UninstallPhase::TimedOut
     );
-    let again = remove(&env, env.context()).await;
+    let again = remove(&env, env.cluster_ref()).await;
     assert_eq!(again, timed_out, "a timed-out answer is stable");
     let reason = match policy {
         UninstallTimeoutPolicy::Proceed => "UninstallTimedOutDeletionProceeds",
