@@ -21,7 +21,7 @@ use crate::{
     control_plane::ControlPlane,
     executor_fixture::{RunningExecutor, start_executor},
     gateway_fixture::{RunningGateway, serve_gateway, write_gateway_certs},
-    management_plane,
+    management_plane_for,
     scenario::{ClusterReport, ClusterRun, Gateway, StepObserver},
     tools, workload,
 };
@@ -122,7 +122,12 @@ impl Sandbox {
 
         let names: Vec<String> = (1..=options.clusters).map(|i| format!("wl-{i}")).collect();
         let workloads = futures::future::try_join_all(names.iter().map(|n| ControlPlane::start(n))).await?;
-        let (mgmt, mgmt_client) = management_plane("management").await?;
+        // The Cluster CRD is served as the emulated CAPI serves it: v1beta1 only for 1.10.
+        let (mgmt, mgmt_client) = management_plane_for(
+            "management",
+            crate::crds::ClusterApi::for_capi(options.shape.version()),
+        )
+        .await?;
         let workloads: Vec<(String, ControlPlane)> = names.into_iter().zip(workloads).collect();
 
         workload::ensure_namespace(&mgmt_client, KONNECTOR_NAMESPACE).await?;

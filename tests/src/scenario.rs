@@ -445,11 +445,12 @@ impl ClusterRun<'_> {
     }
 
     fn cluster_api(&self) -> Api<DynamicObject> {
-        Api::namespaced_with(
-            self.mgmt.clone(),
-            &self.namespace,
-            &workload::cluster_resource("v1beta2"),
-        )
+        // CAPI 1.10 serves v1beta1 only (the management plane is started that way for this shape).
+        let version = match crate::crds::ClusterApi::for_capi(self.shape.version()) {
+            crate::crds::ClusterApi::V1Beta1Only => "v1beta1",
+            crate::crds::ClusterApi::V1Beta2 => "v1beta2",
+        };
+        Api::namespaced_with(self.mgmt.clone(), &self.namespace, &workload::cluster_resource(version))
     }
 
     async fn create_cluster(&self, password: &str) -> anyhow::Result<()> {

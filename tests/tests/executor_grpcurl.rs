@@ -70,6 +70,7 @@ async fn readme_grpcurl_examples_work() {
         "konnector-agent-c1",
         "credentialsCopied",
         "UNINSTALL_PHASE_",
+        "RemoveAgent refused",
     ] {
         assert!(
             stdout.contains(expected),

@@ -15,7 +15,7 @@ use konnector_proto::v1::{
 };
 use konnector_tests::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn},
-    executor_fixture::{TEST_NAMESPACE, TEST_PASSWORD, cluster_context, executor_env},
+    executor_fixture::{TEST_NAMESPACE, TEST_PASSWORD, addon_cluster_config, executor_env},
     workload::{self, ClusterOptions},
 };
 
@@ -61,7 +61,7 @@ async fn password_never_leaves_the_secret() {
 
     let applied = client
         .apply_agent(ApplyAgentRequest {
-            cluster: Some(env.context()),
+            cluster: Some(env.cluster_ref()),
             trigger: 1,
         })
         .await
@@ -69,7 +69,7 @@ async fn password_never_leaves_the_secret() {
     seen.push(format!("{applied:?}"));
     let plan = client
         .plan_agent(PlanAgentRequest {
-            cluster: Some(env.context()),
+            cluster: Some(env.cluster_ref()),
         })
         .await
         .unwrap();
@@ -79,6 +79,7 @@ async fn password_never_leaves_the_secret() {
             cluster: Some(ClusterRef {
                 namespace: TEST_NAMESPACE.into(),
                 name: "c1".into(),
+                uid: String::new(),
             }),
         })
         .await
@@ -108,7 +109,8 @@ async fn password_never_leaves_the_secret() {
     .unwrap();
     for secret in ["pw-only", "both"] {
         for plan in [false, true] {
-            let ctx = cluster_context(&env.cluster, secret);
+            env.set_cluster_config(addon_cluster_config(secret)).await.unwrap();
+            let ctx = env.cluster_ref();
             let err = if plan {
                 client
                     .plan_agent(PlanAgentRequest { cluster: Some(ctx) })
@@ -128,11 +130,12 @@ async fn password_never_leaves_the_secret() {
     }
 
     // The uninstall, to completion.
+    env.start_deletion().await.unwrap();
     let removed = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             let r = client
                 .remove_agent(RemoveAgentRequest {
-                    cluster: Some(env.context()),
+                    cluster: Some(env.cluster_ref()),
                 })
                 .await
                 .unwrap()

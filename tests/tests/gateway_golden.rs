@@ -17,7 +17,7 @@ use konnector_tests::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn, hcp_resource, hrp_resource},
     executor_fixture::{ExecutorEnv, TEST_CREDENTIALS_SECRET, TEST_PASSWORD, executor_env},
     gateway_fixture,
-    workload::ClusterOptions,
+    workload::{self, ClusterOptions, WorkloadCluster},
 };
 use kube::{
     Api,
@@ -83,13 +83,29 @@ fn golden(capi: &str, hook: Hook) -> Value {
 }
 
 /// Points a golden body at the harness's Cluster.
-fn retarget(mut body: Value, env: &ExecutorEnv) -> Value {
+/// The golden body's clusterConfig, with the credentials Secret the environment has: what the live Cluster
+/// carries, because the executor reads it from there.
+fn golden_cluster_config(capi: &str) -> Value {
+    let mut body = golden(capi, Hook::AfterControlPlaneInitialized);
+    let vars = body["cluster"]["spec"]["topology"]["variables"].take();
+    let mut cc = vars
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "clusterConfig")
+        .unwrap()["value"]
+        .clone();
+    cc["addons"]["konnectorAgent"]["credentials"]["secretRef"]["name"] = TEST_CREDENTIALS_SECRET.into();
+    cc
+}
+
+fn retarget(mut body: Value, cluster: &WorkloadCluster) -> Value {
     let c = &mut body["cluster"];
-    c["metadata"]["name"] = env.cluster.name.clone().into();
-    c["metadata"]["namespace"] = env.cluster.namespace.clone().into();
-    c["metadata"]["uid"] = env.cluster.uid.clone().into();
-    c["metadata"]["labels"]["cluster.x-k8s.io/cluster-name"] = env.cluster.name.clone().into();
-    c["spec"]["controlPlaneEndpoint"] = env.cluster.object.data["spec"]["controlPlaneEndpoint"].clone();
+    c["metadata"]["name"] = cluster.name.clone().into();
+    c["metadata"]["namespace"] = cluster.namespace.clone().into();
+    c["metadata"]["uid"] = cluster.uid.clone().into();
+    c["metadata"]["labels"]["cluster.x-k8s.io/cluster-name"] = cluster.name.clone().into();
+    c["spec"]["controlPlaneEndpoint"] = cluster.object.data["spec"]["controlPlaneEndpoint"].clone();
     for var in c["spec"]["topology"]["variables"].as_array_mut().unwrap() {
         if var["name"] == "clusterConfig" {
             var["value"]["addons"]["konnectorAgent"]["credentials"]["secretRef"]["name"] =
@@ -132,9 +148,24 @@ async fn golden_bodies_through_the_real_gateway_and_executor() {
     assert_eq!(discovery["handlers"].as_array().unwrap().len(), 3);
 
     for capi in ["v1.10", "v1.12", "v1.14"] {
+        // One Cluster per shape, since each ends deleted; it carries the golden clusterConfig, which is what the
+        // executor reads (the body only names the Cluster).
+        let name = format!("golden-{}", capi.replace('.', "-"));
+        let cluster = workload::create_workload_cluster(
+            &env.admin,
+            &env.workload,
+            &env.cluster.namespace,
+            &name,
+            ClusterOptions {
+                cluster_config: Some(golden_cluster_config(capi)),
+                ..ClusterOptions::initialized()
+            },
+        )
+        .await
+        .unwrap();
         // AfterControlPlaneInitialized: HCP on the management cluster, Namespace + Secret on the workload cluster.
         let hook = Hook::AfterControlPlaneInitialized;
-        let body = serde_json::to_vec(&retarget(golden(capi, hook), &env)).unwrap();
+        let body = serde_json::to_vec(&retarget(golden(capi, hook), &cluster)).unwrap();
         let (status, raw) = post(&gateway, &hook.path(), body).await;
         let answer: Value = serde_json::from_slice(&raw).unwrap();
         assert_eq!(
@@ -165,7 +196,7 @@ async fn golden_bodies_through_the_real_gateway_and_executor() {
 
         // BeforeClusterUpgrade: a re-apply; never blocks.
         let hook = Hook::BeforeClusterUpgrade;
-        let body = serde_json::to_vec(&retarget(golden(capi, hook), &env)).unwrap();
+        let body = serde_json::to_vec(&retarget(golden(capi, hook), &cluster)).unwrap();
         let (status, raw) = post(&gateway, &hook.path(), body).await;
         let answer: Value = serde_json::from_slice(&raw).unwrap();
         assert_eq!(
@@ -215,8 +246,12 @@ async fn golden_bodies_through_the_real_gateway_and_executor() {
         });
 
         // BeforeClusterDelete: Success + retryAfterSeconds > 0 while CAAPH uninstalls, then Success + 0, HCP gone.
+        // CAPI calls it once the Cluster's deletion has begun.
+        workload::start_cluster_deletion(&env.admin, &cluster.namespace, &name)
+            .await
+            .unwrap();
         let hook = Hook::BeforeClusterDelete;
-        let body = serde_json::to_vec(&retarget(golden(capi, hook), &env)).unwrap();
+        let body = serde_json::to_vec(&retarget(golden(capi, hook), &cluster)).unwrap();
         let mut waited = 0;
         tokio::time::timeout(HANG_GUARD, async {
             loop {
@@ -246,6 +281,9 @@ async fn golden_bodies_through_the_real_gateway_and_executor() {
             hcps(&env).await.is_empty(),
             "{capi}: HelmChartProxy gone after BCD"
         );
+        workload::finish_cluster_deletion(&env.admin, &cluster.namespace, &name)
+            .await
+            .unwrap();
     }
 
     // Secret hygiene: the Prism Central password is in no answer and in no log line.

@@ -20,7 +20,7 @@ use konnector_runtime::admin;
 use konnector_tests::{
     executor_fixture::{
         ExecutorEnv, TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD,
-        cluster_event_reasons, executor_env,
+        addon_cluster_config, cluster_event_reasons, executor_env,
     },
     gateway_fixture,
     workload::{self, ClusterOptions},
@@ -196,7 +196,10 @@ async fn post(
 }
 
 /// A hook body from tests/golden/v1.14, pointed at the harness's Cluster and at credentials Secret `secret`.
-fn hook_body(hook: Hook, env: &ExecutorEnv, secret: &str) -> Value {
+/// Points the live Cluster's clusterConfig at the credentials Secret `secret` (the executor reads it from there)
+/// and returns the v1.14 golden body of `hook` retargeted at the Cluster.
+async fn hook_body(hook: Hook, env: &ExecutorEnv, secret: &str) -> Value {
+    env.set_cluster_config(addon_cluster_config(secret)).await.unwrap();
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("golden/v1.14")
         .join(format!("{}.json", hook.path_segment()));
@@ -286,7 +289,7 @@ async fn one_hook_is_one_trace_from_the_hook_to_the_kubernetes_api() {
     let answer = post(
         &gateway,
         &hook.path(),
-        &hook_body(hook, &env, TEST_CREDENTIALS_SECRET),
+        &hook_body(hook, &env, TEST_CREDENTIALS_SECRET).await,
         Some(&traceparent),
     )
     .await;
@@ -458,7 +461,7 @@ async fn the_password_is_in_no_log_span_metric_or_event() {
     let answer = post(
         &gateway,
         &hook.path(),
-        &hook_body(hook, &env, TEST_CREDENTIALS_SECRET),
+        &hook_body(hook, &env, TEST_CREDENTIALS_SECRET).await,
         None,
     )
     .await;
@@ -475,7 +478,7 @@ async fn the_password_is_in_no_log_span_metric_or_event() {
     let answer = post(
         &gateway,
         &hook.path(),
-        &hook_body(hook, &env, "password-only"),
+        &hook_body(hook, &env, "password-only").await,
         None,
     )
     .await;
@@ -484,7 +487,7 @@ async fn the_password_is_in_no_log_span_metric_or_event() {
     let answer = post(
         &gateway,
         &hook.path(),
-        &hook_body(hook, &env, "no-such-secret"),
+        &hook_body(hook, &env, "no-such-secret").await,
         None,
     )
     .await;
@@ -496,11 +499,12 @@ async fn the_password_is_in_no_log_span_metric_or_event() {
         assert!(reasons.contains(&reason.to_owned()), "{reason} in {reasons:?}");
     }
     // And an uninstall, whose answer walks the HelmChartProxy and its release proxies.
+    env.start_deletion().await.unwrap();
     let bcd = Hook::BeforeClusterDelete;
     let answer = post(
         &gateway,
         &bcd.path(),
-        &hook_body(bcd, &env, TEST_CREDENTIALS_SECRET),
+        &hook_body(bcd, &env, TEST_CREDENTIALS_SECRET).await,
         None,
     )
     .await;
