@@ -204,8 +204,11 @@ impl State {
         let selector: BTreeMap<String, String> =
             serde_json::from_value(hcp.data["spec"]["clusterSelector"]["matchLabels"].clone())
                 .unwrap_or_default();
+        // Clusters in whichever version the management cluster serves (v1beta1 only on CAPI 1.10).
+        let version = crate::workload::served_cluster_version(&self.mgmt).await?;
+        let cluster_api_version = format!("cluster.x-k8s.io/{version}");
         let clusters: Api<DynamicObject> =
-            Api::namespaced_with(self.mgmt.clone(), &ns, &cluster_resource("v1beta2"));
+            Api::namespaced_with(self.mgmt.clone(), &ns, &cluster_resource(version));
         let matching: Vec<DynamicObject> = clusters
             .list(&ListParams::default())
             .await?
@@ -241,7 +244,7 @@ impl State {
                     }],
                 },
                 "spec": {
-                    "clusterRef": {"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+                    "clusterRef": {"apiVersion": cluster_api_version, "kind": "Cluster",
                                    "name": cluster_name, "namespace": ns},
                     "chartName": chart,
                     "repoURL": spec["repoURL"],
@@ -258,7 +261,7 @@ impl State {
         let status = json!({"status": {
             "conditions": ready_condition(),
             "matchingClusters": matching.iter().map(|c| json!({
-                "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+                "apiVersion": cluster_api_version, "kind": "Cluster",
                 "name": c.metadata.name, "namespace": ns})).collect::<Vec<_>>(),
         }});
         Api::<DynamicObject>::namespaced_with(self.mgmt.clone(), &ns, &hcp_resource())
