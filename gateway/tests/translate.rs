@@ -47,11 +47,15 @@ fn every_golden_shape_decodes_to_the_same_cluster() {
             );
             assert!(addon_configured(&c));
             assert_eq!(
-                c.labels().get("cluster.x-k8s.io/cluster-name").map(String::as_str),
+                c.labels()
+                    .get("cluster.x-k8s.io/cluster-name")
+                    .map(String::as_str),
                 Some("wl-golden")
             );
             assert_eq!(
-                c.annotations().get("caren.nutanix.com/cluster-uuid").map(String::as_str),
+                c.annotations()
+                    .get("caren.nutanix.com/cluster-uuid")
+                    .map(String::as_str),
                 Some("019d87f4-a01e-7aeb-8e4c-146dd9fcbf05")
             );
             assert_eq!(c.control_plane_endpoint(), Some(("10.20.0.10".to_owned(), 6443)));
@@ -97,7 +101,11 @@ fn v1_12_cluster_without_type_meta_and_zeroed_status() {
 
 #[test]
 fn a_cluster_without_name_or_namespace_cannot_be_named() {
-    for meta in [json!({"namespace": "b"}), json!({"name": "a"}), json!({"name": "", "namespace": "b"})] {
+    for meta in [
+        json!({"namespace": "b"}),
+        json!({"name": "a"}),
+        json!({"name": "", "namespace": "b"}),
+    ] {
         let e = cluster_ref(&cluster(json!({ "metadata": meta }))).unwrap_err();
         assert!(e.to_string().starts_with("the cluster has no metadata."), "{e}");
     }
@@ -113,7 +121,9 @@ fn addon_configured_only_when_konnector_agent_is_present_or_unreadable() {
     assert!(!addon_configured(&with(json!({"addons": {}}))));
     assert!(!addon_configured(&with(json!({"addons": null}))));
     assert!(addon_configured(&with(json!({"addons": {"konnectorAgent": {}}}))));
-    assert!(addon_configured(&with(json!({"addons": {"konnectorAgent": null}}))));
+    assert!(addon_configured(&with(
+        json!({"addons": {"konnectorAgent": null}})
+    )));
     // Unreadable: the executor, which reads the live Cluster, decides.
     assert!(addon_configured(&with(json!({"addons": 7}))));
 }

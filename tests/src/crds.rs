@@ -68,7 +68,11 @@ impl ClusterApi {
 /// Installs every CRD a konnector management cluster needs, with the Cluster CRD as `api` serves it.
 pub async fn install_management(client: &Client, api: ClusterApi) -> anyhow::Result<()> {
     let cluster = serde_yaml_ng::to_string(&api.cluster_crd()?)?;
-    install(client, &[&cluster, HELM_CHART_PROXY, HELM_RELEASE_PROXY, EXTENSION_CONFIG]).await
+    install(
+        client,
+        &[&cluster, HELM_CHART_PROXY, HELM_RELEASE_PROXY, EXTENSION_CONFIG],
+    )
+    .await
 }
 
 /// Parses a CRD manifest.

@@ -450,7 +450,11 @@ impl ClusterRun<'_> {
             crate::crds::ClusterApi::V1Beta1Only => "v1beta1",
             crate::crds::ClusterApi::V1Beta2 => "v1beta2",
         };
-        Api::namespaced_with(self.mgmt.clone(), &self.namespace, &workload::cluster_resource(version))
+        Api::namespaced_with(
+            self.mgmt.clone(),
+            &self.namespace,
+            &workload::cluster_resource(version),
+        )
     }
 
     async fn create_cluster(&self, password: &str) -> anyhow::Result<()> {

@@ -287,7 +287,11 @@ pub async fn finish_cluster_deletion(mgmt: &Client, namespace: &str, name: &str)
     let version = served_cluster_version(mgmt).await?;
     let api: Api<DynamicObject> = Api::namespaced_with(mgmt.clone(), namespace, &cluster_resource(version));
     match api
-        .patch(name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
         .await
     {
         Ok(_) => Ok(()),
@@ -297,7 +301,12 @@ pub async fn finish_cluster_deletion(mgmt: &Client, namespace: &str, name: &str)
 }
 
 /// Replaces the live Cluster's `clusterConfig` topology variable (the only source the executor reads).
-pub async fn set_cluster_config(mgmt: &Client, namespace: &str, name: &str, cluster_config: Value) -> anyhow::Result<()> {
+pub async fn set_cluster_config(
+    mgmt: &Client,
+    namespace: &str,
+    name: &str,
+    cluster_config: Value,
+) -> anyhow::Result<()> {
     let version = served_cluster_version(mgmt).await?;
     let api: Api<DynamicObject> = Api::namespaced_with(mgmt.clone(), namespace, &cluster_resource(version));
     api.patch(

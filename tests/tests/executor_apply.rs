@@ -8,8 +8,8 @@ use konnector_proto::v1::{ApplyAgentRequest, ClusterRef, PlanAgentRequest, Trigg
 use konnector_tests::{
     caaph_stand_in::hcp_resource,
     executor_fixture::{
-        ExecutorEnv, TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD, addon_cluster_config,
-        executor_env,
+        ExecutorEnv, TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD,
+        addon_cluster_config, executor_env,
     },
     workload::ClusterOptions,
 };

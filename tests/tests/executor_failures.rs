@@ -7,8 +7,8 @@ use konnector_executor::{EVENT_REPORTER, ExecutorConfig};
 use konnector_proto::v1::{ApplyAgentRequest, ApplyAgentResponse, ClusterRef, GetAgentStatusRequest};
 use konnector_tests::{
     executor_fixture::{
-        ExecutorEnv, TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD, addon_cluster_config,
-        cluster_event_reasons, cluster_events, cluster_ref, executor_env,
+        ExecutorEnv, TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD,
+        addon_cluster_config, cluster_event_reasons, cluster_events, cluster_ref, executor_env,
     },
     workload::{self, ClusterOptions},
 };

@@ -109,7 +109,9 @@ async fn password_never_leaves_the_secret() {
     .unwrap();
     for secret in ["pw-only", "both"] {
         for plan in [false, true] {
-            env.set_cluster_config(addon_cluster_config(secret)).await.unwrap();
+            env.set_cluster_config(addon_cluster_config(secret))
+                .await
+                .unwrap();
             let ctx = env.cluster_ref();
             let err = if plan {
                 client

@@ -13,8 +13,8 @@ use konnector_tests::{
     executor_fixture::{ExecutorEnv, TEST_NAMESPACE, cluster_events, executor_env},
     workload::ClusterOptions,
 };
-use tonic::Code;
 use kube::{Api, api::DynamicObject};
+use tonic::Code;
 
 /// A hang guard for polling loops, not a performance threshold.
 const HANG_GUARD: Duration = Duration::from_secs(20);
@@ -179,7 +179,14 @@ async fn remove_refuses_a_cluster_that_is_not_being_deleted() {
     let err = try_remove(&env, stale).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("stale"), "{}", err.message());
-    assert!(hcps.get("konnector-agent-c1").await.unwrap().metadata.deletion_timestamp.is_none());
+    assert!(
+        hcps.get("konnector-agent-c1")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_none()
+    );
 }
 
 #[tokio::test]

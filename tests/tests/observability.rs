@@ -199,7 +199,9 @@ async fn post(
 /// Points the live Cluster's clusterConfig at the credentials Secret `secret` (the executor reads it from there)
 /// and returns the v1.14 golden body of `hook` retargeted at the Cluster.
 async fn hook_body(hook: Hook, env: &ExecutorEnv, secret: &str) -> Value {
-    env.set_cluster_config(addon_cluster_config(secret)).await.unwrap();
+    env.set_cluster_config(addon_cluster_config(secret))
+        .await
+        .unwrap();
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("golden/v1.14")
         .join(format!("{}.json", hook.path_segment()));
