@@ -23,18 +23,45 @@ use crate::{control_plane::ControlPlane, crds::HARNESS_MANAGER, workload::Worklo
 /// The executor's ClusterRole, exactly as the chart ships it.
 pub const EXECUTOR_CLUSTER_ROLE_YAML: &str =
     include_str!("../../deploy/chart/konnector/files/executor-clusterrole.yaml");
+/// The executor's Role in its defaults namespace (the two ConfigMaps), exactly as the chart ships it.
+pub const EXECUTOR_DEFAULTS_ROLE_YAML: &str =
+    include_str!("../../deploy/chart/konnector/files/executor-defaults-role.yaml");
 /// The user the executor's ServiceAccount authenticates as.
 pub const EXECUTOR_USER: &str = "system:serviceaccount:konnector-system:konnector-executor";
 /// The executor's ServiceAccount, as the chart names it with release name `konnector`.
 pub const EXECUTOR_SERVICE_ACCOUNT: (&str, &str) = ("konnector-system", "konnector-executor");
 
-/// Applies the executor's ClusterRole and binds it to the executor's ServiceAccount ([`EXECUTOR_USER`]).
-/// Idempotent.
-pub async fn install_executor_rbac(admin: &Client) -> anyhow::Result<()> {
+/// Applies the executor's ClusterRole and binds it to the executor's ServiceAccount ([`EXECUTOR_USER`]), and its
+/// Role for the defaults ConfigMaps in `defaults_namespace`, as the chart does. Idempotent.
+pub async fn install_executor_rbac(admin: &Client, defaults_namespace: &str) -> anyhow::Result<()> {
+    crate::workload::ensure_namespace(admin, defaults_namespace).await?;
+    let mut role: k8s_openapi::api::rbac::v1::Role = serde_yaml_ng::from_str(EXECUTOR_DEFAULTS_ROLE_YAML)
+        .context("cannot parse the executor defaults Role")?;
+    role.metadata.namespace = Some(defaults_namespace.to_owned());
+    let role_name = role.metadata.name.clone().context("Role without name")?;
+    let pp = PatchParams::apply(HARNESS_MANAGER).force();
+    Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(admin.clone(), defaults_namespace)
+        .patch(&role_name, &pp, &Patch::Apply(&role))
+        .await
+        .context("cannot apply the executor defaults Role")?;
+    let role_binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": role_name, "namespace": defaults_namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name},
+        "subjects": [{
+            "kind": "ServiceAccount",
+            "namespace": EXECUTOR_SERVICE_ACCOUNT.0,
+            "name": EXECUTOR_SERVICE_ACCOUNT.1,
+        }],
+    }))?;
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(admin.clone(), defaults_namespace)
+        .patch(&role_name, &pp, &Patch::Apply(&role_binding))
+        .await
+        .context("cannot bind the executor defaults Role")?;
     let role: ClusterRole = serde_yaml_ng::from_str(EXECUTOR_CLUSTER_ROLE_YAML)
         .context("cannot parse the executor ClusterRole")?;
     let name = role.metadata.name.clone().context("ClusterRole without name")?;
-    let pp = PatchParams::apply(HARNESS_MANAGER).force();
     Api::<ClusterRole>::all(admin.clone())
         .patch(&name, &pp, &Patch::Apply(&role))
         .await
@@ -58,9 +85,10 @@ pub async fn install_executor_rbac(admin: &Client) -> anyhow::Result<()> {
 }
 
 /// A management client with exactly the executor's permissions: a real token of the executor's ServiceAccount
-/// (TokenRequest API), bound to the chart's ClusterRole. Returns once the binding is in effect.
-pub async fn executor_mgmt_client(mgmt: &ControlPlane) -> anyhow::Result<Client> {
-    install_executor_rbac(&mgmt.client().await?).await?;
+/// (TokenRequest API), bound to the chart's ClusterRole and defaults Role (in `defaults_namespace`). Returns once
+/// the binding is in effect.
+pub async fn executor_mgmt_client(mgmt: &ControlPlane, defaults_namespace: &str) -> anyhow::Result<Client> {
+    install_executor_rbac(&mgmt.client().await?, defaults_namespace).await?;
     let (namespace, name) = EXECUTOR_SERVICE_ACCOUNT;
     let client = mgmt.service_account_client(namespace, name).await?;
     // The API server's RBAC cache picks a new binding up shortly after it is written; until then the token is
@@ -123,7 +151,7 @@ impl Drop for RunningExecutor {
 
 /// Serves an executor for `mgmt` on a loopback port, with a management client under the executor's RBAC.
 pub async fn start_executor(mgmt: &ControlPlane, config: ExecutorConfig) -> anyhow::Result<RunningExecutor> {
-    let client = executor_mgmt_client(mgmt).await?;
+    let client = executor_mgmt_client(mgmt, &config.defaults_namespace).await?;
     serve_executor(client, config).await
 }
 

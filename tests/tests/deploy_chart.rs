@@ -257,6 +257,17 @@ async fn manifests_apply_by_server_side_dry_run() {
 
 /// Asks the API server whether the executor's ServiceAccount may do `verb` on `resource`.
 async fn executor_may(client: &kube::Client, verb: &str, group: &str, resource: &str) -> bool {
+    executor_may_in(client, "tenants", verb, group, resource).await
+}
+
+/// Asks the API server whether the executor's ServiceAccount may do `verb` on `resource` in `namespace`.
+async fn executor_may_in(
+    client: &kube::Client,
+    namespace: &str,
+    verb: &str,
+    group: &str,
+    resource: &str,
+) -> bool {
     let review = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
             user: Some(EXECUTOR_SA.into()),
@@ -268,7 +279,7 @@ async fn executor_may(client: &kube::Client, verb: &str, group: &str, resource: 
                 verb: Some(verb.into()),
                 group: Some(group.into()),
                 resource: Some(resource.into()),
-                namespace: Some("tenants".into()),
+                namespace: Some(namespace.into()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -287,18 +298,11 @@ async fn executor_rbac_allows_its_work_and_refuses_the_rest() {
     konnector_tests::init_test_logging();
     let (mgmt, client) = management_plane("rbac").await.unwrap();
     workload::ensure_namespace(&client, NS).await.unwrap();
-    // Bind the chart's own ClusterRole and ClusterRoleBinding, for real.
-    let docs = render(&[]);
-    for kind in ["ClusterRole", "ClusterRoleBinding"] {
-        let doc = docs.iter().find(|d| d["kind"] == kind).unwrap();
-        tools::apply_manifest(&client, doc, NS, &PatchParams::apply("test"))
-            .await
-            .unwrap();
-    }
+    // Bind the chart's own ClusterRole, Role and their bindings, for real.
+    bind_rendered_rbac(&client, &render(&[])).await;
 
     let needed = [
         ("get", "", "secrets"),
-        ("get", "", "configmaps"),
         ("get", "cluster.x-k8s.io", "clusters"),
         ("get", "addons.cluster.x-k8s.io", "helmchartproxies"),
         ("patch", "addons.cluster.x-k8s.io", "helmchartproxies"),
@@ -322,6 +326,19 @@ async fn executor_rbac_allows_its_work_and_refuses_the_rest() {
             "executor needs {verb} {group}/{resource}"
         );
     }
+    // ConfigMaps: its two defaults, in its defaults namespace only.
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while !executor_may_in(&client, NS, "get", "", "configmaps").await {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the executor's defaults Role never took effect");
+    assert!(
+        !executor_may(&client, "get", "", "configmaps").await,
+        "no ConfigMap outside the defaults namespace"
+    );
+    assert!(!executor_may_in(&client, NS, "list", "", "configmaps").await);
     let refused = [
         ("delete", "", "secrets"),
         ("list", "", "secrets"),
@@ -329,6 +346,7 @@ async fn executor_rbac_allows_its_work_and_refuses_the_rest() {
         ("update", "", "secrets"),
         ("patch", "", "secrets"),
         ("create", "", "secrets"),
+        ("get", "", "configmaps"),
         ("patch", "", "configmaps"),
         ("delete", "", "configmaps"),
         ("delete", "cluster.x-k8s.io", "clusters"),
@@ -367,4 +385,63 @@ async fn executor_rbac_allows_its_work_and_refuses_the_rest() {
         Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
         other => panic!("deleting a user's Secret must be forbidden, got {other:?}"),
     }
+}
+
+/// Applies every RBAC object of a rendered chart, creating the namespaces they live in.
+async fn bind_rendered_rbac(client: &kube::Client, docs: &[Value]) {
+    for doc in docs.iter().filter(|d| {
+        ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+            .contains(&d["kind"].as_str().unwrap_or_default())
+    }) {
+        let ns = doc["metadata"]["namespace"].as_str().unwrap_or(NS);
+        workload::ensure_namespace(client, ns).await.unwrap();
+        tools::apply_manifest(client, doc, ns, &PatchParams::apply("test"))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn executor_rbac_can_be_confined_to_cluster_namespaces() {
+    konnector_tests::init_test_logging();
+    let (_mgmt, client) = management_plane("rbac-confined").await.unwrap();
+    workload::ensure_namespace(&client, NS).await.unwrap();
+    let docs = render(&["executor.clusterNamespaces={tenants,team-b}"]);
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "ClusterRoleBinding"),
+        "a confined executor has no cluster-wide binding"
+    );
+    bind_rendered_rbac(&client, &docs).await;
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while !executor_may_in(&client, "team-b", "get", "", "secrets").await {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the executor's RoleBindings never took effect");
+    for ns in ["tenants", "team-b"] {
+        for (verb, group, resource) in [
+            ("get", "", "secrets"),
+            ("get", "cluster.x-k8s.io", "clusters"),
+            ("patch", "addons.cluster.x-k8s.io", "helmchartproxies"),
+            ("list", "addons.cluster.x-k8s.io", "helmreleaseproxies"),
+            ("create", "events.k8s.io", "events"),
+        ] {
+            assert!(
+                executor_may_in(&client, ns, verb, group, resource).await,
+                "{ns}: {verb} {resource}"
+            );
+        }
+    }
+    for (verb, group, resource) in [
+        ("get", "", "secrets"),
+        ("get", "cluster.x-k8s.io", "clusters"),
+        ("patch", "addons.cluster.x-k8s.io", "helmchartproxies"),
+    ] {
+        assert!(
+            !executor_may_in(&client, "kube-system", verb, group, resource).await,
+            "outside its namespaces: {verb} {resource}"
+        );
+    }
+    assert!(executor_may_in(&client, NS, "get", "", "configmaps").await);
 }
