@@ -14,6 +14,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 mod executor;
+mod gotemplate;
 pub mod objects;
 pub mod observe;
 mod server;
