@@ -287,7 +287,7 @@ pub fn validate_credentials(secret: &Secret) -> Result<(), String> {
             "it holds only key apiKey, which no published konnector-agent chart reads (the agent authenticates with username and password); add keys username and password and remove apiKey".to_owned(),
         ),
         (_, _, true) => Err(
-            "it holds key apiKey beside username/password; no published konnector-agent chart reads apiKey, so remove it to make clear which credentials the agent uses".to_owned(),
+            "it holds both username/password and apiKey; no published konnector-agent chart reads apiKey, so remove it to make clear which credentials the agent uses".to_owned(),
         ),
         (false, false, false) => Err(
             "it holds neither key username nor key password; add both".to_owned(),
@@ -404,7 +404,7 @@ mod tests {
         assert!(
             validate_credentials(&secret(&[("username", "u"), ("password", "p"), ("apiKey", "k")]))
                 .unwrap_err()
-                .contains("beside")
+                .contains("both")
         );
         assert!(
             validate_credentials(&secret(&[("other", "x")]))
