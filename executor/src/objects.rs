@@ -145,7 +145,11 @@ fn name_based_hcp_name(cluster_name: &str) -> String {
     let hash = format!("{:016x}", fnv1a64(cluster_name.as_bytes()));
     let pad = room - kept.len();
     // Fill the room the name did not use with more hash, from a second, independent hash.
-    let extra = format!("{:016x}{:016x}", fnv1a64(hash.as_bytes()), fnv1a64(cluster_name.as_bytes()).rotate_left(32));
+    let extra = format!(
+        "{:016x}{:016x}",
+        fnv1a64(hash.as_bytes()),
+        fnv1a64(cluster_name.as_bytes()).rotate_left(32)
+    );
     if kept.is_empty() {
         format!("{HCP_NAME_PREFIX}{hash}{}", &extra[..pad + 1])
     } else {
@@ -173,7 +177,9 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
             !seg.is_empty()
                 && !seg.starts_with('-')
                 && !seg.ends_with('-')
-                && seg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         })
 }
 
@@ -184,7 +190,8 @@ pub fn is_label_value(s: &str) -> bool {
         && (s.is_empty()
             || (s.starts_with(|c: char| c.is_ascii_alphanumeric())
                 && s.ends_with(|c: char| c.is_ascii_alphanumeric())
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))))
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))))
 }
 
 fn fnv1a64(bytes: &[u8]) -> u64 {
@@ -197,7 +204,9 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 /// mirror's Service, `helm-repository.<namespace>.svc[.cluster.local]`: the Secret lives beside the Service
 /// (CAREN's namespace when pointing at CAREN's mirror), not in konnector's namespace.
 pub fn helm_repository_namespace(repository_url: &str) -> Option<&str> {
-    let rest = repository_url.split_once("://").map_or(repository_url, |(_, r)| r);
+    let rest = repository_url
+        .split_once("://")
+        .map_or(repository_url, |(_, r)| r);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let host = host.split(':').next().unwrap_or_default();
@@ -472,11 +481,17 @@ mod tests {
         );
         // The longest plain name (46-character cluster name) and the first shortened one.
         let n46 = "a".repeat(46);
-        assert_eq!(helm_chart_proxy_name_for(&n46, &none), format!("konnector-agent-{n46}"));
+        assert_eq!(
+            helm_chart_proxy_name_for(&n46, &none),
+            format!("konnector-agent-{n46}")
+        );
         let n47 = "a".repeat(47);
         let short = helm_chart_proxy_name_for(&n47, &none);
         assert_eq!(short.len(), 63);
-        assert!(short.starts_with(&format!("konnector-agent-{}-", "a".repeat(30))), "{short}");
+        assert!(
+            short.starts_with(&format!("konnector-agent-{}-", "a".repeat(30))),
+            "{short}"
+        );
         // Malformed uuids are ignored, never copied into a name.
         for bad in [
             "",
@@ -486,19 +501,29 @@ mod tests {
             "019d87f4-a01e-7aeb-8e4c-146dd9fcbf0/",
             "019d87f4a01e-7aeb-8e4c-146dd9fcbf05-",
         ] {
-            assert_eq!(helm_chart_proxy_name_for("c1", &annotations(bad)), "konnector-agent-c1", "{bad:?}");
+            assert_eq!(
+                helm_chart_proxy_name_for("c1", &annotations(bad)),
+                "konnector-agent-c1",
+                "{bad:?}"
+            );
         }
         // Names that are no valid subdomain (never served by the API server, but the function is total).
         for odd in ["UPPER", "a..b", "a.-b", ".x", "x.", "-", "é", "a_b", ""] {
             let name = helm_chart_proxy_name_for(odd, &none);
-            assert!(is_dns1123_subdomain(&name) && is_label_value(&name), "{odd:?} -> {name}");
+            assert!(
+                is_dns1123_subdomain(&name) && is_label_value(&name),
+                "{odd:?} -> {name}"
+            );
         }
     }
 
     #[test]
     fn hcp_candidates() {
         let none = BTreeMap::new();
-        assert_eq!(candidate_helm_chart_proxy_names("c1", &none), ["konnector-agent-c1"]);
+        assert_eq!(
+            candidate_helm_chart_proxy_names("c1", &none),
+            ["konnector-agent-c1"]
+        );
         assert_eq!(
             candidate_helm_chart_proxy_names("c1", &annotations(UUID)),
             [format!("konnector-agent-{UUID}"), "konnector-agent-c1".to_owned()]
@@ -518,16 +543,31 @@ mod tests {
 
     #[test]
     fn repository_namespace() {
-        assert_eq!(helm_repository_namespace("oci://helm-repository.caren.svc/charts"), Some("caren"));
+        assert_eq!(
+            helm_repository_namespace("oci://helm-repository.caren.svc/charts"),
+            Some("caren")
+        );
         assert_eq!(
             helm_repository_namespace("oci://helm-repository.caren-system.svc.cluster.local:5000/charts"),
             Some("caren-system")
         );
-        assert_eq!(helm_repository_namespace("https://mesosphere.github.io/charts/stable/"), None);
+        assert_eq!(
+            helm_repository_namespace("https://mesosphere.github.io/charts/stable/"),
+            None
+        );
         assert_eq!(helm_repository_namespace("oci://helm-repository/charts"), None);
-        assert_eq!(helm_repository_namespace("oci://helm-repository.a.b.svc/charts"), None);
-        assert_eq!(helm_repository_namespace("oci://helm-repository.caren.svc.evil.example/x"), None);
-        assert_eq!(helm_repository_namespace("oci://helm-repository.Bad_NS.svc/x"), None);
+        assert_eq!(
+            helm_repository_namespace("oci://helm-repository.a.b.svc/charts"),
+            None
+        );
+        assert_eq!(
+            helm_repository_namespace("oci://helm-repository.caren.svc.evil.example/x"),
+            None
+        );
+        assert_eq!(
+            helm_repository_namespace("oci://helm-repository.Bad_NS.svc/x"),
+            None
+        );
     }
 
     mod properties {
@@ -637,6 +677,9 @@ mod tests {
             "konnector-agent-x",
         );
         assert_eq!(hcp["metadata"]["name"], "konnector-agent-x");
-        assert_eq!(hcp["spec"]["tlsConfig"]["caSecret"]["namespace"], "konnector-system");
+        assert_eq!(
+            hcp["spec"]["tlsConfig"]["caSecret"]["namespace"],
+            "konnector-system"
+        );
     }
 }

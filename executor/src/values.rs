@@ -9,10 +9,11 @@
 //!    ([`check_structure`]), so whatever the template is, no input can add, remove or retype a key;
 //! 3. the rendered values must satisfy the contract of the configured chart version ([`check_contract`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use gtmpl::Value;
 use serde_yaml_ng::Value as Yaml;
+
+use crate::gotemplate::Value;
 
 use crate::domain::{
     AGENT_NAME, AgentRequest, MAX_CLUSTER_NAME_LEN, REMOTE_SECRET_NAME, TRUST_BUNDLE_CONFIGMAP_NAME,
@@ -87,22 +88,21 @@ pub fn template_values(req: &AgentRequest) -> TemplateValues {
 }
 
 impl TemplateValues {
-    /// The variables by name, as the template sees them.
-    fn to_gtmpl(&self) -> Value {
-        let fields: HashMap<String, Value> = self
-            .fields()
-            .into_iter()
-            .map(|(name, field)| {
-                let value = match field {
-                    Field::Str(s) => Value::from(s),
-                    Field::Port(p) => Value::from(u64::from(p)),
-                    Field::Bool(b) => Value::from(b),
-                };
-                (name.to_owned(), value)
-            })
-            .collect();
-        // An Object (not a Map), so that an unknown field is an error, as with a Go struct.
-        Value::Object(fields)
+    /// The variables as the template sees them: a struct with CAREN's field names and Go types.
+    fn to_template_data(&self) -> Value {
+        Value::Struct(
+            self.fields()
+                .into_iter()
+                .map(|(name, field)| {
+                    let value = match field {
+                        Field::Str(s) => Value::Str(s.to_owned()),
+                        Field::Port(p) => Value::Uint(u64::from(p), "uint16"),
+                        Field::Bool(b) => Value::Bool(b),
+                    };
+                    (name.to_owned(), value)
+                })
+                .collect(),
+        )
     }
 
     /// Every variable with its template name, in declaration order.
@@ -130,7 +130,10 @@ impl TemplateValues {
                 "PrismCredentialsSecretName",
                 Field::Str(&self.prism_credentials_secret_name),
             ),
-            ("EnableKubeconfigUpload", Field::Bool(self.enable_kubeconfig_upload)),
+            (
+                "EnableKubeconfigUpload",
+                Field::Bool(self.enable_kubeconfig_upload),
+            ),
             ("ControlPlaneEndpoint", Field::Str(&self.control_plane_endpoint)),
         ]
     }
@@ -177,8 +180,8 @@ enum Field<'a> {
     Bool(bool),
 }
 
-/// Why values could not be rendered, or were refused. Messages name template positions, inputs (template
-/// variables) and value keys, never an input's value.
+/// Why values could not be rendered, or were refused. Messages name inputs (template variables) and value keys;
+/// engine messages that could quote an input are scrubbed by [`render_checked`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RenderError {
     /// The template does not parse.
@@ -226,7 +229,7 @@ pub enum RenderError {
 /// Renders `template` with `values`, with no checks beyond refusing `{{` in the output. Use [`render_checked`]
 /// before writing anything.
 pub fn render_values(template: &str, values: &TemplateValues) -> Result<String, RenderError> {
-    let out = crate::gotemplate::render(template, values.to_gtmpl())?;
+    let out = crate::gotemplate::render(template, values.to_template_data())?;
     if out.contains("{{") {
         return Err(RenderError::ContainsTemplateDelimiter);
     }
@@ -333,7 +336,10 @@ pub fn validate_inputs(v: &TemplateValues) -> Result<(), RenderError> {
             .strip_prefix("https://")
             .and_then(|rest| rest.rsplit_once(':'))
             .filter(|(host, port)| {
-                is_host(host) && !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
+                is_host(host)
+                    && !port.is_empty()
+                    && port.len() <= 5
+                    && port.bytes().all(|b| b.is_ascii_digit())
             });
         if host_port.is_none() {
             return Err(invalid(
@@ -390,7 +396,8 @@ fn validate_category_mappings(mappings: &str) -> Result<(), RenderError> {
 fn is_name_prefix(s: &str) -> bool {
     s.len() <= 253
         && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
 /// A DNS name (letters, digits, '-', '.'), an IPv4 address, or an IPv6 address without brackets.
@@ -475,12 +482,16 @@ fn parse_yaml(yaml: &str) -> Result<Yaml, String> {
 /// to have the same key paths with the same kinds of node. When it does not, the inputs are put back one at a
 /// time to name the one responsible. Returns the parsed real values.
 pub fn check_structure(template: &str, values: &TemplateValues, yaml: &str) -> Result<Yaml, RenderError> {
-    let inert = render_values(template, &values.placeholders(None)).map_err(|_| RenderError::StructureChanged {
-        input: "(undetermined)".to_owned(),
-        detail: "the template renders with the real inputs but not with placeholders of the same length".to_owned(),
-    })?;
+    let inert =
+        render_values(template, &values.placeholders(None)).map_err(|_| RenderError::StructureChanged {
+            input: "(undetermined)".to_owned(),
+            detail: "the template renders with the real inputs but not with placeholders of the same length"
+                .to_owned(),
+        })?;
     let inert_shape = shape(&parse_yaml(&inert).map_err(|e| {
-        RenderError::NotYaml(format!("{e} (even with placeholder inputs: the template itself is not YAML)"))
+        RenderError::NotYaml(format!(
+            "{e} (even with placeholder inputs: the template itself is not YAML)"
+        ))
     })?);
     let real = parse_yaml(yaml);
     let difference = |candidate: &Result<Yaml, String>| -> Option<String> {
@@ -615,13 +626,13 @@ pub fn check_contract(
             "pc.endpoint is empty (template variable PrismCentralHost)".to_owned(),
         ));
     }
-    if let Some(d) = get(&["k8sDistribution"]) {
-        if !d.as_str().is_some_and(|d| DISTRIBUTIONS.contains(&d)) {
-            return Err(fail(format!(
-                "k8sDistribution must be one of {}",
-                DISTRIBUTIONS.join(", ")
-            )));
-        }
+    if let Some(d) = get(&["k8sDistribution"])
+        && !d.as_str().is_some_and(|d| DISTRIBUTIONS.contains(&d))
+    {
+        return Err(fail(format!(
+            "k8sDistribution must be one of {}",
+            DISTRIBUTIONS.join(", ")
+        )));
     }
     match generation {
         ChartGeneration::From1_4 => {
@@ -630,13 +641,14 @@ pub fn check_contract(
                 && !u.is_bool()
             {
                 return Err(fail(
-                    "kubeconfigUpload.enabled must be a boolean (template variable EnableKubeconfigUpload)".to_owned(),
+                    "kubeconfigUpload.enabled must be a boolean (template variable EnableKubeconfigUpload)"
+                        .to_owned(),
                 ));
             }
             if upload.and_then(Yaml::as_bool) == Some(true)
-                && !get(&["kubeconfigUpload", "controlPlaneEndpoint"])
+                && get(&["kubeconfigUpload", "controlPlaneEndpoint"])
                     .and_then(Yaml::as_str)
-                    .is_some_and(|s| !s.is_empty())
+                    .is_none_or(str::is_empty)
             {
                 return Err(fail(
                     "kubeconfigUpload.enabled is true but kubeconfigUpload.controlPlaneEndpoint is missing; the Cluster has no spec.controlPlaneEndpoint (template variable ControlPlaneEndpoint): set it, or set konnectorAgent.enableKubeconfigUpload to false".to_owned(),
@@ -751,7 +763,10 @@ kubeconfigUpload:
             .replace("  name: konnector-agent\n", "  name: \"konnector-agent\"\n")
             .replace("  endpoint: pc.example.com\n", "  endpoint: \"pc.example.com\"\n")
             .replace("k8sClusterName: my-cluster\n", "k8sClusterName: \"my-cluster\"\n")
-            .replace("additionalTrustBundle: QlVORExF\n", "additionalTrustBundle: \"QlVORExF\"\n")
+            .replace(
+                "additionalTrustBundle: QlVORExF\n",
+                "additionalTrustBundle: \"QlVORExF\"\n",
+            )
             .replace(
                 "categoryMappings: Environment=Production,Department=Engineering\n",
                 "categoryMappings: \"Environment=Production,Department=Engineering\"\n",
@@ -766,11 +781,17 @@ kubeconfigUpload:
 
     #[test]
     fn builtin_template_is_carens_with_quoted_scalars() {
-        let unquoted = ["AgentName", "PrismCentralHost", "PrismCentralAdditionalTrustBundle", "ClusterName", "CategoryMappings"]
-            .iter()
-            .fold(BUILTIN_VALUES_TEMPLATE.to_owned(), |t, v| {
-                t.replace(&format!("\"{{{{ .{v} }}}}\""), &format!("{{{{ .{v} }}}}"))
-            });
+        let unquoted = [
+            "AgentName",
+            "PrismCentralHost",
+            "PrismCentralAdditionalTrustBundle",
+            "ClusterName",
+            "CategoryMappings",
+        ]
+        .iter()
+        .fold(BUILTIN_VALUES_TEMPLATE.to_owned(), |t, v| {
+            t.replace(&format!("\"{{{{ .{v} }}}}\""), &format!("{{{{ .{v} }}}}"))
+        });
         assert_eq!(unquoted, CAREN_TEMPLATE);
         let out = render_values(BUILTIN_VALUES_TEMPLATE, &template_values(&request("my-cluster"))).unwrap();
         assert_eq!(out, quoted(REFERENCE_EXAMPLE));
@@ -892,7 +913,9 @@ kubeconfigUpload:
 
     /// Asserts that `v` is refused, with a message naming `input` and not containing `secret`.
     fn refused(template: &str, v: &TemplateValues, input: &str, secret: &str) {
-        let err = render_checked(template, v, "1.4.0").expect_err("must be refused").to_string();
+        let err = render_checked(template, v, "1.4.0")
+            .expect_err("must be refused")
+            .to_string();
         assert!(err.contains(input), "{err:?} should name {input}");
         assert!(!err.contains(secret), "{err:?} echoes the value");
     }
@@ -922,17 +945,39 @@ kubeconfigUpload:
                 refused(t, &template_values(&r), "CategoryMappings", secret);
             }
             r.categories = pairs(&[(value, "v")]);
-            refused(BUILTIN_VALUES_TEMPLATE, &template_values(&r), "CategoryMappings", secret);
+            refused(
+                BUILTIN_VALUES_TEMPLATE,
+                &template_values(&r),
+                "CategoryMappings",
+                secret,
+            );
         }
         // Hosts.
-        for host in ["pc.example.com\nagent: x", "pc.example.com # x", "pc\"x", "pc: x", "{{x}}", ""] {
+        for host in [
+            "pc.example.com\nagent: x",
+            "pc.example.com # x",
+            "pc\"x",
+            "pc: x",
+            "{{x}}",
+            "",
+        ] {
             let v = TemplateValues {
                 prism_central_host: host.into(),
                 ..base.clone()
             };
-            refused(BUILTIN_VALUES_TEMPLATE, &v, "PrismCentralHost", if host.is_empty() { "\u{0}" } else { host });
+            refused(
+                BUILTIN_VALUES_TEMPLATE,
+                &v,
+                "PrismCentralHost",
+                if host.is_empty() { "\u{0}" } else { host },
+            );
         }
-        for endpoint in ["https://10.0.0.1:6443\nagent: x", "https://h#x:6443", "http://h:6443", "https://h:x"] {
+        for endpoint in [
+            "https://10.0.0.1:6443\nagent: x",
+            "https://h#x:6443",
+            "http://h:6443",
+            "https://h:x",
+        ] {
             let v = TemplateValues {
                 control_plane_endpoint: endpoint.into(),
                 ..base.clone()
@@ -940,12 +985,24 @@ kubeconfigUpload:
             refused(BUILTIN_VALUES_TEMPLATE, &v, "ControlPlaneEndpoint", endpoint);
         }
         // Trust bundle: only the base64 alphabet.
-        for bundle in ["QlVO\nRExF", "QlVORExF\nagent: x", "QlVO RExF", "QlVO\"", "QlVORExF===", "=QlVO"] {
+        for bundle in [
+            "QlVO\nRExF",
+            "QlVORExF\nagent: x",
+            "QlVO RExF",
+            "QlVO\"",
+            "QlVORExF===",
+            "=QlVO",
+        ] {
             let v = TemplateValues {
                 prism_central_additional_trust_bundle: bundle.into(),
                 ..base.clone()
             };
-            refused(BUILTIN_VALUES_TEMPLATE, &v, "PrismCentralAdditionalTrustBundle", bundle);
+            refused(
+                BUILTIN_VALUES_TEMPLATE,
+                &v,
+                "PrismCentralAdditionalTrustBundle",
+                bundle,
+            );
         }
         // Cluster names.
         for name in ["c1\nagent: x", "C1", "c1 #", "c1\"", "-c1", "{{c}}"] {
@@ -968,19 +1025,37 @@ kubeconfigUpload:
         r.prism_central.trust_bundle = "QlVORExF+/9=".into();
         r.control_plane_endpoint = Some(("fd00::2".into(), 6443));
         let out = checked(&template_values(&r)).unwrap();
-        assert!(out.yaml.contains("categoryMappings: \"App-Tier=web/front end,Région=Île (1)\""), "{}", out.yaml);
-        assert!(out.yaml.contains("controlPlaneEndpoint: \"https://fd00::2:6443\""));
+        assert!(
+            out.yaml
+                .contains("categoryMappings: \"App-Tier=web/front end,Région=Île (1)\""),
+            "{}",
+            out.yaml
+        );
+        assert!(
+            out.yaml
+                .contains("controlPlaneEndpoint: \"https://fd00::2:6443\"")
+        );
     }
 
     #[test]
     fn structure_check_catches_what_validation_cannot() {
         let v = template_values(&request("c1"));
         // A template that puts an input where it becomes a key: the key path depends on the input.
-        refused("agent:\n  {{ .ClusterName }}: x\nk8sClusterName: \"a\"\npc:\n  endpoint: h", &v, "ClusterName", "c1:");
+        refused(
+            "agent:\n  {{ .ClusterName }}: x\nk8sClusterName: \"a\"\npc:\n  endpoint: h",
+            &v,
+            "ClusterName",
+            "c1:",
+        );
         // A numeric cluster name through CAREN's unquoted template: an integer where the template has a string.
         let numeric = template_values(&request("1234"));
-        let err = render_checked(CAREN_TEMPLATE, &numeric, "1.4.0").unwrap_err().to_string();
-        assert!(err.contains("ClusterName") && err.contains("k8sClusterName"), "{err}");
+        let err = render_checked(CAREN_TEMPLATE, &numeric, "1.4.0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ClusterName") && err.contains("k8sClusterName"),
+            "{err}"
+        );
         assert!(!err.contains("1234"), "{err}");
         // The same through the quoted built-in template is a string, and fine.
         let out = checked(&numeric).unwrap();
@@ -1000,7 +1075,9 @@ kubeconfigUpload:
     fn engine_errors_do_not_echo_inputs() {
         let mut v = template_values(&request("c1"));
         v.prism_central_host = "secret-host.example".into();
-        let err = render_checked("{{ index .PrismCentralHost 99 }}", &v, "1.4.0").unwrap_err().to_string();
+        let err = render_checked("{{ index .PrismCentralHost 99 }}", &v, "1.4.0")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("secret-host"), "{err}");
     }
 
@@ -1011,7 +1088,10 @@ kubeconfigUpload:
         let mut r = request("c1");
         r.control_plane_endpoint = None;
         let err = checked(&template_values(&r)).unwrap_err().to_string();
-        assert!(err.contains("controlPlaneEndpoint") && err.contains("ControlPlaneEndpoint"), "{err}");
+        assert!(
+            err.contains("controlPlaneEndpoint") && err.contains("ControlPlaneEndpoint"),
+            "{err}"
+        );
         // Types and enums, through operator templates.
         let base = "k8sClusterName: \"c\"\npc:\n  endpoint: \"h\"\n";
         for (extra, key) in [
@@ -1019,7 +1099,10 @@ kubeconfigUpload:
             ("  insecure: \"true\"\n", "pc.insecure"),
             ("k8sDistribution: Kind\n", "k8sDistribution"),
             ("categoryMappings: [a]\n", "categoryMappings"),
-            ("kubeconfigUpload:\n  enabled: \"yes\"\n", "kubeconfigUpload.enabled"),
+            (
+                "kubeconfigUpload:\n  enabled: \"yes\"\n",
+                "kubeconfigUpload.enabled",
+            ),
         ] {
             let t = if extra.starts_with("  ") {
                 base.replace("pc:\n", &format!("pc:\n{extra}"))
@@ -1029,8 +1112,13 @@ kubeconfigUpload:
             let err = render_checked(&t, &v, "1.4.0").unwrap_err().to_string();
             assert!(err.contains(key), "{t}: {err}");
         }
-        let err = render_checked("pc:\n  endpoint: h", &v, "1.4.0").unwrap_err().to_string();
-        assert!(err.contains("k8sClusterName is missing") && err.contains("ClusterName"), "{err}");
+        let err = render_checked("pc:\n  endpoint: h", &v, "1.4.0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("k8sClusterName is missing") && err.contains("ClusterName"),
+            "{err}"
+        );
         assert!(render_checked(base, &v, "1.4.0").is_ok());
     }
 
@@ -1059,7 +1147,9 @@ kubeconfigUpload:
         assert_eq!(out.notes.len(), 1);
         // 1.3.x mounts the Secret named agent.name: it must be the Secret konnector copies.
         let t = BUILTIN_VALUES_TEMPLATE.replace("name: \"{{ .AgentName }}\"", "name: other");
-        let err = render_checked(&t, &template_values(&r), "1.3.2").unwrap_err().to_string();
+        let err = render_checked(&t, &template_values(&r), "1.3.2")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("agent.name"), "{err}");
         assert!(render_checked(&t, &template_values(&r), "1.4.0").is_ok());
         // An unparseable version is checked as 1.4 and said so.
