@@ -1683,16 +1683,16 @@ fn format_one(spec: &Spec, verb: char, arg: &Value) -> Res<String> {
         }
         Value::Float(f) => match verb {
             'v' | 'g' if spec.precision.is_none() && !spec.sharp => {
-                sign_float(spec, *f, format_float_shortest(*f))
+                sign_float(spec, format_float_shortest(*f))
             }
-            'f' | 'F' => sign_float(spec, *f, format!("{:.*}", spec.precision.unwrap_or(6), f)),
+            'f' | 'F' => sign_float(spec, format!("{:.*}", spec.precision.unwrap_or(6), f)),
             'e' | 'E' => {
                 let s = format!("{:.*e}", spec.precision.unwrap_or(6), f);
                 let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
                 let e: i32 = e.parse().unwrap_or(0);
                 let s = format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs());
                 let s = if verb == 'E' { s.to_uppercase() } else { s };
-                sign_float(spec, *f, s)
+                sign_float(spec, s)
             }
             'd' | 's' | 't' | 'c' | 'q' | 'U' | 'o' | 'O' => bad_verb(verb, arg),
             _ => return unsupported(),
@@ -1736,14 +1736,13 @@ fn format_one(spec: &Spec, verb: char, arg: &Value) -> Res<String> {
 }
 
 /// Adds the sign flags to a formatted float and pads it as Go's fmtFloat does: zeros go after the sign.
-fn sign_float(spec: &Spec, f: f64, s: String) -> String {
+fn sign_float(spec: &Spec, s: String) -> String {
     let (sign, digits) = match s.strip_prefix('-') {
         Some(d) => ("-", d.to_owned()),
         None if spec.plus => ("+", s),
         None if spec.space => (" ", s),
         None => ("", s),
     };
-    let _ = f;
     let len = sign.len() + digits.chars().count();
     match spec.width {
         Some(w)
