@@ -1156,4 +1156,79 @@ kubeconfigUpload:
         let out = render_checked(BUILTIN_VALUES_TEMPLATE, &template_values(&request("c1")), "main").unwrap();
         assert_eq!(out.notes.len(), 1);
     }
+
+    mod properties {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use super::*;
+        use proptest::prelude::*;
+
+        const NAME: &str = "[a-z0-9]([-a-z0-9.]{0,20}[a-z0-9])?";
+        const CATEGORY: &str = "[A-Za-z0-9]([A-Za-z0-9 _./+()-]{0,10}[A-Za-z0-9])?";
+        const BASE64: &str = "[A-Za-z0-9+/]{0,12}={0,2}";
+
+        /// Mostly strings matching `valid` (so a good share of cases is accepted and checked), otherwise strings
+        /// rich in YAML and template syntax, newlines and non-ASCII.
+        fn hostile(valid: &'static str) -> impl Strategy<Value = String> {
+            prop_oneof![
+                6 => valid,
+                1 => "[ -~]{0,30}",
+                1 => "[a-z:#{}\\[\\]&*!|>'\"%@`,=\\- \n\t.]{0,30}",
+                1 => ".{0,20}",
+            ]
+        }
+
+        /// How many renderings the property accepted, so the test can show it checked some.
+        static ACCEPTED: AtomicUsize = AtomicUsize::new(0);
+
+        #[test]
+        fn the_property_checks_accepted_values_too() {
+            inputs_are_refused_or_land_verbatim_in_their_own_key();
+            assert!(
+                ACCEPTED.load(Ordering::Relaxed) > 50,
+                "{}",
+                ACCEPTED.load(Ordering::Relaxed)
+            );
+        }
+
+        proptest! {
+            /// Whatever the inputs, through CAREN's unquoted template or the quoted built-in one, values are either
+            /// refused or parse to exactly the inputs, each in its own key, with the reference set of keys.
+            #[test]
+            fn inputs_are_refused_or_land_verbatim_in_their_own_key(
+                name in hostile(NAME),
+                host in hostile(NAME),
+                key in hostile(CATEGORY),
+                value in hostile(CATEGORY),
+                bundle in hostile(BASE64),
+            ) {
+                let mut r = request("c1");
+                r.cluster.name = name;
+                r.prism_central.host = host;
+                r.prism_central.trust_bundle = bundle;
+                r.categories = vec![(key, value)];
+                let v = template_values(&r);
+                let inert = render_values(BUILTIN_VALUES_TEMPLATE, &v.placeholders(None)).unwrap();
+                let reference = shape(&parse_yaml(&inert).unwrap());
+                for template in [BUILTIN_VALUES_TEMPLATE, CAREN_TEMPLATE] {
+                    let Ok(out) = render_checked(template, &v, "1.4.0") else { continue };
+                    ACCEPTED.fetch_add(1, Ordering::Relaxed);
+                    let yaml = parse_yaml(&out.yaml).unwrap();
+                    prop_assert_eq!(yaml["k8sClusterName"].as_str(), Some(v.cluster_name.as_str()));
+                    prop_assert_eq!(yaml["pc"]["endpoint"].as_str(), Some(v.prism_central_host.as_str()));
+                    if !v.category_mappings.is_empty() {
+                        prop_assert_eq!(yaml["categoryMappings"].as_str(), Some(v.category_mappings.as_str()));
+                    }
+                    if !v.prism_central_additional_trust_bundle.is_empty() {
+                        prop_assert_eq!(
+                            yaml["pc"]["additionalTrustBundle"].as_str(),
+                            Some(v.prism_central_additional_trust_bundle.as_str())
+                        );
+                    }
+                    let got = shape(&yaml);
+                    prop_assert_eq!(got.keys().collect::<Vec<_>>(), reference.keys().collect::<Vec<_>>());
+                }
+            }
+        }
+    }
 }
