@@ -12,6 +12,16 @@ export KUBEBUILDER_ASSETS
 "$KUBEBUILDER_ASSETS/kube-apiserver" --version
 "$KUBEBUILDER_ASSETS/etcd" --version | awk 'NR == 1'
 
+step "Go toolchain (golang-go) for the text/template differential test"
+# tests/tests/template_differential.rs builds tests/go/render with Go's own text/template. ensure-control-plane.sh
+# pulls golang-go in too, but only while it builds kube-apiserver; this test needs it on its own.
+if ! command -v go >/dev/null 2>&1; then
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends golang-go
+fi
+go version
+
 step "developer tools (buf, helm)"
 PATH="$(bash hack/ensure-tools.sh):$PATH"
 export PATH

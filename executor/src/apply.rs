@@ -22,9 +22,9 @@ use crate::{
     names::{FIELD_MANAGER, RELEASE_NAMESPACE, REMOTE_SECRET_NAME, hcp_resource},
     objects::{
         self, ChartCoordinates, HELM_ADDONS_KEY, HelmChartProxyInput, VALUES_TEMPLATE_KEY,
-        helm_chart_proxy_name,
+        candidate_helm_chart_proxy_names, helm_chart_proxy_name_for,
     },
-    values::{BUILTIN_VALUES_TEMPLATE, render_values, template_values},
+    values::{BUILTIN_VALUES_TEMPLATE, render_checked, template_values},
 };
 
 /// What ApplyAgent did.
@@ -55,6 +55,8 @@ pub struct PlanOutcome {
 
 /// What ApplyAgent would write, computed without writing.
 struct Plan {
+    /// What the Cluster asks for that the configured chart version ignores (also in `notes`).
+    ignored: Vec<String>,
     hcp_name: String,
     namespace: Value,
     secret: Secret,
@@ -143,7 +145,18 @@ impl Executor {
             return Err(Error::HelmChartProxyDeleting { hcp: hcp_ref });
         }
         self.take_back_if_deleted(live, &hcps, &plan.hcp_name).await?;
+        self.remove_other_names(live, &hcps, &plan.hcp_name).await?;
         tracing::info!(hcp.name = %plan.hcp_name, "Konnector Agent applied");
+        if !plan.ignored.is_empty() {
+            self.record_event(
+                live,
+                EventType::Warning,
+                "ChartVersionIgnoresSettings",
+                "ApplyAgent",
+                plan.ignored.join("; "),
+            )
+            .await;
+        }
         Ok(ApplyOutcome {
             applied: true,
             message: format!(
@@ -187,6 +200,48 @@ impl Executor {
         Err(Error::ClusterDeleting {
             cluster: live.key.to_string(),
         })
+    }
+
+    /// Deletes the Cluster's HelmChartProxies under any other name konnector or CAREN may have used (CAREN's
+    /// `konnector-agent-<uuid>`, an older naming rule), so that one release has exactly one HelmChartProxy. Each
+    /// is deleted only after the current one is written, so the agent is never left without one.
+    async fn remove_other_names(
+        &self,
+        live: &LiveCluster,
+        hcps: &Api<DynamicObject>,
+        current: &str,
+    ) -> Result<(), Error> {
+        let others: Vec<String> = candidate_helm_chart_proxy_names(&live.key.name, &live.annotations())
+            .into_iter()
+            .filter(|n| n != current)
+            .collect();
+        for name in others {
+            let found = hcps
+                .get_metadata_opt(&name)
+                .instrument(tracing::debug_span!("read_helm_chart_proxy"))
+                .await
+                .map_err(|e| {
+                    Error::kube(
+                        format!("read HelmChartProxy {}/{name}", live.key.namespace),
+                        Side::Management,
+                        &e,
+                    )
+                })?;
+            if found.is_some_and(|h| h.metadata.deletion_timestamp.is_none()) {
+                match hcps.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => tracing::info!(hcp.name = %name, "HelmChartProxy under another name deleted"),
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => {
+                        return Err(Error::kube(
+                            format!("delete HelmChartProxy {}/{name}", live.key.namespace),
+                            Side::Management,
+                            &e,
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Renders what [`Executor::apply`] would write, and writes nothing.
@@ -243,22 +298,33 @@ impl Executor {
 
         let chart = self.chart_coordinates(&mut notes).await?;
         let (template, template_source) = self.values_template(&mut notes).await?;
-        let values =
-            render_values(&template, &template_values(req)).map_err(|error| Error::RenderValues {
-                source_name: template_source,
-                error,
+        // Every input is validated, and the rendered values are checked for structure and against the agent
+        // chart's contract for this chart version, before anything is written.
+        let rendered =
+            render_checked(&template, &template_values(req), &chart.chart_version).map_err(|error| {
+                Error::RenderValues {
+                    source_name: template_source,
+                    error,
+                }
             })?;
+        let ignored = rendered.notes.clone();
+        notes.extend(rendered.notes);
         let cluster_api_version = live.version.api_version();
-        let hcp = objects::helm_chart_proxy(&HelmChartProxyInput {
-            cluster: key,
-            cluster_uid: &live.uid,
-            cluster_api_version: &cluster_api_version,
-            chart: &chart,
-            values: &values,
-            helm_repository_ca_namespace: &self.inner.config.helm_repository_ca_namespace,
-        });
+        let hcp_name = helm_chart_proxy_name_for(&key.name, &live.annotations());
+        let hcp = objects::helm_chart_proxy(
+            &HelmChartProxyInput {
+                cluster: key,
+                cluster_uid: &live.uid,
+                cluster_api_version: &cluster_api_version,
+                chart: &chart,
+                values: &rendered.yaml,
+                helm_repository_ca_namespace: &self.inner.config.helm_repository_ca_namespace,
+            },
+            &hcp_name,
+        );
         Ok(Plan {
-            hcp_name: helm_chart_proxy_name(&key.name),
+            ignored,
+            hcp_name,
             namespace: objects::namespace_object(),
             secret: objects::remote_secret(&source),
             hcp,

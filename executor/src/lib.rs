@@ -21,6 +21,7 @@ pub mod domain;
 pub mod error;
 mod events;
 mod executor;
+mod gotemplate;
 pub mod names;
 pub mod objects;
 pub mod observe;

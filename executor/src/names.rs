@@ -105,9 +105,18 @@ pub fn is_dns1123_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// Whether `s` is a DNS-1123 subdomain (most object names): at most 253 bytes of dot-separated DNS-1123 labels.
+/// Whether `s` is a DNS-1123 subdomain (most object names), as Kubernetes validates it: at most 253 bytes of
+/// dot-separated segments of lower-case alphanumerics and '-', each starting and ending alphanumeric. Unlike a
+/// label, a segment has no length limit of its own.
 pub fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|seg| {
+            !seg.is_empty()
+                && !seg.starts_with('-')
+                && !seg.ends_with('-')
+                && seg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
 }
 
 #[cfg(test)]
@@ -134,6 +143,7 @@ mod tests {
             assert!(!is_dns1123_label(bad), "{bad}");
         }
         assert!(is_dns1123_subdomain("a.b-c.d"));
+        assert!(is_dns1123_subdomain(&"a".repeat(100)), "segments have no limit of their own");
         for bad in ["a..b", ".a", "a/b", "..", "a%2fb", &"a".repeat(254)] {
             assert!(!is_dns1123_subdomain(bad), "{bad}");
         }

@@ -6,8 +6,10 @@ use k8s_openapi::{ByteString, api::core::v1::Secret};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::domain::{
-    CLUSTER_NAME_LABEL, ClusterKey, PSA_ENFORCE_LABEL, RELEASE_NAME, RELEASE_NAMESPACE, REMOTE_SECRET_NAME,
+use crate::domain::ClusterKey;
+use crate::names::{
+    CAREN_CLUSTER_UUID_ANNOTATION, CLUSTER_NAME_LABEL, PSA_ENFORCE_LABEL, RELEASE_NAME, RELEASE_NAMESPACE,
+    REMOTE_SECRET_NAME, is_dns1123_label, is_dns1123_subdomain,
 };
 use crate::values::truncate_on_char_boundary;
 
@@ -60,10 +62,98 @@ pub fn parse_chart_coordinates(yaml: &str) -> Result<ChartCoordinates, String> {
     Ok(c)
 }
 
-/// The HelmChartProxy's name for a cluster: `konnector-agent-<cluster>`, deterministic. A name that would pass
-/// 253 bytes is cut and suffixed with a hash of the full cluster name, so that distinct clusters keep distinct
-/// names.
-pub fn helm_chart_proxy_name(cluster: &str) -> String {
+/// Longest label value. CAAPH copies the HelmChartProxy's name into a label on each HelmReleaseProxy and selects
+/// by it, so the name must fit here, not merely in an object name.
+pub const MAX_LABEL_VALUE_LEN: usize = 63;
+/// Length of the hash suffix of a shortened name, in hex digits (64 bits).
+const NAME_HASH_HEX_LEN: usize = 16;
+
+/// The HelmChartProxy's name for a cluster; deterministic and always a valid DNS-1123 subdomain and label value.
+///
+/// - With a well-formed `caren.nutanix.com/cluster-uuid` annotation: `konnector-agent-<uuid>`, CAREN's name, so
+///   konnector and CAREN converge on one object instead of installing the release twice.
+/// - Otherwise `konnector-agent-<cluster name>` when that is at most 62 characters and a valid name.
+/// - Otherwise a shortened form of exactly 63 characters: the name's first characters and a 64-bit hash of the
+///   full name. Full names stop at 62 so the two forms never collide: no cluster can be named so that its plain
+///   name equals another cluster's shortened one.
+///
+/// A malformed uuid annotation is ignored rather than trusted: it could otherwise make an invalid name.
+pub fn helm_chart_proxy_name_for(cluster_name: &str, annotations: &BTreeMap<String, String>) -> String {
+    if let Some(uuid) = caren_cluster_uuid(annotations) {
+        return format!("{HCP_NAME_PREFIX}{uuid}");
+    }
+    name_based_hcp_name(cluster_name)
+}
+
+/// Every name konnector may have given the cluster's HelmChartProxy, current rule first, for RemoveAgent to find
+/// whichever exists: CAREN's uuid name, the name-based rule, and the rule before names were fitted to 63
+/// characters (`konnector-agent-<cluster>`, hashed beyond 253). Only valid object names are listed, no duplicates.
+pub fn candidate_helm_chart_proxy_names(
+    cluster_name: &str,
+    annotations: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut names = vec![helm_chart_proxy_name_for(cluster_name, annotations)];
+    for name in [name_based_hcp_name(cluster_name), legacy_hcp_name(cluster_name)] {
+        if is_dns1123_subdomain(&name) && !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// The uuid in CAREN's annotation, when it is a canonical lowercase UUID (CAREN writes UUIDv7 strings). Anything
+/// else is treated as absent.
+pub fn caren_cluster_uuid(annotations: &BTreeMap<String, String>) -> Option<&str> {
+    let uuid = annotations.get(CAREN_CLUSTER_UUID_ANNOTATION)?;
+    let canonical = uuid.len() == 36
+        && uuid.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_digit() || ('a'..='f').contains(&c),
+        });
+    canonical.then_some(uuid.as_str())
+}
+
+fn name_based_hcp_name(cluster_name: &str) -> String {
+    let full = format!("{HCP_NAME_PREFIX}{cluster_name}");
+    if full.len() < MAX_LABEL_VALUE_LEN && is_dns1123_subdomain(&full) {
+        return full;
+    }
+    // Keep what can be kept of the name for humans: lowercase, other characters as '-', then no trailing '-' or
+    // '.' (a subdomain segment must end alphanumeric). The hash, of the *whole* original name, makes it unique;
+    // the hash is widened, never the name, so the result is always exactly 63 characters.
+    let room = MAX_LABEL_VALUE_LEN - HCP_NAME_PREFIX.len() - 1 - NAME_HASH_HEX_LEN;
+    let kept: String = cluster_name
+        .chars()
+        .take(room)
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-' | '.') => c,
+            _ => '-',
+        })
+        .collect();
+    // A subdomain segment may be neither empty nor start or end with '-' ("a..b", "a.-b", "a-.b").
+    let mut kept = kept;
+    while kept.contains("..") || kept.contains(".-") || kept.contains("-.") {
+        kept = kept.replace("..", ".").replace(".-", "-").replace("-.", "-");
+    }
+    let kept = kept.trim_start_matches('.').trim_end_matches(['-', '.']);
+    let hash = format!("{:016x}", fnv1a64(cluster_name.as_bytes()));
+    let pad = room - kept.len();
+    // Fill the room the name did not use with more hash, from a second, independent hash.
+    let extra = format!(
+        "{:016x}{:016x}",
+        fnv1a64(hash.as_bytes()),
+        fnv1a64(cluster_name.as_bytes()).rotate_left(32)
+    );
+    if kept.is_empty() {
+        format!("{HCP_NAME_PREFIX}{hash}{}", &extra[..pad + 1])
+    } else {
+        format!("{HCP_NAME_PREFIX}{kept}-{hash}{}", &extra[..pad])
+    }
+}
+
+/// The name konnector gave HelmChartProxies before names were fitted to label values: `konnector-agent-<cluster>`,
+/// cut at 253 bytes with a hash suffix. Kept only so RemoveAgent finds objects an older version created.
+fn legacy_hcp_name(cluster: &str) -> String {
     let full = format!("{HCP_NAME_PREFIX}{cluster}");
     if full.len() <= MAX_NAME_LEN {
         return full;
@@ -73,10 +163,39 @@ pub fn helm_chart_proxy_name(cluster: &str) -> String {
     format!("{}{suffix}", head.trim_end_matches(['-', '.']))
 }
 
+/// Whether `s` is a valid label value: at most 63 characters, alphanumerics, '-', '_' and '.', starting and
+/// ending alphanumeric (or empty).
+pub fn is_label_value(s: &str) -> bool {
+    s.len() <= MAX_LABEL_VALUE_LEN
+        && (s.is_empty()
+            || (s.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))))
+}
+
 fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
+}
+
+/// The namespace of the `helm-repository-tls` Secret, read from a repository URL whose host is the in-cluster
+/// mirror's Service, `helm-repository.<namespace>.svc[.cluster.local]`: the Secret lives beside the Service
+/// (CAREN's namespace when pointing at CAREN's mirror), not in konnector's namespace.
+pub fn helm_repository_namespace(repository_url: &str) -> Option<&str> {
+    let rest = repository_url
+        .split_once("://")
+        .map_or(repository_url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = host.split(':').next().unwrap_or_default();
+    let mut parts = host.split('.');
+    let (Some("helm-repository"), Some(ns), Some("svc")) = (parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    let tail: Vec<&str> = parts.collect();
+    (matches!(tail.as_slice(), [] | ["cluster", "local"]) && is_dns1123_label(ns)).then_some(ns)
 }
 
 /// Namespace `ntnx-system` with the Pod Security label the agent needs, in one object (CAREN applies the
@@ -92,9 +211,20 @@ pub fn namespace_object() -> Value {
     })
 }
 
-/// The credentials Secret as copied to the workload cluster: the source's type and data, nothing else (no
-/// labels, annotations or owner references travel).
+/// The keys the agent chart reads from the copied Secret.
+pub const CREDENTIAL_KEYS: [&str; 2] = ["username", "password"];
+
+/// The credentials Secret as copied to the workload cluster: the source's type and its `username` and `password`,
+/// nothing else. No labels, annotations or owner references travel, and neither do other keys: the Secret is named
+/// by the Cluster, which its owners control, so any other key it holds stays on the management cluster.
 pub fn remote_secret(source: &Secret) -> Secret {
+    let data = source
+        .data
+        .iter()
+        .flatten()
+        .filter(|(k, _)| CREDENTIAL_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     Secret {
         metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
             name: Some(REMOTE_SECRET_NAME.to_owned()),
@@ -102,7 +232,7 @@ pub fn remote_secret(source: &Secret) -> Secret {
             ..Default::default()
         },
         type_: source.type_.clone(),
-        data: Some(source.data.clone().unwrap_or_default()),
+        data: Some(data),
         ..Default::default()
     }
 }
@@ -135,18 +265,11 @@ pub fn secret_apply_body(secret: &Secret) -> Value {
     obj
 }
 
-/// Which kind of Prism Central credentials a Secret holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CredentialKind {
-    /// `username` and `password`.
-    Basic,
-    /// `apiKey`.
-    ApiKey,
-}
-
-/// Checks that the Secret holds `username`+`password` or `apiKey`, not both kinds and not neither. Values that
-/// are empty or whitespace count as absent. The error names keys, never values.
-pub fn validate_credentials(secret: &Secret) -> Result<CredentialKind, String> {
+/// Checks that the Secret holds `username` and `password`, the keys every published konnector-agent chart mounts
+/// at `/certs`. Values that are empty or whitespace count as absent. An `apiKey` is refused, alone or beside
+/// basic auth: no published chart reads it, so an agent given only a key could never authenticate, and one given
+/// both would silently ignore it. The error names keys, never values.
+pub fn validate_credentials(secret: &Secret) -> Result<(), String> {
     let present = |key: &str| {
         secret
             .data
@@ -155,18 +278,19 @@ pub fn validate_credentials(secret: &Secret) -> Result<CredentialKind, String> {
             .is_some_and(|ByteString(v)| !v.iter().all(u8::is_ascii_whitespace))
     };
     let (user, pass, key) = (present("username"), present("password"), present("apiKey"));
-    match (user || pass, key) {
-        (true, true) => Err(
-            "it holds both basic-auth keys (username/password) and apiKey; keep only one kind".to_owned(),
+    match (user, pass, key) {
+        (_, _, true) if !user && !pass => Err(
+            "it holds only key apiKey, which no published konnector-agent chart reads (the agent authenticates with username and password); add keys username and password and remove apiKey".to_owned(),
         ),
-        (false, false) => Err(
-            "it holds neither keys username and password nor key apiKey; add username and password, or apiKey"
-                .to_owned(),
+        (_, _, true) => Err(
+            "it holds both username/password and apiKey; no published konnector-agent chart reads apiKey, so remove it to make clear which credentials the agent uses".to_owned(),
         ),
-        (false, true) => Ok(CredentialKind::ApiKey),
-        (true, false) if !user => Err("key \"username\" is missing or empty".to_owned()),
-        (true, false) if !pass => Err("key \"password\" is missing or empty".to_owned()),
-        (true, false) => Ok(CredentialKind::Basic),
+        (false, false, false) => Err(
+            "it holds neither key username nor key password; add both".to_owned(),
+        ),
+        (true, false, false) => Err("key \"password\" is missing or empty".to_owned()),
+        (false, true, false) => Err("key \"username\" is missing or empty".to_owned()),
+        (true, true, false) => Ok(()),
     }
 }
 
@@ -184,20 +308,22 @@ pub struct HelmChartProxyInput<'a> {
     pub chart: &'a ChartCoordinates,
     /// Rendered values.
     pub values: &'a str,
-    /// Namespace of the `helm-repository-tls` Secret (the executor's own namespace).
+    /// Namespace of the `helm-repository-tls` Secret when the repository URL does not name it (see
+    /// [`helm_repository_namespace`]); the executor passes its own namespace.
     pub helm_repository_ca_namespace: &'a str,
 }
 
-/// The HelmChartProxy to server-side apply in the Cluster's namespace.
+/// The HelmChartProxy `name` (from [`helm_chart_proxy_name_for`]) to server-side apply in the Cluster's namespace.
 ///
 /// `options.install.createNamespace` is set explicitly (CAAPH's CRD default is also true) so the object says
-/// what it does. `tlsConfig` is set only when the repository URL names the in-cluster `helm-repository` mirror.
-pub fn helm_chart_proxy(input: &HelmChartProxyInput<'_>) -> Value {
+/// what it does. `tlsConfig` is set only when the repository URL names the in-cluster `helm-repository` mirror;
+/// its CA Secret is looked up in the mirror's namespace when the URL's host names it.
+pub fn helm_chart_proxy(input: &HelmChartProxyInput<'_>, name: &str) -> Value {
     let mut hcp = json!({
         "apiVersion": CAAPH_API_VERSION,
         "kind": "HelmChartProxy",
         "metadata": {
-            "name": helm_chart_proxy_name(&input.cluster.name),
+            "name": name,
             "namespace": input.cluster.namespace,
             "ownerReferences": [{
                 "apiVersion": input.cluster_api_version,
@@ -218,8 +344,10 @@ pub fn helm_chart_proxy(input: &HelmChartProxyInput<'_>) -> Value {
         },
     });
     if input.chart.repository_url.contains("helm-repository") {
+        let namespace = helm_repository_namespace(&input.chart.repository_url)
+            .unwrap_or(input.helm_repository_ca_namespace);
         hcp["spec"]["tlsConfig"] = json!({
-            "caSecret": {"name": HELM_REPOSITORY_TLS_SECRET, "namespace": input.helm_repository_ca_namespace},
+            "caSecret": {"name": HELM_REPOSITORY_TLS_SECRET, "namespace": namespace},
         });
     }
     hcp
@@ -252,12 +380,11 @@ mod tests {
     fn credentials() {
         assert_eq!(
             validate_credentials(&secret(&[("username", "u"), ("password", "p")])),
-            Ok(CredentialKind::Basic)
+            Ok(())
         );
-        assert_eq!(
-            validate_credentials(&secret(&[("apiKey", "k")])),
-            Ok(CredentialKind::ApiKey)
-        );
+        let only_key = validate_credentials(&secret(&[("apiKey", "s3cr3t-key")])).unwrap_err();
+        assert!(only_key.contains("only key apiKey"), "{only_key}");
+        assert!(!only_key.contains("s3cr3t"), "names keys only");
         assert!(
             validate_credentials(&secret(&[("username", "u")]))
                 .unwrap_err()
@@ -279,11 +406,20 @@ mod tests {
                 .contains("neither")
         );
         assert!(validate_credentials(&secret(&[("username", "u"), ("password", " \n")])).is_err());
+        // A whitespace-only apiKey counts as absent.
+        assert_eq!(
+            validate_credentials(&secret(&[("username", "u"), ("password", "p"), ("apiKey", " ")])),
+            Ok(())
+        );
     }
 
     #[test]
-    fn remote_secret_copies_type_and_data_only() {
-        let s = remote_secret(&secret(&[("username", "u"), ("password", "p")]));
+    fn remote_secret_copies_type_and_credentials_only() {
+        let s = remote_secret(&secret(&[
+            ("username", "u"),
+            ("password", "p"),
+            ("unrelated", "x"),
+        ]));
         assert_eq!(s.metadata.name.as_deref(), Some("konnector-agent"));
         assert_eq!(s.metadata.namespace.as_deref(), Some("ntnx-system"));
         assert_eq!(s.metadata.labels, None);
@@ -316,15 +452,149 @@ mod tests {
         );
     }
 
+    fn annotations(uuid: &str) -> BTreeMap<String, String> {
+        [(CAREN_CLUSTER_UUID_ANNOTATION.to_owned(), uuid.to_owned())].into()
+    }
+
+    const UUID: &str = "019d87f4-a01e-7aeb-8e4c-146dd9fcbf05";
+
     #[test]
     fn hcp_names() {
-        assert_eq!(helm_chart_proxy_name("c1"), "konnector-agent-c1");
-        let long = "x".repeat(300);
-        let other = format!("{}y", "x".repeat(299));
-        let (a, b) = (helm_chart_proxy_name(&long), helm_chart_proxy_name(&other));
-        assert!(a.len() <= 253 && b.len() <= 253);
-        assert_ne!(a, b);
-        assert_eq!(a, helm_chart_proxy_name(&long), "deterministic");
+        let none = BTreeMap::new();
+        assert_eq!(helm_chart_proxy_name_for("c1", &none), "konnector-agent-c1");
+        // CAREN's name when CAREN's annotation is there, whatever the cluster is called.
+        assert_eq!(
+            helm_chart_proxy_name_for("c1", &annotations(UUID)),
+            format!("konnector-agent-{UUID}")
+        );
+        // The longest plain name (46-character cluster name) and the first shortened one.
+        let n46 = "a".repeat(46);
+        assert_eq!(
+            helm_chart_proxy_name_for(&n46, &none),
+            format!("konnector-agent-{n46}")
+        );
+        let n47 = "a".repeat(47);
+        let short = helm_chart_proxy_name_for(&n47, &none);
+        assert_eq!(short.len(), 63);
+        assert!(
+            short.starts_with(&format!("konnector-agent-{}-", "a".repeat(30))),
+            "{short}"
+        );
+        // Malformed uuids are ignored, never copied into a name.
+        for bad in [
+            "",
+            "not-a-uuid",
+            "019D87F4-A01E-7AEB-8E4C-146DD9FCBF05",
+            "019d87f4-a01e-7aeb-8e4c-146dd9fcbf05\n",
+            "019d87f4-a01e-7aeb-8e4c-146dd9fcbf0/",
+            "019d87f4a01e-7aeb-8e4c-146dd9fcbf05-",
+        ] {
+            assert_eq!(
+                helm_chart_proxy_name_for("c1", &annotations(bad)),
+                "konnector-agent-c1",
+                "{bad:?}"
+            );
+        }
+        // Names that are no valid subdomain (never served by the API server, but the function is total).
+        for odd in ["UPPER", "a..b", "a.-b", ".x", "x.", "-", "é", "a_b", ""] {
+            let name = helm_chart_proxy_name_for(odd, &none);
+            assert!(
+                is_dns1123_subdomain(&name) && is_label_value(&name),
+                "{odd:?} -> {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn hcp_candidates() {
+        let none = BTreeMap::new();
+        assert_eq!(
+            candidate_helm_chart_proxy_names("c1", &none),
+            ["konnector-agent-c1"]
+        );
+        assert_eq!(
+            candidate_helm_chart_proxy_names("c1", &annotations(UUID)),
+            [format!("konnector-agent-{UUID}"), "konnector-agent-c1".to_owned()]
+        );
+        // A 60-character name: the shortened current name, then the plain name an older konnector used.
+        let n60 = "b".repeat(60);
+        let c = candidate_helm_chart_proxy_names(&n60, &none);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].len(), 63);
+        assert_eq!(c[1], format!("konnector-agent-{n60}"));
+        // Beyond 253 the old rule hashed too; that name is still listed.
+        let n300 = "x".repeat(300);
+        let c = candidate_helm_chart_proxy_names(&n300, &none);
+        assert_eq!(c.len(), 2);
+        assert!(c[1].len() <= 253 && is_dns1123_subdomain(&c[1]));
+    }
+
+    #[test]
+    fn repository_namespace() {
+        assert_eq!(
+            helm_repository_namespace("oci://helm-repository.caren.svc/charts"),
+            Some("caren")
+        );
+        assert_eq!(
+            helm_repository_namespace("oci://helm-repository.caren-system.svc.cluster.local:5000/charts"),
+            Some("caren-system")
+        );
+        assert_eq!(
+            helm_repository_namespace("https://mesosphere.github.io/charts/stable/"),
+            None
+        );
+        assert_eq!(helm_repository_namespace("oci://helm-repository/charts"), None);
+        assert_eq!(
+            helm_repository_namespace("oci://helm-repository.a.b.svc/charts"),
+            None
+        );
+        assert_eq!(
+            helm_repository_namespace("oci://helm-repository.caren.svc.evil.example/x"),
+            None
+        );
+        assert_eq!(
+            helm_repository_namespace("oci://helm-repository.Bad_NS.svc/x"),
+            None
+        );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn name_strategy() -> impl Strategy<Value = String> {
+            // Valid Cluster names (DNS-1123 subdomains) of every length that matters, plus arbitrary strings.
+            prop_oneof![
+                "[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?){0,3}",
+                ".{0,80}",
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn always_a_valid_label_value_and_subdomain(name in name_strategy(), uuid in ".{0,40}") {
+                for ann in [BTreeMap::new(), annotations(&uuid)] {
+                    let n = helm_chart_proxy_name_for(&name, &ann);
+                    prop_assert!(is_label_value(&n), "{n}");
+                    prop_assert!(is_dns1123_subdomain(&n), "{n}");
+                    prop_assert_eq!(&n, &helm_chart_proxy_name_for(&name, &ann));
+                    prop_assert!(candidate_helm_chart_proxy_names(&name, &ann).iter().all(|c| is_dns1123_subdomain(c)));
+                }
+            }
+
+            #[test]
+            fn distinct_clusters_get_distinct_names(a in name_strategy(), b in name_strategy()) {
+                prop_assume!(a != b);
+                let none = BTreeMap::new();
+                prop_assert_ne!(helm_chart_proxy_name_for(&a, &none), helm_chart_proxy_name_for(&b, &none));
+            }
+
+            #[test]
+            fn a_plain_name_never_equals_a_shortened_one(a in "[a-z0-9]{47,80}", b in "[a-z0-9]([-a-z0-9]{0,44}[a-z0-9])?") {
+                let none = BTreeMap::new();
+                prop_assert_ne!(helm_chart_proxy_name_for(&a, &none), helm_chart_proxy_name_for(&b, &none));
+            }
+        }
     }
 
     #[test]
@@ -358,7 +628,7 @@ mod tests {
             values: "a: b",
             helm_repository_ca_namespace: "konnector-system",
         };
-        let hcp = helm_chart_proxy(&input);
+        let hcp = helm_chart_proxy(&input, "konnector-agent-c1");
         assert_eq!(hcp["metadata"]["name"], "konnector-agent-c1");
         assert_eq!(
             hcp["metadata"]["ownerReferences"],
@@ -375,13 +645,33 @@ mod tests {
             repository_url: "oci://helm-repository.caren.svc/charts".into(),
             ..chart.clone()
         };
-        let hcp = helm_chart_proxy(&HelmChartProxyInput {
-            chart: &mirror,
-            ..input
-        });
+        let hcp = helm_chart_proxy(
+            &HelmChartProxyInput {
+                chart: &mirror,
+                ..input
+            },
+            "konnector-agent-c1",
+        );
+        // The CA Secret sits beside the mirror the URL names, not in konnector's namespace.
         assert_eq!(
             hcp["spec"]["tlsConfig"],
-            json!({"caSecret": {"name": "helm-repository-tls", "namespace": "konnector-system"}})
+            json!({"caSecret": {"name": "helm-repository-tls", "namespace": "caren"}})
+        );
+        let unnamed = ChartCoordinates {
+            repository_url: "oci://helm-repository/charts".into(),
+            ..chart.clone()
+        };
+        let hcp = helm_chart_proxy(
+            &HelmChartProxyInput {
+                chart: &unnamed,
+                ..input
+            },
+            "konnector-agent-x",
+        );
+        assert_eq!(hcp["metadata"]["name"], "konnector-agent-x");
+        assert_eq!(
+            hcp["spec"]["tlsConfig"]["caSecret"]["namespace"],
+            "konnector-system"
         );
     }
 }

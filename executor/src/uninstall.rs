@@ -20,7 +20,7 @@ use crate::{
     error::{Error, Side},
     executor::{Executor, humanize},
     names::{CLUSTER_NAME_LABEL, HCP_NAME_LABEL, hcp_resource, hrp_resource},
-    objects::helm_chart_proxy_name,
+    objects::candidate_helm_chart_proxy_names,
 };
 
 /// Where the uninstall stands.
@@ -170,9 +170,9 @@ pub fn decide(observed: &Observed, now: Timestamp, policy: &Policy) -> RemoveOut
     }
 }
 
-/// Every HelmChartProxy name konnector may have used for a Cluster.
+/// Every HelmChartProxy name konnector (or CAREN) may have used for a Cluster: RemoveAgent removes whichever exist.
 pub(crate) fn candidate_names(live: &LiveCluster) -> Vec<String> {
-    vec![helm_chart_proxy_name(&live.key.name)]
+    candidate_helm_chart_proxy_names(&live.key.name, &live.annotations())
 }
 
 impl Executor {

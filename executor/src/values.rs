@@ -1,16 +1,28 @@
-//! Rendering the chart values: the variables a values template sees, the built-in template, and Go
-//! `text/template` evaluation through gtmpl.
+//! Rendering the chart values: the variables a values template sees, the built-in template, and the one checked
+//! entry point, [`render_checked`], which refuses values that an input could have bent.
+//!
+//! A values template is operator-written Go `text/template` text and its inputs come from the Cluster, which
+//! tenants write. So rendering is surrounded by three checks, each before anything is written:
+//! 1. every input is validated on its own ([`validate_inputs`]): hosts are hosts, the trust bundle is base64, the
+//!    cluster name is a Kubernetes name, categories hold no YAML syntax;
+//! 2. the rendered YAML must have the structure the template gives it with inert placeholders of the same types
+//!    ([`check_structure`]), so whatever the template is, no input can add, remove or retype a key;
+//! 3. the rendered values must satisfy the contract of the configured chart version ([`check_contract`]).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
-use gtmpl::Value;
+use serde_yaml_ng::Value as Yaml;
+
+use crate::gotemplate::Value;
 
 use crate::domain::{
     AGENT_NAME, AgentRequest, MAX_CLUSTER_NAME_LEN, REMOTE_SECRET_NAME, TRUST_BUNDLE_CONFIGMAP_NAME,
 };
 
-/// The values template used when the values-template ConfigMap is absent. It renders the same bytes as the
-/// template CAREN ships (including the blank line after the `pc:` block, and no trailing newline).
+/// The values template used when the values-template ConfigMap is absent. It is CAREN's shipped template with its
+/// string scalars double-quoted (CAREN leaves `k8sClusterName`, `pc.endpoint`, `categoryMappings` and
+/// `additionalTrustBundle` bare, so a Cluster named `1234` renders an integer that the chart refuses); everything
+/// else, including the blank line after the `pc:` block and no trailing newline, is byte-for-byte CAREN's.
 /// It is the same file the chart installs as the default values-template ConfigMap, so the two cannot drift.
 pub const BUILTIN_VALUES_TEMPLATE: &str =
     include_str!("../../deploy/chart/konnector/files/konnector-agent-values-template.yaml");
@@ -76,52 +88,100 @@ pub fn template_values(req: &AgentRequest) -> TemplateValues {
 }
 
 impl TemplateValues {
-    fn to_gtmpl(&self) -> Value {
-        let fields: HashMap<String, Value> = [
-            ("AgentName", Value::from(self.agent_name.as_str())),
-            ("PrismCentralHost", Value::from(self.prism_central_host.as_str())),
-            (
-                "PrismCentralPort",
-                Value::from(u64::from(self.prism_central_port)),
-            ),
-            ("PrismCentralInsecure", Value::from(self.prism_central_insecure)),
+    /// The variables as the template sees them: a struct with CAREN's field names and Go types.
+    fn to_template_data(&self) -> Value {
+        Value::Struct(
+            self.fields()
+                .into_iter()
+                .map(|(name, field)| {
+                    let value = match field {
+                        Field::Str(s) => Value::Str(s.to_owned()),
+                        Field::Port(p) => Value::Uint(u64::from(p), "uint16"),
+                        Field::Bool(b) => Value::Bool(b),
+                    };
+                    (name.to_owned(), value)
+                })
+                .collect(),
+        )
+    }
+
+    /// Every variable with its template name, in declaration order.
+    fn fields(&self) -> Vec<(&'static str, Field<'_>)> {
+        vec![
+            ("AgentName", Field::Str(&self.agent_name)),
+            ("PrismCentralHost", Field::Str(&self.prism_central_host)),
+            ("PrismCentralPort", Field::Port(self.prism_central_port)),
+            ("PrismCentralInsecure", Field::Bool(self.prism_central_insecure)),
             (
                 "PrismCentralAdditionalTrustBundle",
-                Value::from(self.prism_central_additional_trust_bundle.as_str()),
+                Field::Str(&self.prism_central_additional_trust_bundle),
             ),
             (
                 "CreateAdditionalTrustBundleConfigMap",
-                Value::from(self.create_additional_trust_bundle_config_map),
+                Field::Bool(self.create_additional_trust_bundle_config_map),
             ),
             (
                 "AdditionalTrustBundleConfigMapName",
-                Value::from(self.additional_trust_bundle_config_map_name.as_str()),
+                Field::Str(&self.additional_trust_bundle_config_map_name),
             ),
-            ("ClusterName", Value::from(self.cluster_name.as_str())),
-            ("CategoryMappings", Value::from(self.category_mappings.as_str())),
+            ("ClusterName", Field::Str(&self.cluster_name)),
+            ("CategoryMappings", Field::Str(&self.category_mappings)),
             (
                 "PrismCredentialsSecretName",
-                Value::from(self.prism_credentials_secret_name.as_str()),
+                Field::Str(&self.prism_credentials_secret_name),
             ),
             (
                 "EnableKubeconfigUpload",
-                Value::from(self.enable_kubeconfig_upload),
+                Field::Bool(self.enable_kubeconfig_upload),
             ),
-            (
-                "ControlPlaneEndpoint",
-                Value::from(self.control_plane_endpoint.as_str()),
-            ),
+            ("ControlPlaneEndpoint", Field::Str(&self.control_plane_endpoint)),
         ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        // An Object (not a Map), so that an unknown field is an error, as with a Go struct.
-        Value::Object(fields)
+    }
+
+    /// The same variables with every string replaced by an inert placeholder of the same byte length (so `len`,
+    /// `slice` and emptiness tests behave alike), keeping only the strings named in `keep`. Numbers and booleans
+    /// are kept: they cannot carry syntax.
+    fn placeholders(&self, keep: Option<&str>) -> Self {
+        let inert = |name: &str, s: &str| {
+            if keep == Some(name) {
+                s.to_owned()
+            } else {
+                "a".repeat(s.len())
+            }
+        };
+        Self {
+            agent_name: inert("AgentName", &self.agent_name),
+            prism_central_host: inert("PrismCentralHost", &self.prism_central_host),
+            prism_central_additional_trust_bundle: inert(
+                "PrismCentralAdditionalTrustBundle",
+                &self.prism_central_additional_trust_bundle,
+            ),
+            additional_trust_bundle_config_map_name: inert(
+                "AdditionalTrustBundleConfigMapName",
+                &self.additional_trust_bundle_config_map_name,
+            ),
+            cluster_name: inert("ClusterName", &self.cluster_name),
+            category_mappings: inert("CategoryMappings", &self.category_mappings),
+            prism_credentials_secret_name: inert(
+                "PrismCredentialsSecretName",
+                &self.prism_credentials_secret_name,
+            ),
+            control_plane_endpoint: inert("ControlPlaneEndpoint", &self.control_plane_endpoint),
+            ..self.clone()
+        }
     }
 }
 
-/// Why a values template could not be rendered. Messages carry gtmpl's explanation, which names template
-/// positions and fields, never values.
+/// One template variable's value.
+#[derive(Clone, Copy)]
+enum Field<'a> {
+    Str(&'a str),
+    Port(u16),
+    Bool(bool),
+}
+
+/// Why values could not be rendered, or were refused. Messages name inputs (template variables) and value keys;
+/// engine messages that could quote an input are scrubbed by [`render_checked`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RenderError {
     /// The template does not parse.
@@ -135,20 +195,488 @@ pub enum RenderError {
         "the rendered Helm values contain \"{{{{\", which CAAPH would render again as a template; escape it in the values template"
     )]
     ContainsTemplateDelimiter,
+    /// An input is not of the form its kind allows.
+    #[error("input {input} is refused: {problem}")]
+    InvalidInput {
+        /// The template variable, and where it comes from.
+        input: &'static str,
+        /// What is wrong, without the value.
+        problem: String,
+    },
+    /// The rendered values are not a YAML mapping.
+    #[error("the rendered Helm values are not one YAML mapping: {0}")]
+    NotYaml(String),
+    /// An input changed the structure the template gives the values.
+    #[error(
+        "input {input} changes the structure of the rendered Helm values ({detail}); the values template must place it as a single scalar"
+    )]
+    StructureChanged {
+        /// The template variable that does it, or a description when no single one does.
+        input: String,
+        /// Which key path changed, without values.
+        detail: String,
+    },
+    /// The rendered values break the contract of the configured chart version.
+    #[error("the rendered Helm values do not fit konnector-agent chart {chart_version}: {problem}")]
+    Contract {
+        /// The chart version checked against.
+        chart_version: String,
+        /// What is wrong, naming the value key and the input.
+        problem: String,
+    },
 }
 
-/// Renders `template` with `values`.
+/// Renders `template` with `values`, with no checks beyond refusing `{{` in the output. Use [`render_checked`]
+/// before writing anything.
 pub fn render_values(template: &str, values: &TemplateValues) -> Result<String, RenderError> {
-    let mut tmpl = gtmpl::Template::default();
-    tmpl.parse(template)
-        .map_err(|e| RenderError::Parse(e.to_string()))?;
-    let out = tmpl
-        .render(&gtmpl::Context::from(values.to_gtmpl()))
-        .map_err(|e| RenderError::Execute(e.to_string()))?;
+    let out = crate::gotemplate::render(template, values.to_template_data())?;
     if out.contains("{{") {
         return Err(RenderError::ContainsTemplateDelimiter);
     }
     Ok(out)
+}
+
+/// Values that passed every check, and what the caller should tell the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendered {
+    /// The rendered values, for `spec.valuesTemplate`.
+    pub yaml: String,
+    /// Things the Cluster asks for that the configured chart version ignores; for the answer and an Event.
+    pub notes: Vec<String>,
+}
+
+/// The one checked way to values: validates every input, renders, checks that no input changed the template's
+/// structure, and checks the result against the contract of `chart_version`. Nothing here echoes an input.
+pub fn render_checked(
+    template: &str,
+    values: &TemplateValues,
+    chart_version: &str,
+) -> Result<Rendered, RenderError> {
+    validate_inputs(values)?;
+    let yaml = render_values(template, values).map_err(|e| scrub(e, values))?;
+    let parsed = check_structure(template, values, &yaml)?;
+    let notes = check_contract(&parsed, values, chart_version)?;
+    Ok(Rendered { yaml, notes })
+}
+
+/// Engine errors can quote the value a function choked on; replace any input value they contain.
+fn scrub(error: RenderError, values: &TemplateValues) -> RenderError {
+    let clean = |mut msg: String| {
+        for (_, field) in values.fields() {
+            if let Field::Str(s) = field
+                && s.len() >= 3
+            {
+                msg = msg.replace(s, "<input>");
+            }
+        }
+        msg
+    };
+    match error {
+        RenderError::Parse(m) => RenderError::Parse(clean(m)),
+        RenderError::Execute(m) => RenderError::Execute(clean(m)),
+        other => other,
+    }
+}
+
+/// Where each input comes from, for messages.
+fn input_label(name: &str) -> &'static str {
+    match name {
+        "PrismCentralHost" => "PrismCentralHost (the host of clusterConfig.nutanix.prismCentralEndpoint.url)",
+        "PrismCentralAdditionalTrustBundle" => {
+            "PrismCentralAdditionalTrustBundle (clusterConfig.nutanix.prismCentralEndpoint.additionalTrustBundle)"
+        }
+        "ClusterName" => "ClusterName (the Cluster's name)",
+        "CategoryMappings" => "CategoryMappings (the Cluster's additionalCategories)",
+        "ControlPlaneEndpoint" => "ControlPlaneEndpoint (the Cluster's spec.controlPlaneEndpoint)",
+        "AgentName" => "AgentName",
+        "AdditionalTrustBundleConfigMapName" => "AdditionalTrustBundleConfigMapName",
+        "PrismCredentialsSecretName" => "PrismCredentialsSecretName",
+        _ => "a template variable",
+    }
+}
+
+fn invalid(name: &str, problem: impl Into<String>) -> RenderError {
+    RenderError::InvalidInput {
+        input: input_label(name),
+        problem: problem.into(),
+    }
+}
+
+/// Validates each input on its own, by what it is. Messages name the input and the rule, never the value.
+pub fn validate_inputs(v: &TemplateValues) -> Result<(), RenderError> {
+    for (name, value) in [
+        ("AgentName", &v.agent_name),
+        ("PrismCredentialsSecretName", &v.prism_credentials_secret_name),
+        ("ClusterName", &v.cluster_name),
+    ] {
+        if value.is_empty() || !is_name_prefix(value) {
+            return Err(invalid(
+                name,
+                "it must be a Kubernetes object name (lowercase letters, digits, '-' and '.')",
+            ));
+        }
+    }
+    if !v.additional_trust_bundle_config_map_name.is_empty()
+        && !is_name_prefix(&v.additional_trust_bundle_config_map_name)
+    {
+        return Err(invalid(
+            "AdditionalTrustBundleConfigMapName",
+            "it must be a Kubernetes object name",
+        ));
+    }
+    if !is_host(&v.prism_central_host) {
+        return Err(invalid(
+            "PrismCentralHost",
+            "it must be a DNS name or an IP address (letters, digits, '-', '.', and ':' for IPv6)",
+        ));
+    }
+    if !v.control_plane_endpoint.is_empty() {
+        let host_port = v
+            .control_plane_endpoint
+            .strip_prefix("https://")
+            .and_then(|rest| rest.rsplit_once(':'))
+            .filter(|(host, port)| {
+                is_host(host)
+                    && !port.is_empty()
+                    && port.len() <= 5
+                    && port.bytes().all(|b| b.is_ascii_digit())
+            });
+        if host_port.is_none() {
+            return Err(invalid(
+                "ControlPlaneEndpoint",
+                "it must be https://<DNS name or IP address>:<port>",
+            ));
+        }
+    }
+    if !is_base64(&v.prism_central_additional_trust_bundle) {
+        return Err(invalid(
+            "PrismCentralAdditionalTrustBundle",
+            "it must be standard base64 (A-Z, a-z, 0-9, '+', '/', with '=' only as trailing padding) on one line",
+        ));
+    }
+    validate_category_mappings(&v.category_mappings)
+}
+
+/// Each category key and value may hold letters, digits, spaces and `-_./+@()`; the `=` and `,` that join them
+/// are the only other characters. That excludes every character with a meaning in YAML (`:`, `#`, quotes,
+/// brackets, `&`, `*`, `!`, `|`, `>`, `%`, `@` at the start, newlines) and the template delimiter `{{`.
+fn validate_category_mappings(mappings: &str) -> Result<(), RenderError> {
+    if mappings.is_empty() {
+        return Ok(());
+    }
+    for (i, pair) in mappings.split(',').enumerate() {
+        let position = i + 1;
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(invalid(
+                "CategoryMappings",
+                format!("category {position} has no key=value form (a key or value holds ',' or '=')"),
+            ));
+        };
+        for (part, text) in [("key", key), ("value", value)] {
+            let allowed = |c: char| c.is_alphanumeric() || " -_./+()".contains(c);
+            if text.is_empty()
+                || !text.chars().all(allowed)
+                || text.starts_with(' ')
+                || text.ends_with(' ')
+                || text.starts_with(['-', '.'])
+            {
+                return Err(invalid(
+                    "CategoryMappings",
+                    format!(
+                        "the {part} of category {position} must be non-empty letters, digits, inner spaces and -_./+() (not starting with '-' or '.')"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A Kubernetes name or a prefix of one (the cluster name may have been cut at 40 bytes).
+fn is_name_prefix(s: &str) -> bool {
+    s.len() <= 253
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+/// A DNS name (letters, digits, '-', '.'), an IPv4 address, or an IPv6 address without brackets.
+fn is_host(s: &str) -> bool {
+    if s.is_empty() || s.len() > 253 {
+        return false;
+    }
+    if s.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    s.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    })
+}
+
+/// Standard base64 on one line; empty is allowed (no bundle).
+fn is_base64(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    s.len() - body.len() <= 2
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
+/// The shape of a YAML document: every key path with the kind of node found there.
+type Shape = BTreeMap<String, &'static str>;
+
+fn shape(yaml: &Yaml) -> Shape {
+    fn walk(node: &Yaml, path: String, out: &mut Shape) {
+        let kind = match node {
+            Yaml::Null => "null",
+            Yaml::Bool(_) => "boolean",
+            Yaml::Number(n) if n.is_i64() || n.is_u64() => "integer",
+            Yaml::Number(_) => "float",
+            Yaml::String(_) => "string",
+            Yaml::Sequence(_) => "sequence",
+            Yaml::Mapping(_) => "mapping",
+            Yaml::Tagged(_) => "tagged value",
+        };
+        match node {
+            Yaml::Mapping(m) => {
+                for (k, v) in m {
+                    let key = match k {
+                        Yaml::String(s) => s.clone(),
+                        // A non-string key is structure too; its kind is recorded, not its text.
+                        other => format!("<{} key>", shape_kind(other)),
+                    };
+                    walk(v, format!("{path}.{key}"), out);
+                }
+            }
+            Yaml::Sequence(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    walk(v, format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+        out.insert(if path.is_empty() { ".".to_owned() } else { path }, kind);
+    }
+    let mut out = Shape::new();
+    walk(yaml, String::new(), &mut out);
+    out
+}
+
+fn shape_kind(y: &Yaml) -> &'static str {
+    shape(y).get(".").copied().unwrap_or("node")
+}
+
+fn parse_yaml(yaml: &str) -> Result<Yaml, String> {
+    // Position only: the parser's message can quote the text around the error, which may be an input.
+    serde_yaml_ng::from_str::<Yaml>(yaml).map_err(|e| match e.location() {
+        Some(l) => format!("invalid YAML at line {} column {}", l.line(), l.column()),
+        None => "invalid YAML".to_owned(),
+    })
+}
+
+/// Renders the template again with inert placeholders for every string input and requires the real rendering
+/// to have the same key paths with the same kinds of node. When it does not, the inputs are put back one at a
+/// time to name the one responsible. Returns the parsed real values.
+pub fn check_structure(template: &str, values: &TemplateValues, yaml: &str) -> Result<Yaml, RenderError> {
+    let inert =
+        render_values(template, &values.placeholders(None)).map_err(|_| RenderError::StructureChanged {
+            input: "(undetermined)".to_owned(),
+            detail: "the template renders with the real inputs but not with placeholders of the same length"
+                .to_owned(),
+        })?;
+    let inert_shape = shape(&parse_yaml(&inert).map_err(|e| {
+        RenderError::NotYaml(format!(
+            "{e} (even with placeholder inputs: the template itself is not YAML)"
+        ))
+    })?);
+    let real = parse_yaml(yaml);
+    let difference = |candidate: &Result<Yaml, String>| -> Option<String> {
+        match candidate {
+            Err(e) => Some(e.clone()),
+            Ok(y) => first_difference(&inert_shape, &shape(y)),
+        }
+    };
+    let Some(detail) = difference(&real) else {
+        return Ok(real.unwrap_or(Yaml::Null));
+    };
+    // Name the culprit: the first input that, alone among placeholders, changes the shape.
+    let culprit = values.fields().into_iter().find_map(|(name, field)| {
+        let Field::Str(_) = field else { return None };
+        let one = render_values(template, &values.placeholders(Some(name))).ok()?;
+        difference(&parse_yaml(&one)).map(|d| (name, d))
+    });
+    Err(match culprit {
+        Some((name, detail)) => RenderError::StructureChanged {
+            input: input_label(name).to_owned(),
+            detail,
+        },
+        None => RenderError::StructureChanged {
+            input: "a combination of inputs".to_owned(),
+            detail,
+        },
+    })
+}
+
+fn first_difference(expected: &Shape, actual: &Shape) -> Option<String> {
+    for (path, kind) in expected {
+        match actual.get(path) {
+            None => return Some(format!("key {path} disappears")),
+            Some(k) if k != kind => {
+                return Some(format!("key {path} changes from {kind} to {k}"));
+            }
+            Some(_) => {}
+        }
+    }
+    actual
+        .keys()
+        .find(|p| !expected.contains_key(*p))
+        .map(|_| "a key is added".to_owned())
+}
+
+/// The konnector-agent chart versions konnector knows, by what their values can honour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChartGeneration {
+    /// 1.3.x and older: no `pc.additionalTrustBundle`, `prismCredentialsSecretName` or `kubeconfigUpload`; the
+    /// credentials Secret mounted is the one named `agent.name`.
+    Before1_4,
+    /// 1.4.0 and later (including 1.4.0 release candidates).
+    From1_4,
+}
+
+/// Which generation a chart version belongs to; `None` when the version is not `[v]MAJOR.MINOR[.PATCH][-pre]`.
+pub fn chart_generation(version: &str) -> Option<ChartGeneration> {
+    let core = version.strip_prefix('v').unwrap_or(version);
+    let core = core.split(['-', '+']).next().unwrap_or_default();
+    let mut parts = core.split('.').map(str::parse::<u64>);
+    let major = parts.next()?.ok()?;
+    let minor = parts.next()?.ok()?;
+    if let Some(patch) = parts.next() {
+        patch.ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(if (major, minor) < (1, 4) {
+        ChartGeneration::Before1_4
+    } else {
+        ChartGeneration::From1_4
+    })
+}
+
+/// Pattern the chart's schema gives `k8sDistribution`.
+const DISTRIBUTIONS: [&str; 5] = ["CAPX", "OCP", "NKE", "EKSA", "NKP"];
+
+/// Checks parsed values against what the chart's `values.schema.json` and templates require, for the chart
+/// generation of `chart_version`, and lists what the Cluster asks for that this chart version ignores.
+pub fn check_contract(
+    values_yaml: &Yaml,
+    inputs: &TemplateValues,
+    chart_version: &str,
+) -> Result<Vec<String>, RenderError> {
+    let mut notes = Vec::new();
+    let generation = chart_generation(chart_version).unwrap_or_else(|| {
+        notes.push(format!(
+            "chart version {chart_version:?} is not a MAJOR.MINOR.PATCH version; the values were checked against the 1.4 contract"
+        ));
+        ChartGeneration::From1_4
+    });
+    let fail = |problem: String| RenderError::Contract {
+        chart_version: chart_version.to_owned(),
+        problem,
+    };
+    let get = |path: &[&str]| path.iter().try_fold(values_yaml, |node, key| node.get(*key));
+    let kind = |path: &[&str]| get(path).map(shape_kind);
+    let dotted = |path: &[&str]| path.join(".");
+    // (value key, required kind, whether required, the input it comes from)
+    let typed: [(&[&str], &str, bool, &str); 5] = [
+        (&["k8sClusterName"], "string", true, "ClusterName"),
+        (&["pc", "endpoint"], "string", true, "PrismCentralHost"),
+        (&["pc", "port"], "integer", false, "PrismCentralPort"),
+        (&["pc", "insecure"], "boolean", false, "PrismCentralInsecure"),
+        (&["categoryMappings"], "string", false, "CategoryMappings"),
+    ];
+    for (path, want, required, input) in typed {
+        match kind(path) {
+            None if required => {
+                return Err(fail(format!(
+                    "{} is missing; the chart requires it (template variable {input})",
+                    dotted(path)
+                )));
+            }
+            Some(k) if k != want => {
+                return Err(fail(format!(
+                    "{} must be of type {want} but renders as {k} (template variable {input}; quote it in the values template)",
+                    dotted(path)
+                )));
+            }
+            _ => {}
+        }
+    }
+    if get(&["k8sClusterName"]).and_then(Yaml::as_str) == Some("") {
+        return Err(fail(
+            "k8sClusterName is empty (template variable ClusterName)".to_owned(),
+        ));
+    }
+    if get(&["pc", "endpoint"]).and_then(Yaml::as_str) == Some("") {
+        return Err(fail(
+            "pc.endpoint is empty (template variable PrismCentralHost)".to_owned(),
+        ));
+    }
+    if let Some(d) = get(&["k8sDistribution"])
+        && !d.as_str().is_some_and(|d| DISTRIBUTIONS.contains(&d))
+    {
+        return Err(fail(format!(
+            "k8sDistribution must be one of {}",
+            DISTRIBUTIONS.join(", ")
+        )));
+    }
+    match generation {
+        ChartGeneration::From1_4 => {
+            let upload = get(&["kubeconfigUpload", "enabled"]);
+            if let Some(u) = upload
+                && !u.is_bool()
+            {
+                return Err(fail(
+                    "kubeconfigUpload.enabled must be a boolean (template variable EnableKubeconfigUpload)"
+                        .to_owned(),
+                ));
+            }
+            if upload.and_then(Yaml::as_bool) == Some(true)
+                && get(&["kubeconfigUpload", "controlPlaneEndpoint"])
+                    .and_then(Yaml::as_str)
+                    .is_none_or(str::is_empty)
+            {
+                return Err(fail(
+                    "kubeconfigUpload.enabled is true but kubeconfigUpload.controlPlaneEndpoint is missing; the Cluster has no spec.controlPlaneEndpoint (template variable ControlPlaneEndpoint): set it, or set konnectorAgent.enableKubeconfigUpload to false".to_owned(),
+                ));
+            }
+        }
+        ChartGeneration::Before1_4 => {
+            // 1.3.x mounts the Secret named agent.name; konnector copies the credentials under its own name.
+            let agent_name = get(&["agent", "name"]).and_then(Yaml::as_str);
+            if agent_name != Some(inputs.prism_credentials_secret_name.as_str()) {
+                return Err(fail(format!(
+                    "charts before 1.4.0 mount the credentials Secret named by agent.name, so agent.name must be {:?}, the Secret konnector copies (template variable PrismCredentialsSecretName)",
+                    inputs.prism_credentials_secret_name
+                )));
+            }
+            if !inputs.prism_central_additional_trust_bundle.is_empty() {
+                notes.push(format!(
+                    "chart {chart_version} ignores the Prism Central trust bundle (pc.additionalTrustBundle needs chart 1.4.0 or later): the agent will verify Prism Central against its system roots only"
+                ));
+            }
+            if inputs.enable_kubeconfig_upload {
+                notes.push(format!(
+                    "chart {chart_version} ignores enableKubeconfigUpload (kubeconfigUpload needs chart 1.4.0 or later)"
+                ));
+            }
+        }
+    }
+    Ok(notes)
 }
 
 /// Joins categories as `key=value` with commas: entries with an empty key or value are dropped, and exact
@@ -226,10 +754,47 @@ kubeconfigUpload:
   enabled: true
   controlPlaneEndpoint: \"https://10.0.0.10:6443\"";
 
+    /// CAREN's shipped template, byte for byte (the built-in one before its scalars were quoted).
+    const CAREN_TEMPLATE: &str = include_str!("../../tests/go/testdata/caren-values-template.yaml");
+
+    /// [`REFERENCE_EXAMPLE`] as the built-in template renders it: the same bytes with the string scalars quoted.
+    fn quoted(caren: &str) -> String {
+        caren
+            .replace("  name: konnector-agent\n", "  name: \"konnector-agent\"\n")
+            .replace("  endpoint: pc.example.com\n", "  endpoint: \"pc.example.com\"\n")
+            .replace("k8sClusterName: my-cluster\n", "k8sClusterName: \"my-cluster\"\n")
+            .replace(
+                "additionalTrustBundle: QlVORExF\n",
+                "additionalTrustBundle: \"QlVORExF\"\n",
+            )
+            .replace(
+                "categoryMappings: Environment=Production,Department=Engineering\n",
+                "categoryMappings: \"Environment=Production,Department=Engineering\"\n",
+            )
+    }
+
     #[test]
-    fn builtin_template_reproduces_the_reference_example() {
-        let out = render_values(BUILTIN_VALUES_TEMPLATE, &template_values(&request("my-cluster"))).unwrap();
+    fn caren_template_reproduces_the_reference_example() {
+        let out = render_values(CAREN_TEMPLATE, &template_values(&request("my-cluster"))).unwrap();
         assert_eq!(out, REFERENCE_EXAMPLE);
+    }
+
+    #[test]
+    fn builtin_template_is_carens_with_quoted_scalars() {
+        let unquoted = [
+            "AgentName",
+            "PrismCentralHost",
+            "PrismCentralAdditionalTrustBundle",
+            "ClusterName",
+            "CategoryMappings",
+        ]
+        .iter()
+        .fold(BUILTIN_VALUES_TEMPLATE.to_owned(), |t, v| {
+            t.replace(&format!("\"{{{{ .{v} }}}}\""), &format!("{{{{ .{v} }}}}"))
+        });
+        assert_eq!(unquoted, CAREN_TEMPLATE);
+        let out = render_values(BUILTIN_VALUES_TEMPLATE, &template_values(&request("my-cluster"))).unwrap();
+        assert_eq!(out, quoted(REFERENCE_EXAMPLE));
     }
 
     #[test]
@@ -237,7 +802,6 @@ kubeconfigUpload:
         let mut r = request("my-cluster");
         r.prism_central.trust_bundle = "QlVORExF".into();
         r.categories = pairs(&[("Environment", "Production"), ("Department", "Engineering")]);
-        let out = render_values(BUILTIN_VALUES_TEMPLATE, &template_values(&r)).unwrap();
         let expected = REFERENCE_EXAMPLE
             .replace("  insecure: true\n", "  insecure: false\n")
             .replace(
@@ -248,8 +812,12 @@ kubeconfigUpload:
                 "prismCredentialsSecretName: \"konnector-agent\"\n",
                 "prismCredentialsSecretName: \"konnector-agent\"\ncategoryMappings: Environment=Production,Department=Engineering\ncreateAdditionalTrustBundleConfigMap: true\nadditionalTrustBundleConfigMapName: \"ntnx-additional-trust-bundle-konnector-agent\"\n",
             );
+        let out = render_values(CAREN_TEMPLATE, &template_values(&r)).unwrap();
         assert_eq!(out, expected);
         assert!(out.contains("\ncategoryMappings: Environment=Production,Department=Engineering"));
+        let out = render_checked(BUILTIN_VALUES_TEMPLATE, &template_values(&r), "1.4.0").unwrap();
+        assert_eq!(out.yaml, quoted(&expected));
+        assert!(out.notes.is_empty());
     }
 
     #[test]
@@ -273,7 +841,9 @@ kubeconfigUpload:
         let mut r = request("c");
         r.enable_kubeconfig_upload = false;
         r.control_plane_endpoint = None;
-        let out = render_values(BUILTIN_VALUES_TEMPLATE, &template_values(&r)).unwrap();
+        let out = render_checked(BUILTIN_VALUES_TEMPLATE, &template_values(&r), "1.4.0")
+            .unwrap()
+            .yaml;
         assert!(out.ends_with("kubeconfigUpload:\n  enabled: false"), "{out}");
         r.control_plane_endpoint = Some(("".into(), 6443));
         assert_eq!(template_values(&r).control_plane_endpoint, "");
@@ -335,5 +905,330 @@ kubeconfigUpload:
             .unwrap(),
             "yes"
         );
+    }
+
+    fn checked(v: &TemplateValues) -> Result<Rendered, RenderError> {
+        render_checked(BUILTIN_VALUES_TEMPLATE, v, "1.4.0")
+    }
+
+    /// Asserts that `v` is refused, with a message naming `input` and not containing `secret`.
+    fn refused(template: &str, v: &TemplateValues, input: &str, secret: &str) {
+        let err = render_checked(template, v, "1.4.0")
+            .expect_err("must be refused")
+            .to_string();
+        assert!(err.contains(input), "{err:?} should name {input}");
+        assert!(!err.contains(secret), "{err:?} echoes the value");
+    }
+
+    const INJECTION: &str = "x\nagent:\n  image:\n    repository: evil.example/agent";
+
+    #[test]
+    fn injected_values_are_refused_naming_the_input() {
+        let base = template_values(&request("c1"));
+        // Category values, through the built-in template and through CAREN's unquoted one.
+        let mut r = request("c1");
+        for (value, secret) in [
+            (INJECTION, "evil.example"),
+            ("a: {b: c}", "{b: c}"),
+            ("&anchor x", "&anchor"),
+            ("*alias", "*alias"),
+            ("!!binary eA==", "!!binary"),
+            ("{{ .AgentName }}", "{{"),
+            ("say \"hi\"", "\"hi\""),
+            ("it's", "it's"),
+            ("x # comment", "# comment"),
+            ("[a, b]", "[a, b]"),
+            ("| block", "| block"),
+        ] {
+            r.categories = pairs(&[("Environment", value)]);
+            for t in [BUILTIN_VALUES_TEMPLATE, CAREN_TEMPLATE] {
+                refused(t, &template_values(&r), "CategoryMappings", secret);
+            }
+            r.categories = pairs(&[(value, "v")]);
+            refused(
+                BUILTIN_VALUES_TEMPLATE,
+                &template_values(&r),
+                "CategoryMappings",
+                secret,
+            );
+        }
+        // Hosts.
+        for host in [
+            "pc.example.com\nagent: x",
+            "pc.example.com # x",
+            "pc\"x",
+            "pc: x",
+            "{{x}}",
+            "",
+        ] {
+            let v = TemplateValues {
+                prism_central_host: host.into(),
+                ..base.clone()
+            };
+            refused(
+                BUILTIN_VALUES_TEMPLATE,
+                &v,
+                "PrismCentralHost",
+                if host.is_empty() { "\u{0}" } else { host },
+            );
+        }
+        for endpoint in [
+            "https://10.0.0.1:6443\nagent: x",
+            "https://h#x:6443",
+            "http://h:6443",
+            "https://h:x",
+        ] {
+            let v = TemplateValues {
+                control_plane_endpoint: endpoint.into(),
+                ..base.clone()
+            };
+            refused(BUILTIN_VALUES_TEMPLATE, &v, "ControlPlaneEndpoint", endpoint);
+        }
+        // Trust bundle: only the base64 alphabet.
+        for bundle in [
+            "QlVO\nRExF",
+            "QlVORExF\nagent: x",
+            "QlVO RExF",
+            "QlVO\"",
+            "QlVORExF===",
+            "=QlVO",
+        ] {
+            let v = TemplateValues {
+                prism_central_additional_trust_bundle: bundle.into(),
+                ..base.clone()
+            };
+            refused(
+                BUILTIN_VALUES_TEMPLATE,
+                &v,
+                "PrismCentralAdditionalTrustBundle",
+                bundle,
+            );
+        }
+        // Cluster names.
+        for name in ["c1\nagent: x", "C1", "c1 #", "c1\"", "-c1", "{{c}}"] {
+            let v = TemplateValues {
+                cluster_name: name.into(),
+                ..base.clone()
+            };
+            refused(BUILTIN_VALUES_TEMPLATE, &v, "ClusterName", name);
+        }
+    }
+
+    #[test]
+    fn valid_inputs_pass() {
+        let mut r = request("c1.example-2");
+        r.categories = pairs(&[("App-Tier", "web/front end"), ("Région", "Île (1)"), ("k", "a=b")]);
+        // `a=b` as a value: the first '=' separates, so the value holds '='; that is refused as ambiguous.
+        assert!(checked(&template_values(&r)).is_err());
+        r.categories.pop();
+        r.prism_central.host = "fd00::1".into();
+        r.prism_central.trust_bundle = "QlVORExF+/9=".into();
+        r.control_plane_endpoint = Some(("fd00::2".into(), 6443));
+        let out = checked(&template_values(&r)).unwrap();
+        assert!(
+            out.yaml
+                .contains("categoryMappings: \"App-Tier=web/front end,Région=Île (1)\""),
+            "{}",
+            out.yaml
+        );
+        assert!(
+            out.yaml
+                .contains("controlPlaneEndpoint: \"https://fd00::2:6443\"")
+        );
+    }
+
+    #[test]
+    fn structure_check_catches_what_validation_cannot() {
+        let v = template_values(&request("c1"));
+        // A template that puts an input where it becomes a key: the key path depends on the input.
+        refused(
+            "agent:\n  {{ .ClusterName }}: x\nk8sClusterName: \"a\"\npc:\n  endpoint: h",
+            &v,
+            "ClusterName",
+            "c1:",
+        );
+        // A numeric cluster name through CAREN's unquoted template: an integer where the template has a string.
+        let numeric = template_values(&request("1234"));
+        let err = render_checked(CAREN_TEMPLATE, &numeric, "1.4.0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ClusterName") && err.contains("k8sClusterName"),
+            "{err}"
+        );
+        assert!(!err.contains("1234"), "{err}");
+        // The same through the quoted built-in template is a string, and fine.
+        let out = checked(&numeric).unwrap();
+        assert!(out.yaml.contains("k8sClusterName: \"1234\""));
+        // Names YAML would read as other types, unquoted.
+        for name in ["true", "null", "1e3", "0x1f", "123.4"] {
+            let err = render_checked(CAREN_TEMPLATE, &template_values(&request(name)), "1.4.0");
+            assert!(err.is_err(), "{name}");
+            assert!(checked(&template_values(&request(name))).is_ok(), "{name}");
+        }
+        // A template whose own text is not YAML is reported as such, not blamed on an input.
+        let err = render_checked("a: [\nk8sClusterName: {{ .ClusterName }}", &v, "1.4.0").unwrap_err();
+        assert!(matches!(err, RenderError::NotYaml(_)), "{err}");
+    }
+
+    #[test]
+    fn engine_errors_do_not_echo_inputs() {
+        let mut v = template_values(&request("c1"));
+        v.prism_central_host = "secret-host.example".into();
+        let err = render_checked("{{ index .PrismCentralHost 99 }}", &v, "1.4.0")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("secret-host"), "{err}");
+    }
+
+    #[test]
+    fn chart_contract() {
+        let v = template_values(&request("c1"));
+        // kubeconfigUpload.enabled without an endpoint: the chart refuses, so konnector refuses first.
+        let mut r = request("c1");
+        r.control_plane_endpoint = None;
+        let err = checked(&template_values(&r)).unwrap_err().to_string();
+        assert!(
+            err.contains("controlPlaneEndpoint") && err.contains("ControlPlaneEndpoint"),
+            "{err}"
+        );
+        // Types and enums, through operator templates.
+        let base = "k8sClusterName: \"c\"\npc:\n  endpoint: \"h\"\n";
+        for (extra, key) in [
+            ("  port: \"9440\"\n", "pc.port"),
+            ("  insecure: \"true\"\n", "pc.insecure"),
+            ("k8sDistribution: Kind\n", "k8sDistribution"),
+            ("categoryMappings: [a]\n", "categoryMappings"),
+            (
+                "kubeconfigUpload:\n  enabled: \"yes\"\n",
+                "kubeconfigUpload.enabled",
+            ),
+        ] {
+            let t = if extra.starts_with("  ") {
+                base.replace("pc:\n", &format!("pc:\n{extra}"))
+            } else {
+                format!("{base}{extra}")
+            };
+            let err = render_checked(&t, &v, "1.4.0").unwrap_err().to_string();
+            assert!(err.contains(key), "{t}: {err}");
+        }
+        let err = render_checked("pc:\n  endpoint: h", &v, "1.4.0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("k8sClusterName is missing") && err.contains("ClusterName"),
+            "{err}"
+        );
+        assert!(render_checked(base, &v, "1.4.0").is_ok());
+    }
+
+    #[test]
+    fn chart_versions() {
+        assert_eq!(chart_generation("1.3.0-rc.1"), Some(ChartGeneration::Before1_4));
+        assert_eq!(chart_generation("1.3.2"), Some(ChartGeneration::Before1_4));
+        assert_eq!(chart_generation("0.9"), Some(ChartGeneration::Before1_4));
+        assert_eq!(chart_generation("1.4.0-rc.1"), Some(ChartGeneration::From1_4));
+        assert_eq!(chart_generation("v1.4.1"), Some(ChartGeneration::From1_4));
+        assert_eq!(chart_generation("2.0.0+build"), Some(ChartGeneration::From1_4));
+        assert_eq!(chart_generation("latest"), None);
+        assert_eq!(chart_generation("1.x"), None);
+
+        // On 1.3.x a trust bundle and kubeconfig upload are ignored: said in notes, not refused.
+        let mut r = request("c1");
+        r.prism_central.trust_bundle = "QlVORExF".into();
+        let out = render_checked(BUILTIN_VALUES_TEMPLATE, &template_values(&r), "1.3.0-rc.1").unwrap();
+        assert_eq!(out.notes.len(), 2, "{:?}", out.notes);
+        assert!(out.notes[0].contains("trust bundle") && out.notes[0].contains("1.3.0-rc.1"));
+        assert!(out.notes[1].contains("enableKubeconfigUpload"));
+        // And 1.3.x does not need the control-plane endpoint, which it cannot use.
+        r.control_plane_endpoint = None;
+        r.enable_kubeconfig_upload = false;
+        let out = render_checked(BUILTIN_VALUES_TEMPLATE, &template_values(&r), "1.3.2").unwrap();
+        assert_eq!(out.notes.len(), 1);
+        // 1.3.x mounts the Secret named agent.name: it must be the Secret konnector copies.
+        let t = BUILTIN_VALUES_TEMPLATE.replace("name: \"{{ .AgentName }}\"", "name: other");
+        let err = render_checked(&t, &template_values(&r), "1.3.2")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("agent.name"), "{err}");
+        assert!(render_checked(&t, &template_values(&r), "1.4.0").is_ok());
+        // An unparseable version is checked as 1.4 and said so.
+        let out = render_checked(BUILTIN_VALUES_TEMPLATE, &template_values(&request("c1")), "main").unwrap();
+        assert_eq!(out.notes.len(), 1);
+    }
+
+    mod properties {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use super::*;
+        use proptest::prelude::*;
+
+        const NAME: &str = "[a-z0-9]([-a-z0-9.]{0,20}[a-z0-9])?";
+        const CATEGORY: &str = "[A-Za-z0-9]([A-Za-z0-9 _./+()-]{0,10}[A-Za-z0-9])?";
+        const BASE64: &str = "[A-Za-z0-9+/]{0,12}={0,2}";
+
+        /// Mostly strings matching `valid` (so a good share of cases is accepted and checked), otherwise strings
+        /// rich in YAML and template syntax, newlines and non-ASCII.
+        fn hostile(valid: &'static str) -> impl Strategy<Value = String> {
+            prop_oneof![
+                6 => valid,
+                1 => "[ -~]{0,30}",
+                1 => "[a-z:#{}\\[\\]&*!|>'\"%@`,=\\- \n\t.]{0,30}",
+                1 => ".{0,20}",
+            ]
+        }
+
+        /// How many renderings the property accepted, so the test can show it checked some.
+        static ACCEPTED: AtomicUsize = AtomicUsize::new(0);
+
+        #[test]
+        fn the_property_checks_accepted_values_too() {
+            inputs_are_refused_or_land_verbatim_in_their_own_key();
+            assert!(
+                ACCEPTED.load(Ordering::Relaxed) > 50,
+                "{}",
+                ACCEPTED.load(Ordering::Relaxed)
+            );
+        }
+
+        proptest! {
+            /// Whatever the inputs, through CAREN's unquoted template or the quoted built-in one, values are either
+            /// refused or parse to exactly the inputs, each in its own key, with the reference set of keys.
+            #[test]
+            fn inputs_are_refused_or_land_verbatim_in_their_own_key(
+                name in hostile(NAME),
+                host in hostile(NAME),
+                key in hostile(CATEGORY),
+                value in hostile(CATEGORY),
+                bundle in hostile(BASE64),
+            ) {
+                let mut r = request("c1");
+                r.cluster.name = name;
+                r.prism_central.host = host;
+                r.prism_central.trust_bundle = bundle;
+                r.categories = vec![(key, value)];
+                let v = template_values(&r);
+                let inert = render_values(BUILTIN_VALUES_TEMPLATE, &v.placeholders(None)).unwrap();
+                let reference = shape(&parse_yaml(&inert).unwrap());
+                for template in [BUILTIN_VALUES_TEMPLATE, CAREN_TEMPLATE] {
+                    let Ok(out) = render_checked(template, &v, "1.4.0") else { continue };
+                    ACCEPTED.fetch_add(1, Ordering::Relaxed);
+                    let yaml = parse_yaml(&out.yaml).unwrap();
+                    prop_assert_eq!(yaml["k8sClusterName"].as_str(), Some(v.cluster_name.as_str()));
+                    prop_assert_eq!(yaml["pc"]["endpoint"].as_str(), Some(v.prism_central_host.as_str()));
+                    if !v.category_mappings.is_empty() {
+                        prop_assert_eq!(yaml["categoryMappings"].as_str(), Some(v.category_mappings.as_str()));
+                    }
+                    if !v.prism_central_additional_trust_bundle.is_empty() {
+                        prop_assert_eq!(
+                            yaml["pc"]["additionalTrustBundle"].as_str(),
+                            Some(v.prism_central_additional_trust_bundle.as_str())
+                        );
+                    }
+                    let got = shape(&yaml);
+                    prop_assert_eq!(got.keys().collect::<Vec<_>>(), reference.keys().collect::<Vec<_>>());
+                }
+            }
+        }
     }
 }

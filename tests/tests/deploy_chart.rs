@@ -153,6 +153,29 @@ fn extension_config_trusts_the_gateway_serving_certificate() {
 }
 
 #[test]
+fn extension_config_version_follows_capi_version() {
+    // CAPI 1.10 has no runtime.cluster.x-k8s.io/v1beta2; 1.11 and later serve it.
+    for (capi, api_version) in [
+        ("1.10", "runtime.cluster.x-k8s.io/v1alpha1"),
+        ("1.11", "runtime.cluster.x-k8s.io/v1beta2"),
+        ("1.12", "runtime.cluster.x-k8s.io/v1beta2"),
+        ("1.14", "runtime.cluster.x-k8s.io/v1beta2"),
+    ] {
+        let docs = render(&[&format!("capiVersion={capi}")]);
+        let ext = find(&docs, "ExtensionConfig", "konnector");
+        assert_eq!(ext["apiVersion"], api_version, "capiVersion {capi}");
+        // Same spec either way: the fields konnector sets exist in both versions.
+        assert_eq!(ext["spec"]["clientConfig"]["service"]["port"], 443);
+    }
+    let docs = render(&[]);
+    assert_eq!(
+        find(&docs, "ExtensionConfig", "konnector")["apiVersion"],
+        "runtime.cluster.x-k8s.io/v1beta2",
+        "the default capiVersion is 1.11 or later"
+    );
+}
+
+#[test]
 fn values_reach_the_manifests() {
     let docs = render(&[
         "capiVersion=1.10",
@@ -243,7 +266,11 @@ async fn manifests_apply_by_server_side_dry_run() {
     let docs = render(&["createNamespace=true"]);
     assert!(docs.len() > 15, "rendered {} documents", docs.len());
     let dry_run = PatchParams::apply("konnector-deploy-test").dry_run();
-    for doc in &docs {
+    // The v1alpha1 ExtensionConfig rendered for CAPI 1.10 must be accepted too (tests/crds serves both versions).
+    let capi_1_10 = render(&["createNamespace=true", "capiVersion=1.10"]);
+    let old_ext = find(&capi_1_10, "ExtensionConfig", "konnector");
+    assert_eq!(old_ext["apiVersion"], "runtime.cluster.x-k8s.io/v1alpha1");
+    for doc in docs.iter().chain([old_ext]) {
         tools::apply_manifest(&client, doc, NS, &dry_run)
             .await
             .unwrap_or_else(|e| {

@@ -105,9 +105,10 @@ async fn apply_writes_every_object() {
     assert_eq!(spec["version"], "1.3.0-rc.1");
     assert_eq!(spec["repoURL"], "https://mesosphere.github.io/charts/stable/");
     assert!(spec.get("tlsConfig").is_none());
+    // The built-in template is CAREN's with its string scalars quoted (README, "How konnector differs from CAREN").
     let expected_values = format!(
         "agent:
-  name: konnector-agent
+  name: \"konnector-agent\"
   image:
     privateRegistry: false
     repository: quay.io/karbon
@@ -116,9 +117,9 @@ async fn apply_writes_every_object() {
 pc:
   port: 9440
   insecure: true
-  endpoint: pc.example.com
+  endpoint: \"pc.example.com\"
 
-k8sClusterName: c1
+k8sClusterName: \"c1\"
 k8sDistribution: NKP
 createSecret: false
 prismCredentialsSecretName: \"konnector-agent\"
@@ -198,7 +199,8 @@ async fn configmaps_supply_chart_and_template() {
     );
     assert_eq!(
         spec["tlsConfig"],
-        json!({"caSecret": {"name": "helm-repository-tls", "namespace": "default"}})
+        // The CA Secret sits beside the mirror the URL names (CAREN's namespace), not in konnector's.
+        json!({"caSecret": {"name": "helm-repository-tls", "namespace": "caren-system"}})
     );
 
     // A template whose output would be rendered again by CAAPH is refused.

@@ -184,16 +184,17 @@ async fn missing_objects_are_failed_precondition() {
     )
     .await;
 
-    // An apiKey alone is fine.
+    // An apiKey alone is refused: no published konnector-agent chart reads it.
     workload::put_credentials_secret(&env.admin, TEST_NAMESPACE, "api-key", &[("apiKey", "k")])
         .await
         .unwrap();
-    assert!(
-        apply(&env, configured(&env, addon_cluster_config("api-key")).await)
-            .await
-            .unwrap()
-            .applied
-    );
+    expect_error(
+        &env,
+        configured(&env, addon_cluster_config("api-key")).await,
+        Code::FailedPrecondition,
+        &["clusters/api-key", "only key apiKey"],
+    )
+    .await;
 
     // A Cluster without the cluster-name label: the HelmChartProxy would select nothing.
     let unlabelled = workload::create_workload_cluster(

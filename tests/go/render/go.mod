@@ -1,0 +1,3 @@
+module konnector.test/render
+
+go 1.19
