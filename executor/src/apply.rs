@@ -148,9 +148,10 @@ impl Executor {
         self.remove_other_names(live, &hcps, &plan.hcp_name).await?;
         tracing::info!(hcp.name = %plan.hcp_name, "Konnector Agent applied");
         if !plan.ignored.is_empty() {
+            // Normal, not Warning: the defaults alone (kubeconfig upload on, chart 1.3.x) produce it.
             self.record_event(
                 live,
-                EventType::Warning,
+                EventType::Normal,
                 "ChartVersionIgnoresSettings",
                 "ApplyAgent",
                 plan.ignored.join("; "),

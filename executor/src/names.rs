@@ -115,7 +115,9 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
             !seg.is_empty()
                 && !seg.starts_with('-')
                 && !seg.ends_with('-')
-                && seg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         })
 }
 
@@ -143,7 +145,10 @@ mod tests {
             assert!(!is_dns1123_label(bad), "{bad}");
         }
         assert!(is_dns1123_subdomain("a.b-c.d"));
-        assert!(is_dns1123_subdomain(&"a".repeat(100)), "segments have no limit of their own");
+        assert!(
+            is_dns1123_subdomain(&"a".repeat(100)),
+            "segments have no limit of their own"
+        );
         for bad in ["a..b", ".a", "a/b", "..", "a%2fb", &"a".repeat(254)] {
             assert!(!is_dns1123_subdomain(bad), "{bad}");
         }

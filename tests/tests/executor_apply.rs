@@ -59,10 +59,16 @@ async fn apply_writes_every_object() {
         resp.message,
         "Konnector Agent applied: credentials copied to Secret ntnx-system/konnector-agent on the workload cluster and HelmChartProxy clusters/konnector-agent-c1 applied (chart konnector-agent 1.3.0-rc.1)"
     );
-    // Both ConfigMaps are absent in this environment: the built-ins are used, and the notes say so.
-    assert_eq!(resp.notes.len(), 2, "{:?}", resp.notes);
+    // Both ConfigMaps are absent in this environment: the built-ins are used, and the notes say so. The built-in
+    // chart (1.3.x) has no kubeconfigUpload, which the Cluster has on by default: a note says so too.
+    assert_eq!(resp.notes.len(), 3, "{:?}", resp.notes);
     assert!(resp.notes[0].contains("default/default-helm-addons-config not found"));
     assert!(resp.notes[1].contains("built-in values template"));
+    assert!(
+        resp.notes[2].contains("ignores enableKubeconfigUpload"),
+        "{}",
+        resp.notes[2]
+    );
     assert_secret_free(&format!("{resp:?}"));
 
     let wl = env.workload.client().await.unwrap();
@@ -166,7 +172,10 @@ async fn configmaps_supply_chart_and_template() {
         &put(
             "default-konnector-agent-helm-values-template",
             "values.yaml",
-            "cluster: {{ .ClusterName }}\ncategories: {{ .CategoryMappings }}",
+            &format!(
+                "# from the ConfigMap\n{}",
+                konnector_executor::values::BUILTIN_VALUES_TEMPLATE
+            ),
         ),
     )
     .await
@@ -193,9 +202,13 @@ async fn configmaps_supply_chart_and_template() {
         .unwrap();
     let spec = &hcp.data["spec"];
     assert_eq!(spec["version"], "1.4.0");
-    assert_eq!(
-        spec["valuesTemplate"],
-        "cluster: c1\ncategories: Environment=Production,Region=US-East,Environment=Staging,Department=Engineering"
+    let values = spec["valuesTemplate"].as_str().unwrap();
+    assert!(values.starts_with("# from the ConfigMap\n"), "{values}");
+    assert!(
+        values.contains(
+            "categoryMappings: \"Environment=Production,Region=US-East,Environment=Staging,Department=Engineering\""
+        ),
+        "{values}"
     );
     assert_eq!(
         spec["tlsConfig"],

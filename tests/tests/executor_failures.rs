@@ -195,6 +195,8 @@ async fn missing_objects_are_failed_precondition() {
         &["clusters/api-key", "only key apiKey"],
     )
     .await;
+    // Back to the good Secret for what follows.
+    configured(&env, addon_cluster_config(TEST_CREDENTIALS_SECRET)).await;
 
     // A Cluster without the cluster-name label: the HelmChartProxy would select nothing.
     let unlabelled = workload::create_workload_cluster(

@@ -14,7 +14,10 @@ use konnector_gateway::catalog::Hook;
 use konnector_proto::v1::{ApplyAgentRequest, ClusterRef, RemoveAgentRequest};
 use konnector_tests::{
     caaph_stand_in::hcp_resource,
-    executor_fixture::{ExecutorEnv, TEST_NAMESPACE, TEST_PASSWORD, executor_env, start_executor},
+    executor_fixture::{
+        ExecutorEnv, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD, addon_cluster_config,
+        executor_env, start_executor,
+    },
     gateway_fixture,
     workload::{self, ClusterOptions},
 };
@@ -95,7 +98,7 @@ async fn a_hook_body_is_only_a_trigger() {
     assert_eq!(answer["status"], "Success", "{answer}");
     let hcp = hcps(&env).get("konnector-agent-c1").await.unwrap();
     let values = hcp.data["spec"]["valuesTemplate"].as_str().unwrap();
-    assert!(values.contains("endpoint: pc.example.com"), "{values}");
+    assert!(values.contains("endpoint: \"pc.example.com\""), "{values}");
     for forged in ["attacker.example", "evil.example", "Env="] {
         assert!(!values.contains(forged), "{forged} reached the values: {values}");
     }
@@ -152,6 +155,70 @@ async fn a_hook_body_is_only_a_trigger() {
             .resource_version,
         before
     );
+
+    // The same injection written into the live Cluster itself (by whoever may edit it) is refused before any
+    // write, naming the input and never echoing it.
+    let mut cc = addon_cluster_config(TEST_CREDENTIALS_SECRET);
+    cc["controlPlane"] = json!({"nutanix": {"machineDetails": {"additionalCategories": [
+        {"key": "Env", "value": "x\nagent:\n  image:\n    repository: evil.example/agent"}]}}});
+    env.set_cluster_config(cc).await.unwrap();
+    let answer = post(
+        &gateway,
+        Hook::BeforeClusterUpgrade,
+        &forged_body(Hook::BeforeClusterUpgrade, &env),
+    )
+    .await;
+    assert_eq!(answer["status"], "Failure", "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.to_lowercase().contains("categor"),
+        "names the input: {message}"
+    );
+    assert!(
+        !message.contains("evil.example") && !message.contains("agent:"),
+        "never echoes it: {message}"
+    );
+    assert_eq!(
+        hcps(&env)
+            .get("konnector-agent-c1")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        before
+    );
+    for (field, hostile) in [
+        ("url", json!("https://pc.example.com\n#:9440")),
+        ("additionalTrustBundle", json!("LS0t\nagent: x")),
+    ] {
+        let mut cc = addon_cluster_config(TEST_CREDENTIALS_SECRET);
+        cc["nutanix"]["prismCentralEndpoint"][field] = hostile;
+        cc["nutanix"]["prismCentralEndpoint"]["insecure"] = false.into();
+        env.set_cluster_config(cc).await.unwrap();
+        let answer = post(
+            &gateway,
+            Hook::BeforeClusterUpgrade,
+            &forged_body(Hook::BeforeClusterUpgrade, &env),
+        )
+        .await;
+        assert_eq!(answer["status"], "Failure", "{field}: {answer}");
+        assert!(
+            !answer["message"].as_str().unwrap().contains("agent: x"),
+            "{answer}"
+        );
+    }
+    assert_eq!(
+        hcps(&env)
+            .get("konnector-agent-c1")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        before
+    );
+    env.set_cluster_config(addon_cluster_config(TEST_CREDENTIALS_SECRET))
+        .await
+        .unwrap();
 
     // A body naming a Cluster that does not exist gets nothing read in its namespace and nothing written.
     let mut body = forged_body(Hook::AfterControlPlaneInitialized, &env);
