@@ -12,8 +12,9 @@ export KUBEBUILDER_ASSETS
 "$KUBEBUILDER_ASSETS/kube-apiserver" --version
 "$KUBEBUILDER_ASSETS/etcd" --version | awk 'NR == 1'
 
-step "developer tools (buf, helm)"
-PATH="$(bash hack/ensure-tools.sh):$PATH"
+step "developer tools (buf, helm, grpcurl, kubectl)"
+# grpcurl and kubectl run the commands the README and the sandbox print (executor_grpcurl.rs, sandbox_lifecycle.rs).
+PATH="$(bash hack/ensure-tools.sh helm buf grpcurl kubectl):$PATH"
 export PATH
 
 step "cargo fmt --check"
