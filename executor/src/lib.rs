@@ -9,7 +9,7 @@
 //! ([`values::template_values`]) and Kubernetes objects ([`objects`]).
 #![deny(missing_docs)]
 
-pub mod cli;
+pub mod args;
 pub mod config;
 pub mod domain;
 pub mod error;
