@@ -594,14 +594,7 @@ async fn the_sandbox_exports_its_hooks_to_a_collector() {
     let status = tokio::time::timeout(
         Duration::from_secs(300),
         tokio::process::Command::new(env!("CARGO_BIN_EXE_konnector-sandbox"))
-            .args([
-                "--once",
-                "--clusters",
-                "1",
-                "--otlp-endpoint",
-                &endpoint,
-                "--state-dir",
-            ])
+            .args(["--clusters", "1", "--otlp-endpoint", &endpoint, "--state-dir"])
             .arg(state.path())
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .kill_on_drop(true)
