@@ -181,18 +181,23 @@ async fn main() -> anyhow::Result<()> {
 
     if args.keep && summary.ok {
         let commands = sandbox.try_commands().await?;
-        let tools = konnector_tests::tools::repo_root().join("hack");
+        let root = konnector_tests::tools::repo_root();
+        let tools = root.canonicalize().unwrap_or(root).join("hack");
         println!(
             "\nkonnector keeps serving, with {} installed. Try these (also in {}):",
             sandbox.state().kept_cluster.unwrap_or_default(),
             sandbox.state_dir().join("try.sh").display()
         );
+        // hack/sandbox.sh put the tools on this process's PATH, not on the caller's shell's: say how.
+        println!(
+            "(they use kubectl, grpcurl and curl: `. {}/env.sh` puts grpcurl on your shell's PATH)",
+            tools.display()
+        );
         let missing = missing_tools();
         if !missing.is_empty() {
             println!(
-                "  ({} not on PATH: `bash {}/ensure-tools.sh grpcurl kubectl` installs them, `. {}/env.sh` puts them on PATH)",
+                "({} not found: `bash {}/ensure-tools.sh grpcurl kubectl` installs them)",
                 missing.join(", "),
-                tools.display(),
                 tools.display()
             );
         }
