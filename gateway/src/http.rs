@@ -311,6 +311,7 @@ async fn handle(
         Hook::AfterControlPlaneInitialized | Hook::BeforeClusterUpgrade => "ApplyAgent",
         Hook::BeforeClusterDelete => "RemoveAgent",
     };
+    let executor: Option<Uri> = state.config().executor.url.parse().ok();
     let span = tracing::info_span!(
         "grpc_client",
         otel.name = %format!("{AGENT_SERVICE}/{method}"),
@@ -319,6 +320,8 @@ async fn handle(
         { attr::RPC_SYSTEM_NAME } = attr::RPC_SYSTEM_NAME_GRPC,
         { attr::RPC_METHOD } = %format!("{AGENT_SERVICE}/{method}"),
         { attr::RPC_RESPONSE_STATUS_CODE } = Empty,
+        { attr::SERVER_ADDRESS } = executor.as_ref().and_then(Uri::host),
+        { attr::SERVER_PORT } = executor.as_ref().and_then(Uri::port_u16),
     );
     let outcome = async {
         match hook {

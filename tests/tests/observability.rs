@@ -650,6 +650,8 @@ fn check_semantic_conventions(gateway: &Span, client: &Span, server: &Span, kube
         semconv::RPC_SYSTEM_NAME,
         semconv::RPC_METHOD,
         semconv::RPC_RESPONSE_STATUS_CODE,
+        semconv::SERVER_ADDRESS,
+        semconv::SERVER_PORT,
     ];
     for span in [gateway, client, server].into_iter().chain(kube.iter().copied()) {
         for kv in &span.attributes {
@@ -695,6 +697,9 @@ fn check_semantic_conventions(gateway: &Span, client: &Span, server: &Span, kube
             "the gRPC code as a string"
         );
     }
+    // The client span names the executor it called.
+    assert_eq!(string(client, semconv::SERVER_ADDRESS), "127.0.0.1");
+    assert!(attr(client, semconv::SERVER_PORT).is_some_and(|p| p.parse::<u16>().is_ok()));
     assert_eq!(string(gateway, semconv::HTTP_REQUEST_METHOD), "POST");
     assert_eq!(
         format!("POST {}", string(gateway, semconv::HTTP_ROUTE)),
