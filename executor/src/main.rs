@@ -1,18 +1,18 @@
 //! The konnector executor binary: flags in ([`konnector_executor::args::Args`]), [`konnector_executor::serve`]
-//! out. It has the gateway binary's shape: parse, then [`LogArgs::run_main`] installs logging, logs deprecated
-//! flags, and logs a fatal error through the configured format.
+//! out. It has the gateway binary's shape: parse (a flag error is logged as JSON when JSON logs are asked for),
+//! then [`LogArgs::run_main`] installs logging, logs deprecated flags, and logs a fatal error through the
+//! configured format.
 
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context;
-use clap::Parser;
 use konnector_executor::{Executor, args::Args};
 use konnector_runtime::{admin, telemetry::LogArgs};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = konnector_runtime::telemetry::parse_flags();
     let log: LogArgs = args.log.clone();
     let warnings = args.deprecations();
     log.run_main("konnector-executor", warnings, run(args)).await

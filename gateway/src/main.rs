@@ -1,12 +1,11 @@
 //! The konnector gateway binary: flags in ([`konnector_gateway::args::Args`]),
-//! [`konnector_gateway::serve_with_metrics`] out. It has the executor binary's shape: parse, then
-//! [`LogArgs::run_main`] installs logging, logs deprecated flags, and logs a fatal error through the configured
-//! format.
+//! [`konnector_gateway::serve_with_metrics`] out. It has the executor binary's shape: parse (a flag error is logged
+//! as JSON when JSON logs are asked for), then [`LogArgs::run_main`] installs logging, logs deprecated flags, and
+//! logs a fatal error through the configured format.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use konnector_gateway::args::Args;
 use konnector_runtime::{
     admin::{self, Readiness},
@@ -16,7 +15,7 @@ use konnector_runtime::{
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = konnector_runtime::telemetry::parse_flags();
     let log: LogArgs = args.log.clone();
     let warnings = args.deprecations();
     log.run_main("konnector-gateway", warnings, run(args)).await

@@ -140,6 +140,31 @@ pub fn otlp_configured() -> bool {
     otlp_env("ENDPOINT").is_some()
 }
 
+/// Parses a binary's flags like `A::parse()`, except that a flag error is logged as one JSON line when the command
+/// line or the environment asks for JSON logs (`--log-format json`, `KONNECTOR_LOG_FORMAT=json`, as the chart
+/// does), so a log pipeline sees it too. `--help` and `--version`, and errors in plain mode, print as clap prints
+/// them. Exits with clap's code (2) on an error.
+pub fn parse_flags<A: clap::Parser>() -> A {
+    let error = match A::try_parse() {
+        Ok(args) => return args,
+        Err(error) => error,
+    };
+    let argv: Vec<String> = std::env::args().collect();
+    let json = argv.windows(2).any(|w| w[0] == "--log-format" && w[1] == "json")
+        || argv.iter().any(|a| a == "--log-format=json")
+        || std::env::var("KONNECTOR_LOG_FORMAT").is_ok_and(|f| f == "json");
+    if !json || !error.use_stderr() {
+        error.exit()
+    }
+    let log = LogArgs {
+        log_level: "info".to_owned(),
+        log_format: LogFormat::Json,
+    };
+    let _ = log.init();
+    tracing::error!(error = %error.render().to_string().trim(), "invalid command line or environment");
+    std::process::exit(error.exit_code())
+}
+
 /// The message logged for a deprecated flag `--old` that still works, replaced by `--new`.
 pub fn deprecation(old: &str, new: &str) -> String {
     format!("--{old} is deprecated and will be removed in the next release; use --{new}")
