@@ -280,6 +280,11 @@ impl Sandbox {
         &self.state_dir
     }
 
+    /// Whether the state directory is a temporary one, removed when the sandbox stops (no `state_dir` given).
+    pub fn state_dir_is_temporary(&self) -> bool {
+        self._temp_state.is_some()
+    }
+
     /// The management cluster's admin client.
     pub fn mgmt_client(&self) -> &Client {
         &self.mgmt_client

@@ -169,14 +169,19 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     }
     println!(
-        "{} in {:.1}s; the summary is in {}",
+        "{} in {:.1}s; the summary is in {}{}",
         if summary.ok {
             "every step behaved as expected"
         } else {
             "a step misbehaved"
         },
         summary.millis as f64 / 1000.0,
-        summary_file.display()
+        summary_file.display(),
+        if sandbox.state_dir_is_temporary() {
+            " (removed on exit; --state-dir DIR keeps it)"
+        } else {
+            ""
+        }
     );
 
     if args.keep && summary.ok {
@@ -204,9 +209,7 @@ async fn main() -> anyhow::Result<()> {
         for c in &commands {
             println!("\n# {}\n$ {}", c.what, c.command);
         }
-        println!(
-            "\nOn a real management cluster, the same calls work against the chart's Services: see README.md, \"Deploying on a management cluster\"."
-        );
+        println!("\nNext, on a real management cluster: README.md, \"Deploying on a management cluster\".");
         println!("press Ctrl-C to stop everything");
         tokio::signal::ctrl_c().await?;
         println!("stopping…");
