@@ -1,22 +1,53 @@
 #!/usr/bin/env bash
-# Installs konnector's pinned developer tools and prints the directory to put on PATH: buf and helm from npm into
-# hack/tools/node_modules (npm itself comes from Debian when missing), and grpcurl (the Rust port, grpcurl-rs)
-# from crates.io into hack/tools/cargo, linked next to them.
+# Installs the developer tools named as arguments and prints the directory to put on PATH (hack/tools/node_modules/.bin),
+# saying on stderr what it installs and why it takes time. Tools:
+#   helm, buf   from npm, pinned in hack/tools/package.json (npm itself comes from Debian when missing);
+#   grpcurl     the Rust port (grpcurl-rs), compiled from crates.io into hack/tools/cargo (a few minutes, once);
+#   kubectl     Debian's kubernetes-client, unless a working kubectl is already on PATH.
+# With no arguments it installs helm and buf, what the tests that render the chart need.
 set -euo pipefail
 cd "$(dirname "$0")/tools"
-if ! command -v npm >/dev/null 2>&1; then
-  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  $SUDO apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >&2
-fi
-if [[ ! -x node_modules/.bin/buf || ! -x node_modules/.bin/helm ]]; then
-  # Both packages are pinned to exact versions in package.json and depend on nothing else (buf's per-platform
-  # binaries are pinned by buf itself), so no lockfile is needed; a lockfile written on one machine also lists
-  # only that platform's optional packages, which makes `npm ci` refuse it elsewhere.
-  npm install --no-audit --no-fund --no-package-lock --loglevel=error >&2
-fi
-if [[ ! -x node_modules/.bin/grpcurl ]]; then
-  cargo install --quiet --locked grpcurl-rs --version 0.2.1 --root "$PWD/cargo" >&2
-  ln -sf "$PWD/cargo/bin/grpcurl" node_modules/.bin/grpcurl
-fi
-echo "$PWD/node_modules/.bin"
+bin="$PWD/node_modules/.bin"
+say() { echo "ensure-tools: $*" >&2; }
+SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+apt_updated=0
+apt_install() {
+  if [[ $apt_updated -eq 0 ]]; then $SUDO apt-get update -qq >&2; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+tools=("$@")
+[[ ${#tools[@]} -eq 0 ]] && tools=(helm buf)
+for tool in "${tools[@]}"; do
+  case "$tool" in
+    helm|buf)
+      if [[ ! -x $bin/buf || ! -x $bin/helm ]]; then
+        if ! command -v npm >/dev/null 2>&1; then
+          say "installing npm from Debian (to install helm and buf)"
+          apt_install nodejs npm
+        fi
+        # Both packages are pinned to exact versions in package.json and depend on nothing else (buf's
+        # per-platform binaries are pinned by buf itself), so no lockfile is needed; a lockfile written on one
+        # machine also lists only that platform's optional packages, which makes `npm ci` refuse it elsewhere.
+        say "installing helm and buf from npm (pinned in hack/tools/package.json)"
+        npm install --no-audit --no-fund --no-package-lock --loglevel=error >&2
+      fi
+      ;;
+    grpcurl)
+      if [[ ! -x $bin/grpcurl ]]; then
+        say "compiling grpcurl (grpcurl-rs 0.2.1) from crates.io into hack/tools/cargo; this takes a few minutes, once"
+        cargo install --locked grpcurl-rs --version 0.2.1 --root "$PWD/cargo" >&2
+        mkdir -p "$bin"
+        ln -sf "$PWD/cargo/bin/grpcurl" "$bin/grpcurl"
+      fi
+      ;;
+    kubectl)
+      if ! kubectl version --client >/dev/null 2>&1; then
+        say "installing kubectl from Debian (package kubernetes-client)"
+        apt_install kubernetes-client
+      fi
+      ;;
+    *) say "unknown tool '$tool' (known: helm buf grpcurl kubectl)"; exit 2 ;;
+  esac
+done
+echo "$bin"

@@ -1,8 +1,27 @@
 #!/usr/bin/env bash
 # Runs the konnector sandbox: real control planes on loopback, konnector itself, and a scripted cluster lifecycle.
-# Arguments are passed to konnector-sandbox (try --help).
+# Arguments are passed to konnector-sandbox (try --help). Every phase says what it does, because the first run
+# builds kube-apiserver and konnector and takes minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+say() { echo "==> $*" >&2; }
+
+# The sandbox itself needs only helm (to render the chart); the commands --keep prints use grpcurl and kubectl.
+tools=(helm)
+for arg in "$@"; do
+  case "$arg" in --keep) tools+=(grpcurl kubectl) ;; esac
+done
+
+say "control-plane binaries: etcd and kube-apiserver (cached after the first run; \$KUBEBUILDER_ASSETS wins when set)"
 KUBEBUILDER_ASSETS="$(bash hack/ensure-control-plane.sh)"
 export KUBEBUILDER_ASSETS
-exec cargo run --quiet --locked -p konnector-tests --bin konnector-sandbox -- "$@"
+say "using $KUBEBUILDER_ASSETS"
+
+say "developer tools: ${tools[*]}"
+tools_bin="$(bash hack/ensure-tools.sh "${tools[@]}")"
+export PATH="$tools_bin:$PATH"
+
+say "building konnector-sandbox (cargo build; a few minutes the first time)"
+cargo build --locked -p konnector-tests --bin konnector-sandbox
+say "starting konnector-sandbox $*"
+exec "${CARGO_TARGET_DIR:-target}/debug/konnector-sandbox" "$@"

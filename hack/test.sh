@@ -22,8 +22,9 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 go version
 
-step "developer tools (buf, helm)"
-PATH="$(bash hack/ensure-tools.sh):$PATH"
+step "developer tools (buf, helm, grpcurl, kubectl)"
+# grpcurl and kubectl run the commands the README and the sandbox print (executor_grpcurl.rs, sandbox_lifecycle.rs).
+PATH="$(bash hack/ensure-tools.sh helm buf grpcurl kubectl):$PATH"
 export PATH
 
 step "cargo fmt --check"

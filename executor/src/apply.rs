@@ -69,7 +69,7 @@ const NOT_CONFIGURED: &str = "Konnector Agent addon is not configured for this c
 
 impl Executor {
     /// Installs or re-applies the agent for the Cluster `cluster` names, from what the live Cluster says.
-    #[tracing::instrument(skip_all, fields(cluster.namespace = %cluster.key.namespace, cluster.name = %cluster.key.name))]
+    #[tracing::instrument(skip_all, fields(konnector.cluster.namespace = %cluster.key.namespace, konnector.cluster.name = %cluster.key.name))]
     pub async fn apply(&self, cluster: &ClusterRef, trigger: Trigger) -> Result<ApplyOutcome, Error> {
         tracing::debug!(?trigger, "ApplyAgent");
         // Apply and Remove for one Cluster never interleave in this process (see `ClusterLocks`).
@@ -246,7 +246,7 @@ impl Executor {
     }
 
     /// Renders what [`Executor::apply`] would write, and writes nothing.
-    #[tracing::instrument(skip_all, fields(cluster.namespace = %cluster.key.namespace, cluster.name = %cluster.key.name))]
+    #[tracing::instrument(skip_all, fields(konnector.cluster.namespace = %cluster.key.namespace, konnector.cluster.name = %cluster.key.name))]
     pub async fn plan(&self, cluster: &ClusterRef) -> Result<PlanOutcome, Error> {
         let live = self.existing_cluster(cluster).await?;
         let Some(req) = agent_request(&live)? else {

@@ -14,7 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod apply;
-pub mod cli;
+pub mod args;
 mod cluster;
 pub mod config;
 pub mod domain;

@@ -1,14 +1,77 @@
-//! The konnector executor binary: flags in, [`konnector_executor::cli::run`] out.
+//! The konnector executor binary: flags in ([`konnector_executor::args::Args`]), [`konnector_executor::serve`]
+//! out. It has the gateway binary's shape: parse (a flag error is logged as JSON when JSON logs are asked for),
+//! then [`LogArgs::run_main`] installs logging, logs deprecated flags, and logs a fatal error through the
+//! configured format.
 
-use clap::Parser;
-use konnector_executor::cli::{Args, run};
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use konnector_executor::{Executor, args::Args};
+use konnector_runtime::{admin, telemetry::LogArgs};
+use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    let args: Args = konnector_runtime::telemetry::parse_flags();
+    let log: LogArgs = args.log.clone();
+    let warnings = args.deprecations();
+    log.run_main("konnector-executor", warnings, run(args)).await
+}
+
+/// Connects to the management cluster, serves gRPC and the admin endpoints until a shutdown signal, and turns
+/// ready once the management API server answers.
+async fn run(args: Args) -> anyhow::Result<()> {
     konnector_runtime::tls::install_crypto_provider();
-    let args = Args::parse();
-    let telemetry = args.log.init_with_tracing("konnector-executor")?;
-    let result = run(args).await;
-    drop(telemetry);
-    result
+    let config = args.executor_config()?;
+    let tls = args.tls_config()?;
+    let client = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .with_context(|| format!("cannot use kubeconfig {}", path.display()))?;
+            kube::Client::try_from(config)?
+        }
+        None => kube::Client::try_default()
+            .await
+            .context("cannot configure a management cluster client (in-cluster or default kubeconfig)")?,
+    };
+    let shutdown = konnector_runtime::shutdown::on_signal();
+    let readiness = admin::Readiness::default();
+    tokio::spawn(watch_readiness(
+        client.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    ));
+    let executor = Executor::new(client, config);
+    let admin_task = tokio::spawn(admin::serve(
+        args.admin_listen_addr(),
+        admin::router(readiness, executor.metrics().registry().router()),
+        shutdown.clone(),
+    ));
+    let listener = tokio::net::TcpListener::bind(args.listen_addr())
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen_addr()))?;
+    let served = konnector_executor::serve(executor, listener, tls, shutdown.clone()).await;
+    shutdown.cancel();
+    admin_task.await??;
+    served
+}
+
+/// Marks the executor ready while the management API server answers, re-checking every 10 seconds.
+async fn watch_readiness(client: kube::Client, readiness: admin::Readiness, shutdown: CancellationToken) {
+    loop {
+        let ok = tokio::time::timeout(Duration::from_secs(5), client.apiserver_version())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if ok != readiness.get() {
+            tracing::info!(ready = ok, "management API server readiness changed");
+        }
+        readiness.set(ok);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(if ok { 10 } else { 2 })) => {}
+        }
+    }
 }

@@ -12,6 +12,7 @@ use std::{
 
 use http::{Method, Request, Response, Uri};
 use konnector_runtime::metrics::Metrics;
+use konnector_runtime::telemetry::attr;
 use kube::{Client, client::Body};
 use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
 use tracing::{Instrument, field::Empty};
@@ -128,12 +129,12 @@ impl tower::Service<Request<Body>> for Observed {
             otel.name = %format!("{} {}", call.verb, call.resource),
             otel.kind = "client",
             otel.status_code = Empty,
-            http.request.method = %req.method(),
-            http.response.status_code = Empty,
-            k8s.cluster = side,
-            k8s.verb = call.verb,
-            k8s.resource = %call.resource,
-            k8s.namespace = call.namespace.as_deref().unwrap_or(""),
+            { attr::HTTP_REQUEST_METHOD } = %req.method(),
+            { attr::HTTP_RESPONSE_STATUS_CODE } = Empty,
+            { attr::KONNECTOR_KUBE_CLUSTER } = side,
+            { attr::KONNECTOR_KUBE_VERB } = call.verb,
+            { attr::KONNECTOR_KUBE_RESOURCE } = %call.resource,
+            { attr::KONNECTOR_KUBE_NAMESPACE } = call.namespace.as_deref().unwrap_or(""),
         );
         let inner = self.inner.clone();
         let requests = self.requests.clone();
@@ -143,7 +144,7 @@ impl tower::Service<Request<Body>> for Observed {
                 let outcome = match &result {
                     Ok(resp) => {
                         let code = resp.status().as_u16();
-                        tracing::Span::current().record("http.response.status_code", code);
+                        tracing::Span::current().record(attr::HTTP_RESPONSE_STATUS_CODE, code);
                         if code >= 400 {
                             tracing::Span::current().record("otel.status_code", "ERROR");
                         }

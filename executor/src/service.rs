@@ -11,7 +11,7 @@ use konnector_proto::v1::{
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::{Instrument, Span, field::Empty};
 
-use konnector_runtime::grpc::code_name;
+use konnector_runtime::{grpc::code_name, telemetry::attr};
 
 use crate::{
     apply::{ApplyOutcome, PlanOutcome},
@@ -144,15 +144,14 @@ fn server_span(method: &'static str, metadata: &MetadataMap) -> Span {
         otel.name = %format!("{SERVICE}/{method}"),
         otel.kind = "server",
         otel.status_code = Empty,
-        rpc.system = "grpc",
-        rpc.service = SERVICE,
-        rpc.method = method,
-        rpc.grpc.status_code = Empty,
-        cluster.namespace = Empty,
-        cluster.name = Empty,
-        outcome = Empty,
-        uninstall.phase = Empty,
-        trigger = Empty,
+        { attr::RPC_SYSTEM_NAME } = attr::RPC_SYSTEM_NAME_GRPC,
+        { attr::RPC_METHOD } = %format!("{SERVICE}/{method}"),
+        { attr::RPC_RESPONSE_STATUS_CODE } = Empty,
+        { attr::KONNECTOR_CLUSTER_NAMESPACE } = Empty,
+        { attr::KONNECTOR_CLUSTER_NAME } = Empty,
+        { attr::KONNECTOR_OUTCOME } = Empty,
+        { attr::KONNECTOR_UNINSTALL_PHASE } = Empty,
+        { attr::KONNECTOR_TRIGGER } = Empty,
     );
     konnector_runtime::propagation::set_parent_from_metadata(&span, metadata);
     span
@@ -160,8 +159,8 @@ fn server_span(method: &'static str, metadata: &MetadataMap) -> Span {
 
 fn record_cluster(span: &Span, cluster: Option<&pb::ClusterRef>) {
     if let Some(c) = cluster {
-        span.record("cluster.namespace", c.namespace.as_str());
-        span.record("cluster.name", c.name.as_str());
+        span.record(attr::KONNECTOR_CLUSTER_NAMESPACE, c.namespace.as_str());
+        span.record(attr::KONNECTOR_CLUSTER_NAME, c.name.as_str());
     }
 }
 
@@ -178,15 +177,15 @@ impl Executor {
             Ok(_) => tonic::Code::Ok,
             Err(e) => e.code(),
         };
-        span.record("rpc.grpc.status_code", code as i32);
+        span.record(attr::RPC_RESPONSE_STATUS_CODE, code_name(code));
         self.metrics().rpc(rpc, code_name(code));
         match result {
             Ok(v) => {
-                span.record("outcome", "ok");
+                span.record(attr::KONNECTOR_OUTCOME, "ok");
                 Ok(Response::new(v))
             }
             Err(e) => {
-                span.record("outcome", code_name(code));
+                span.record(attr::KONNECTOR_OUTCOME, code_name(code));
                 span.record("otel.status_code", "ERROR");
                 span.in_scope(|| tracing::warn!(rpc, code = ?e.code(), error = %e, "request failed"));
                 Err(e.into())
@@ -205,7 +204,7 @@ impl AgentService for Executor {
         let req = request.into_inner();
         let trigger = trigger(req.trigger);
         record_cluster(&span, req.cluster.as_ref());
-        span.record("trigger", trigger_name(trigger));
+        span.record(attr::KONNECTOR_TRIGGER, trigger_name(trigger));
         let result = async {
             let cluster = cluster_ref(req.cluster.as_ref())?;
             self.apply(&cluster, trigger).await.map(apply_response)
@@ -231,7 +230,7 @@ impl AgentService for Executor {
         if let Ok(answer) = &result {
             let phase = pb::UninstallPhase::try_from(answer.phase).unwrap_or(pb::UninstallPhase::Unspecified);
             self.metrics().uninstall_phase(phase.as_str_name());
-            span.record("uninstall.phase", phase.as_str_name());
+            span.record(attr::KONNECTOR_UNINSTALL_PHASE, phase.as_str_name());
         }
         self.finish(&span, "RemoveAgent", result)
     }

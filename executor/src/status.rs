@@ -76,7 +76,7 @@ pub struct StatusReport {
 
 impl Executor {
     /// Reports, read-only, what konnector sees for a Cluster.
-    #[tracing::instrument(skip_all, fields(cluster.namespace = %cluster.key.namespace, cluster.name = %cluster.key.name))]
+    #[tracing::instrument(skip_all, fields(konnector.cluster.namespace = %cluster.key.namespace, konnector.cluster.name = %cluster.key.name))]
     pub async fn status(&self, cluster: &ClusterRef) -> Result<StatusReport, Error> {
         let live = self.existing_cluster(cluster).await?;
         let key = &live.key;

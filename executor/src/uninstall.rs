@@ -270,7 +270,7 @@ impl Executor {
     }
 
     /// Starts or continues the uninstall for a Cluster that is being deleted.
-    #[tracing::instrument(skip_all, fields(cluster.namespace = %cluster.key.namespace, cluster.name = %cluster.key.name))]
+    #[tracing::instrument(skip_all, fields(konnector.cluster.namespace = %cluster.key.namespace, konnector.cluster.name = %cluster.key.name))]
     pub async fn remove(&self, cluster: &ClusterRef) -> Result<RemoveOutcome, Error> {
         let _guard = self.inner.locks.lock(&cluster.key).await;
         let Some(live) = self.live_cluster(cluster).await? else {

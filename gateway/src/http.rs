@@ -21,6 +21,7 @@ use konnector_proto::v1::{
     ApplyAgentRequest, RemoveAgentRequest, Trigger, agent_service_client::AgentServiceClient,
 };
 use konnector_runtime::metrics::Metrics;
+use konnector_runtime::telemetry::attr;
 use prometheus_client::metrics::{counter::Counter, family::Family, histogram::Histogram};
 use tonic::transport::Channel;
 use tower_http::timeout::TimeoutLayer;
@@ -134,7 +135,7 @@ pub fn discovery(config: &GatewayConfig) -> DiscoveryResponse {
     }
 }
 
-/// The executor's gRPC service, as named in span names and `rpc.service`.
+/// The executor's gRPC service, as named in span names and `rpc.method` (`<service>/<method>`).
 const AGENT_SERVICE: &str = "konnector.executor.v1.AgentService";
 
 /// Backstop for any request, longer than the longest hook timeout CAPI allows: nothing hangs forever.
@@ -202,15 +203,14 @@ async fn hook_handler(
         otel.name = %format!("POST {route}"),
         otel.kind = "server",
         otel.status_code = Empty,
-        http.request.method = "POST",
-        http.route = %route,
-        http.response.status_code = 200,
-        hook = hook.name(),
-        cluster.namespace = Empty,
-        cluster.name = Empty,
-        hook.status = Empty,
-        hook.retry_after_seconds = Empty,
-        outcome = Empty,
+        { attr::HTTP_REQUEST_METHOD } = "POST",
+        { attr::HTTP_ROUTE } = %route,
+        { attr::HTTP_RESPONSE_STATUS_CODE } = 200,
+        { attr::KONNECTOR_HOOK } = hook.name(),
+        { attr::KONNECTOR_CLUSTER_NAMESPACE } = Empty,
+        { attr::KONNECTOR_CLUSTER_NAME } = Empty,
+        { attr::KONNECTOR_HOOK_RETRY_AFTER_SECONDS } = Empty,
+        { attr::KONNECTOR_OUTCOME } = Empty,
     );
     konnector_runtime::propagation::set_parent_from_headers(&span, &headers);
     let caller_timeout = uri.query().and_then(query_timeout);
@@ -239,10 +239,9 @@ async fn hook_handler(
     m.duration
         .get_or_create(&vec![("hook", hook.name().to_owned())])
         .observe(elapsed.as_secs_f64());
-    span.record("hook.status", status);
-    span.record("outcome", status);
+    span.record(attr::KONNECTOR_OUTCOME, status);
     if let Some(retry) = answer.retry_after_seconds {
-        span.record("hook.retry_after_seconds", retry);
+        span.record(attr::KONNECTOR_HOOK_RETRY_AFTER_SECONDS, retry);
     }
     if answer.status == crate::capi::Status::Failure {
         span.record("otel.status_code", "ERROR");
@@ -256,7 +255,6 @@ async fn hook_handler(
             status,
             retry_after_seconds = answer.retry_after_seconds,
             duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-            trace_id = konnector_runtime::propagation::current_trace_id(),
             answer = %answer.message,
             "hook answered"
         )
@@ -299,8 +297,8 @@ async fn handle(
     if let Some(meta) = &capi_cluster.metadata {
         let namespace = meta.namespace.clone().unwrap_or_default();
         let name = meta.name.clone().unwrap_or_default();
-        tracing::Span::current().record("cluster.namespace", namespace.as_str());
-        tracing::Span::current().record("cluster.name", name.as_str());
+        tracing::Span::current().record(attr::KONNECTOR_CLUSTER_NAMESPACE, namespace.as_str());
+        tracing::Span::current().record(attr::KONNECTOR_CLUSTER_NAME, name.as_str());
         *cluster = Some((namespace, name));
     }
     let ctx = match cluster_ref(capi_cluster) {
@@ -313,15 +311,17 @@ async fn handle(
         Hook::AfterControlPlaneInitialized | Hook::BeforeClusterUpgrade => "ApplyAgent",
         Hook::BeforeClusterDelete => "RemoveAgent",
     };
+    let executor: Option<Uri> = state.config().executor.url.parse().ok();
     let span = tracing::info_span!(
         "grpc_client",
         otel.name = %format!("{AGENT_SERVICE}/{method}"),
         otel.kind = "client",
         otel.status_code = Empty,
-        rpc.system = "grpc",
-        rpc.service = AGENT_SERVICE,
-        rpc.method = method,
-        rpc.grpc.status_code = Empty,
+        { attr::RPC_SYSTEM_NAME } = attr::RPC_SYSTEM_NAME_GRPC,
+        { attr::RPC_METHOD } = %format!("{AGENT_SERVICE}/{method}"),
+        { attr::RPC_RESPONSE_STATUS_CODE } = Empty,
+        { attr::SERVER_ADDRESS } = executor.as_ref().and_then(Uri::host),
+        { attr::SERVER_PORT } = executor.as_ref().and_then(Uri::port_u16),
     );
     let outcome = async {
         match hook {
@@ -359,7 +359,10 @@ async fn handle(
         Ok(_) => tonic::Code::Ok,
         Err(status) => status.code(),
     };
-    span.record("rpc.grpc.status_code", code as i32);
+    span.record(
+        attr::RPC_RESPONSE_STATUS_CODE,
+        konnector_runtime::grpc::code_name(code),
+    );
     if code != tonic::Code::Ok {
         span.record("otel.status_code", "ERROR");
     }

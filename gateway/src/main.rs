@@ -1,16 +1,28 @@
-//! The konnector gateway binary: flags in, [`konnector_gateway::serve`] out.
+//! The konnector gateway binary: flags in ([`konnector_gateway::args::Args`]),
+//! [`konnector_gateway::serve_with_metrics`] out. It has the executor binary's shape: parse (a flag error is logged
+//! as JSON when JSON logs are asked for), then [`LogArgs::run_main`] installs logging, logs deprecated flags, and
+//! logs a fatal error through the configured format.
 
-use clap::Parser;
+use std::process::ExitCode;
+
+use anyhow::Context;
 use konnector_gateway::args::Args;
 use konnector_runtime::{
     admin::{self, Readiness},
     metrics::Metrics,
+    telemetry::LogArgs,
 };
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let telemetry = args.log.init_with_tracing("konnector-gateway")?;
+async fn main() -> ExitCode {
+    let args: Args = konnector_runtime::telemetry::parse_flags();
+    let log: LogArgs = args.log.clone();
+    let warnings = args.deprecations();
+    log.run_main("konnector-gateway", warnings, run(args)).await
+}
+
+/// Serves the hooks over HTTPS and the admin endpoints until a shutdown signal, then drains.
+async fn run(args: Args) -> anyhow::Result<()> {
     konnector_runtime::tls::install_crypto_provider();
     let config = args.gateway_config()?;
     let shutdown = konnector_runtime::shutdown::on_signal();
@@ -21,7 +33,9 @@ async fn main() -> anyhow::Result<()> {
         admin::router(readiness.clone(), metrics.router()),
         shutdown.clone(),
     ));
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let served = konnector_gateway::serve_with_metrics(
         config,
         listener,
@@ -33,6 +47,5 @@ async fn main() -> anyhow::Result<()> {
     .await;
     shutdown.cancel();
     admin.await??;
-    drop(telemetry);
     served
 }

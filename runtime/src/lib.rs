@@ -9,3 +9,10 @@ pub mod propagation;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+
+/// The git revision the binaries were built from (12 hex digits), or "unknown" (see `build.rs`).
+pub const GIT_REVISION: &str = env!("KONNECTOR_GIT_REVISION");
+
+/// The version both binaries report in `--version` and as the `service.version` resource attribute: the crate
+/// version with the git revision as semver build metadata, e.g. `0.1.0+1a2b3c4d5e6f`.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("KONNECTOR_GIT_REVISION"));

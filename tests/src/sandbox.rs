@@ -10,19 +10,23 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context;
 use konnector_executor::ExecutorConfig;
-use kube::{Client, api::PatchParams};
+use kube::{
+    Api, Client,
+    api::{DynamicObject, PatchParams},
+};
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn, Uninstall},
-    capi::{CapiShape, ExtensionClient, Handler},
+    capi::{CapiShape, ExtensionClient, Handler, Hook, hook_request},
     control_plane::ControlPlane,
     executor_fixture::{RunningExecutor, start_executor},
     gateway_fixture::{RunningGateway, serve_gateway, write_gateway_certs},
     management_plane_for,
-    scenario::{ClusterReport, ClusterRun, Gateway, StepObserver},
+    scenario::{AGENT_NAMESPACE, ClusterReport, ClusterRun, Gateway, StepObserver},
     tools, workload,
 };
 
@@ -44,6 +48,9 @@ pub struct SandboxOptions {
     pub rotate_credentials: bool,
     /// Where to write `sandbox.json` (and the gateway's certificates). A temporary directory when unset.
     pub state_dir: Option<PathBuf>,
+    /// Leave the first cluster installed: its lifecycle stops after BeforeClusterUpgrade, so there is a live
+    /// Cluster, HelmChartProxy and agent Secret to look at ([`Sandbox::try_commands`]).
+    pub keep: bool,
 }
 
 impl Default for SandboxOptions {
@@ -53,6 +60,7 @@ impl Default for SandboxOptions {
             shape: CapiShape::V1_14,
             rotate_credentials: false,
             state_dir: None,
+            keep: false,
         }
     }
 }
@@ -73,6 +81,9 @@ pub struct SandboxState {
     pub workload_kubeconfigs: BTreeMap<String, PathBuf>,
     /// The CAPI request shape being emulated.
     pub capi_version: String,
+    /// The cluster `--keep` leaves installed, as `namespace/name`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_cluster: Option<String>,
 }
 
 /// The machine-readable summary printed at the end.
@@ -87,6 +98,15 @@ pub struct Summary {
     pub millis: u128,
     /// One report per cluster.
     pub clusters: Vec<ClusterReport>,
+}
+
+/// One command the sandbox prints for a person to try, and what it shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct TryCommand {
+    /// What the command shows, one line.
+    pub what: String,
+    /// The command, for bash, with every address and path filled in.
+    pub command: String,
 }
 
 /// A running sandbox. [`Sandbox::stop`] (or dropping it) stops everything and leaves no process behind.
@@ -107,6 +127,15 @@ impl Sandbox {
     /// Starts the control planes, the executor, two gateways and the CAAPH stand-in, and applies the chart's
     /// ExtensionConfig and default ConfigMaps. Writes `sandbox.json` as soon as everything is up.
     pub async fn start(options: SandboxOptions) -> anyhow::Result<Self> {
+        Self::start_reporting(options, &|_| {}).await
+    }
+
+    /// [`Sandbox::start`], telling `progress` what it is doing and how long each part took, for the minute or so a
+    /// cold start takes.
+    pub async fn start_reporting(
+        options: SandboxOptions,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> anyhow::Result<Self> {
         konnector_runtime::tls::install_crypto_provider();
         let (temp_state, state_dir) = match &options.state_dir {
             Some(dir) => {
@@ -121,18 +150,32 @@ impl Sandbox {
         };
 
         let names: Vec<String> = (1..=options.clusters).map(|i| format!("wl-{i}")).collect();
-        let workloads = futures::future::try_join_all(names.iter().map(|n| ControlPlane::start(n))).await?;
+        let started = Instant::now();
+        progress(&format!(
+            "starting {} workload API server(s) and the management API server (etcd + kube-apiserver each)…",
+            names.len()
+        ));
         // The Cluster CRD is served as the emulated CAPI serves it: v1beta1 only for 1.10.
-        let (mgmt, mgmt_client) = management_plane_for(
-            "management",
-            crate::crds::ClusterApi::for_capi(options.shape.version()),
+        let (workloads, management) = futures::future::join(
+            futures::future::try_join_all(names.iter().map(|n| ControlPlane::start(n))),
+            management_plane_for(
+                "management",
+                crate::crds::ClusterApi::for_capi(options.shape.version()),
+            ),
         )
-        .await?;
+        .await;
+        let (workloads, (mgmt, mgmt_client)) = (workloads?, management?);
         let workloads: Vec<(String, ControlPlane)> = names.into_iter().zip(workloads).collect();
+        progress(&format!(
+            "API servers up, CAPI and CAAPH CRDs installed ({:.1}s)",
+            started.elapsed().as_secs_f64()
+        ));
 
         workload::ensure_namespace(&mgmt_client, KONNECTOR_NAMESPACE).await?;
         workload::ensure_namespace(&mgmt_client, CLUSTERS_NAMESPACE).await?;
 
+        let started = Instant::now();
+        progress("starting the executor (under the chart's RBAC role) and two gateways…");
         let executor = start_executor(
             &mgmt,
             ExecutorConfig {
@@ -158,6 +201,16 @@ impl Sandbox {
             gateways.push((format!("gateway-{i}"), gateway));
         }
 
+        progress(&format!(
+            "executor at {}, gateways at {} ({:.1}s)",
+            executor.addr,
+            gateways
+                .iter()
+                .map(|(_, g)| g.url())
+                .collect::<Vec<_>>()
+                .join(" and "),
+            started.elapsed().as_secs_f64()
+        ));
         let caaph = CaaphStandIn::start(
             mgmt_client.clone(),
             CaaphOptions {
@@ -178,6 +231,7 @@ impl Sandbox {
             _temp_state: temp_state,
             _caaph: caaph,
         };
+        progress("rendering deploy/chart with helm; applying its ExtensionConfig and default ConfigMaps…");
         sandbox.apply_deploy_manifests().await?;
         for (name, cp) in &sandbox.workloads {
             std::fs::copy(
@@ -213,12 +267,26 @@ impl Sandbox {
                 .map(|(n, _)| (n.clone(), self.state_dir.join(format!("{n}.kubeconfig"))))
                 .collect(),
             capi_version: self.options.shape.version().to_owned(),
+            kept_cluster: self.kept_cluster().map(|n| format!("{CLUSTERS_NAMESPACE}/{n}")),
         }
+    }
+
+    /// The cluster `keep` leaves installed: the first one.
+    pub fn kept_cluster(&self) -> Option<&str> {
+        self.options
+            .keep
+            .then(|| self.workloads.first().map(|(n, _)| n.as_str()))
+            .flatten()
     }
 
     /// The directory holding `sandbox.json`.
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
+    }
+
+    /// Whether the state directory is a temporary one, removed when the sandbox stops (no `state_dir` given).
+    pub fn state_dir_is_temporary(&self) -> bool {
+        self._temp_state.is_some()
     }
 
     /// The management cluster's admin client.
@@ -281,17 +349,136 @@ impl Sandbox {
                 gateways: &gateways,
                 handlers: &handlers,
                 rotate_credentials: self.options.rotate_credentials,
+                keep_installed: self.kept_cluster() == Some(name.as_str()),
                 on_step: on_step.as_ref(),
             };
             async move { run.play().await }
         });
         let clusters = futures::future::join_all(runs).await;
-        Ok(Summary {
+        let summary = Summary {
             ok: clusters.iter().all(|c| c.ok),
             capi_version: self.options.shape.version().to_owned(),
             millis: started.elapsed().as_millis(),
             clusters,
-        })
+        };
+        std::fs::write(
+            self.state_dir.join("summary.json"),
+            serde_json::to_string_pretty(&summary)?,
+        )?;
+        Ok(summary)
+    }
+
+    /// Commands that work against the kept cluster (see [`SandboxOptions::keep`]) while the sandbox runs, with
+    /// every address and path filled in: kubectl on both clusters, the executor's GetAgentStatus and PlanAgent
+    /// over grpcurl, and a real BeforeClusterUpgrade hook call whose body (built from the live Cluster, as CAPI
+    /// would send it) is written to the state directory. Also writes them all to `try.sh` there. Empty without
+    /// `keep`.
+    pub async fn try_commands(&self) -> anyhow::Result<Vec<TryCommand>> {
+        let Some(name) = self.kept_cluster() else {
+            return Ok(Vec::new());
+        };
+        let state = self.state();
+        let mgmt = shell_quote(&state.management_kubeconfig.display().to_string());
+        let workload = shell_quote(&state.workload_kubeconfigs[name].display().to_string());
+        let ca = shell_quote(&state.gateway_ca_file.display().to_string());
+        let gateway = &state.gateway_urls[0];
+
+        let hook = Hook::BeforeClusterUpgrade {
+            from: "v1.32.4".into(),
+            to: "v1.33.0".into(),
+        };
+        let stored = Api::<DynamicObject>::namespaced_with(
+            self.mgmt_client.clone(),
+            CLUSTERS_NAMESPACE,
+            &workload::cluster_resource("v1beta2"),
+        )
+        .get(name)
+        .await?;
+        let body = hook_request(
+            &hook,
+            self.options.shape,
+            &serde_json::to_value(&stored)?,
+            &BTreeMap::new(),
+        );
+        let body_file = self.state_dir.join(format!("{name}.beforeclusterupgrade.json"));
+        std::fs::write(&body_file, serde_json::to_vec_pretty(&body)?)?;
+        let hooks_path = "hooks.runtime.cluster.x-k8s.io/v1alpha1";
+        let ref_request = json!({"cluster": {"namespace": CLUSTERS_NAMESPACE, "name": name}});
+
+        let commands = vec![
+            TryCommand {
+                what: format!(
+                    "the HelmChartProxy konnector applied for {CLUSTERS_NAMESPACE}/{name}, on the management cluster"
+                ),
+                command: format!("kubectl --kubeconfig {mgmt} get hcp -A"),
+            },
+            TryCommand {
+                what: "CAAPH's HelmReleaseProxies (written by the CAAPH stand-in) and the Clusters".into(),
+                command: format!("kubectl --kubeconfig {mgmt} get hrp,clusters -A"),
+            },
+            TryCommand {
+                what: format!(
+                    "the credentials Secret konnector copied onto {name}, and the stand-in's release marker"
+                ),
+                command: format!(
+                    "kubectl --kubeconfig {workload} -n {AGENT_NAMESPACE} get secrets,configmaps"
+                ),
+            },
+            TryCommand {
+                what: "the executor's gRPC services (reflection)".into(),
+                command: format!(
+                    "grpcurl {} {} list",
+                    grpcurl_transport_flags(),
+                    state.executor_address
+                ),
+            },
+            TryCommand {
+                what: format!(
+                    "what konnector sees for {name}: credentials, HelmChartProxy, releases, uninstall phase"
+                ),
+                command: grpcurl_command(&state.executor_address, "GetAgentStatus", &ref_request),
+            },
+            TryCommand {
+                what: format!(
+                    "a dry run: the objects ApplyAgent would write for {name}, secret values redacted"
+                ),
+                command: grpcurl_command(
+                    &state.executor_address,
+                    "PlanAgent",
+                    &plan_agent_request(&serde_json::to_vec(&body)?)?,
+                ),
+            },
+            TryCommand {
+                what: "Discovery, as CAPI calls it".into(),
+                command: format!(
+                    "curl -sS --cacert {ca} -X POST {gateway}/{hooks_path}/discovery -d {}",
+                    shell_quote(
+                        r#"{"apiVersion":"hooks.runtime.cluster.x-k8s.io/v1alpha1","kind":"DiscoveryRequest"}"#
+                    )
+                ),
+            },
+            TryCommand {
+                what: format!(
+                    "BeforeClusterUpgrade for {name}, the body CAPI would send (re-applies; nothing changes)"
+                ),
+                command: format!(
+                    "curl -sS --cacert {ca} -X POST {} --data-binary @{}",
+                    shell_quote(&format!(
+                        "{gateway}/{hooks_path}/beforeclusterupgrade/konnector-bcu?timeout=20s"
+                    )),
+                    shell_quote(&body_file.display().to_string())
+                ),
+            },
+        ];
+        let script: String = std::iter::once("#!/usr/bin/env bash\nset -euo pipefail\n".to_owned())
+            .chain(
+                commands
+                    .iter()
+                    .map(|c| format!("\n# {}\n{}\n", c.what, c.command)),
+            )
+            .collect();
+        std::fs::write(self.state_dir.join("try.sh"), script)?;
+        Ok(commands)
     }
 
     /// Stops the gateways, the executor and every control plane, and waits for them.
@@ -311,6 +498,44 @@ impl Sandbox {
         }
         self.mgmt.stop();
         Ok(())
+    }
+}
+
+/// grpcurl's transport flags for the sandbox's executor: the one place that knows how it is reached (plaintext on
+/// loopback today; TLS flags when the fixtures switch the gateway–executor link to mTLS).
+fn grpcurl_transport_flags() -> String {
+    "-plaintext".to_owned()
+}
+
+/// A grpcurl call of `konnector.executor.v1.AgentService/<method>` with `request`.
+fn grpcurl_command(address: &str, method: &str, request: &Value) -> String {
+    format!(
+        "grpcurl {} -d {} {address} konnector.executor.v1.AgentService/{method}",
+        grpcurl_transport_flags(),
+        shell_quote(&request.to_string())
+    )
+}
+
+/// PlanAgent's request for the Cluster in a hook body: the `ClusterRef` the gateway sends (namespace, name, uid),
+/// made by the gateway's own translation, in protobuf's JSON mapping (what grpcurl reads).
+fn plan_agent_request(hook_body: &[u8]) -> anyhow::Result<Value> {
+    let request =
+        konnector_gateway::http::decode(konnector_gateway::catalog::Hook::BeforeClusterUpgrade, hook_body)
+            .map_err(anyhow::Error::msg)?;
+    let cluster = request.cluster.as_ref().context("the hook body has no cluster")?;
+    let c = konnector_gateway::translate::cluster_ref(cluster)?;
+    Ok(json!({"cluster": {"namespace": c.namespace, "name": c.name, "uid": c.uid}}))
+}
+
+/// `s` as one bash word.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-:=@,+".contains(&b))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 

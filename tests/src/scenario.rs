@@ -68,6 +68,8 @@ pub struct ClusterRun<'a> {
     pub handlers: &'a BTreeMap<String, Handler>,
     /// Change the Prism Central password between AfterControlPlaneInitialized and BeforeClusterUpgrade.
     pub rotate_credentials: bool,
+    /// Stop after BeforeClusterUpgrade, leaving the cluster and its agent installed (the sandbox's `--keep`).
+    pub keep_installed: bool,
     /// Called with each finished step, for live output.
     pub on_step: &'a (dyn Fn(&str, &StepReport) + Send + Sync),
 }
@@ -190,6 +192,13 @@ impl ClusterRun<'_> {
             self.hook_step(upgrade, turn, &password, !self.rotate_credentials, &snapshot)
                 .await
         );
+        if self.keep_installed {
+            return ClusterReport {
+                cluster: format!("{}/{}", self.namespace, self.name),
+                steps,
+                ok: true,
+            };
+        }
 
         step!(
             self.timed("delete cluster (CAPI stand-in)", &snapshot, |s| s.start_delete())

@@ -198,8 +198,8 @@ fn values_reach_the_manifests() {
         .collect();
     for expected in [
         "--capi-version=1.10",
-        "--bcd-timeout-seconds=20",
-        "--bcd-failure-policy=Ignore",
+        "--before-cluster-delete-timeout=20s",
+        "--before-cluster-delete-failure-policy=Ignore",
     ] {
         assert!(args.contains(&expected), "{expected} in {args:?}");
     }
@@ -233,21 +233,102 @@ fn chart_args_parse_with_the_binaries_own_flags() {
         let gateway = container_args(&docs, "konnector-gateway");
         let parsed = konnector_gateway::args::Args::try_parse_from(
             std::iter::once("konnector-gateway".to_owned()).chain(gateway.iter().cloned()),
-        );
-        assert!(
-            parsed.is_ok(),
-            "gateway rejects the chart's args {gateway:?}: {}",
-            parsed.unwrap_err()
-        );
+        )
+        .unwrap_or_else(|e| panic!("gateway rejects the chart's args {gateway:?}: {e}"));
+        // The chart is the only caller: it uses no name that is on its way out.
+        assert_eq!(parsed.deprecations(), Vec::<String>::new(), "{gateway:?}");
+        let config = parsed.gateway_config().unwrap();
+        assert_eq!(config.hooks.after_control_plane_initialized.timeout_seconds, 10);
         let executor = container_args(&docs, "konnector-executor");
-        let parsed = konnector_executor::cli::Args::try_parse_from(
+        let parsed = konnector_executor::args::Args::try_parse_from(
             std::iter::once("konnector-executor".to_owned()).chain(executor.iter().cloned()),
+        )
+        .unwrap_or_else(|e| panic!("executor rejects the chart's args {executor:?}: {e}"));
+        assert_eq!(parsed.deprecations(), Vec::<String>::new(), "{executor:?}");
+        assert_eq!(
+            parsed.executor_config().unwrap().uninstall_timeout,
+            std::time::Duration::from_secs(300)
+        );
+        // Both binaries listen under the same flag names, on the ports the chart's Services name.
+        assert!(
+            gateway.contains(&"--listen=0.0.0.0:9443".to_owned()),
+            "{gateway:?}"
         );
         assert!(
-            parsed.is_ok(),
-            "executor rejects the chart's args {executor:?}: {}",
-            parsed.unwrap_err()
+            executor.contains(&"--listen=0.0.0.0:8090".to_owned()),
+            "{executor:?}"
         );
+        assert!(
+            gateway.iter().any(|a| a.starts_with("--admin-listen=")),
+            "{gateway:?}"
+        );
+        assert!(
+            executor.iter().any(|a| a.starts_with("--admin-listen=")),
+            "{executor:?}"
+        );
+    }
+}
+
+#[test]
+fn fatal_errors_become_the_termination_message_and_otel_values_reach_both_binaries() {
+    let docs = render(&[
+        "otel.endpoint=https://otel-collector.monitoring:4318",
+        "otel.protocol=http/protobuf",
+        "otel.caSecret=otel-ca",
+        "otel.resourceAttributes.deployment\\.environment\\.name=production",
+    ]);
+    for (name, pod) in pod_templates(&docs) {
+        let container = &pod["containers"][0];
+        assert_eq!(
+            container["terminationMessagePolicy"], "FallbackToLogsOnError",
+            "{name}"
+        );
+        let env: std::collections::BTreeMap<&str, &str> = container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
+            .collect();
+        assert_eq!(
+            env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            Some(&"https://otel-collector.monitoring:4318"),
+            "{name}"
+        );
+        assert_eq!(
+            env.get("OTEL_EXPORTER_OTLP_PROTOCOL"),
+            Some(&"http/protobuf"),
+            "{name}"
+        );
+        assert_eq!(env.get("OTEL_SERVICE_NAME"), Some(&name), "{name}");
+        assert_eq!(
+            env.get("OTEL_RESOURCE_ATTRIBUTES"),
+            Some(&"deployment.environment.name=production"),
+            "{name}"
+        );
+        assert_eq!(
+            env.get("OTEL_EXPORTER_OTLP_CERTIFICATE"),
+            Some(&"/certs/otel/ca.crt"),
+            "{name}"
+        );
+        let mounted = container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "otel-ca" && m["mountPath"] == "/certs/otel");
+        assert!(mounted, "{name} mounts the collector's CA");
+        assert!(
+            pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["secret"]["secretName"] == "otel-ca"),
+            "{name}"
+        );
+    }
+    // Without an endpoint, no OTEL_ variable at all: tracing stays off.
+    for (name, pod) in pod_templates(&render(&[])) {
+        let env = pod["containers"][0]["env"].to_string();
+        assert!(!env.contains("OTEL_"), "{name}: {env}");
     }
 }
 

@@ -1,6 +1,8 @@
 //! Observability end to end: hooks sent over HTTPS through the real gateway into the real executor (under its RBAC,
 //! against real API servers), with the spans exported over OTLP/gRPC to an in-process receiver, the logs captured
-//! at trace level, and both binaries' admin routers scraped.
+//! at trace level (in konnector's own line format, which adds the trace id), and both binaries' admin routers
+//! scraped. The span attributes are checked against the `opentelemetry-semantic-conventions` crate, and the same
+//! receiver, in its TLS mode, takes spans over `https://`, by OTLP/gRPC and by OTLP/HTTP.
 //!
 //! This file is its own test binary because it owns the process-wide tracing subscriber and tracer provider.
 
@@ -16,7 +18,10 @@ use http_body_util::BodyExt;
 use k8s_openapi::api::events::v1::Event;
 use konnector_executor::ExecutorConfig;
 use konnector_gateway::catalog::Hook;
-use konnector_runtime::admin;
+use konnector_runtime::{
+    admin,
+    telemetry::{OtlpExport, OtlpProtocol, WithTraceId, attr},
+};
 use konnector_tests::{
     executor_fixture::{
         ExecutorEnv, TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD,
@@ -31,10 +36,11 @@ use opentelemetry_proto::tonic::{
         ExportTraceServiceRequest, ExportTraceServiceResponse,
         trace_service_server::{TraceService, TraceServiceServer},
     },
-    common::v1::any_value::Value as AnyValue,
+    common::v1::{KeyValue, any_value::Value as AnyValue},
     trace::v1::{Span, span::SpanKind},
 };
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_semantic_conventions::attribute as semconv;
 use serde_json::Value;
 use tower::ServiceExt;
 use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
@@ -145,7 +151,8 @@ fn observed() -> &'static Observed {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(move || writer.clone())
-                    .with_ansi(false),
+                    .with_ansi(false)
+                    .event_format(WithTraceId::plain()),
             )
             .with(konnector_runtime::telemetry::tracing_layer(
                 &provider,
@@ -340,7 +347,7 @@ async fn one_hook_is_one_trace_from_the_hook_to_the_kubernetes_api() {
     };
     let kube: Vec<&Span> = spans
         .iter()
-        .filter(|s| s.kind == SpanKind::Client as i32 && attr(s, "k8s.verb").is_some())
+        .filter(|s| s.kind == SpanKind::Client as i32 && attr(s, attr::KONNECTOR_KUBE_VERB).is_some())
         .collect();
     assert!(
         kube.iter().all(|s| under_server(s)),
@@ -349,7 +356,7 @@ async fn one_hook_is_one_trace_from_the_hook_to_the_kubernetes_api() {
     for side in ["management", "workload"] {
         assert!(
             kube.iter()
-                .any(|s| attr(s, "k8s.cluster").as_deref() == Some(side)),
+                .any(|s| attr(s, attr::KONNECTOR_KUBE_CLUSTER).as_deref() == Some(side)),
             "an API call span on the {side} cluster: {kube:#?}"
         );
     }
@@ -358,42 +365,74 @@ async fn one_hook_is_one_trace_from_the_hook_to_the_kubernetes_api() {
         .find(|s| s.name == "patch helmchartproxies")
         .expect("a span for the HelmChartProxy apply");
     // Server-side apply answers 201 when it creates the object, as this first apply does.
-    assert_eq!(attr(applied, "http.response.status_code").as_deref(), Some("201"));
-    assert_eq!(attr(applied, "k8s.namespace").as_deref(), Some(TEST_NAMESPACE));
+    assert_eq!(
+        attr(applied, semconv::HTTP_RESPONSE_STATUS_CODE).as_deref(),
+        Some("201")
+    );
+    assert_eq!(
+        attr(applied, attr::KONNECTOR_KUBE_NAMESPACE).as_deref(),
+        Some(TEST_NAMESPACE)
+    );
 
     for (span, what) in [(gw, "gateway"), (server, "executor")] {
         assert_eq!(
-            attr(span, "cluster.namespace").as_deref(),
+            attr(span, "konnector.cluster.namespace").as_deref(),
             Some(TEST_NAMESPACE),
             "{what}"
         );
         assert_eq!(
-            attr(span, "cluster.name").as_deref(),
+            attr(span, "konnector.cluster.name").as_deref(),
             Some(TEST_CLUSTER),
             "{what}"
         );
     }
-    assert_eq!(attr(gw, "hook").as_deref(), Some("AfterControlPlaneInitialized"));
-    assert_eq!(attr(gw, "outcome").as_deref(), Some("Success"));
-    assert_eq!(attr(server, "outcome").as_deref(), Some("ok"));
-    assert_eq!(attr(server, "rpc.system").as_deref(), Some("grpc"));
     assert_eq!(
-        attr(server, "trigger").as_deref(),
+        attr(gw, "konnector.hook").as_deref(),
+        Some("AfterControlPlaneInitialized")
+    );
+    assert_eq!(attr(gw, "konnector.outcome").as_deref(), Some("Success"));
+    assert_eq!(attr(server, "konnector.outcome").as_deref(), Some("ok"));
+    assert_eq!(
+        attr(server, "konnector.trigger").as_deref(),
         Some("TRIGGER_AFTER_CONTROL_PLANE_INITIALIZED")
     );
-    assert_eq!(attr(client, "rpc.grpc.status_code").as_deref(), Some("0"));
+    check_semantic_conventions(gw, client, server, &kube);
     eprintln!(
         "one AfterControlPlaneInitialized hook: {} spans in its trace, {} of them Kubernetes API calls",
         spans.len(),
         kube.len()
     );
 
-    // The one summary line of the hook carries the trace id.
+    // The one summary line of the hook carries the trace id, and so does every line either binary writes inside
+    // the hook's trace: konnector's line format adds it.
     let logs = String::from_utf8_lossy(&observed().logs.lock().unwrap()).into_owned();
+    let trace_suffix = format!(" trace_id={}", hex(&trace_id));
     let summary = logs
         .lines()
-        .find(|l| l.contains("hook answered") && l.contains(&hex(&trace_id)))
-        .expect("a 'hook answered' line with the trace id");
+        .find(|l| l.contains("hook answered") && l.ends_with(&trace_suffix))
+        .expect("a 'hook answered' line ending with the trace id");
+    for span in ["hook{", "grpc_server{"] {
+        let traced = logs
+            .lines()
+            .filter(|l| l.contains(span) && l.ends_with(&trace_suffix))
+            .count();
+        assert!(
+            traced > 0,
+            "no line inside a {span}…}} span carries the hook's trace id"
+        );
+    }
+    // Every line written inside any gateway or executor request span carries some trace id (other tests' hooks
+    // run in this process too, each in its own trace).
+    for line in logs
+        .lines()
+        .filter(|l| l.starts_with("20") && (l.contains(" hook{") || l.contains(" grpc_server{")))
+    {
+        let id = line.rsplit_once(" trace_id=").map(|(_, id)| id);
+        assert!(
+            id.is_some_and(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())),
+            "a line inside a request span without its trace id: {line}"
+        );
+    }
     for needle in [
         "namespace=clusters",
         "cluster=c1",
@@ -561,14 +600,7 @@ async fn the_sandbox_exports_its_hooks_to_a_collector() {
     let status = tokio::time::timeout(
         Duration::from_secs(300),
         tokio::process::Command::new(env!("CARGO_BIN_EXE_konnector-sandbox"))
-            .args([
-                "--once",
-                "--clusters",
-                "1",
-                "--otlp-endpoint",
-                &endpoint,
-                "--state-dir",
-            ])
+            .args(["--clusters", "1", "--otlp-endpoint", &endpoint, "--state-dir"])
             .arg(state.path())
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .kill_on_drop(true)
@@ -598,6 +630,283 @@ async fn the_sandbox_exports_its_hooks_to_a_collector() {
         SpanKind::Server
     ));
     assert!(in_trace("patch helmchartproxies", SpanKind::Client));
+}
+
+/// The span attributes konnector emits, checked against the semantic-conventions crate (semconv 1.42.0 in
+/// opentelemetry-semantic-conventions 0.33): the current RPC attributes (`rpc.system.name`, the fully-qualified
+/// `rpc.method`, the gRPC code as a string in `rpc.response.status_code`) and none of the ones they replaced, the
+/// stable HTTP ones, and everything else under `konnector.`, nothing under OpenTelemetry's reserved `k8s.`.
+fn check_semantic_conventions(gateway: &Span, client: &Span, server: &Span, kube: &[&Span]) {
+    #[allow(deprecated)]
+    let replaced = [
+        semconv::RPC_SYSTEM,
+        semconv::RPC_SERVICE,
+        semconv::RPC_GRPC_STATUS_CODE,
+    ];
+    // What the tracing-opentelemetry layer adds to every span on its own (source location, thread, timings).
+    let from_the_layer = |key: &str| {
+        key.starts_with("code.")
+            || key.starts_with("thread.")
+            || ["busy_ns", "idle_ns", "target"].contains(&key)
+    };
+    let known = [
+        semconv::HTTP_REQUEST_METHOD,
+        semconv::HTTP_ROUTE,
+        semconv::HTTP_RESPONSE_STATUS_CODE,
+        semconv::RPC_SYSTEM_NAME,
+        semconv::RPC_METHOD,
+        semconv::RPC_RESPONSE_STATUS_CODE,
+        semconv::SERVER_ADDRESS,
+        semconv::SERVER_PORT,
+    ];
+    for span in [gateway, client, server].into_iter().chain(kube.iter().copied()) {
+        for kv in &span.attributes {
+            let key = kv.key.as_str();
+            assert!(
+                !replaced.contains(&key),
+                "{}: {key} is replaced in current semconv",
+                span.name
+            );
+            assert!(
+                !key.starts_with("k8s."),
+                "{}: {key} is in OpenTelemetry's reserved k8s namespace",
+                span.name
+            );
+            assert!(
+                known.contains(&key) || key.starts_with("konnector.") || from_the_layer(key),
+                "{}: attribute {key} is neither a semantic convention nor konnector's own",
+                span.name
+            );
+        }
+    }
+    let string = |span: &Span, key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                AnyValue::StringValue(s) => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{}: no string attribute {key}", span.name))
+    };
+    for span in [client, server] {
+        assert_eq!(string(span, semconv::RPC_SYSTEM_NAME), "grpc");
+        assert_eq!(
+            string(span, semconv::RPC_METHOD),
+            "konnector.executor.v1.AgentService/ApplyAgent",
+            "rpc.method is fully qualified and names the span"
+        );
+        assert_eq!(string(span, semconv::RPC_METHOD), span.name);
+        assert_eq!(
+            string(span, semconv::RPC_RESPONSE_STATUS_CODE),
+            "OK",
+            "the gRPC code as a string"
+        );
+    }
+    // The client span names the executor it called.
+    assert_eq!(string(client, semconv::SERVER_ADDRESS), "127.0.0.1");
+    assert!(attr(client, semconv::SERVER_PORT).is_some_and(|p| p.parse::<u16>().is_ok()));
+    assert_eq!(string(gateway, semconv::HTTP_REQUEST_METHOD), "POST");
+    assert_eq!(
+        format!("POST {}", string(gateway, semconv::HTTP_ROUTE)),
+        gateway.name
+    );
+    assert_eq!(
+        attr(gateway, semconv::HTTP_RESPONSE_STATUS_CODE).as_deref(),
+        Some("200")
+    );
+    for span in kube {
+        assert!(
+            attr(span, semconv::HTTP_REQUEST_METHOD).is_some(),
+            "{}",
+            span.name
+        );
+        assert!(
+            attr(span, semconv::HTTP_RESPONSE_STATUS_CODE).is_some(),
+            "{}",
+            span.name
+        );
+    }
+}
+
+/// What an OTLP receiver was sent: each span with its resource's attributes.
+type Received = Arc<Mutex<Vec<(Vec<KeyValue>, Span)>>>;
+
+fn keep(request: ExportTraceServiceRequest, received: &Received) {
+    for resource in request.resource_spans {
+        let attributes = resource.resource.map(|r| r.attributes).unwrap_or_default();
+        for scope in resource.scope_spans {
+            let mut received = received.lock().unwrap();
+            received.extend(scope.spans.into_iter().map(|s| (attributes.clone(), s)));
+        }
+    }
+}
+
+/// The receiver's gRPC face.
+struct GrpcReceiver(Received);
+
+#[tonic::async_trait]
+impl TraceService for GrpcReceiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        keep(request.into_inner(), &self.0);
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// An OTLP receiver in its TLS mode, on loopback: OTLP/gRPC or OTLP/HTTP (protobuf, `POST /v1/traces`) over
+/// `https://`, with a serving certificate from a throwaway CA. Returns the endpoint, the CA file the exporter
+/// must trust, and what it receives.
+async fn tls_receiver(protocol: OtlpProtocol, dir: &std::path::Path) -> (String, PathBuf, Received) {
+    let ca = konnector_tests::pki::TestCa::new("otlp-receiver-ca").unwrap();
+    let serving = ca.serving_cert("otlp-receiver").unwrap();
+    let ca_file = dir.join("ca.crt");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let received: Received = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("https://localhost:{}", listener.local_addr().unwrap().port());
+    match protocol {
+        OtlpProtocol::Grpc => {
+            let tls = tonic::transport::ServerTlsConfig::new().identity(
+                tonic::transport::Identity::from_pem(&serving.cert_pem, &serving.key_pem),
+            );
+            let server = tonic::transport::Server::builder()
+                .tls_config(tls)
+                .unwrap()
+                .add_service(TraceServiceServer::new(GrpcReceiver(received.clone())));
+            tokio::spawn(
+                server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            );
+        }
+        OtlpProtocol::HttpProtobuf => {
+            let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+            std::fs::write(&cert, &serving.cert_pem).unwrap();
+            std::fs::write(&key, &serving.key_pem).unwrap();
+            let config = rustls::ServerConfig::builder()
+                .with_no_client_auth()
+                .with_single_cert(
+                    konnector_runtime::tls::load_certs(&cert).unwrap(),
+                    konnector_runtime::tls::load_key(&key).unwrap(),
+                )
+                .unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            let sink = received.clone();
+            let app = axum::Router::new().route(
+                "/v1/traces",
+                axum::routing::post(move |body: axum::body::Bytes| {
+                    let sink = sink.clone();
+                    async move {
+                        let request = <ExportTraceServiceRequest as prost::Message>::decode(body).unwrap();
+                        keep(request, &sink);
+                        let answer = ExportTraceServiceResponse {
+                            partial_success: None,
+                        };
+                        (
+                            [(http::header::CONTENT_TYPE, "application/x-protobuf")],
+                            prost::Message::encode_to_vec(&answer),
+                        )
+                    }
+                }),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let (acceptor, app) = (acceptor.clone(), app.clone());
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let _ = hyper_util::server::conn::auto::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(
+                            hyper_util::rt::TokioIo::new(tls),
+                            hyper_util::service::TowerToHyperService::new(app),
+                        )
+                        .await;
+                    });
+                }
+            });
+        }
+    }
+    (endpoint, ca_file, received)
+}
+
+/// Exports one span through konnector's exporter setup to an `https://` receiver and checks what arrived: the span,
+/// its attribute, and the resource's service name and version.
+async fn export_over_tls(protocol: OtlpProtocol) {
+    konnector_runtime::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (endpoint, ca_file, received) = tls_receiver(protocol, dir.path()).await;
+    let export = OtlpExport {
+        endpoint: Some(endpoint),
+        protocol,
+        ca: Some(ca_file),
+        client_identity: None,
+    };
+    let provider = export.provider("konnector-tls-export").unwrap();
+    let subscriber = tracing_subscriber::registry().with(konnector_runtime::telemetry::tracing_layer(
+        &provider,
+        "konnector-tls-export",
+    ));
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info_span!(
+            "exported",
+            { attr::KONNECTOR_HOOK } = "AfterControlPlaneInitialized"
+        )
+        .in_scope(|| {});
+    });
+    let flusher = provider.clone();
+    tokio::task::spawn_blocking(move || flusher.force_flush())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{protocol:?} export over https failed: {e}"));
+    let received = received.lock().unwrap().clone();
+    let (resource, span) = received
+        .iter()
+        .find(|(_, s)| s.name == "exported")
+        .unwrap_or_else(|| panic!("the receiver got no span over {protocol:?}: {received:?}"));
+    assert_eq!(
+        attr(span, attr::KONNECTOR_HOOK).as_deref(),
+        Some("AfterControlPlaneInitialized")
+    );
+    let resource_attr = |key: &str| {
+        resource
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                AnyValue::StringValue(s) => Some(s.clone()),
+                _ => None,
+            })
+    };
+    assert_eq!(
+        resource_attr(opentelemetry_semantic_conventions::resource::SERVICE_NAME).as_deref(),
+        Some("konnector-tls-export")
+    );
+    assert_eq!(
+        resource_attr(opentelemetry_semantic_conventions::resource::SERVICE_VERSION).as_deref(),
+        Some(konnector_runtime::VERSION)
+    );
+    tokio::task::spawn_blocking(move || provider.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_https_collector_over_otlp_grpc() {
+    export_over_tls(OtlpProtocol::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_https_collector_over_otlp_http_protobuf() {
+    export_over_tls(OtlpProtocol::HttpProtobuf).await;
 }
 
 /// 16 random-enough bytes for ids, without a random-number dependency.

@@ -1,7 +1,10 @@
 //! The sandbox's scenario as an end-to-end test: several clusters in parallel, through two real gateways and the
-//! real executor, against real API servers, for every CAPI request shape.
+//! real executor, against real API servers, for every CAPI request shape; and `konnector-sandbox --keep` run as a
+//! person runs it, with every command it prints executed.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
+
+use tokio::io::AsyncBufReadExt;
 
 use konnector_tests::{
     capi::CapiShape,
@@ -15,6 +18,7 @@ async fn play(shape: CapiShape, clusters: usize, rotate_credentials: bool) {
         shape,
         rotate_credentials,
         state_dir: None,
+        keep: false,
     })
     .await
     .unwrap();
@@ -60,4 +64,142 @@ async fn lifecycle_capi_1_12_shape_with_credential_rotation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_capi_1_14_shape() {
     play(CapiShape::V1_14, 3, false).await;
+}
+
+/// A hang guard for a sandbox that never gets to its commands, not a performance threshold.
+const HANG_GUARD: Duration = Duration::from_secs(600);
+
+/// Runs a printed command with bash; returns its stdout, failing the test with its output when it fails.
+async fn run_printed(command: &str) -> String {
+    let out = tokio::process::Command::new("bash")
+        .args(["-c", command])
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "a command the sandbox printed failed: {command}\n{stdout}\n{stderr}"
+    );
+    stdout
+}
+
+/// `konnector-sandbox --keep`, the binary a person runs: one cluster stays installed while the other plays its
+/// whole life, and every command printed for the kept cluster works and shows it. kubectl, grpcurl and curl must
+/// be on PATH (hack/test.sh installs them; a missing one fails the test rather than skipping it). Ctrl-C then
+/// stops everything and the sandbox exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_leaves_one_cluster_installed_and_every_printed_command_works() {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let missing: Vec<&str> = ["kubectl", "grpcurl", "curl"]
+        .into_iter()
+        .filter(|tool| !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{missing:?} not on PATH: `bash hack/ensure-tools.sh grpcurl kubectl` installs them and prints the \
+         directory to put on PATH (hack/test.sh does both)"
+    );
+    let state = tempfile::tempdir().unwrap();
+    let mut sandbox = tokio::process::Command::new(env!("CARGO_BIN_EXE_konnector-sandbox"))
+        .args(["--keep", "--clusters", "2", "--state-dir"])
+        .arg(state.path())
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("KONNECTOR_SANDBOX_JSON")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(sandbox.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    tokio::time::timeout(HANG_GUARD, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let done = line == "press Ctrl-C to stop everything";
+            printed.push(line);
+            if done {
+                return;
+            }
+        }
+        panic!(
+            "the sandbox ended before printing its commands:\n{}",
+            printed.join("\n")
+        );
+    })
+    .await
+    .expect("the sandbox printed its commands");
+    let output = printed.join("\n");
+    assert!(
+        !printed.iter().any(|l| l.starts_with('{')),
+        "no JSON summary without --json:\n{output}"
+    );
+    assert!(state.path().join("summary.json").is_file(), "{output}");
+    assert!(state.path().join("try.sh").is_file(), "{output}");
+
+    let commands: Vec<&str> = printed.iter().filter_map(|l| l.strip_prefix("$ ")).collect();
+    assert!(commands.len() >= 8, "{output}");
+    let mut seen = Vec::new();
+    for command in &commands {
+        let stdout = run_printed(command).await;
+        let expect = |needle: &str| {
+            assert!(
+                stdout.contains(needle),
+                "{command} does not show {needle:?}:\n{stdout}"
+            )
+        };
+        if command.contains("get hcp -A") {
+            // The kept cluster's HelmChartProxy, and not the other one's, which was deleted with its Cluster.
+            expect("konnector-agent-wl-1");
+            assert!(!stdout.contains("konnector-agent-wl-2"), "{stdout}");
+        } else if command.contains("get secrets,configmaps") {
+            expect("konnector-agent");
+        } else if command.contains("GetAgentStatus") {
+            expect("konnector-agent-wl-1");
+            assert!(
+                stdout.contains("\"credentialsCopied\": true")
+                    || stdout.contains("\"credentialsCopied\":true"),
+                "{stdout}"
+            );
+        } else if command.contains("PlanAgent") {
+            expect("<redacted>");
+            expect("konnector-agent-wl-1");
+        } else if command.contains("/beforeclusterupgrade/") {
+            expect("\"status\":\"Success\"");
+        } else if command.contains("/discovery") {
+            expect("konnector-bcu");
+        } else if command.ends_with(" list") {
+            expect("konnector.executor.v1.AgentService");
+        }
+        seen.push(stdout);
+    }
+    for kind in [
+        "get hcp -A",
+        "GetAgentStatus",
+        "PlanAgent",
+        "/beforeclusterupgrade/",
+    ] {
+        assert!(
+            commands.iter().any(|c| c.contains(kind)),
+            "no {kind} command printed:\n{output}"
+        );
+    }
+
+    // Ctrl-C, as a person would: everything stops and the exit status says the lifecycle passed.
+    let pid = sandbox.id().unwrap().to_string();
+    let interrupted = tokio::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(interrupted.success());
+    let status = tokio::time::timeout(HANG_GUARD, async {
+        while lines.next_line().await.unwrap().is_some() {}
+        sandbox.wait().await.unwrap()
+    })
+    .await
+    .expect("the sandbox stopped after Ctrl-C");
+    assert!(status.success(), "the sandbox exited with {status}:\n{output}");
 }

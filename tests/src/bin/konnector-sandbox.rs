@@ -17,10 +17,19 @@ const SERVICE_NAME: &str = "konnector-sandbox";
 /// Runs real Kubernetes control planes on loopback, konnector's executor and two gateways, and plays each
 /// cluster's life through the gateways exactly as CAPI calls them.
 #[derive(Parser, Debug)]
-#[command(name = "konnector-sandbox", version)]
+#[command(name = "konnector-sandbox", version = konnector_runtime::VERSION)]
 struct Args {
-    /// Play the scenario and exit. Without it, keep serving afterwards and print how to call everything.
-    #[arg(long, env = "KONNECTOR_SANDBOX_ONCE")]
+    /// Leave the first cluster installed and healthy (its lifecycle stops after BeforeClusterUpgrade), keep
+    /// serving, and print commands that work against it: kubectl, grpcurl and a real hook call. Ctrl-C stops
+    /// everything. Without it, every cluster plays its whole life and the sandbox exits.
+    #[arg(long, env = "KONNECTOR_SANDBOX_KEEP")]
+    keep: bool,
+    /// Print the machine-readable summary (JSON) on stdout at the end. It is always written to
+    /// STATE_DIR/summary.json.
+    #[arg(long, env = "KONNECTOR_SANDBOX_JSON")]
+    json: bool,
+    /// Deprecated: playing the scenario once and exiting is what the sandbox does without --keep.
+    #[arg(long, env = "KONNECTOR_SANDBOX_ONCE", hide = true, conflicts_with = "keep")]
     once: bool,
     /// How many workload clusters, played in parallel.
     #[arg(long, env = "KONNECTOR_SANDBOX_CLUSTERS", default_value_t = 2)]
@@ -28,7 +37,8 @@ struct Args {
     /// Which CAPI request shape to emulate: 1.10, 1.12 or 1.14.
     #[arg(long, env = "KONNECTOR_SANDBOX_CAPI_VERSION", default_value = "1.14")]
     capi_version: CapiShape,
-    /// Write DIR/sandbox.json (gateway URLs and CA, executor address, kubeconfigs) as soon as everything is up.
+    /// Write DIR/sandbox.json (gateway URLs and CA, executor address, kubeconfigs) as soon as everything is up,
+    /// and DIR/summary.json at the end. A temporary directory, removed on exit, when unset.
     #[arg(long, env = "KONNECTOR_SANDBOX_STATE_DIR")]
     state_dir: Option<PathBuf>,
     /// Change the Prism Central password between AfterControlPlaneInitialized and BeforeClusterUpgrade.
@@ -41,8 +51,9 @@ struct Args {
         default_value = "warn,kube_client::client::builder=off"
     )]
     log_level: String,
-    /// Export the spans of the in-process gateways and executor over OTLP/gRPC to this collector
-    /// (e.g. http://127.0.0.1:4317), as service konnector-sandbox. Without it, no spans are exported.
+    /// Export the spans of the in-process gateways and executor over OTLP to this collector (e.g.
+    /// http://127.0.0.1:4317; OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf for OTLP/HTTP), as service
+    /// konnector-sandbox. Without it, no spans are exported.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
 }
@@ -86,6 +97,15 @@ fn print_step(cluster: &str, step: &StepReport) {
     }
 }
 
+/// The executables the printed commands need, and whether each is on PATH.
+fn missing_tools() -> Vec<&'static str> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    ["kubectl", "grpcurl", "curl"]
+        .into_iter()
+        .filter(|tool| !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+        .collect()
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -100,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .event_format(telemetry::WithTraceId::plain())
                 .with_filter(tracing_subscriber::EnvFilter::try_new(&args.log_level)?),
         )
         .with(provider.as_ref().map(|p| {
@@ -107,55 +128,91 @@ async fn main() -> anyhow::Result<()> {
         }))
         .init();
     let _telemetry = telemetry::Telemetry::from_provider(provider);
+    if args.once {
+        tracing::warn!("--once is deprecated: it is what the sandbox does without --keep");
+    }
 
-    println!(
-        "starting {} workload control plane(s), a management control plane, the executor and 2 gateways…",
-        args.clusters
-    );
-    let sandbox = Sandbox::start(SandboxOptions {
-        clusters: args.clusters,
-        shape: args.capi_version,
-        rotate_credentials: args.rotate_credentials,
-        state_dir: args.state_dir.clone(),
-    })
+    let sandbox = Sandbox::start_reporting(
+        SandboxOptions {
+            clusters: args.clusters,
+            shape: args.capi_version,
+            rotate_credentials: args.rotate_credentials,
+            state_dir: args.state_dir.clone(),
+            keep: args.keep,
+        },
+        &|line| println!("{line}"),
+    )
     .await?;
-    let state = sandbox.state();
     println!(
-        "up: state in {}",
+        "up: addresses in {}",
         sandbox.state_dir().join("sandbox.json").display()
     );
     println!(
-        "playing each cluster's lifecycle as CAPI {} would call it:",
-        args.capi_version
+        "playing each cluster's lifecycle as CAPI {} would call it, {} cluster(s) in parallel{}:",
+        args.capi_version,
+        args.clusters,
+        match sandbox.kept_cluster() {
+            Some(kept) => format!(" ({kept} stops once installed and upgraded, and stays)"),
+            None => String::new(),
+        }
     );
 
-    let summary = sandbox.play(Arc::new(print_step)).await;
-    let summary = match summary {
+    let summary = match sandbox.play(Arc::new(print_step)).await {
         Ok(s) => s,
         Err(e) => {
             sandbox.stop().await?;
             return Err(e);
         }
     };
-    println!("{}", serde_json::to_string_pretty(&summary)?);
+    let summary_file = sandbox.state_dir().join("summary.json");
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
+    println!(
+        "{} in {:.1}s; the summary is in {}{}",
+        if summary.ok {
+            "every step behaved as expected"
+        } else {
+            "a step misbehaved"
+        },
+        summary.millis as f64 / 1000.0,
+        summary_file.display(),
+        if sandbox.state_dir_is_temporary() {
+            " (removed on exit; --state-dir DIR keeps it)"
+        } else {
+            ""
+        }
+    );
 
-    if !args.once {
-        let gw = &state.gateway_urls[0];
-        let ca = state.gateway_ca_file.display();
-        println!("\nkonnector keeps serving. Try:");
+    if args.keep && summary.ok {
+        let commands = sandbox.try_commands().await?;
+        let root = konnector_tests::tools::repo_root();
+        let tools = root.canonicalize().unwrap_or(root).join("hack");
         println!(
-            "  curl --cacert {ca} -X POST {gw}/hooks.runtime.cluster.x-k8s.io/v1alpha1/discovery \\\n    -d '{{\"apiVersion\":\"hooks.runtime.cluster.x-k8s.io/v1alpha1\",\"kind\":\"DiscoveryRequest\"}}'"
+            "\nkonnector keeps serving, with {} installed. Try these (also in {}):",
+            sandbox.state().kept_cluster.unwrap_or_default(),
+            sandbox.state_dir().join("try.sh").display()
         );
+        // hack/sandbox.sh put the tools on this process's PATH, not on the caller's shell's: say how.
         println!(
-            "  curl --cacert {ca} -X POST '{gw}/hooks.runtime.cluster.x-k8s.io/v1alpha1/beforeclusterdelete/konnector-bcd?timeout=10s' \\\n    --data-binary @tests/golden/v1.14/beforeclusterdelete.json"
+            "(they use kubectl, grpcurl and curl: `. {}/env.sh` puts grpcurl on your shell's PATH)",
+            tools.display()
         );
-        println!("  grpcurl -plaintext {} list", state.executor_address);
-        println!(
-            "  kubectl --kubeconfig {} get hcp,hrp -A",
-            state.management_kubeconfig.display()
-        );
+        let missing = missing_tools();
+        if !missing.is_empty() {
+            println!(
+                "({} not found: `bash {}/ensure-tools.sh grpcurl kubectl` installs them)",
+                missing.join(", "),
+                tools.display()
+            );
+        }
+        for c in &commands {
+            println!("\n# {}\n$ {}", c.what, c.command);
+        }
+        println!("\nNext, on a real management cluster: README.md, \"Deploying on a management cluster\".");
         println!("press Ctrl-C to stop everything");
         tokio::signal::ctrl_c().await?;
+        println!("stopping…");
     }
     let ok = summary.ok;
     sandbox.stop().await?;

@@ -41,3 +41,41 @@ seccompProfile:
 {{- define "konnector.hpaApiVersion" -}}
 {{- if semverCompare ">=1.23-0" .Capabilities.KubeVersion.Version }}autoscaling/v2{{ else }}autoscaling/v2beta2{{ end }}
 {{- end }}
+
+{{/*
+The OpenTelemetry environment of one binary, from .Values.otel; nothing when no endpoint is set.
+Call with (dict "root" $ "service" "konnector-gateway").
+*/}}
+{{- define "konnector.otelEnv" -}}
+{{- $service := .service }}
+{{- with .root.Values.otel }}
+{{- if .endpoint }}
+- {name: OTEL_EXPORTER_OTLP_ENDPOINT, value: {{ .endpoint | quote }}}
+- {name: OTEL_EXPORTER_OTLP_PROTOCOL, value: {{ .protocol | default "grpc" | quote }}}
+- {name: OTEL_SERVICE_NAME, value: {{ $service | quote }}}
+{{- $attrs := list }}
+{{- range $k, $v := .resourceAttributes }}
+{{- $attrs = append $attrs (printf "%s=%s" $k (toString $v)) }}
+{{- end }}
+{{- if $attrs }}
+- {name: OTEL_RESOURCE_ATTRIBUTES, value: {{ join "," $attrs | quote }}}
+{{- end }}
+{{- if .caSecret }}
+- {name: OTEL_EXPORTER_OTLP_CERTIFICATE, value: /certs/otel/ca.crt}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The volume mount and volume for .Values.otel.caSecret, when set. */}}
+{{- define "konnector.otelVolumeMount" -}}
+{{- if and .Values.otel.endpoint .Values.otel.caSecret }}
+- {name: otel-ca, mountPath: /certs/otel, readOnly: true}
+{{- end }}
+{{- end }}
+{{- define "konnector.otelVolume" -}}
+{{- if and .Values.otel.endpoint .Values.otel.caSecret }}
+- name: otel-ca
+  secret: {secretName: {{ .Values.otel.caSecret }}, items: [{key: ca.crt, path: ca.crt}]}
+{{- end }}
+{{- end }}

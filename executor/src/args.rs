@@ -1,0 +1,271 @@
+//! Command-line flags (each also settable from the environment) and their translation into [`ExecutorConfig`].
+//!
+//! They follow the gateway's rules (`konnector_gateway::args`): the same names for the same things (`--listen`,
+//! `--admin-listen`, `--tls-*`, `--client-ca`, `--log-*`), one `humantime` syntax for every duration, and a
+//! renamed flag keeps its old name, hidden, for one release, with a warning at start-up ([`Args::deprecations`]).
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use konnector_runtime::{telemetry::LogArgs, tls};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+use crate::{ExecutorConfig, UninstallTimeoutPolicy};
+
+/// konnector executor: does the Konnector Agent addon's work for one cluster per gRPC call.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "konnector-executor", version = konnector_runtime::VERSION)]
+pub struct Args {
+    /// Address of the gRPC listener.
+    #[arg(long, env = "KONNECTOR_LISTEN", default_value = "0.0.0.0:8090")]
+    pub listen: SocketAddr,
+    /// Deprecated (one release): --listen.
+    #[arg(long, env = "KONNECTOR_GRPC_ADDR", hide = true, conflicts_with = "listen")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Address of the plain-HTTP admin listener (/livez, /readyz, /metrics).
+    #[arg(long, env = "KONNECTOR_ADMIN_LISTEN", default_value = "0.0.0.0:8091")]
+    pub admin_listen: SocketAddr,
+    /// Deprecated (one release): --admin-listen.
+    #[arg(
+        long,
+        env = "KONNECTOR_ADMIN_ADDR",
+        hide = true,
+        conflicts_with = "admin_listen"
+    )]
+    pub admin_addr: Option<SocketAddr>,
+    /// PEM certificate chain of the gRPC server. With --tls-key, the server speaks TLS only.
+    #[arg(long, env = "KONNECTOR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the gRPC server.
+    #[arg(long, env = "KONNECTOR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle that client certificates must chain to (mutual TLS). Requires --tls-cert.
+    #[arg(long, env = "KONNECTOR_CLIENT_CA", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+    /// Allow plaintext gRPC on a non-loopback address. Only for a network you trust completely.
+    #[arg(long, env = "KONNECTOR_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
+    /// Kubeconfig of the management cluster. Default: in-cluster config, then $KUBECONFIG / ~/.kube/config.
+    #[arg(long, env = "KONNECTOR_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the helm-addons and values-template ConfigMaps.
+    #[arg(long, env = "KONNECTOR_DEFAULTS_NAMESPACE", default_value = "default")]
+    pub defaults_namespace: String,
+    /// ConfigMap holding the chart coordinates under key `konnector-agent`.
+    #[arg(
+        long,
+        env = "KONNECTOR_HELM_ADDONS_CONFIGMAP",
+        default_value = "default-helm-addons-config"
+    )]
+    pub helm_addons_configmap: String,
+    /// ConfigMap holding the values template under key `values.yaml`.
+    #[arg(
+        long,
+        env = "KONNECTOR_VALUES_TEMPLATE_CONFIGMAP",
+        default_value = "default-konnector-agent-helm-values-template"
+    )]
+    pub values_template_configmap: String,
+    /// Chart name when the helm-addons ConfigMap is absent.
+    #[arg(long, env = "KONNECTOR_DEFAULT_CHART_NAME", default_value = "konnector-agent")]
+    pub default_chart_name: String,
+    /// Chart version when the helm-addons ConfigMap is absent.
+    #[arg(long, env = "KONNECTOR_DEFAULT_CHART_VERSION", default_value = "1.3.0-rc.1")]
+    pub default_chart_version: String,
+    /// Chart repository when the helm-addons ConfigMap is absent.
+    #[arg(
+        long,
+        env = "KONNECTOR_DEFAULT_REPOSITORY_URL",
+        default_value = "https://mesosphere.github.io/charts/stable/"
+    )]
+    pub default_repository_url: String,
+    /// The executor's own namespace: where the `helm-repository-tls` Secret of the in-cluster chart mirror lives.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub pod_namespace: String,
+    /// How long the uninstall may take, from the HelmChartProxy's deletion (e.g. 5m, 90s).
+    #[arg(long, env = "KONNECTOR_UNINSTALL_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub uninstall_timeout: Duration,
+    /// What RemoveAgent answers after the uninstall timeout: let deletion proceed, or keep blocking it.
+    #[arg(long, env = "KONNECTOR_UNINSTALL_TIMEOUT_POLICY", value_enum, default_value_t = UninstallTimeoutPolicy::Proceed)]
+    pub uninstall_timeout_policy: UninstallTimeoutPolicy,
+    /// How long a caller should wait before asking RemoveAgent again while the uninstall runs: whole seconds
+    /// (it becomes the hook answer's retryAfterSeconds).
+    #[arg(long, env = "KONNECTOR_RETRY_AFTER", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub retry_after: Duration,
+    /// Deprecated (one release): --retry-after in whole seconds.
+    #[arg(
+        long,
+        env = "KONNECTOR_RETRY_AFTER_SECONDS",
+        hide = true,
+        conflicts_with = "retry_after"
+    )]
+    pub retry_after_seconds: Option<u32>,
+    /// Bound on connecting to, and on each call to, a workload cluster's API server (e.g. 5s).
+    #[arg(long, env = "KONNECTOR_REMOTE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub remote_timeout: Duration,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub log: LogArgs,
+}
+
+impl Args {
+    /// One warning per deprecated flag (or environment variable) that was used, naming its replacement. The
+    /// binary logs these at start-up, through the configured log format.
+    pub fn deprecations(&self) -> Vec<String> {
+        [
+            (self.grpc_addr.is_some(), "grpc-addr", "listen"),
+            (self.admin_addr.is_some(), "admin-addr", "admin-listen"),
+            (
+                self.retry_after_seconds.is_some(),
+                "retry-after-seconds",
+                "retry-after",
+            ),
+        ]
+        .into_iter()
+        .filter(|(used, _, _)| *used)
+        .map(|(_, old, new)| konnector_runtime::telemetry::deprecation(old, new))
+        .collect()
+    }
+
+    /// The gRPC listener's address.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.grpc_addr.unwrap_or(self.listen)
+    }
+
+    /// The admin listener's address.
+    pub fn admin_listen_addr(&self) -> SocketAddr {
+        self.admin_addr.unwrap_or(self.admin_listen)
+    }
+
+    /// The executor configuration these flags describe.
+    pub fn executor_config(&self) -> anyhow::Result<ExecutorConfig> {
+        let retry_after_seconds = match self.retry_after_seconds {
+            Some(seconds) => seconds,
+            None => {
+                anyhow::ensure!(
+                    self.retry_after.subsec_nanos() == 0 && self.retry_after.as_secs() > 0,
+                    "--retry-after must be whole seconds, at least 1s (it becomes retryAfterSeconds), got {}",
+                    humantime::format_duration(self.retry_after)
+                );
+                u32::try_from(self.retry_after.as_secs()).context("--retry-after is too large")?
+            }
+        };
+        Ok(ExecutorConfig {
+            defaults_namespace: self.defaults_namespace.clone(),
+            helm_addons_configmap: self.helm_addons_configmap.clone(),
+            values_template_configmap: self.values_template_configmap.clone(),
+            default_chart_name: self.default_chart_name.clone(),
+            default_chart_version: self.default_chart_version.clone(),
+            default_repository_url: self.default_repository_url.clone(),
+            helm_repository_ca_namespace: self.pod_namespace.clone(),
+            uninstall_timeout: self.uninstall_timeout,
+            uninstall_timeout_policy: self.uninstall_timeout_policy,
+            retry_after_seconds,
+            remote_timeout: self.remote_timeout,
+        })
+    }
+
+    /// The gRPC TLS configuration, or `None` for plaintext. Refuses plaintext on a non-loopback address
+    /// unless --insecure-plaintext is given.
+    pub fn tls_config(&self) -> anyhow::Result<Option<ServerTlsConfig>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            anyhow::ensure!(
+                self.listen_addr().ip().is_loopback() || self.insecure_plaintext,
+                "refusing to serve plaintext gRPC on non-loopback address {}: set --tls-cert and --tls-key, or pass --insecure-plaintext",
+                self.listen_addr()
+            );
+            return Ok(None);
+        };
+        let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+        // Parse first, so a bad file fails here with its path rather than at the first handshake.
+        tls::load_certs(cert)?;
+        tls::load_key(key)?;
+        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+        if let Some(ca) = &self.client_ca {
+            tls::load_certs(ca)?;
+            config = config.client_ca_root(Certificate::from_pem(read(ca)?));
+        }
+        Ok(Some(config))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_have_one_syntax() {
+        let parse = |flag: &str| Args::try_parse_from(["konnector-executor", flag]);
+        let args = parse("--uninstall-timeout=1m30s").unwrap();
+        assert_eq!(args.uninstall_timeout, Duration::from_secs(90));
+        let args = parse("--remote-timeout=2500ms").unwrap();
+        assert_eq!(args.remote_timeout, Duration::from_millis(2500));
+        let args = parse("--retry-after=2h").unwrap();
+        assert_eq!(args.executor_config().unwrap().retry_after_seconds, 7200);
+        assert!(parse("--retry-after=1500ms").unwrap().executor_config().is_err());
+        // A bare number has no unit and is refused, in every duration flag.
+        assert!(parse("--uninstall-timeout=300").is_err());
+        assert!(parse("--remote-timeout=5x").is_err());
+    }
+
+    #[test]
+    fn old_names_still_work_for_one_release_and_say_so() {
+        let args = Args::try_parse_from([
+            "konnector-executor",
+            "--grpc-addr=127.0.0.1:9000",
+            "--admin-addr=127.0.0.1:9001",
+            "--retry-after-seconds=3",
+        ])
+        .unwrap();
+        assert_eq!(args.listen_addr().port(), 9000);
+        assert_eq!(args.admin_listen_addr().port(), 9001);
+        assert_eq!(args.executor_config().unwrap().retry_after_seconds, 3);
+        let warnings = args.deprecations();
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(
+            warnings[0].contains("--grpc-addr") && warnings[0].contains("--listen"),
+            "{warnings:?}"
+        );
+        assert!(
+            Args::try_parse_from([
+                "konnector-executor",
+                "--grpc-addr=127.0.0.1:1",
+                "--listen=127.0.0.1:2"
+            ])
+            .is_err()
+        );
+        let args = Args::try_parse_from(["konnector-executor", "--listen=127.0.0.1:9000"]).unwrap();
+        assert!(args.deprecations().is_empty());
+    }
+
+    #[test]
+    fn version_names_the_git_revision() {
+        let err = Args::try_parse_from(["konnector-executor", "--version"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayVersion);
+        assert!(err.to_string().contains(konnector_runtime::VERSION), "{err}");
+    }
+
+    #[test]
+    fn defaults_match_executor_config() {
+        let args = Args::try_parse_from(["konnector-executor"]).unwrap();
+        let from_flags = args.executor_config().unwrap();
+        let default = ExecutorConfig::default();
+        assert_eq!(format!("{from_flags:?}"), format!("{default:?}"));
+    }
+
+    #[test]
+    fn plaintext_only_on_loopback_unless_insecure() {
+        let args = Args::try_parse_from(["konnector-executor"]).unwrap();
+        assert!(
+            args.tls_config()
+                .unwrap_err()
+                .to_string()
+                .contains("--insecure-plaintext")
+        );
+        let args = Args::try_parse_from(["konnector-executor", "--listen", "127.0.0.1:8090"]).unwrap();
+        assert!(args.tls_config().unwrap().is_none());
+        let args = Args::try_parse_from(["konnector-executor", "--insecure-plaintext"]).unwrap();
+        assert!(args.tls_config().unwrap().is_none());
+        assert!(Args::try_parse_from(["konnector-executor", "--tls-cert", "x"]).is_err());
+    }
+}

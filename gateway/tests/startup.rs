@@ -1,0 +1,52 @@
+//! The gateway binary's start-up, run as the chart runs it (JSON logs): a deprecated flag is a warning line, and a
+//! fatal error, in the flags or in the configuration they describe, is one JSON error line and a non-zero exit.
+
+use std::process::Command;
+
+/// Runs the binary with `args` and JSON logs; returns its exit code and its stdout lines parsed as JSON.
+fn run(args: &[&str]) -> (Option<i32>, Vec<serde_json::Value>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_konnector-gateway"))
+        .args(args)
+        .env("KONNECTOR_LOG_FORMAT", "json")
+        .env_remove("RUST_LOG")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    (out.status.code(), lines)
+}
+
+#[test]
+fn a_bad_flag_is_one_json_error_line() {
+    let (code, lines) = run(&["--executor-url=x", "--shutdown-grace=25"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["level"], "ERROR");
+    assert!(
+        lines[0]["error"].as_str().unwrap().contains("--shutdown-grace"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_fatal_configuration_error_is_logged_as_json_after_the_deprecation_warning() {
+    let (code, lines) = run(&["--executor-url=https://executor:9090", "--acpi-timeout-seconds=5"]);
+    assert_eq!(code, Some(1));
+    let levels: Vec<&str> = lines.iter().map(|l| l["level"].as_str().unwrap()).collect();
+    assert_eq!(levels, ["WARN", "INFO", "ERROR"], "{lines:?}");
+    assert!(
+        lines[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--after-control-plane-initialized-timeout")
+    );
+    assert!(
+        lines[2]["error"].as_str().unwrap().contains("--executor-ca"),
+        "{lines:?}"
+    );
+}
