@@ -1,0 +1,278 @@
+//! konnector beside CAREN, whose konnector handler cannot be switched off, and konnector taking over Clusters
+//! CAREN created. CAREN cannot run here, so a clearly named emulation applies what CAREN applies (its field
+//! manager, its HelmChartProxy name and content, force), following the reference's description of CAREN's
+//! applier; the values it carries are rendered from CAREN's shipped template, which the differential test proves
+//! konnector renders byte for byte as Go does.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use konnector_executor::ExecutorConfig;
+use konnector_proto::v1::{ApplyAgentRequest, RemoveAgentRequest, UninstallPhase};
+use konnector_tests::{
+    caaph_stand_in::hcp_resource,
+    executor_fixture::{ExecutorEnv, TEST_NAMESPACE, executor_env},
+    workload::{self, ClusterOptions},
+};
+use kube::{
+    Api,
+    api::{DynamicObject, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+
+/// CAREN's field manager.
+const CAREN_MANAGER: &str = "cluster-api-runtime-extensions-nutanix";
+/// CAREN's namespace, holding its defaults ConfigMaps, which konnector is pointed at with --defaults-namespace.
+const CAREN_NAMESPACE: &str = "caren-system";
+const UUID: &str = "019d87f4-a01e-7aeb-8e4c-146dd9fcbf05";
+const CAREN_TEMPLATE: &str = include_str!("../go/testdata/caren-values-template.yaml");
+const HANG_GUARD: Duration = Duration::from_secs(60);
+
+/// An environment set up for coexistence: CAREN's two ConfigMaps in CAREN's namespace, and konnector reading them.
+async fn env(name: &str) -> ExecutorEnv {
+    konnector_tests::init_test_logging();
+    let env = executor_env(
+        name,
+        ExecutorConfig {
+            defaults_namespace: CAREN_NAMESPACE.to_owned(),
+            ..ExecutorConfig::default()
+        },
+        ClusterOptions::initialized(),
+    )
+    .await
+    .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(env.admin.clone(), CAREN_NAMESPACE);
+    for (name, key, value) in [
+        (
+            "default-helm-addons-config",
+            "konnector-agent",
+            "ChartName: konnector-agent\nChartVersion: 1.4.0\nRepositoryURL: oci://helm-repository.caren-system.svc/charts\n",
+        ),
+        (
+            "default-konnector-agent-helm-values-template",
+            "values.yaml",
+            CAREN_TEMPLATE,
+        ),
+    ] {
+        let cm: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": CAREN_NAMESPACE},
+            "data": {key: value},
+        }))
+        .unwrap();
+        cms.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    env
+}
+
+async fn annotate_with_caren_uuid(env: &ExecutorEnv) {
+    let clusters: Api<DynamicObject> = Api::namespaced_with(
+        env.admin.clone(),
+        TEST_NAMESPACE,
+        &workload::cluster_resource("v1beta2"),
+    );
+    clusters
+        .patch(
+            &env.cluster.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"caren.nutanix.com/cluster-uuid": UUID}}})),
+        )
+        .await
+        .unwrap();
+}
+
+fn hcps(env: &ExecutorEnv) -> Api<DynamicObject> {
+    Api::namespaced_with(env.admin.clone(), TEST_NAMESPACE, &hcp_resource())
+}
+
+async fn konnector_apply(env: &ExecutorEnv) {
+    let mut client = env.executor.client().await.unwrap();
+    let answer = client
+        .apply_agent(ApplyAgentRequest {
+            cluster: Some(env.cluster_ref()),
+            trigger: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.applied, "{answer:?}");
+}
+
+/// An emulation of CAREN's applier: the HelmChartProxy CAREN builds for konnector (name from the uuid annotation,
+/// an ownerReference without controller flags, empty install/upgrade options), server-side applied with force
+/// under CAREN's field manager. `values` is CAREN's rendering of its template for this Cluster.
+async fn caren_like_apply(env: &ExecutorEnv, values: &str) {
+    let name = format!("konnector-agent-{UUID}");
+    let hcp = json!({
+        "apiVersion": "addons.cluster.x-k8s.io/v1alpha1",
+        "kind": "HelmChartProxy",
+        "metadata": {
+            "name": name,
+            "namespace": TEST_NAMESPACE,
+            "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+                "name": env.cluster.name, "uid": env.cluster.uid}],
+        },
+        "spec": {
+            "clusterSelector": {"matchLabels": {"cluster.x-k8s.io/cluster-name": env.cluster.name}},
+            "repoURL": "oci://helm-repository.caren-system.svc/charts",
+            "chartName": "konnector-agent",
+            "version": "1.4.0",
+            "releaseName": "konnector-agent",
+            "namespace": "ntnx-system",
+            "valuesTemplate": values,
+            "tlsConfig": {"caSecret": {"name": "helm-repository-tls", "namespace": CAREN_NAMESPACE}},
+            "options": {"install": {}, "upgrade": {}},
+        },
+    });
+    hcps(env)
+        .patch(
+            &name,
+            &PatchParams::apply(CAREN_MANAGER).force(),
+            &Patch::Apply(&hcp),
+        )
+        .await
+        .unwrap();
+}
+
+/// CAREN's values for the environment's Cluster: what konnector renders from CAREN's own template (proven equal to
+/// Go's rendering by tests/tests/template_differential.rs).
+async fn caren_values(env: &ExecutorEnv) -> String {
+    let mut client = env.executor.client().await.unwrap();
+    let plan = client
+        .plan_agent(konnector_proto::v1::PlanAgentRequest {
+            cluster: Some(env.cluster_ref()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let hcp = konnector_proto::struct_to_json(plan.helm_chart_proxy.as_ref().unwrap());
+    hcp["spec"]["valuesTemplate"].as_str().unwrap().to_owned()
+}
+
+fn names(list: &[DynamicObject]) -> Vec<String> {
+    list.iter().filter_map(|h| h.metadata.name.clone()).collect()
+}
+
+#[tokio::test]
+async fn konnector_and_caren_converge_on_one_object_and_stop_writing() {
+    let env = env("caren-converge").await;
+    annotate_with_caren_uuid(&env).await;
+    let values = caren_values(&env).await;
+    assert!(
+        values.starts_with("agent:\n  name: konnector-agent\n"),
+        "CAREN's own template: {values}"
+    );
+
+    // Either may come first; then both keep re-applying, as their hooks fire.
+    caren_like_apply(&env, &values).await;
+    konnector_apply(&env).await;
+    let name = format!("konnector-agent-{UUID}");
+    let settled = hcps(&env).get(&name).await.unwrap();
+    let mut versions = BTreeMap::new();
+    for round in 0..4 {
+        konnector_apply(&env).await;
+        caren_like_apply(&env, &values).await;
+        let rv = hcps(&env)
+            .get(&name)
+            .await
+            .unwrap()
+            .metadata
+            .resource_version
+            .unwrap();
+        versions.insert(round, rv);
+    }
+    assert!(
+        versions
+            .values()
+            .all(|rv| Some(rv) == settled.metadata.resource_version.as_ref()),
+        "once they agree, neither changes the object: {versions:?} vs {:?}",
+        settled.metadata.resource_version
+    );
+    let all = hcps(&env).list(&Default::default()).await.unwrap().items;
+    assert_eq!(names(&all), [name.clone()], "one HelmChartProxy for the release");
+    // Both managers own the shared fields; neither took the other's.
+    let managers: Vec<String> = settled
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(
+        managers.contains(&CAREN_MANAGER.to_owned()) && managers.contains(&"konnector".to_owned()),
+        "{managers:?}"
+    );
+}
+
+#[tokio::test]
+async fn before_cluster_delete_uninstalls_what_caren_installed() {
+    let env = env("caren-delete").await;
+    annotate_with_caren_uuid(&env).await;
+    let values = caren_values(&env).await;
+    // Only CAREN ever applied: konnector takes over at deletion.
+    caren_like_apply(&env, &values).await;
+    env.start_deletion().await.unwrap();
+    let mut client = env.executor.client().await.unwrap();
+    let first = client
+        .remove_agent(RemoveAgentRequest {
+            cluster: Some(env.cluster_ref()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(
+        UninstallPhase::try_from(first.phase).unwrap(),
+        UninstallPhase::NotNeeded,
+        "CAREN's HelmChartProxy is an install to remove: {first:?}"
+    );
+    tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            let r = client
+                .remove_agent(RemoveAgentRequest {
+                    cluster: Some(env.cluster_ref()),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if r.done {
+                assert_eq!(
+                    UninstallPhase::try_from(r.phase).unwrap(),
+                    UninstallPhase::Completed,
+                    "{r:?}"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("RemoveAgent never finished");
+    assert!(
+        hcps(&env)
+            .get_opt(&format!("konnector-agent-{UUID}"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn an_upgrade_leaves_exactly_one_helm_chart_proxy() {
+    let env = env("caren-upgrade").await;
+    // konnector installed the Cluster before CAREN annotated it: konnector-agent-<name>.
+    konnector_apply(&env).await;
+    assert_eq!(
+        names(&hcps(&env).list(&Default::default()).await.unwrap().items),
+        ["konnector-agent-c1"]
+    );
+    // Then CAREN annotated the Cluster and applied its own object: two HelmChartProxies for one release.
+    annotate_with_caren_uuid(&env).await;
+    let values: Value = caren_values(&env).await.into();
+    caren_like_apply(&env, values.as_str().unwrap()).await;
+    assert_eq!(hcps(&env).list(&Default::default()).await.unwrap().items.len(), 2);
+    // BeforeClusterUpgrade: konnector converges on CAREN's name and removes the other.
+    konnector_apply(&env).await;
+    assert_eq!(
+        names(&hcps(&env).list(&Default::default()).await.unwrap().items),
+        [format!("konnector-agent-{UUID}")]
+    );
+}
