@@ -103,6 +103,13 @@ pub struct Args {
     /// Bound on connecting to, and on each call to, a workload cluster's API server (e.g. 5s).
     #[arg(long, env = "KONNECTOR_REMOTE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub remote_timeout: Duration,
+    /// Most workload-cluster clients kept at once; the least recently used is dropped beyond it (each holds a
+    /// connection pool, tens of KiB).
+    #[arg(long, env = "KONNECTOR_WORKLOAD_CLIENT_CACHE_SIZE", default_value_t = 256)]
+    pub workload_client_cache_size: usize,
+    /// A workload-cluster client unused for this long is dropped (e.g. 10m).
+    #[arg(long, env = "KONNECTOR_WORKLOAD_CLIENT_IDLE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub workload_client_idle_timeout: Duration,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub log: LogArgs,
@@ -162,6 +169,8 @@ impl Args {
             uninstall_timeout_policy: self.uninstall_timeout_policy,
             retry_after_seconds,
             remote_timeout: self.remote_timeout,
+            workload_client_cache_size: self.workload_client_cache_size,
+            workload_client_idle_timeout: self.workload_client_idle_timeout,
         })
     }
 

@@ -39,6 +39,10 @@ pub struct ExecutorConfig {
     pub retry_after_seconds: u32,
     /// Bound on connecting to, and on each call to, a workload cluster's API server.
     pub remote_timeout: Duration,
+    /// Most workload-cluster clients cached at once (least recently used dropped first); at least 1.
+    pub workload_client_cache_size: usize,
+    /// A cached workload-cluster client unused for this long is dropped.
+    pub workload_client_idle_timeout: Duration,
 }
 
 impl Default for ExecutorConfig {
@@ -55,6 +59,8 @@ impl Default for ExecutorConfig {
             uninstall_timeout_policy: UninstallTimeoutPolicy::Proceed,
             retry_after_seconds: 10,
             remote_timeout: Duration::from_secs(5),
+            workload_client_cache_size: 256,
+            workload_client_idle_timeout: Duration::from_secs(600),
         }
     }
 }

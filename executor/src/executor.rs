@@ -61,7 +61,10 @@ impl Executor {
         Self {
             inner: Arc::new(Inner {
                 mgmt,
-                remotes: RemoteClients::default(),
+                remotes: RemoteClients::new(
+                    config.workload_client_cache_size,
+                    config.workload_client_idle_timeout,
+                ),
                 config,
                 uninstalls_seen: Mutex::default(),
                 locks: ClusterLocks::default(),
@@ -84,6 +87,17 @@ impl Executor {
 
     pub(crate) fn mgmt(&self) -> Client {
         self.inner.mgmt.clone()
+    }
+
+    /// Drops every per-Cluster memory of a Cluster that no longer exists, so those maps stay as large as the set of
+    /// live Clusters.
+    pub(crate) fn forget_cluster(&self, key: &ClusterKey) {
+        self.inner
+            .uninstalls_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        self.forget_remote(key);
     }
 
     pub(crate) fn uninstall_seen(&self, key: &ClusterKey, mark: bool) -> bool {

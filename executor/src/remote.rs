@@ -8,7 +8,11 @@
 //! server, inline CA data, and an inline token or client certificate and key. Anything else is refused by name
 //! before a single byte is sent.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -30,30 +34,68 @@ use crate::{
 /// Key of the kubeconfig in CAPI's `<cluster>-kubeconfig` Secret.
 pub const KUBECONFIG_KEY: &str = "value";
 
-/// Workload clients by Cluster, with the resourceVersion of the kubeconfig Secret each was built from.
-#[derive(Default)]
+/// Workload clients by Cluster, with the resourceVersion of the kubeconfig Secret each was built from. Bounded:
+/// at most `capacity` clients (the least recently used is dropped first), and a client unused for `idle` is
+/// dropped, so memory follows the Clusters being worked on, not every Cluster ever seen.
 pub(crate) struct RemoteClients {
-    clients: Mutex<HashMap<ClusterKey, (String, Client)>>,
+    clients: Mutex<HashMap<ClusterKey, Cached>>,
+    capacity: usize,
+    idle: Duration,
+}
+
+struct Cached {
+    version: String,
+    client: Client,
+    used: Instant,
 }
 
 impl RemoteClients {
-    fn get(&self, key: &ClusterKey, version: &str) -> Option<Client> {
-        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients
-            .get(key)
-            .filter(|(v, _)| v == version)
-            .map(|(_, c)| c.clone())
+    pub(crate) fn new(capacity: usize, idle: Duration) -> Self {
+        Self {
+            clients: Mutex::default(),
+            capacity: capacity.max(1),
+            idle,
+        }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClusterKey, Cached>> {
+        // A panic while holding this lock cannot leave the map inconsistent, so poisoning is ignored.
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, key: &ClusterKey, version: &str) -> Option<Client> {
+        let mut clients = self.lock();
+        let cached = clients.get_mut(key).filter(|c| c.version == version)?;
+        cached.used = Instant::now();
+        Some(cached.client.clone())
+    }
+
+    /// Caches a client and returns how many are cached.
     fn insert(&self, key: &ClusterKey, version: String, client: Client) -> usize {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients.insert(key.clone(), (version, client));
+        let mut clients = self.lock();
+        let now = Instant::now();
+        clients.retain(|_, c| now.duration_since(c.used) < self.idle);
+        clients.insert(
+            key.clone(),
+            Cached {
+                version,
+                client,
+                used: now,
+            },
+        );
+        while clients.len() > self.capacity {
+            // Linear in the cache size, which is bounded; only runs when a new client is built.
+            let Some(oldest) = clients.iter().min_by_key(|(_, c)| c.used).map(|(k, _)| k.clone()) else {
+                break;
+            };
+            clients.remove(&oldest);
+        }
         clients.len()
     }
 
-    /// Forgets the client of a Cluster, e.g. once its uninstall is over.
+    /// Forgets the client of a Cluster, e.g. once its uninstall is over; returns how many are cached.
     pub(crate) fn forget(&self, key: &ClusterKey) -> usize {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let mut clients = self.lock();
         clients.remove(key);
         clients.len()
     }
@@ -261,6 +303,32 @@ users:
 
     fn check(yaml: &str) -> Result<Kubeconfig, String> {
         confined_kubeconfig(&Kubeconfig::from_yaml(yaml).unwrap())
+    }
+
+    fn client() -> Client {
+        let config = kube::Config::new("https://127.0.0.1:1".parse().unwrap());
+        Client::try_from(config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_client_cache_is_bounded_by_size_and_idleness() {
+        let key = |n: &str| ClusterKey::new("ns", n).unwrap();
+        let cache = RemoteClients::new(2, Duration::from_secs(600));
+        assert_eq!(cache.insert(&key("a"), "1".into(), client()), 1);
+        assert_eq!(cache.insert(&key("b"), "1".into(), client()), 2);
+        // Touch "a", so "b" is the least recently used when "c" arrives.
+        assert!(cache.get(&key("a"), "1").is_some());
+        assert_eq!(cache.insert(&key("c"), "1".into(), client()), 2);
+        assert!(cache.get(&key("b"), "1").is_none());
+        assert!(cache.get(&key("a"), "1").is_some() && cache.get(&key("c"), "1").is_some());
+        // Another kubeconfig Secret version is a miss.
+        assert!(cache.get(&key("a"), "2").is_none());
+        assert_eq!(cache.forget(&key("a")), 1);
+
+        let idle = RemoteClients::new(10, Duration::ZERO);
+        idle.insert(&key("a"), "1".into(), client());
+        // Everything idle is dropped when the next client is built.
+        assert_eq!(idle.insert(&key("b"), "1".into(), client()), 1);
     }
 
     #[test]

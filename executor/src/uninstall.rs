@@ -274,6 +274,8 @@ impl Executor {
     pub async fn remove(&self, cluster: &ClusterRef) -> Result<RemoveOutcome, Error> {
         let _guard = self.inner.locks.lock(&cluster.key).await;
         let Some(live) = self.live_cluster(cluster).await? else {
+            // The Cluster is gone: nothing more to remember about it.
+            self.forget_cluster(&cluster.key);
             return Ok(RemoveOutcome {
                 done: true,
                 retry_after_seconds: 0,
