@@ -14,6 +14,7 @@ pub mod executor_fixture;
 pub mod gateway_fixture;
 pub mod pki;
 pub mod sandbox;
+pub mod scale;
 pub mod scenario;
 pub mod tools;
 pub mod workload;

@@ -188,7 +188,11 @@ async fn konnector_and_caren_converge_on_one_object_and_stop_writing() {
         settled.metadata.resource_version
     );
     let all = hcps(&env).list(&Default::default()).await.unwrap().items;
-    assert_eq!(names(&all), std::slice::from_ref(&name), "one HelmChartProxy for the release");
+    assert_eq!(
+        names(&all),
+        std::slice::from_ref(&name),
+        "one HelmChartProxy for the release"
+    );
     // Both managers own the shared fields; neither took the other's.
     let managers: Vec<String> = settled
         .metadata

@@ -1,15 +1,33 @@
-//! konnector-bench: side-by-side latency ratios of a re-apply through the gateway, through the executor's gRPC
-//! API, and as the minimal sequence of Kubernetes API calls. See `konnector_tests::bench`.
+//! konnector-bench: konnector's benchmarks against real API servers.
+//!
+//! - Without `--clusters`: side-by-side latency ratios of one re-apply through the gateway, through the executor's
+//!   gRPC API, and as the minimal sequence of Kubernetes API calls (`konnector_tests::bench`).
+//! - With `--clusters N`: the scale benchmark (`konnector_tests::scale`): N Clusters, hooks at `--concurrency`
+//!   through the release binaries, beside the minimal and CAREN-like paths, with memory, CPU and API calls.
+
+use std::time::Duration;
 
 use clap::Parser;
 
-/// Measures the three paths in interleaved rounds against real API servers and prints medians and ratios.
+/// Measures konnector against real API servers and prints a table and JSON with ratios.
 #[derive(Parser, Debug)]
 #[command(name = "konnector-bench", version)]
 struct Args {
-    /// Rounds to measure, after one warm-up round.
+    /// Latency benchmark: rounds to measure, after one warm-up round.
     #[arg(long, env = "KONNECTOR_BENCH_ROUNDS", default_value_t = 60)]
     rounds: usize,
+    /// Scale benchmark: this many Clusters (one shared workload API server).
+    #[arg(long, env = "KONNECTOR_BENCH_CLUSTERS")]
+    clusters: Option<usize>,
+    /// Scale benchmark: hooks in flight at once.
+    #[arg(long, env = "KONNECTOR_BENCH_CONCURRENCY", default_value_t = 64)]
+    concurrency: usize,
+    /// Scale benchmark: how long to watch the idle executor for the reconciler's steady-state cost (e.g. 60s).
+    #[arg(long, env = "KONNECTOR_BENCH_IDLE", default_value = "60s", value_parser = humantime::parse_duration)]
+    idle: Duration,
+    /// Print only the JSON report.
+    #[arg(long)]
+    json: bool,
 }
 
 #[tokio::main]
@@ -19,16 +37,32 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter("error,kube_client::client::builder=off")
         .with_writer(std::io::stderr)
         .init();
-    let report = konnector_tests::bench::run(args.rounds).await?;
-    println!(
-        "{:<10} {:>10} {:>10} {:>10}",
-        "path", "p50 (µs)", "p90 (µs)", "min (µs)"
-    );
-    for (name, s) in &report.paths {
-        println!("{name:<10} {:>10} {:>10} {:>10}", s.p50_us, s.p90_us, s.min_us);
+    if let Some(clusters) = args.clusters {
+        let report = konnector_tests::scale::run(konnector_tests::scale::ScaleOptions {
+            clusters,
+            concurrency: args.concurrency,
+            idle: args.idle,
+            bin_dir: konnector_tests::scale::static_bin_dir()?,
+        })
+        .await?;
+        if !args.json {
+            print!("{}", konnector_tests::scale::table(&report));
+        }
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
     }
-    for (name, r) in &report.ratios {
-        println!("{name:<16} {r:.2}x");
+    let report = konnector_tests::bench::run(args.rounds).await?;
+    if !args.json {
+        println!(
+            "{:<10} {:>10} {:>10} {:>10}",
+            "path", "p50 (µs)", "p90 (µs)", "min (µs)"
+        );
+        for (name, s) in &report.paths {
+            println!("{name:<10} {:>10} {:>10} {:>10}", s.p50_us, s.p90_us, s.min_us);
+        }
+        for (name, r) in &report.ratios {
+            println!("{name:<16} {r:.2}x");
+        }
     }
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

@@ -1,0 +1,671 @@
+//! The scale benchmark: many Clusters, many hooks in flight, the release binaries as separate processes, and two
+//! comparison paths measured side by side in the same run against the same real API servers.
+//!
+//! - **konnector (ACPI)**: AfterControlPlaneInitialized for every Cluster through the gateway binary, which calls
+//!   the executor binary over gRPC: the first apply.
+//! - **konnector (BCU)**: BeforeClusterUpgrade for every Cluster, nothing changed: the steady-state re-apply.
+//! - **minimal**: the 8-call sequence a hand-written client needs for the same re-apply (read the credentials
+//!   Secret, the kubeconfig Secret, the Cluster and the two ConfigMaps; apply the Namespace and Secret on the
+//!   workload cluster and the HelmChartProxy), with clients already built.
+//! - **CAREN-like (emulation)**: the roughly 12 calls CAREN's handler makes per apply, following the reference's
+//!   description of it (credentials Secret read, updated with an ownerReference and read again; the kubeconfig
+//!   Secret read and a workload client built three times; the Namespace applied twice; the Secret; both
+//!   ConfigMaps; the HelmChartProxy). It is an emulation built here, not CAREN.
+//!
+//! Every path runs all Clusters at the same concurrency. API calls are counted by the API servers themselves
+//! (`apiserver_request_total`, management and workload summed), so every path is counted the same way. The
+//! executor's and gateway's memory and CPU come from `/proc`. Only ratios within one run mean anything.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::{
+    Api, Client,
+    api::{DynamicObject, Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::{
+    caaph_stand_in::hcp_resource,
+    capi::{CapiShape, ExtensionClient, Hook, hook_path, hook_request},
+    control_plane::ControlPlane,
+    executor_fixture::addon_cluster_config,
+    gateway_fixture::write_gateway_certs,
+    management_plane,
+    workload::{self, ClusterOptions, cluster_resource},
+};
+
+/// Namespace of the benchmark's Clusters.
+const NAMESPACE: &str = "bench";
+/// The credentials Secret every benchmark Cluster references.
+const CREDENTIALS: &str = "pc-creds";
+/// CAREN's field manager, for the emulation.
+const CAREN_MANAGER: &str = "cluster-api-runtime-extensions-nutanix";
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct ScaleOptions {
+    /// Number of Clusters (all on one shared workload API server).
+    pub clusters: usize,
+    /// Hooks (or comparison sequences) in flight at once.
+    pub concurrency: usize,
+    /// How long to watch the idle executor afterwards, for the reconciler's steady-state cost.
+    pub idle: Duration,
+    /// Directory with the `konnector-executor` and `konnector-gateway` release binaries.
+    pub bin_dir: PathBuf,
+}
+
+/// One path's results.
+#[derive(Clone, Debug, Serialize)]
+pub struct PathReport {
+    /// Sequences run.
+    pub runs: usize,
+    /// Sequences that failed.
+    pub failures: usize,
+    /// Throughput.
+    pub per_second: f64,
+    /// Median latency.
+    pub p50_ms: f64,
+    /// 99th percentile latency.
+    pub p99_ms: f64,
+    /// Kubernetes API requests per sequence, as counted by the API servers.
+    pub api_calls_per_run: f64,
+}
+
+/// A process's memory and CPU.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProcessReport {
+    /// Resident memory before any hook, MiB.
+    pub idle_rss_mib: f64,
+    /// Peak resident memory over the run (VmHWM), MiB.
+    pub peak_rss_mib: f64,
+    /// Resident memory at the end, MiB.
+    pub final_rss_mib: f64,
+    /// CPU time per konnector hook (both konnector paths), ms.
+    pub cpu_ms_per_hook: f64,
+}
+
+/// The benchmark's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScaleReport {
+    /// Clusters.
+    pub clusters: usize,
+    /// Concurrency.
+    pub concurrency: usize,
+    /// Per path, in the order run.
+    pub paths: BTreeMap<String, PathReport>,
+    /// Executor process.
+    pub executor: ProcessReport,
+    /// Gateway process.
+    pub gateway: ProcessReport,
+    /// Kubernetes API requests per minute while every Cluster is idle (the reconciler's steady-state cost), and the
+    /// seconds it was measured over.
+    pub idle_api_calls_per_minute: f64,
+    /// Idle measurement window, seconds.
+    pub idle_seconds: u64,
+    /// Throughput and API-call ratios between the paths.
+    pub ratios: BTreeMap<String, f64>,
+}
+
+/// A child process killed when dropped.
+struct Spawned {
+    child: Child,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Spawned {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// `(VmRSS, VmHWM)` in KiB and CPU time (user + system) in clock ticks, from `/proc`.
+fn proc_stats(pid: u32) -> anyhow::Result<(u64, u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces, closed by the last ')'): utime is field 14, stime 15.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Ok((kib("VmRSS:"), kib("VmHWM:"), ticks(11) + ticks(12)))
+}
+
+/// Clock ticks per second for `/proc/<pid>/stat`. The workspace denies unsafe code, so instead of calling
+/// sysconf, `getconf CLK_TCK` answers from outside; 100 is Linux's value everywhere it matters.
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0)
+}
+
+/// Requests the API server has served so far (`apiserver_request_total`, all labels summed).
+async fn served_requests(client: &Client) -> anyhow::Result<f64> {
+    let text = client
+        .request_text(http::Request::get("/metrics").body(Vec::new())?)
+        .await
+        .context("cannot read the API server's metrics")?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn mib(kib: u64) -> f64 {
+    (kib as f64 / 1024.0 * 10.0).round() / 10.0
+}
+
+/// Runs every future of `work`, `concurrency` at a time, returning the latencies (ms) of those that succeeded, the
+/// number that failed, and the wall time of the whole run.
+async fn drive<Fut>(work: impl IntoIterator<Item = Fut>, concurrency: usize) -> (Vec<f64>, usize, Duration)
+where
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let started = Instant::now();
+    let results: Vec<(f64, bool)> = stream::iter(work)
+        .map(|fut| async move {
+            let t = Instant::now();
+            let ok = fut.await.is_ok();
+            (t.elapsed().as_secs_f64() * 1000.0, ok)
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let failures = results.iter().filter(|(_, ok)| !ok).count();
+    let mut ok: Vec<f64> = results
+        .into_iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(ms, _)| ms)
+        .collect();
+    ok.sort_by(f64::total_cmp);
+    (ok, failures, elapsed)
+}
+
+struct Counters<'a> {
+    clients: [&'a Client; 2],
+}
+
+impl Counters<'_> {
+    async fn total(&self) -> anyhow::Result<f64> {
+        Ok(served_requests(self.clients[0]).await? + served_requests(self.clients[1]).await?)
+    }
+}
+
+fn report(runs: usize, latencies: &[f64], failures: usize, elapsed: Duration, calls: f64) -> PathReport {
+    PathReport {
+        runs,
+        failures,
+        per_second: ((runs - failures) as f64 / elapsed.as_secs_f64() * 10.0).round() / 10.0,
+        p50_ms: (percentile(latencies, 0.5) * 10.0).round() / 10.0,
+        p99_ms: (percentile(latencies, 0.99) * 10.0).round() / 10.0,
+        api_calls_per_run: (calls / runs as f64 * 100.0).round() / 100.0,
+    }
+}
+
+/// Starts everything, runs every path and returns the report.
+pub async fn run(options: ScaleOptions) -> anyhow::Result<ScaleReport> {
+    konnector_runtime::tls::install_crypto_provider();
+    let n = options.clusters;
+    anyhow::ensure!(n > 0, "at least one Cluster");
+    let executor_bin = options.bin_dir.join("konnector-executor");
+    let gateway_bin = options.bin_dir.join("konnector-gateway");
+    for bin in [&executor_bin, &gateway_bin] {
+        anyhow::ensure!(
+            bin.exists(),
+            "{} is missing: run hack/build-static.sh",
+            bin.display()
+        );
+    }
+
+    let ((mgmt_cp, mgmt), wl_cp) =
+        tokio::try_join!(management_plane("scale-mgmt"), ControlPlane::start("scale-wl"))?;
+    let wl = wl_cp.client().await?;
+    workload::ensure_namespace(&mgmt, NAMESPACE).await?;
+    workload::put_credentials_secret(
+        &mgmt,
+        NAMESPACE,
+        CREDENTIALS,
+        &[("username", "admin"), ("password", "bench-pw")],
+    )
+    .await?;
+    let names: Vec<String> = (0..n).map(|i| format!("c-{i:05}")).collect();
+    let (mgmt_ref, wl_ref) = (&mgmt, &wl_cp);
+    let (_, create_failures, _) = drive(
+        names.iter().map(|name| async move {
+            workload::create_workload_cluster(
+                mgmt_ref,
+                wl_ref,
+                NAMESPACE,
+                name,
+                ClusterOptions {
+                    cluster_config: Some(addon_cluster_config(CREDENTIALS)),
+                    ..ClusterOptions::initialized()
+                },
+            )
+            .await
+            .map(|_| ())
+        }),
+        32,
+    )
+    .await;
+    anyhow::ensure!(
+        create_failures == 0,
+        "{create_failures} Clusters could not be created"
+    );
+
+    // The release binaries, as separate processes, so their memory and CPU are their own.
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("management.kubeconfig");
+    std::fs::write(&kubeconfig, mgmt_cp.kubeconfig_yaml())?;
+    let (ca_pem, tls) = write_gateway_certs(dir.path())?;
+    let (grpc, ex_admin, https, gw_admin) = (free_port()?, free_port()?, free_port()?, free_port()?);
+    let executor = Spawned {
+        child: Command::new(&executor_bin)
+            .args(["--listen", &format!("127.0.0.1:{grpc}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{ex_admin}")])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--defaults-namespace", "default", "--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start the executor")?,
+    };
+    let gateway = Spawned {
+        child: Command::new(&gateway_bin)
+            .args(["--listen", &format!("127.0.0.1:{https}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{gw_admin}")])
+            .arg("--tls-cert")
+            .arg(&tls.cert)
+            .arg("--tls-key")
+            .arg(&tls.key)
+            .args(["--capi-version", "v1.14", "--log-level", "error"])
+            .args([
+                "--executor-url",
+                &format!("http://127.0.0.1:{grpc}"),
+                "--executor-plaintext-loopback",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start the gateway")?,
+    };
+    let hooks = Arc::new(ExtensionClient::new(
+        &format!("https://127.0.0.1:{https}"),
+        &ca_pem,
+    )?);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let handlers = loop {
+        match hooks.discover().await {
+            Ok(h) => break h,
+            Err(e) if Instant::now() > deadline => {
+                return Err(e).context("the gateway never answered Discovery");
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    // Let the executor settle (discovery, any watches it starts) before measuring it idle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (ex_idle, _, _) = proc_stats(executor.pid())?;
+    let (gw_idle, _, _) = proc_stats(gateway.pid())?;
+
+    let clusters: Api<DynamicObject> =
+        Api::namespaced_with(mgmt.clone(), NAMESPACE, &cluster_resource("v1beta2"));
+    let mut bodies = BTreeMap::new();
+    for hook in [
+        Hook::AfterControlPlaneInitialized,
+        Hook::BeforeClusterUpgrade {
+            from: "v1.32.4".into(),
+            to: "v1.33.0".into(),
+        },
+    ] {
+        let handler = handlers.get(hook.name()).context("a hook was not advertised")?;
+        let path = hook_path(&hook, &handler.name);
+        let mut per_cluster = Vec::with_capacity(n);
+        for name in &names {
+            let stored = serde_json::to_value(clusters.get(name).await?)?;
+            per_cluster.push((
+                path.clone(),
+                hook_request(&hook, CapiShape::V1_14, &stored, &BTreeMap::new()),
+                handler.timeout_seconds,
+            ));
+        }
+        bodies.insert(hook.name(), per_cluster);
+    }
+
+    let counters = Counters {
+        clients: [&mgmt, &wl],
+    };
+    let mut paths = BTreeMap::new();
+    let (_, _, cpu_before_ex) = proc_stats(executor.pid())?;
+    let (_, _, cpu_before_gw) = proc_stats(gateway.pid())?;
+    for (label, hook) in [
+        ("konnector (ACPI, first apply)", "AfterControlPlaneInitialized"),
+        ("konnector (BCU, steady-state re-apply)", "BeforeClusterUpgrade"),
+    ] {
+        let before = counters.total().await?;
+        let (lat, failures, elapsed) = drive(
+            bodies[hook].iter().map(|(path, body, timeout)| {
+                let hooks = hooks.clone();
+                async move {
+                    let answer = hooks.post(path, body, *timeout).await?;
+                    anyhow::ensure!(answer.is_done(), "hook answered {answer:?}");
+                    Ok(())
+                }
+            }),
+            options.concurrency,
+        )
+        .await;
+        let calls = counters.total().await? - before;
+        paths.insert(label.to_owned(), report(n, &lat, failures, elapsed, calls));
+    }
+    let (_, _, cpu_after_ex) = proc_stats(executor.pid())?;
+    let (_, _, cpu_after_gw) = proc_stats(gateway.pid())?;
+    let ticks = clock_ticks_per_second();
+    let hooks_run = (2 * n) as f64;
+    let cpu_ms = |a: u64, b: u64| ((a - b) as f64 / ticks * 1000.0 / hooks_run * 100.0).round() / 100.0;
+
+    // The comparison paths, against the objects konnector applied.
+    let minimal = Minimal::new(&mgmt, &wl_cp, &names).await?;
+    let before = counters.total().await?;
+    let (lat, failures, elapsed) = drive(
+        minimal.items.iter().map(|item| minimal.run(item)),
+        options.concurrency,
+    )
+    .await;
+    let calls = counters.total().await? - before;
+    paths.insert(
+        "minimal (8 calls, clients built)".to_owned(),
+        report(n, &lat, failures, elapsed, calls),
+    );
+
+    let before = counters.total().await?;
+    let (lat, failures, elapsed) = drive(
+        minimal.items.iter().map(|item| minimal.caren_like(item)),
+        options.concurrency,
+    )
+    .await;
+    let calls = counters.total().await? - before;
+    paths.insert(
+        "CAREN-like (emulation, ~12 calls)".to_owned(),
+        report(n, &lat, failures, elapsed, calls),
+    );
+
+    // Idle: every Cluster converged; what the executor costs per minute on its own.
+    let before = counters.total().await?;
+    tokio::time::sleep(options.idle).await;
+    let idle_calls = counters.total().await? - before;
+    let idle_api_calls_per_minute =
+        (idle_calls / options.idle.as_secs_f64().max(1.0) * 60.0 * 10.0).round() / 10.0;
+
+    let (ex_final, ex_peak, _) = proc_stats(executor.pid())?;
+    let (gw_final, gw_peak, _) = proc_stats(gateway.pid())?;
+    let per_second = |k: &str| paths.get(k).map(|p| p.per_second).unwrap_or(0.0);
+    let calls = |k: &str| paths.get(k).map(|p| p.api_calls_per_run).unwrap_or(0.0);
+    let bcu = "konnector (BCU, steady-state re-apply)";
+    let min = "minimal (8 calls, clients built)";
+    let caren = "CAREN-like (emulation, ~12 calls)";
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            (a / b * 100.0).round() / 100.0
+        } else {
+            0.0
+        }
+    };
+    let ratios = BTreeMap::from([
+        (
+            "konnector BCU / minimal, hooks/s".to_owned(),
+            ratio(per_second(bcu), per_second(min)),
+        ),
+        (
+            "konnector BCU / CAREN-like, hooks/s".to_owned(),
+            ratio(per_second(bcu), per_second(caren)),
+        ),
+        (
+            "konnector BCU / minimal, API calls".to_owned(),
+            ratio(calls(bcu), calls(min)),
+        ),
+        (
+            "konnector BCU / CAREN-like, API calls".to_owned(),
+            ratio(calls(bcu), calls(caren)),
+        ),
+    ]);
+    drop(gateway);
+    drop(executor);
+    Ok(ScaleReport {
+        clusters: n,
+        concurrency: options.concurrency,
+        paths,
+        executor: ProcessReport {
+            idle_rss_mib: mib(ex_idle),
+            peak_rss_mib: mib(ex_peak),
+            final_rss_mib: mib(ex_final),
+            cpu_ms_per_hook: cpu_ms(cpu_after_ex, cpu_before_ex),
+        },
+        gateway: ProcessReport {
+            idle_rss_mib: mib(gw_idle),
+            peak_rss_mib: mib(gw_peak),
+            final_rss_mib: mib(gw_final),
+            cpu_ms_per_hook: cpu_ms(cpu_after_gw, cpu_before_gw),
+        },
+        idle_api_calls_per_minute,
+        idle_seconds: options.idle.as_secs(),
+        ratios,
+    })
+}
+
+/// One Cluster's objects for the comparison paths.
+struct Item {
+    cluster: String,
+    hcp_name: String,
+    hcp: Value,
+}
+
+/// The comparison paths' shared state: clients built once, and the objects konnector applied.
+struct Minimal {
+    mgmt: Client,
+    workload: Client,
+    items: Vec<Item>,
+    namespace: Value,
+    secret: Value,
+}
+
+impl Minimal {
+    async fn new(mgmt: &Client, wl: &ControlPlane, names: &[String]) -> anyhow::Result<Self> {
+        let hcps: Api<DynamicObject> = Api::namespaced_with(mgmt.clone(), NAMESPACE, &hcp_resource());
+        let mut items = Vec::new();
+        for name in names {
+            let hcp_name = format!("konnector-agent-{name}");
+            let live = hcps.get(&hcp_name).await?;
+            let hcp = json!({
+                "apiVersion": "addons.cluster.x-k8s.io/v1alpha1", "kind": "HelmChartProxy",
+                "metadata": {"name": hcp_name, "namespace": NAMESPACE,
+                    "ownerReferences": live.metadata.owner_references},
+                "spec": live.data["spec"],
+            });
+            items.push(Item {
+                cluster: name.clone(),
+                hcp_name,
+                hcp,
+            });
+        }
+        let source = Api::<Secret>::namespaced(mgmt.clone(), NAMESPACE)
+            .get(CREDENTIALS)
+            .await?;
+        Ok(Self {
+            mgmt: mgmt.clone(),
+            workload: wl.client().await?,
+            items,
+            namespace: json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": "ntnx-system", "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}}),
+            secret: json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "konnector-agent", "namespace": "ntnx-system"},
+                "type": source.type_, "data": source.data}),
+        })
+    }
+
+    /// The 8-call minimal re-apply.
+    async fn run(&self, item: &Item) -> anyhow::Result<()> {
+        let secrets = Api::<Secret>::namespaced(self.mgmt.clone(), NAMESPACE);
+        secrets.get(CREDENTIALS).await?;
+        secrets.get(&format!("{}-kubeconfig", item.cluster)).await?;
+        Api::<DynamicObject>::namespaced_with(self.mgmt.clone(), NAMESPACE, &cluster_resource("v1beta2"))
+            .get(&item.cluster)
+            .await?;
+        let cms = Api::<ConfigMap>::namespaced(self.mgmt.clone(), "default");
+        cms.get_opt("default-helm-addons-config").await?;
+        cms.get_opt("default-konnector-agent-helm-values-template")
+            .await?;
+        let pp = PatchParams::apply("konnector");
+        Api::<Namespace>::all(self.workload.clone())
+            .patch("ntnx-system", &pp, &Patch::Apply(&self.namespace))
+            .await?;
+        Api::<Secret>::namespaced(self.workload.clone(), "ntnx-system")
+            .patch(
+                "konnector-agent",
+                &pp.clone().force(),
+                &Patch::Apply(&self.secret),
+            )
+            .await?;
+        Api::<DynamicObject>::namespaced_with(self.mgmt.clone(), NAMESPACE, &hcp_resource())
+            .patch(&item.hcp_name, &pp.force(), &Patch::Apply(&item.hcp))
+            .await?;
+        Ok(())
+    }
+
+    /// An emulation of CAREN's apply: ~12 calls, and a fresh workload client built from the kubeconfig Secret three
+    /// times, as its handler does.
+    async fn caren_like(&self, item: &Item) -> anyhow::Result<()> {
+        let secrets = Api::<Secret>::namespaced(self.mgmt.clone(), NAMESPACE);
+        // Owner reference on the credentials Secret: read, update, read again.
+        let mut source = secrets.get(CREDENTIALS).await?;
+        source.metadata.managed_fields = None;
+        secrets
+            .replace(CREDENTIALS, &PostParams::default(), &source)
+            .await?;
+        secrets.get(CREDENTIALS).await?;
+        let remote = || async {
+            let kubeconfig = secrets.get(&format!("{}-kubeconfig", item.cluster)).await?;
+            let text = kubeconfig
+                .data
+                .and_then(|d| d.get("value").map(|v| String::from_utf8_lossy(&v.0).into_owned()))
+                .context("no kubeconfig")?;
+            let config = kube::Config::from_custom_kubeconfig(
+                Kubeconfig::from_yaml(&text)?,
+                &KubeConfigOptions::default(),
+            )
+            .await?;
+            anyhow::Ok(Client::try_from(config)?)
+        };
+        let pp = PatchParams::apply(CAREN_MANAGER);
+        let wl = remote().await?;
+        let unlabelled =
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ntnx-system"}});
+        Api::<Namespace>::all(wl.clone())
+            .patch("ntnx-system", &pp, &Patch::Apply(&unlabelled))
+            .await?;
+        Api::<Secret>::namespaced(wl, "ntnx-system")
+            .patch(
+                "konnector-agent",
+                &pp.clone().force(),
+                &Patch::Apply(&self.secret),
+            )
+            .await?;
+        let wl = remote().await?;
+        Api::<Namespace>::all(wl)
+            .patch("ntnx-system", &pp, &Patch::Apply(&self.namespace))
+            .await?;
+        let _third = remote().await?;
+        let cms = Api::<ConfigMap>::namespaced(self.mgmt.clone(), "default");
+        cms.get_opt("default-helm-addons-config").await?;
+        cms.get_opt("default-konnector-agent-helm-values-template")
+            .await?;
+        Api::<DynamicObject>::namespaced_with(self.mgmt.clone(), NAMESPACE, &hcp_resource())
+            .patch(&item.hcp_name, &pp.force(), &Patch::Apply(&item.hcp))
+            .await?;
+        Ok(())
+    }
+}
+
+/// The report as a table.
+pub fn table(r: &ScaleReport) -> String {
+    let mut out = format!(
+        "{} Clusters, concurrency {}\n{:<40} {:>8} {:>9} {:>9} {:>9} {:>10}\n",
+        r.clusters, r.concurrency, "path", "runs/s", "p50 ms", "p99 ms", "failures", "API calls"
+    );
+    for (name, p) in &r.paths {
+        out.push_str(&format!(
+            "{name:<40} {:>8.1} {:>9.1} {:>9.1} {:>9} {:>10.2}\n",
+            p.per_second, p.p50_ms, p.p99_ms, p.failures, p.api_calls_per_run
+        ));
+    }
+    for (name, p) in [("executor", &r.executor), ("gateway", &r.gateway)] {
+        out.push_str(&format!(
+            "{name:<9} RSS idle {:.1} MiB, peak {:.1} MiB, end {:.1} MiB; CPU {:.2} ms/hook\n",
+            p.idle_rss_mib, p.peak_rss_mib, p.final_rss_mib, p.cpu_ms_per_hook
+        ));
+    }
+    out.push_str(&format!(
+        "idle: {:.1} API calls/minute over {} s\n",
+        r.idle_api_calls_per_minute, r.idle_seconds
+    ));
+    for (name, v) in &r.ratios {
+        out.push_str(&format!("{name:<40} {v:.2}x\n"));
+    }
+    out
+}
+
+/// The directory holding the release binaries: `KONNECTOR_STATIC_BIN_DIR`, or hack/build-static.sh's output.
+pub fn static_bin_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("KONNECTOR_STATIC_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let script = crate::tools::repo_root().join("hack/build-static.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "{} failed", script.display());
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+}
