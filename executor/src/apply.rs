@@ -18,7 +18,7 @@ use crate::{
     domain::{AgentRequest, ClusterRef, LiveCluster, Trigger, agent_request},
     error::{Error, KubeFailure, Side},
     events::apply_failure_reason,
-    executor::{Executor, on_workload},
+    executor::{Applied, Executor, on_workload},
     names::{FIELD_MANAGER, RELEASE_NAMESPACE, REMOTE_SECRET_NAME, hcp_resource},
     objects::{
         self, ChartCoordinates, HELM_ADDONS_KEY, HelmChartProxyInput, VALUES_TEMPLATE_KEY,
@@ -101,6 +101,75 @@ impl Executor {
         };
         let plan = self.plan_for(live, &req).await?;
         let key = &live.key;
+        let last = self.last_applied(key);
+        let workload = workload_digest(&plan.namespace, &plan.secret);
+        // The workload objects are written when what they should hold changed since this process last wrote them
+        // (first apply, rotated credentials). An unchanged re-apply skips both writes, and with them the kubeconfig
+        // read and the workload connection; drift on the workload cluster is the reconciler's to repair.
+        if last.as_ref().is_none_or(|a| a.workload != workload) {
+            self.apply_workload(key, &plan).await?;
+        }
+        let hcp_ref = format!("{}/{}", key.namespace, plan.hcp_name);
+        let hcps: Api<DynamicObject> = Api::namespaced_with(self.mgmt(), &key.namespace, &hcp_resource());
+        let written = hcps
+            .patch(
+                &plan.hcp_name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&plan.hcp),
+            )
+            .instrument(tracing::debug_span!("apply_helm_chart_proxy", hcp.name = %plan.hcp_name))
+            .await
+            .map_err(|e| Error::kube(format!("apply HelmChartProxy {hcp_ref}"), Side::Management, &e))?;
+        if written.metadata.deletion_timestamp.is_some() {
+            // An uninstall owns this object now; writing into it changes nothing that lasts.
+            self.forget_applied(key);
+            return Err(Error::HelmChartProxyDeleting { hcp: hcp_ref });
+        }
+        let hcp_resource_version = written.metadata.resource_version.clone().unwrap_or_default();
+        // When the apply changed nothing (same resourceVersion as this process last saw), it created no install that
+        // a concurrent deletion could miss, and the other names were already cleaned up.
+        let unchanged = last
+            .as_ref()
+            .is_some_and(|a| a.hcp_resource_version == hcp_resource_version);
+        if !unchanged {
+            if let Err(e) = self.take_back_if_deleted(live, &hcps, &plan.hcp_name).await {
+                self.forget_applied(key);
+                return Err(e);
+            }
+            self.remove_other_names(live, &hcps, &plan.hcp_name).await?;
+        }
+        self.remember_applied(
+            key,
+            Applied {
+                workload,
+                hcp_resource_version,
+            },
+        );
+        tracing::info!(hcp.name = %plan.hcp_name, "Konnector Agent applied");
+        if !plan.ignored.is_empty() {
+            // Normal, not Warning: the defaults alone (kubeconfig upload on, chart 1.3.x) produce it.
+            self.record_event(
+                live,
+                EventType::Normal,
+                "ChartVersionIgnoresSettings",
+                "ApplyAgent",
+                plan.ignored.join("; "),
+            )
+            .await;
+        }
+        Ok(ApplyOutcome {
+            applied: true,
+            message: format!(
+                "Konnector Agent applied: credentials copied to Secret {RELEASE_NAMESPACE}/{REMOTE_SECRET_NAME} on the workload cluster and HelmChartProxy {hcp_ref} applied (chart {} {})",
+                plan.chart.chart_name, plan.chart.chart_version
+            ),
+            hcp_name: plan.hcp_name,
+            notes: plan.notes,
+        })
+    }
+
+    /// Writes the Namespace (with its PSA label) and the credentials Secret on the workload cluster.
+    async fn apply_workload(&self, key: &crate::domain::ClusterKey, plan: &Plan) -> Result<(), Error> {
         let remote = self.remote_client(key).await?;
         let timeout = self.inner.config.remote_timeout;
         let namespaces: Api<Namespace> = Api::all(remote.clone());
@@ -129,44 +198,7 @@ impl Executor {
             },
         )
         .await?;
-        let hcp_ref = format!("{}/{}", key.namespace, plan.hcp_name);
-        let hcps: Api<DynamicObject> = Api::namespaced_with(self.mgmt(), &key.namespace, &hcp_resource());
-        let written = hcps
-            .patch(
-                &plan.hcp_name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&plan.hcp),
-            )
-            .instrument(tracing::debug_span!("apply_helm_chart_proxy", hcp.name = %plan.hcp_name))
-            .await
-            .map_err(|e| Error::kube(format!("apply HelmChartProxy {hcp_ref}"), Side::Management, &e))?;
-        if written.metadata.deletion_timestamp.is_some() {
-            // An uninstall owns this object now; writing into it changes nothing that lasts.
-            return Err(Error::HelmChartProxyDeleting { hcp: hcp_ref });
-        }
-        self.take_back_if_deleted(live, &hcps, &plan.hcp_name).await?;
-        self.remove_other_names(live, &hcps, &plan.hcp_name).await?;
-        tracing::info!(hcp.name = %plan.hcp_name, "Konnector Agent applied");
-        if !plan.ignored.is_empty() {
-            // Normal, not Warning: the defaults alone (kubeconfig upload on, chart 1.3.x) produce it.
-            self.record_event(
-                live,
-                EventType::Normal,
-                "ChartVersionIgnoresSettings",
-                "ApplyAgent",
-                plan.ignored.join("; "),
-            )
-            .await;
-        }
-        Ok(ApplyOutcome {
-            applied: true,
-            message: format!(
-                "Konnector Agent applied: credentials copied to Secret {RELEASE_NAMESPACE}/{REMOTE_SECRET_NAME} on the workload cluster and HelmChartProxy {hcp_ref} applied (chart {} {})",
-                plan.chart.chart_name, plan.chart.chart_version
-            ),
-            hcp_name: plan.hcp_name,
-            notes: plan.notes,
-        })
+        Ok(())
     }
 
     /// Reads the Cluster again after the HelmChartProxy was written. If its deletion began meanwhile (or it was
@@ -335,7 +367,22 @@ impl Executor {
     }
 
     async fn read_configmap(&self, name: &str) -> Result<Option<ConfigMap>, Error> {
-        let ns = &self.inner.config.defaults_namespace;
+        let c = &self.inner.config;
+        let ns = &c.defaults_namespace;
+        let watched = self
+            .inner
+            .defaults
+            .get_or_init(|| async {
+                crate::defaults::WatchedConfigMaps::start(
+                    self.mgmt(),
+                    ns,
+                    &[&c.helm_addons_configmap, &c.values_template_configmap],
+                )
+            })
+            .await;
+        if let Some(known) = watched.get(name) {
+            return Ok(known);
+        }
         Api::<ConfigMap>::namespaced(self.mgmt(), ns)
             .get_opt(name)
             .instrument(tracing::debug_span!("read_configmap", configmap.name = name))
@@ -401,4 +448,17 @@ impl Executor {
             }
         }
     }
+}
+
+/// A digest of the workload objects' content, to tell whether a re-apply would change them. In memory only.
+fn workload_digest(namespace: &Value, secret: &Secret) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    namespace.to_string().hash(&mut h);
+    secret.type_.hash(&mut h);
+    for (k, v) in secret.data.iter().flatten() {
+        k.hash(&mut h);
+        v.0.hash(&mut h);
+    }
+    h.finish()
 }

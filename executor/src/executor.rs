@@ -39,6 +39,10 @@ pub(crate) struct Inner {
     pub(crate) locks: ClusterLocks,
     /// The Cluster API version the management cluster serves, discovered on first use.
     pub(crate) cluster_version: tokio::sync::OnceCell<ClusterVersion>,
+    /// Watches on the two defaults ConfigMaps, started on first use.
+    pub(crate) defaults: tokio::sync::OnceCell<crate::defaults::WatchedConfigMaps>,
+    /// What this process last applied per Cluster, so a re-apply skips writes that cannot change anything.
+    pub(crate) applied: Mutex<HashMap<ClusterKey, Applied>>,
     pub(crate) metrics: ExecutorMetrics,
     pub(crate) recorder: Recorder,
 }
@@ -69,6 +73,8 @@ impl Executor {
                 uninstalls_seen: Mutex::default(),
                 locks: ClusterLocks::default(),
                 cluster_version: tokio::sync::OnceCell::new(),
+                defaults: tokio::sync::OnceCell::new(),
+                applied: Mutex::default(),
                 metrics,
                 recorder,
             }),
@@ -97,7 +103,35 @@ impl Executor {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
+        self.forget_applied(key);
         self.forget_remote(key);
+    }
+
+    /// What this process last applied for a Cluster, if anything.
+    pub(crate) fn last_applied(&self, key: &ClusterKey) -> Option<Applied> {
+        self.inner
+            .applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    pub(crate) fn remember_applied(&self, key: &ClusterKey, applied: Applied) {
+        self.inner
+            .applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), applied);
+    }
+
+    /// Forgets what was applied for a Cluster, so the next apply writes everything again.
+    pub(crate) fn forget_applied(&self, key: &ClusterKey) {
+        self.inner
+            .applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     pub(crate) fn uninstall_seen(&self, key: &ClusterKey, mark: bool) -> bool {
@@ -112,6 +146,16 @@ impl Executor {
         }
         seen.contains(key)
     }
+}
+
+/// What this process last applied for a Cluster. Kept in memory only: another replica, or this one after a
+/// restart, simply writes everything once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Applied {
+    /// Digest of the workload Namespace and Secret as applied (never logged; it only compares).
+    pub(crate) workload: u64,
+    /// The HelmChartProxy's resourceVersion after the apply.
+    pub(crate) hcp_resource_version: String,
 }
 
 /// One async lock per Cluster, so that ApplyAgent and RemoveAgent for the same Cluster never interleave inside

@@ -17,6 +17,7 @@ pub mod apply;
 pub mod args;
 mod cluster;
 pub mod config;
+mod defaults;
 pub mod domain;
 pub mod error;
 mod events;

@@ -289,6 +289,7 @@ impl Executor {
             });
         }
         let key = &live.key;
+        self.forget_applied(key);
         let names = candidate_names(&live);
         let mut remains = self.remains(key, &names).await?;
         let hcp_api = Api::<DynamicObject>::namespaced_with(self.mgmt(), &key.namespace, &hcp_resource());

@@ -258,6 +258,16 @@ async fn unreachable_workload_is_unavailable_and_bounded() {
     let mut env = env("unreachable").await;
     apply(&env, env.cluster_ref()).await.unwrap();
     env.workload.stop();
+    // An unchanged re-apply does not contact the workload cluster at all; rotated credentials must.
+    apply(&env, env.cluster_ref()).await.unwrap();
+    workload::put_credentials_secret(
+        &env.admin,
+        TEST_NAMESPACE,
+        TEST_CREDENTIALS_SECRET,
+        &[("username", "admin"), ("password", "rotated-password")],
+    )
+    .await
+    .unwrap();
 
     let started = Instant::now();
     let err = apply(&env, env.cluster_ref()).await.unwrap_err();

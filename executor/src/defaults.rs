@@ -1,0 +1,78 @@
+//! The two defaults ConfigMaps, served from watches instead of a GET each per apply.
+//!
+//! Every ApplyAgent needs the chart coordinates and the values template, and they change rarely, so reading them
+//! twice per hook is most of what a steady-state re-apply costs the management API server. Each ConfigMap has its
+//! own watch, narrowed to its name by a field selector, so the executor holds those two objects and nothing else
+//! (its Role allows list and watch on ConfigMaps in the defaults namespace only). Until a watch has listed, and
+//! whenever it is failing, callers fall back to a GET, so a watch problem costs API calls, never correctness.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{
+    Api, Client,
+    runtime::{WatchStreamExt, watcher},
+};
+
+/// What one watch knows: `None` until it has listed (or while it is failing), then the ConfigMap or its absence.
+type Known = Option<Option<ConfigMap>>;
+
+/// Watches on named ConfigMaps in one namespace.
+#[derive(Clone, Default)]
+pub(crate) struct WatchedConfigMaps {
+    known: Arc<Mutex<HashMap<String, Known>>>,
+}
+
+impl WatchedConfigMaps {
+    /// Starts one watch per name (on the current Tokio runtime); they run until the runtime ends.
+    pub(crate) fn start(client: Client, namespace: &str, names: &[&str]) -> Self {
+        let this = Self::default();
+        for name in names {
+            this.lock().insert((*name).to_owned(), None);
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+            let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+            let known = this.clone();
+            let name = (*name).to_owned();
+            tokio::spawn(async move {
+                let mut events = watcher(api, config).default_backoff().boxed();
+                // Objects seen since the last (re)list began; the list is complete at InitDone.
+                let mut listing: Option<Option<ConfigMap>> = None;
+                while let Some(event) = events.next().await {
+                    match event {
+                        Ok(watcher::Event::Init) => listing = Some(None),
+                        Ok(watcher::Event::InitApply(cm)) => listing = Some(Some(cm)),
+                        Ok(watcher::Event::InitDone) => {
+                            known.set(&name, Some(listing.take().flatten()));
+                        }
+                        Ok(watcher::Event::Apply(cm)) => known.set(&name, Some(Some(cm))),
+                        Ok(watcher::Event::Delete(_)) => known.set(&name, Some(None)),
+                        Err(error) => {
+                            // Until the watch lists again, callers read with a GET.
+                            tracing::debug!(configmap = %name, %error, "defaults ConfigMap watch failed; falling back to reads");
+                            known.set(&name, None);
+                        }
+                    }
+                }
+            });
+        }
+        this
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
+        // A panic while holding this lock cannot leave the map inconsistent, so poisoning is ignored.
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, name: &str, value: Known) {
+        self.lock().insert(name.to_owned(), value);
+    }
+
+    /// The ConfigMap as the watch knows it: `Some(None)` when it does not exist, `None` when the watch cannot say.
+    pub(crate) fn get(&self, name: &str) -> Known {
+        self.lock().get(name).cloned().flatten()
+    }
+}
