@@ -1,14 +1,13 @@
 //! The executor binary's flags and its `run` loop. Every flag can also be set from the environment.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
 use konnector_runtime::{admin, telemetry::LogArgs, tls};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-use crate::{ExecutorConfig, UninstallTimeoutPolicy, executor::Executor};
+use crate::{ExecutorConfig, ServerOptions, UninstallTimeoutPolicy, executor::Executor};
 
 /// konnector executor: does the Konnector Agent addon's work for one cluster per gRPC call.
 #[derive(Debug, Clone, Parser)]
@@ -29,6 +28,28 @@ pub struct Args {
     /// PEM CA bundle that client certificates must chain to (mutual TLS). Requires --tls-cert.
     #[arg(long, env = "KONNECTOR_CLIENT_CA", requires = "tls_cert")]
     pub client_ca: Option<PathBuf>,
+    /// Seconds between checks of the certificate, key and client CA files for changes (rotations are picked up
+    /// without a restart).
+    #[arg(long, env = "KONNECTOR_CERT_RELOAD_SECONDS", default_value_t = 5)]
+    pub cert_reload_seconds: u64,
+    /// Time allowed for a client's TLS handshake (e.g. 10s).
+    #[arg(long, env = "KONNECTOR_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// Open gRPC connections at most; further ones wait in the listen backlog.
+    #[arg(long, env = "KONNECTOR_MAX_CONNECTIONS", default_value_t = 64)]
+    pub max_connections: usize,
+    /// Requests served at once per connection.
+    #[arg(long, env = "KONNECTOR_MAX_CONCURRENT_REQUESTS", default_value_t = 64)]
+    pub max_concurrent_requests: usize,
+    /// Bound on each gRPC request, whatever deadline the caller sent (e.g. 60s).
+    #[arg(long, env = "KONNECTOR_REQUEST_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Connections are closed gracefully after this age, so clients re-handshake with rotated certificates (e.g. 30m).
+    #[arg(long, env = "KONNECTOR_MAX_CONNECTION_AGE", default_value = "30m", value_parser = parse_duration)]
+    pub max_connection_age: Duration,
+    /// Bound on connecting to, and on each read and write of, the management API server (e.g. 10s).
+    #[arg(long, env = "KONNECTOR_MANAGEMENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub management_timeout: Duration,
     /// Allow plaintext gRPC on a non-loopback address. Only for a network you trust completely.
     #[arg(long, env = "KONNECTOR_INSECURE_PLAINTEXT")]
     pub insecure_plaintext: bool,
@@ -104,8 +125,9 @@ impl Args {
     }
 
     /// The gRPC TLS configuration, or `None` for plaintext. Refuses plaintext on a non-loopback address
-    /// unless --insecure-plaintext is given.
-    pub fn tls_config(&self) -> anyhow::Result<Option<ServerTlsConfig>> {
+    /// unless --insecure-plaintext is given. The files are loaded now (a bad file fails here, with its path) and
+    /// re-read every --cert-reload-seconds when they change.
+    pub fn tls_config(&self) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             anyhow::ensure!(
                 self.grpc_addr.ip().is_loopback() || self.insecure_plaintext,
@@ -114,16 +136,50 @@ impl Args {
             );
             return Ok(None);
         };
-        let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
-        // Parse first, so a bad file fails here with its path rather than at the first handshake.
-        tls::load_certs(cert)?;
-        tls::load_key(key)?;
-        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
-        if let Some(ca) = &self.client_ca {
-            tls::load_certs(ca)?;
-            config = config.client_ca_root(Certificate::from_pem(read(ca)?));
-        }
-        Ok(Some(config))
+        let interval = Duration::from_secs(self.cert_reload_seconds);
+        let resolver = tls::ReloadingCertResolver::new(cert, key, interval)?;
+        // gRPC runs over HTTP/2 only.
+        let config = tls::server_config(Arc::new(resolver), self.client_ca.as_deref(), interval, &[b"h2"])?;
+        Ok(Some(Arc::new(config)))
+    }
+
+    /// The gRPC server's options: TLS and the resource bounds.
+    pub fn server_options(&self) -> anyhow::Result<ServerOptions> {
+        anyhow::ensure!(
+            self.max_connections > 0 && self.max_concurrent_requests > 0,
+            "--max-connections and --max-concurrent-requests must be positive"
+        );
+        Ok(ServerOptions {
+            tls: self.tls_config()?,
+            handshake_timeout: self.tls_handshake_timeout,
+            max_connections: self.max_connections,
+            max_concurrent_requests: self.max_concurrent_requests,
+            request_timeout: self.request_timeout,
+            max_connection_age: self.max_connection_age,
+            ..ServerOptions::default()
+        })
+    }
+
+    /// The management cluster client: the kubeconfig given, else in-cluster, else the default kubeconfig; every
+    /// connection, read and write bounded by --management-timeout, so a silent API server cannot hold a call (and
+    /// the hook waiting on it) forever.
+    pub async fn management_client(&self) -> anyhow::Result<kube::Client> {
+        let mut config = match &self.kubeconfig {
+            Some(path) => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                    .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                    .await
+                    .with_context(|| format!("cannot use kubeconfig {}", path.display()))?
+            }
+            None => kube::Config::infer()
+                .await
+                .context("cannot configure a management cluster client (in-cluster or default kubeconfig)")?,
+        };
+        config.connect_timeout = Some(self.management_timeout);
+        config.read_timeout = Some(self.management_timeout);
+        config.write_timeout = Some(self.management_timeout);
+        Ok(kube::Client::try_from(config)?)
     }
 }
 
@@ -164,20 +220,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Runs the executor until a shutdown signal: connects to the management cluster, serves gRPC and the admin
 /// endpoints, and turns ready once the management API server answers.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let tls = args.tls_config()?;
-    let client = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                .await
-                .with_context(|| format!("cannot use kubeconfig {}", path.display()))?;
-            kube::Client::try_from(config)?
-        }
-        None => kube::Client::try_default()
-            .await
-            .context("cannot configure a management cluster client (in-cluster or default kubeconfig)")?,
-    };
+    let options = args.server_options()?;
+    let client = args.management_client().await?;
     let shutdown = konnector_runtime::shutdown::on_signal();
     let readiness = admin::Readiness::default();
     tokio::spawn(watch_readiness(
@@ -194,7 +238,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.grpc_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.grpc_addr))?;
-    let served = crate::serve(executor, listener, tls, shutdown.clone()).await;
+    let served = crate::serve(executor, listener, options, shutdown.clone()).await;
     shutdown.cancel();
     admin_task.await??;
     served

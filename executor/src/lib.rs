@@ -23,4 +23,4 @@ pub mod values;
 pub use config::{ExecutorConfig, UninstallTimeoutPolicy};
 pub use error::Error;
 pub use executor::{EVENT_REPORTER, Executor, control_plane_initialized};
-pub use server::serve;
+pub use server::{ServerOptions, serve};

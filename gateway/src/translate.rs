@@ -75,6 +75,18 @@ pub fn cluster_context(cluster: &HookCluster) -> Result<ClusterContext, Translat
     })
 }
 
+/// Whether the Cluster's `clusterConfig.addons.konnectorAgent` is present, i.e. the Cluster uses the addon. An error
+/// means the addon configuration is malformed (the hook then fails, naming the field).
+pub fn uses_addon(cluster: &HookCluster) -> Result<bool, TranslateError> {
+    let variables: &[ClusterVariable] = cluster
+        .spec
+        .as_ref()
+        .and_then(|s| s.topology.as_ref())
+        .and_then(|t| t.variables.as_deref())
+        .unwrap_or_default();
+    Ok(konnector_agent(variable(variables, CLUSTER_CONFIG))?.is_some())
+}
+
 /// Passes errors through when the addon is configured; otherwise logs them and uses the empty value.
 fn tolerate<T: Default>(result: Result<T, TranslateError>, configured: bool) -> Result<T, TranslateError> {
     match result {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use konnector_gateway::{
     capi::{HookCluster, HookRequest},
     catalog::Hook,
-    http::decode,
+    decode::decode,
     translate::{TranslateError, cluster_context},
 };
 use konnector_proto::v1::{Category, ClusterContext};

@@ -152,7 +152,7 @@ pub fn dead_addr() -> SocketAddr {
 /// Router state for `config`, with a lazily connecting plaintext channel.
 pub fn state(config: GatewayConfig) -> GatewayState {
     let config = config.validate().unwrap();
-    let channel = konnector_gateway::executor::channel(&config.executor).unwrap();
+    let channel = konnector_gateway::client::channel(&config.executor, config.cert_reload_interval).unwrap();
     GatewayState::new(config, channel)
 }
 
