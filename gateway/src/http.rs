@@ -231,16 +231,16 @@ async fn handle(
         tracing::Span::current().record("cluster.name", name.as_str());
         *cluster = Some((namespace, name));
     }
+    let ctx = match cluster_context(capi_cluster) {
+        Ok(ctx) => ctx,
+        Err(e) => return HookResponse::failure(hook, format!("{}: {e}", context(hook))),
+    };
     // A Cluster that does not use the addon is never blocked by konnector, even with the executor down. Never for
     // BeforeClusterDelete: an uninstall must not be skipped because of what a request body says (the addon may have
     // been removed from the topology after the agent was installed).
     if hook != Hook::BeforeClusterDelete && matches!(uses_addon(capi_cluster), Ok(false)) {
         return HookResponse::success(hook, NOT_CONFIGURED);
     }
-    let ctx = match cluster_context(capi_cluster) {
-        Ok(ctx) => ctx,
-        Err(e) => return HookResponse::failure(hook, format!("{}: {e}", context(hook))),
-    };
     tracing::debug!(hook = hook.name(), namespace = %ctx.namespace, cluster = %ctx.name, "calling executor");
     hook_answer(hook, state.inner.client.call(hook, ctx, deadline).await)
 }

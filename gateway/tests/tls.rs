@@ -10,7 +10,7 @@ use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use konnector_gateway::{
-    TlsFiles, router,
+    TlsFiles, catalog::Hook, router,
     server::{ServerOptions, rustls_config, serve_https},
 };
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -110,6 +110,7 @@ async fn start(ca: &Ca, client_ca: Option<&Ca>, header_timeout: Duration) -> (Se
     let options = ServerOptions {
         header_read_timeout: header_timeout,
         shutdown_grace: Duration::from_secs(1),
+        ..ServerOptions::default()
     };
     tokio::spawn(serve_https(app, listener, tls, options, stop.clone()));
     (Served { addr, stop, dir }, der)
@@ -253,8 +254,30 @@ async fn slow_handshakes_and_slow_headers_are_cut_off() {
     assert!(read.is_ok(), "slow header client must be disconnected");
 }
 
+/// POSTs `body` to `path` over `tls` (h2) and decodes the hook answer.
+async fn hook_over(tls: Tls, path: &str, body: String) -> konnector_gateway::capi::HookResponse {
+    let req = http::Request::post(format!("https://localhost{path}"))
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap()
+}
+
+fn executor_up(metrics: &konnector_runtime::metrics::Metrics) -> Option<i64> {
+    metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix("konnector_gateway_executor_up "))
+        .map(|v| v.trim().parse().unwrap())
+}
+
 #[tokio::test]
-async fn serve_reports_readiness_from_executor_health_and_shuts_down() {
+async fn gateway_is_ready_without_the_executor_and_reports_its_health_in_a_metric() {
     let ca = Ca::new("serving-ca");
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, _) = ca.leaf(&["localhost"]);
@@ -265,7 +288,9 @@ async fn serve_reports_readiness_from_executor_health_and_shuts_down() {
         client_ca: None,
     };
 
-    // The executor is down at first: the gateway still starts and serves Discovery, but is not ready.
+    // The executor is down: the gateway still starts, is ready, serves Discovery, answers Success for a Cluster
+    // that does not use the addon, and a deterministic Failure for one that does; the gauge says the executor is
+    // down.
     let exec_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let exec_addr = exec_listener.local_addr().unwrap();
     drop(exec_listener);
@@ -273,20 +298,48 @@ async fn serve_reports_readiness_from_executor_health_and_shuts_down() {
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     let readiness = konnector_runtime::admin::Readiness::default();
-    let server = tokio::spawn(konnector_gateway::serve(
-        plaintext_config(exec_addr),
-        listener,
-        files,
-        stop.clone(),
-        readiness.clone(),
-    ));
-    let tls = connect(addr, client_config(&ca.pem(), None, &[b"h2"]))
-        .await
-        .unwrap();
+    let metrics = konnector_runtime::metrics::Metrics::default();
+    let server = tokio::spawn({
+        let (files, stop, readiness, metrics) = (files.clone(), stop.clone(), readiness.clone(), metrics.clone());
+        async move {
+            konnector_gateway::serve_with_metrics(
+                plaintext_config(exec_addr),
+                listener,
+                files,
+                stop,
+                readiness,
+                &metrics,
+            )
+            .await
+        }
+    });
+    let config = client_config(&ca.pem(), None, &[b"h2"]);
+    let tls = connect(addr, config.clone()).await.unwrap();
     assert_eq!(discovery_over(tls).await.unwrap().0, 200);
-    assert!(!readiness.get());
+    assert!(readiness.get(), "readiness is about the gateway, not the executor");
+    while executor_up(&metrics).is_none() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(executor_up(&metrics), Some(0));
 
-    // The executor comes up on that address: readiness follows within one probe interval.
+    let mut unconfigured = cluster();
+    unconfigured["spec"]["topology"]["variables"] = serde_json::json!([]);
+    for hook in [Hook::AfterControlPlaneInitialized, Hook::BeforeClusterUpgrade] {
+        let tls = connect(addr, config.clone()).await.unwrap();
+        let answer = hook_over(tls, &hook.path(), request(hook, unconfigured.clone())).await;
+        assert_eq!(answer.status, konnector_gateway::capi::Status::Success, "{answer:?}");
+        assert!(answer.message.contains("not configured"), "{answer:?}");
+        let tls = connect(addr, config.clone()).await.unwrap();
+        let answer = hook_over(tls, &hook.path(), request(hook, cluster())).await;
+        assert_eq!(answer.status, konnector_gateway::capi::Status::Failure, "{answer:?}");
+    }
+    // BeforeClusterDelete always asks the executor: an uninstall is never skipped on the body's word.
+    let tls = connect(addr, config.clone()).await.unwrap();
+    let hook = Hook::BeforeClusterDelete;
+    let answer = hook_over(tls, &hook.path(), request(hook, unconfigured.clone())).await;
+    assert_eq!(answer.status, konnector_gateway::capi::Status::Failure, "{answer:?}");
+
+    // The executor comes up on that address: the gauge follows within one probe interval.
     let fake_stop = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(exec_addr).await.unwrap();
     let (_reporter, health) = tonic_health::server::health_reporter();
@@ -304,14 +357,12 @@ async fn serve_reports_readiness_from_executor_health_and_shuts_down() {
             .await
             .unwrap();
     });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !readiness.get() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gateway never became ready"
-        );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while executor_up(&metrics) != Some(1) {
+        assert!(tokio::time::Instant::now() < deadline, "executor_up never became 1");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(readiness.get());
 
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(5), server)
