@@ -65,8 +65,10 @@ pub struct SandboxState {
     pub gateway_urls: Vec<String>,
     /// The CA that signed the gateways' serving certificate (curl --cacert).
     pub gateway_ca_file: PathBuf,
-    /// The executor's gRPC address (plaintext, loopback).
+    /// The executor's gRPC address (mTLS, loopback).
     pub executor_address: String,
+    /// grpcurl's mTLS flags for the executor (`-cacert … -cert … -key …`).
+    pub executor_grpcurl_flags: String,
     /// The management cluster's kubeconfig.
     pub management_kubeconfig: PathBuf,
     /// Each workload cluster's kubeconfig, by cluster name.
@@ -200,6 +202,11 @@ impl Sandbox {
                 .executor
                 .as_ref()
                 .map(|e| e.addr.to_string())
+                .unwrap_or_default(),
+            executor_grpcurl_flags: self
+                .executor
+                .as_ref()
+                .map(|e| e.grpcurl_tls_flags())
                 .unwrap_or_default(),
             management_kubeconfig: self.state_dir.join("management.kubeconfig"),
             workload_kubeconfigs: self

@@ -149,7 +149,10 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "  curl --cacert {ca} -X POST '{gw}/hooks.runtime.cluster.x-k8s.io/v1alpha1/beforeclusterdelete/konnector-bcd?timeout=10s' \\\n    --data-binary @tests/golden/v1.14/beforeclusterdelete.json"
         );
-        println!("  grpcurl -plaintext {} list", state.executor_address);
+        println!(
+            "  grpcurl {} {} list",
+            state.executor_grpcurl_flags, state.executor_address
+        );
         println!(
             "  kubectl --kubeconfig {} get hcp,hrp -A",
             state.management_kubeconfig.display()
