@@ -230,6 +230,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     let executor = Executor::new(client, args.executor_config());
+    executor.metrics().registry().register(|r| {
+        r.register(
+            "grpc_connections_accepted",
+            "gRPC connections accepted (after the TLS handshake, with TLS)",
+            options.connections_accepted.clone(),
+        )
+    });
     let admin_task = tokio::spawn(admin::serve(
         args.admin_addr,
         admin::router(readiness, executor.metrics().registry().router()),

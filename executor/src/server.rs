@@ -10,6 +10,7 @@ use std::{
 };
 
 use konnector_proto::v1::agent_service_server::AgentServiceServer;
+use prometheus_client::metrics::counter::Counter;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -39,6 +40,9 @@ pub struct ServerOptions {
     /// Connections are closed gracefully after this age, so every client re-handshakes, and so meets rotated
     /// certificates and CAs, at least this often.
     pub max_connection_age: Duration,
+    /// Counts connections handed to gRPC (after the TLS handshake, with TLS): each is a client that connected, and
+    /// so presented the certificates it had at that moment.
+    pub connections_accepted: Counter,
 }
 
 impl Default for ServerOptions {
@@ -51,6 +55,7 @@ impl Default for ServerOptions {
             request_timeout: Duration::from_secs(60),
             keepalive_interval: Duration::from_secs(30),
             max_connection_age: Duration::from_secs(30 * 60),
+            connections_accepted: Counter::default(),
         }
     }
 }
@@ -112,6 +117,7 @@ fn incoming(
     let slots = Arc::new(Semaphore::new(options.max_connections));
     let acceptor = options.tls.clone().map(TlsAcceptor::from);
     let handshake_timeout = options.handshake_timeout;
+    let accepted = options.connections_accepted.clone();
     let task = tokio::spawn(async move {
         loop {
             let permit = tokio::select! {
@@ -134,15 +140,18 @@ fn incoming(
             // as several small frames waits on the client's delayed ACK: about 40 ms added to most calls.
             let _ = tcp.set_nodelay(true);
             let Some(acceptor) = acceptor.clone() else {
+                accepted.inc();
                 if tx.send(Ok(Limited::plain(tcp, permit))).await.is_err() {
                     return;
                 }
                 continue;
             };
             let tx = tx.clone();
+            let accepted = accepted.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
+                        accepted.inc();
                         let _ = tx.send(Ok(Limited::tls(tls, permit))).await;
                     }
                     Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
@@ -193,7 +202,11 @@ impl Connected for Limited {
 }
 
 impl AsyncRead for Limited {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         match &mut self.stream {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -202,7 +215,11 @@ impl AsyncRead for Limited {
 }
 
 impl AsyncWrite for Limited {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         match &mut self.stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),

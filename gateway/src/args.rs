@@ -214,7 +214,9 @@ mod tests {
         ])
         .unwrap();
         let from_flags = args.gateway_config().unwrap();
-        let default = GatewayConfig::new(from_flags.executor.clone()).validate().unwrap();
+        let default = GatewayConfig::new(from_flags.executor.clone())
+            .validate()
+            .unwrap();
         assert_eq!(format!("{from_flags:?}"), format!("{default:?}"));
         assert!(from_flags.body_limit_bytes <= 2 * 1024 * 1024);
     }

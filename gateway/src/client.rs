@@ -12,7 +12,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use rustls::pki_types::ServerName;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint, Uri};
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 use tracing::{Instrument, field::Empty};
 
 use crate::answer::ExecutorReply;
@@ -58,7 +60,9 @@ pub fn channel(executor: &ExecutorEndpoint, reload_interval: Duration) -> anyhow
         } => {
             let host = uri.host().context("executor URL has no host")?.to_owned();
             let port = uri.port_u16().unwrap_or(443);
-            let name = server_name.clone().unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned());
+            let name = server_name
+                .clone()
+                .unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned());
             let server_name = ServerName::try_from(name.clone())
                 .with_context(|| format!("{name:?} is not a valid TLS server name"))?;
             let config = konnector_runtime::tls::client_config(
@@ -75,8 +79,8 @@ pub fn channel(executor: &ExecutorEndpoint, reload_interval: Duration) -> anyhow
             };
             // tonic insists on doing TLS itself for an https:// URI; the connector does it, so tonic sees http://.
             let authority = uri.authority().context("executor URL has no authority")?;
-            let endpoint = Endpoint::from_shared(format!("http://{authority}"))
-                .context("invalid executor authority")?;
+            let endpoint =
+                Endpoint::from_shared(format!("http://{authority}")).context("invalid executor authority")?;
             Ok(configure(endpoint).connect_with_connector_lazy(connector))
         }
     }
@@ -108,9 +112,13 @@ impl tower::Service<Uri> for TlsConnector {
             let host = this.host.trim_matches(['[', ']']);
             let tcp = tokio::net::TcpStream::connect((host, this.port)).await?;
             tcp.set_nodelay(true)?;
-            let tls = this.tls.connect(this.server_name.clone(), tcp).await.inspect_err(|error| {
-                tracing::warn!(%error, "TLS handshake with the executor failed");
-            })?;
+            let tls = this
+                .tls
+                .connect(this.server_name.clone(), tcp)
+                .await
+                .inspect_err(|error| {
+                    tracing::warn!(%error, "TLS handshake with the executor failed");
+                })?;
             Ok(TokioIo::new(tls))
         })
     }
@@ -255,7 +263,12 @@ pub async fn is_serving(channel: Channel, timeout: Duration) -> bool {
 /// This is deliberately not the gateway's readiness: a gateway without endpoints fails CAPI's Discovery, and CAPI's
 /// controller then refuses to start, while a reachable gateway still answers every Cluster that does not use the
 /// addon and tells the others, deterministically, that the executor is unreachable.
-pub async fn watch_health(channel: Channel, executor_up: Gauge, interval: Duration, shutdown: CancellationToken) {
+pub async fn watch_health(
+    channel: Channel,
+    executor_up: Gauge,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
     let mut last = None;
     loop {
         let ok = is_serving(channel.clone(), interval.min(Duration::from_secs(2))).await;
@@ -263,7 +276,9 @@ pub async fn watch_health(channel: Channel, executor_up: Gauge, interval: Durati
             if ok {
                 tracing::info!("executor is serving");
             } else {
-                tracing::warn!("executor is not serving; hooks of Clusters that use the addon answer Failure");
+                tracing::warn!(
+                    "executor is not serving; hooks of Clusters that use the addon answer Failure"
+                );
             }
             last = Some(ok);
         }

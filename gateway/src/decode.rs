@@ -10,7 +10,8 @@ use crate::catalog::{HOOKS_API_VERSION, Hook};
 /// Reads the whole body, refusing more than `limit` bytes. The error is the Failure message.
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, String> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        let too_large =
+            std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if too_large {
             format!("request body exceeds the gateway's limit of {limit} bytes")
         } else {

@@ -197,7 +197,8 @@ async fn hook_handler(
 }
 
 /// The answer to AfterControlPlaneInitialized and BeforeClusterUpgrade for a Cluster without the addon.
-pub const NOT_CONFIGURED: &str = "the Konnector Agent addon is not configured for this Cluster; nothing to do";
+pub const NOT_CONFIGURED: &str =
+    "the Konnector Agent addon is not configured for this Cluster; nothing to do";
 
 /// Decodes, translates and forwards one hook request; returns the answer to send.
 /// `cluster` is set to the Cluster's namespace and name as soon as they are known, for the summary log line.

@@ -67,7 +67,10 @@ impl GatewayMetrics {
     /// Counts one answered hook request.
     pub fn observe(&self, hook: Hook, status: &'static str, seconds: f64) {
         self.requests
-            .get_or_create(&vec![("hook", hook.name().to_owned()), ("status", status.to_owned())])
+            .get_or_create(&vec![
+                ("hook", hook.name().to_owned()),
+                ("status", status.to_owned()),
+            ])
             .inc();
         self.duration
             .get_or_create(&vec![("hook", hook.name().to_owned())])

@@ -218,7 +218,11 @@ pub async fn serve_https(
 
 /// Resolves once the connection has had no request in flight for `idle_timeout` (or, before its first request,
 /// for `first_request_timeout`: a client that completes TLS and then sends nothing is not kept for long).
-async fn idle(watch: &mut watch::Receiver<Activity>, first_request_timeout: Duration, idle_timeout: Duration) {
+async fn idle(
+    watch: &mut watch::Receiver<Activity>,
+    first_request_timeout: Duration,
+    idle_timeout: Duration,
+) {
     loop {
         let now = *watch.borrow_and_update();
         if now.in_flight > 0 {
@@ -227,7 +231,11 @@ async fn idle(watch: &mut watch::Receiver<Activity>, first_request_timeout: Dura
             }
             continue;
         }
-        let limit = if now.seen { idle_timeout } else { first_request_timeout };
+        let limit = if now.seen {
+            idle_timeout
+        } else {
+            first_request_timeout
+        };
         match tokio::time::timeout(limit, watch.changed()).await {
             Err(_) => return,
             Ok(Err(_)) => return std::future::pending().await,

@@ -10,7 +10,9 @@ use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use konnector_gateway::{
-    TlsFiles, catalog::Hook, router,
+    TlsFiles,
+    catalog::Hook,
+    router,
     server::{ServerOptions, rustls_config, serve_https},
 };
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -309,7 +311,8 @@ async fn gateway_is_ready_without_the_executor_and_reports_its_health_in_a_metri
     let readiness = konnector_runtime::admin::Readiness::default();
     let metrics = konnector_runtime::metrics::Metrics::default();
     let server = tokio::spawn({
-        let (files, stop, readiness, metrics) = (files.clone(), stop.clone(), readiness.clone(), metrics.clone());
+        let (files, stop, readiness, metrics) =
+            (files.clone(), stop.clone(), readiness.clone(), metrics.clone());
         async move {
             konnector_gateway::serve_with_metrics(
                 plaintext_config(exec_addr),
@@ -325,7 +328,10 @@ async fn gateway_is_ready_without_the_executor_and_reports_its_health_in_a_metri
     let config = client_config(&ca.pem(), None, &[b"h2"]);
     let tls = connect(addr, config.clone()).await.unwrap();
     assert_eq!(discovery_over(tls).await.unwrap().0, 200);
-    assert!(readiness.get(), "readiness is about the gateway, not the executor");
+    assert!(
+        readiness.get(),
+        "readiness is about the gateway, not the executor"
+    );
     while executor_up(&metrics).is_none() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -336,17 +342,29 @@ async fn gateway_is_ready_without_the_executor_and_reports_its_health_in_a_metri
     for hook in [Hook::AfterControlPlaneInitialized, Hook::BeforeClusterUpgrade] {
         let tls = connect(addr, config.clone()).await.unwrap();
         let answer = hook_over(tls, &hook.path(), request(hook, unconfigured.clone())).await;
-        assert_eq!(answer.status, konnector_gateway::capi::Status::Success, "{answer:?}");
+        assert_eq!(
+            answer.status,
+            konnector_gateway::capi::Status::Success,
+            "{answer:?}"
+        );
         assert!(answer.message.contains("not configured"), "{answer:?}");
         let tls = connect(addr, config.clone()).await.unwrap();
         let answer = hook_over(tls, &hook.path(), request(hook, cluster())).await;
-        assert_eq!(answer.status, konnector_gateway::capi::Status::Failure, "{answer:?}");
+        assert_eq!(
+            answer.status,
+            konnector_gateway::capi::Status::Failure,
+            "{answer:?}"
+        );
     }
     // BeforeClusterDelete always asks the executor: an uninstall is never skipped on the body's word.
     let tls = connect(addr, config.clone()).await.unwrap();
     let hook = Hook::BeforeClusterDelete;
     let answer = hook_over(tls, &hook.path(), request(hook, unconfigured.clone())).await;
-    assert_eq!(answer.status, konnector_gateway::capi::Status::Failure, "{answer:?}");
+    assert_eq!(
+        answer.status,
+        konnector_gateway::capi::Status::Failure,
+        "{answer:?}"
+    );
 
     // The executor comes up on that address: the gauge follows within one probe interval.
     let fake_stop = CancellationToken::new();
@@ -368,7 +386,10 @@ async fn gateway_is_ready_without_the_executor_and_reports_its_health_in_a_metri
     });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while executor_up(&metrics) != Some(1) {
-        assert!(tokio::time::Instant::now() < deadline, "executor_up never became 1");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "executor_up never became 1"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(readiness.get());
@@ -433,8 +454,13 @@ async fn a_connection_that_sends_nothing_after_tls_is_closed() {
     let ca = Ca::new("serving-ca");
     let (served, _) = start_with(&ca, None, hostile_options(), plaintext_config(dead_addr())).await;
     for alpn in [&b"h2"[..], b"http/1.1"] {
-        let mut tls = connect(served.addr, client_config(&ca.pem(), None, &[alpn])).await.unwrap();
-        assert!(closed_by_server(&mut tls).await, "silent {alpn:?} connection kept open");
+        let mut tls = connect(served.addr, client_config(&ca.pem(), None, &[alpn]))
+            .await
+            .unwrap();
+        assert!(
+            closed_by_server(&mut tls).await,
+            "silent {alpn:?} connection kept open"
+        );
     }
 }
 
@@ -442,7 +468,9 @@ async fn a_connection_that_sends_nothing_after_tls_is_closed() {
 async fn an_idle_http2_connection_is_closed_after_its_last_request() {
     let ca = Ca::new("serving-ca");
     let (served, _) = start_with(&ca, None, hostile_options(), plaintext_config(dead_addr())).await;
-    let tls = connect(served.addr, client_config(&ca.pem(), None, &[b"h2"])).await.unwrap();
+    let tls = connect(served.addr, client_config(&ca.pem(), None, &[b"h2"]))
+        .await
+        .unwrap();
     let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
         .await
         .unwrap();
@@ -472,10 +500,17 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     let third = tokio::spawn(connect(served.addr, config.clone()));
     // While both slots are held the third handshake cannot complete (it waits in the backlog)...
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!third.is_finished(), "a third connection was served beyond the limit of 2");
+    assert!(
+        !third.is_finished(),
+        "a third connection was served beyond the limit of 2"
+    );
     // ...and it is served as soon as one is released.
     drop(first);
-    let third = tokio::time::timeout(Duration::from_secs(30), third).await.unwrap().unwrap().unwrap();
+    let third = tokio::time::timeout(Duration::from_secs(30), third)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(discovery_over(third).await.unwrap().0, 200);
 }
 
@@ -514,7 +549,9 @@ async fn an_http2_stream_flood_is_refused_beyond_the_stream_limit() {
     options.idle_timeout = Duration::from_secs(60);
     options.header_read_timeout = Duration::from_secs(60);
     let (served, _) = start_with(&ca, None, options, plaintext_config(dead_addr())).await;
-    let mut tls = connect(served.addr, client_config(&ca.pem(), None, &[b"h2"])).await.unwrap();
+    let mut tls = connect(served.addr, client_config(&ca.pem(), None, &[b"h2"]))
+        .await
+        .unwrap();
     tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
     tls.write_all(&frame(4, 0, 0, &[])).await.unwrap();
     // Wait for the server's SETTINGS, check its stream limit, and acknowledge it (it applies from the ACK on).
@@ -533,7 +570,12 @@ async fn an_http2_stream_flood_is_refused_beyond_the_stream_limit() {
     // 100 hook requests whose bodies never come: each holds its stream open.
     let path = Hook::BeforeClusterDelete.path();
     let mut block = Vec::new();
-    for (name, value) in [(":method", "POST"), (":scheme", "https"), (":authority", "localhost"), (":path", path.as_str())] {
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":authority", "localhost"),
+        (":path", path.as_str()),
+    ] {
         block.extend(literal(name, value));
     }
     let flood = 100u32;
@@ -551,15 +593,24 @@ async fn an_http2_stream_flood_is_refused_beyond_the_stream_limit() {
             .await
             .expect("the server stopped answering the flood")
             .unwrap();
-        assert_ne!(kind, 7, "the server gave up the connection (GOAWAY) instead of refusing streams");
+        assert_ne!(
+            kind, 7,
+            "the server gave up the connection (GOAWAY) instead of refusing streams"
+        );
         if kind == 3 {
-            assert_eq!(u32::from_be_bytes(payload[..4].try_into().unwrap()), 7, "REFUSED_STREAM");
+            assert_eq!(
+                u32::from_be_bytes(payload[..4].try_into().unwrap()),
+                7,
+                "REFUSED_STREAM"
+            );
             assert!(stream > 7, "an admitted stream (1, 3, 5, 7) was reset");
             refused += 1;
         }
     }
     // The gateway still serves everyone else.
-    let tls = connect(served.addr, client_config(&ca.pem(), None, &[b"h2"])).await.unwrap();
+    let tls = connect(served.addr, client_config(&ca.pem(), None, &[b"h2"]))
+        .await
+        .unwrap();
     assert_eq!(discovery_over(tls).await.unwrap().0, 200);
 }
 
@@ -568,21 +619,31 @@ async fn oversized_bodies_and_headers_are_refused() {
     let ca = Ca::new("serving-ca");
     let config = plaintext_config(dead_addr());
     let limit = config.body_limit_bytes;
-    assert!(limit <= 2 * 1024 * 1024, "the default body limit is at most 2 MiB");
+    assert!(
+        limit <= 2 * 1024 * 1024,
+        "the default body limit is at most 2 MiB"
+    );
     let (served, _) = start_with(&ca, None, ServerOptions::default(), config).await;
 
     // A body one byte over the limit: a Failure naming the limit, and the executor is not asked.
-    let tls = connect(served.addr, client_config(&ca.pem(), None, &[b"h2"])).await.unwrap();
+    let tls = connect(served.addr, client_config(&ca.pem(), None, &[b"h2"]))
+        .await
+        .unwrap();
     let hook = Hook::AfterControlPlaneInitialized;
     let mut body = request(hook, cluster());
     body.push_str(&" ".repeat(limit + 1 - body.len()));
     let answer = hook_over(tls, &hook.path(), body).await;
     assert_eq!(answer.status, konnector_gateway::capi::Status::Failure);
-    assert!(answer.message.contains(&format!("limit of {limit} bytes")), "{answer:?}");
+    assert!(
+        answer.message.contains(&format!("limit of {limit} bytes")),
+        "{answer:?}"
+    );
 
     // A header block over the limit: 431 on HTTP/1.1, a refused request on HTTP/2.
     let big = "x".repeat(32 * 1024);
-    let mut tls = connect(served.addr, client_config(&ca.pem(), None, &[b"http/1.1"])).await.unwrap();
+    let mut tls = connect(served.addr, client_config(&ca.pem(), None, &[b"http/1.1"]))
+        .await
+        .unwrap();
     tls.write_all(format!("POST {DISCOVERY} HTTP/1.1\r\nHost: localhost\r\nX-Big: {big}\r\n\r\n").as_bytes())
         .await
         .unwrap();
@@ -591,7 +652,9 @@ async fn oversized_bodies_and_headers_are_refused() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
 
-    let tls = connect(served.addr, client_config(&ca.pem(), None, &[b"h2"])).await.unwrap();
+    let tls = connect(served.addr, client_config(&ca.pem(), None, &[b"h2"]))
+        .await
+        .unwrap();
     let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
         .await
         .unwrap();

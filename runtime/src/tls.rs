@@ -34,7 +34,8 @@ pub fn install_crypto_provider() {
 
 /// Reads every PEM certificate in `path`.
 pub fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let pem = std::fs::read(path).with_context(|| format!("cannot read certificates from {}", path.display()))?;
+    let pem =
+        std::fs::read(path).with_context(|| format!("cannot read certificates from {}", path.display()))?;
     certs_from_pem(&pem).with_context(|| format!("in {}", path.display()))
 }
 
@@ -110,8 +111,13 @@ impl<T> Watched<T> {
         build: fn(&[Vec<u8>]) -> anyhow::Result<T>,
     ) -> anyhow::Result<Self> {
         let contents = read_all(&paths)?;
-        let names = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
-        let current = Arc::new(build(&contents).with_context(|| format!("cannot load the {what} from {names}"))?);
+        let names = paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let current =
+            Arc::new(build(&contents).with_context(|| format!("cannot load the {what} from {names}"))?);
         Ok(Self {
             what,
             paths,
@@ -138,7 +144,11 @@ impl<T> Watched<T> {
         let contents = match read_all(&self.paths) {
             Ok(c) => c,
             Err(error) => {
-                tracing::warn!(what = self.what, error = format!("{error:#}"), "cannot read; keeping the current one");
+                tracing::warn!(
+                    what = self.what,
+                    error = format!("{error:#}"),
+                    "cannot read; keeping the current one"
+                );
                 return;
             }
         };
@@ -208,7 +218,11 @@ impl ResolvesServerCert for ReloadingCertResolver {
 }
 
 impl ResolvesClientCert for ReloadingCertResolver {
-    fn resolve(&self, _root_hint_subjects: &[&[u8]], _sigschemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
         Some(self.current())
     }
 
@@ -225,12 +239,17 @@ pub struct ReloadingClientVerifier(Watched<Arc<dyn ClientCertVerifier>>);
 impl ReloadingClientVerifier {
     /// Loads the bundle once (an error here is a startup error) and watches it from then on.
     pub fn new(ca_path: &Path, check_interval: Duration) -> anyhow::Result<Self> {
-        Watched::new("client CA bundle", vec![ca_path.to_owned()], check_interval, |pems| {
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots(&pems[0])?, provider())
-                .build()
-                .context("cannot build a client-certificate verifier")?;
-            Ok(verifier)
-        })
+        Watched::new(
+            "client CA bundle",
+            vec![ca_path.to_owned()],
+            check_interval,
+            |pems| {
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots(&pems[0])?, provider())
+                    .build()
+                    .context("cannot build a client-certificate verifier")?;
+                Ok(verifier)
+            },
+        )
         .map(Self)
     }
 }
@@ -248,7 +267,9 @@ impl ClientCertVerifier for ReloadingClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0.current().verify_client_cert(end_entity, intermediates, now)
+        self.0
+            .current()
+            .verify_client_cert(end_entity, intermediates, now)
     }
 
     fn verify_tls12_signature(
@@ -341,7 +362,9 @@ pub fn server_config(
         .context("cannot configure TLS versions")?;
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
-        Some(path) => builder.with_client_cert_verifier(Arc::new(ReloadingClientVerifier::new(path, reload_interval)?)),
+        Some(path) => {
+            builder.with_client_cert_verifier(Arc::new(ReloadingClientVerifier::new(path, reload_interval)?))
+        }
     };
     let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -365,9 +388,11 @@ pub fn client_config(
         .with_custom_certificate_verifier(Arc::new(ReloadingServerVerifier::new(ca, reload_interval)?));
     let mut config = match identity {
         None => builder.with_no_client_auth(),
-        Some((cert, key)) => {
-            builder.with_client_cert_resolver(Arc::new(ReloadingCertResolver::new(cert, key, reload_interval)?))
-        }
+        Some((cert, key)) => builder.with_client_cert_resolver(Arc::new(ReloadingCertResolver::new(
+            cert,
+            key,
+            reload_interval,
+        )?)),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
@@ -422,7 +447,11 @@ mod tests {
         };
         let leaf = |issuer: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>| {
             let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-            params.signed_by(&rcgen::KeyPair::generate().unwrap(), issuer).unwrap().der().clone()
+            params
+                .signed_by(&rcgen::KeyPair::generate().unwrap(), issuer)
+                .unwrap()
+                .der()
+                .clone()
         };
         let (old, new) = (ca("old"), ca("new"));
         let (old_leaf, new_leaf) = (leaf(&old), leaf(&new));

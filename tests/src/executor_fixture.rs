@@ -7,9 +7,11 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use clap::Parser;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use konnector_executor::{Executor, ExecutorConfig, observe::ExecutorMetrics};
+use konnector_gateway::{ExecutorEndpoint, ExecutorTransport};
 use konnector_proto::v1::{
     ClusterContext, Endpoint, KonnectorAgentConfig, PrismCentralEndpoint,
     agent_service_client::AgentServiceClient,
@@ -18,8 +20,6 @@ use kube::{
     Api, Client,
     api::{Patch, PatchParams},
 };
-use clap::Parser;
-use konnector_gateway::{ExecutorEndpoint, ExecutorTransport};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -95,6 +95,8 @@ pub struct RunningExecutor {
     pub metrics: ExecutorMetrics,
     /// Its certificates and the gateway's client pair, laid out as the chart mounts them; rotate them here.
     pub pki: MtlsPki,
+    /// gRPC connections it has accepted (after the TLS handshake).
+    pub connections_accepted: prometheus_client::metrics::counter::Counter,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -102,7 +104,9 @@ pub struct RunningExecutor {
 
 impl std::fmt::Debug for RunningExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningExecutor").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("RunningExecutor")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -174,19 +178,35 @@ pub async fn start_executor(mgmt: &ControlPlane, config: ExecutorConfig) -> anyh
 /// Serves an executor that uses `client` (whatever its rights) on a loopback port, over mTLS with fresh
 /// certificates, configured by the chart's own flags.
 pub async fn serve_executor(client: Client, config: ExecutorConfig) -> anyhow::Result<RunningExecutor> {
+    serve_executor_with_flags(client, config, &[]).await
+}
+
+/// [`serve_executor`] with more executor flags, e.g. `--max-connection-age=1s`.
+pub async fn serve_executor_with_flags(
+    client: Client,
+    config: ExecutorConfig,
+    flags: &[&str],
+) -> anyhow::Result<RunningExecutor> {
     konnector_runtime::tls::install_crypto_provider();
-    let dir = tempfile::Builder::new().prefix("konnector-executor-pki-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("konnector-executor-pki-")
+        .tempdir()?;
     let pki = MtlsPki::create(dir.path())?;
     let server = pki.server_dir();
-    let args = konnector_executor::cli::Args::try_parse_from([
-        "konnector-executor".to_owned(),
-        "--grpc-addr=127.0.0.1:0".to_owned(),
-        format!("--tls-cert={}", server.join("tls.crt").display()),
-        format!("--tls-key={}", server.join("tls.key").display()),
-        format!("--client-ca={}", server.join("ca.crt").display()),
-        format!("--cert-reload-seconds={CERT_RELOAD_SECONDS}"),
-    ])?;
+    let args = konnector_executor::cli::Args::try_parse_from(
+        [
+            "konnector-executor".to_owned(),
+            "--grpc-addr=127.0.0.1:0".to_owned(),
+            format!("--tls-cert={}", server.join("tls.crt").display()),
+            format!("--tls-key={}", server.join("tls.key").display()),
+            format!("--client-ca={}", server.join("ca.crt").display()),
+            format!("--cert-reload-seconds={CERT_RELOAD_SECONDS}"),
+        ]
+        .into_iter()
+        .chain(flags.iter().map(|f| (*f).to_owned())),
+    )?;
     let options = args.server_options()?;
+    let connections_accepted = options.connections_accepted.clone();
     let listener = tokio::net::TcpListener::bind(args.grpc_addr).await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
@@ -202,6 +222,7 @@ pub async fn serve_executor(client: Client, config: ExecutorConfig) -> anyhow::R
         addr,
         metrics,
         pki,
+        connections_accepted,
         shutdown,
         task: Some(task),
         _dir: dir,

@@ -70,7 +70,10 @@ pub fn write_gateway_certs(dir: &Path) -> anyhow::Result<(String, TlsFiles)> {
 
 /// Serves a gateway for CAPI `capi_version` in front of `executor` (`RunningExecutor::endpoint`: mTLS with the
 /// chart's settings), with a fresh CA and serving certificate of its own.
-pub async fn start_gateway(executor: &ExecutorEndpoint, capi_version: &str) -> anyhow::Result<RunningGateway> {
+pub async fn start_gateway(
+    executor: &ExecutorEndpoint,
+    capi_version: &str,
+) -> anyhow::Result<RunningGateway> {
     let dir = tempfile::tempdir()?;
     let (ca_pem, files) = write_gateway_certs(dir.path())?;
     let mut gateway = serve_gateway(executor, capi_version, files, ca_pem).await?;

@@ -172,9 +172,7 @@ async fn flush() {
 }
 
 async fn start_gateway(executor: konnector_gateway::ExecutorEndpoint) -> gateway_fixture::RunningGateway {
-    gateway_fixture::start_gateway(&executor, "v1.14")
-        .await
-        .unwrap()
+    gateway_fixture::start_gateway(&executor, "v1.14").await.unwrap()
 }
 
 /// POSTs like CAPI over HTTPS, with `traceparent` when given. Returns the answer, which must come with HTTP 200.
