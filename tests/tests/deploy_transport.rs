@@ -12,7 +12,8 @@ fn render(sets: &[&str]) -> Vec<Value> {
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
-    docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
 }
 
 fn ingress(docs: &[Value], name: &str) -> Vec<Value> {
@@ -52,11 +53,21 @@ fn the_gateway_admits_hook_calls_only_from_capi_namespaces() {
     let rules = ingress(&docs, "konnector-gateway");
     let hooks: Vec<_> = rules
         .iter()
-        .filter(|r| r["ports"].as_array().unwrap().iter().any(|p| p["port"] == "hooks"))
+        .filter(|r| {
+            r["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["port"] == "hooks")
+        })
         .collect();
     assert_eq!(hooks.len(), 1, "{rules:?}");
     assert_eq!(namespaces_in(hooks[0]), vec![json!("capi-system")]);
-    assert_eq!(hooks[0]["from"].as_array().unwrap().len(), 1, "no other peer may call the hooks");
+    assert_eq!(
+        hooks[0]["from"].as_array().unwrap().len(),
+        1,
+        "no other peer may call the hooks"
+    );
 
     let docs = render(&["gateway.networkPolicy.callerNamespaces={capi-system,capx-system}"]);
     let rules = ingress(&docs, "konnector-gateway");
@@ -92,7 +103,11 @@ fn the_executor_admits_the_gateway_and_only_listed_operator_namespaces() {
 #[test]
 fn requiring_capi_client_certificates_wires_the_ca_and_issues_capis_certificate() {
     let docs = render(&[]);
-    assert!(!args(&docs, "konnector-gateway").iter().any(|a| a.starts_with("--client-ca")));
+    assert!(
+        !args(&docs, "konnector-gateway")
+            .iter()
+            .any(|a| a.starts_with("--client-ca"))
+    );
     assert!(find(&docs, "Certificate", "konnector-gateway-capi-client").is_none());
 
     let docs = render(&["gateway.requireClientCert=true"]);
@@ -100,7 +115,8 @@ fn requiring_capi_client_certificates_wires_the_ca_and_issues_capis_certificate(
         args(&docs, "konnector-gateway").contains(&"--client-ca=/certs/serving/ca.crt".to_owned()),
         "the gateway verifies CAPI against the chart's CA"
     );
-    let cert = find(&docs, "Certificate", "konnector-gateway-capi-client").expect("CAPI's client certificate");
+    let cert =
+        find(&docs, "Certificate", "konnector-gateway-capi-client").expect("CAPI's client certificate");
     assert_eq!(cert["spec"]["usages"][0], "client auth");
     // Issued by the same CA the gateway's serving Secret carries as ca.crt.
     let serving = find(&docs, "Certificate", "konnector-gateway-serving").unwrap();
@@ -133,7 +149,10 @@ fn limits_and_reload_intervals_reach_both_binaries() {
     assert_eq!(executor.max_connection_age.as_secs(), 600);
     assert_eq!(executor.management_timeout.as_secs(), 3);
     assert_eq!(executor.cert_reload_seconds, 9);
-    assert_eq!(executor.client_ca.as_deref(), Some(std::path::Path::new("/certs/server/ca.crt")));
+    assert_eq!(
+        executor.client_ca.as_deref(),
+        Some(std::path::Path::new("/certs/server/ca.crt"))
+    );
 
     // The defaults keep the gateway's body limit at most 2 MiB.
     let docs = render(&[]);
