@@ -163,6 +163,7 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
 }
 
 #[tokio::test]
+#[allow(clippy::needless_update)]
 async fn a_request_stuck_on_a_silent_api_server_ends_at_the_request_timeout() {
     let executor = executor_with(&["--request-timeout=1s"]).await;
     let mut client = executor.client().await.unwrap();
@@ -173,6 +174,7 @@ async fn a_request_stuck_on_a_silent_api_server_ends_at_the_request_timeout() {
             cluster: Some(ClusterRef {
                 namespace: "clusters".into(),
                 name: "c1".into(),
+                // The contract is gaining fields (the Cluster's uid); unset is fine here.
                 ..Default::default()
             }),
         }),

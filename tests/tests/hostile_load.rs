@@ -92,6 +92,7 @@ async fn tls_connect(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::needless_update)]
 #[ignore = "measures the release binaries; run by hand after cargo build --release"]
 async fn peak_memory_under_hostile_load() {
     konnector_runtime::tls::install_crypto_provider();
