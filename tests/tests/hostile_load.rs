@@ -1,10 +1,8 @@
-//! Peak memory of the release binaries under a hostile load, against their idle memory. Not part of the suite (it
-//! needs `cargo build --release -p konnector-gateway -p konnector-executor` first, and measures rather than
-//! checks behaviour); run it by hand:
+//! Peak memory of the release binaries the images ship, under a hostile load, against their idle memory.
 //!
-//! ```sh
-//! cargo test -p konnector-tests --test hostile_load -- --ignored --nocapture
-//! ```
+//! hack/test.sh builds the static release binaries before `cargo test` and passes their directory in
+//! `KONNECTOR_STATIC_BIN_DIR` (any release build's directory works, e.g. `target/release`); run on its own, the test
+//! builds them with hack/build-static.sh. `--nocapture` shows the numbers.
 //!
 //! The load, all at once: on the gateway, 200 TLS connections that send nothing, 8 HTTP/2 connections each opening
 //! 100 hook streams whose bodies never come, and 64 hook requests with bodies at and over the 2 MiB limit; on the
@@ -29,6 +27,21 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+fn release_bin_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("KONNECTOR_STATIC_BIN_DIR") {
+        return dir.into();
+    }
+    let script = tools::repo_root().join("hack/build-static.sh");
+    let out = Command::new("bash").arg(&script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} failed:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().into()
 }
 
 fn free_port() -> u16 {
@@ -93,12 +106,9 @@ async fn tls_connect(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::needless_update)]
-#[ignore = "measures the release binaries; run by hand after cargo build --release"]
 async fn peak_memory_under_hostile_load() {
     konnector_runtime::tls::install_crypto_provider();
-    let release = std::env::var("KONNECTOR_RELEASE_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| tools::repo_root().join("target/release"));
+    let release = release_bin_dir();
     let (mgmt, _admin) = konnector_tests::management_plane("rss").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let pki = MtlsPki::create(&dir.path().join("mtls")).unwrap();
