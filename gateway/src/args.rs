@@ -64,10 +64,10 @@ pub struct Args {
     #[arg(long, env = "KONNECTOR_BODY_LIMIT_BYTES", default_value_t = crate::config::DEFAULT_BODY_LIMIT_BYTES)]
     pub body_limit_bytes: usize,
     /// Hook requests handled at once; more wait, inside their hook's deadline, for a turn.
-    #[arg(long, env = "KONNECTOR_MAX_CONCURRENT_REQUESTS", default_value_t = 32)]
+    #[arg(long, env = "KONNECTOR_MAX_CONCURRENT_REQUESTS", default_value_t = 16)]
     pub max_concurrent_requests: usize,
     /// Open HTTPS connections; further connections wait in the listen backlog.
-    #[arg(long, env = "KONNECTOR_MAX_CONNECTIONS", default_value_t = 256)]
+    #[arg(long, env = "KONNECTOR_MAX_CONNECTIONS", default_value_t = 128)]
     pub max_connections: usize,
     /// HTTP/2 streams a client may open at once on one connection.
     #[arg(long, env = "KONNECTOR_MAX_CONCURRENT_STREAMS", default_value_t = 32)]

@@ -94,7 +94,9 @@ pub struct GatewayConfig {
     pub hooks: HookPolicies,
     /// Largest accepted request body, in bytes.
     pub body_limit_bytes: usize,
-    /// Hook requests handled at once; further ones wait, within their deadline, for a turn.
+    /// Hook requests handled at once; further ones wait, within their deadline, for a turn. With the body limit it
+    /// bounds the bodies held in memory (16 × 2 MiB by default, a quarter of the chart's 128 MiB limit); CAPI calls
+    /// hooks from its controllers' workers, 10 per controller by default.
     pub max_concurrent_requests: usize,
     /// Open connections; further ones wait in the listen backlog.
     pub max_connections: usize,
@@ -126,8 +128,8 @@ impl GatewayConfig {
             capi_version: CapiVersion::new(1, 10),
             hooks: HookPolicies::default(),
             body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
-            max_concurrent_requests: 32,
-            max_connections: 256,
+            max_concurrent_requests: 16,
+            max_connections: 128,
             max_concurrent_streams: 32,
             max_header_bytes: 16 * 1024,
             header_read_timeout: Duration::from_secs(10),

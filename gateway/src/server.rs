@@ -59,7 +59,7 @@ impl Default for ServerOptions {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(25),
-            max_connections: 256,
+            max_connections: 128,
             max_concurrent_streams: 32,
             max_header_bytes: 16 * 1024,
             connections: Gauge::default(),
@@ -95,6 +95,10 @@ pub fn rustls_config(tls: &TlsFiles, reload_interval: Duration) -> anyhow::Resul
     Ok(Arc::new(config))
 }
 
+/// HTTP/2 receive window per stream. A hook body of 2 MiB then takes 128 window updates, a few milliseconds inside a
+/// cluster.
+const STREAM_WINDOW: u32 = 16 * 1024;
+
 /// Requests in flight on one connection, and whether it has had any.
 #[derive(Clone, Copy, Default)]
 struct Activity {
@@ -123,6 +127,16 @@ pub async fn serve_https(
         .timer(TokioTimer::new())
         .max_concurrent_streams(options.max_concurrent_streams)
         .max_header_list_size(options.max_header_bytes)
+        // Flow-control windows sized so a connection never holds more than streams × 16 KiB of unread body, and so
+        // streams waiting for a request permit (their bodies unread) can never use up the connection's window and
+        // stall the streams that hold one: hyper's 1 MiB defaults let 64 waiting uploads deadlock a connection.
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(
+            options
+                .max_concurrent_streams
+                .saturating_mul(STREAM_WINDOW)
+                .max(65_535),
+        )
         // Pings find peers that vanished without closing; idle but live peers are handled by the idle timeout.
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));

@@ -279,6 +279,8 @@ async fn peak_memory_under_hostile_load() {
         .into_iter()
         .filter(|r| matches!(r, Ok(Ok(200))))
         .count();
+    // Uploads waiting for a request permit must not stall the ones holding one (HTTP/2 flow control).
+    assert_eq!(answered, 64, "big-body requests went unanswered");
     let flood_bytes: usize = futures::future::join_all(floods)
         .await
         .into_iter()
