@@ -234,10 +234,18 @@ impl ExecutorClient {
     }
 }
 
-/// `Unavailable` raised by the client's transport (it carries the transport error as its source), as opposed to
-/// `Unavailable` sent by the executor, which is the executor's own answer and is not retried.
+/// A failure raised by the client's own transport, which carries the transport error as its source: the connection
+/// could not be made (`Unavailable`), or was closed under the call or before it was sent (`Unavailable`,
+/// `Cancelled`, or `Internal` for a stream cut by the executor's GOAWAY when it rolls a connection at its maximum
+/// age). Statuses the executor sent are decoded from its response and carry no source: they are its answer and are
+/// not retried. Neither is the call's own deadline expiring.
 fn is_transport_failure(status: &tonic::Status) -> bool {
-    status.code() == tonic::Code::Unavailable && std::error::Error::source(status).is_some()
+    let Some(source) = std::error::Error::source(status) else {
+        return false;
+    };
+    let deadline = source.downcast_ref::<tonic::TimeoutExpired>().is_some()
+        || status.message().contains("Timeout expired");
+    !deadline
 }
 
 /// Asks the executor's `grpc.health.v1` service once whether the server (service name "") is serving.

@@ -18,8 +18,8 @@ use konnector_tests::{
         CERT_RELOAD_SECONDS, TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, executor_env,
         executor_mgmt_client, serve_executor_with_flags,
     },
-    gateway_fixture::start_gateway,
-    pki::{MtlsPki, ServingCert},
+    gateway_fixture::{serve_gateway, start_gateway},
+    pki::{MtlsPki, ServingCert, TestCa},
     scenario::cluster_spec,
     workload::{ClusterOptions, cluster_resource},
 };
@@ -56,6 +56,23 @@ async fn probe(addr: std::net::SocketAddr, trust_pem: &str, client: &ServingCert
     Ok(leaf)
 }
 
+/// The leaf the gateway serves to a fresh client.
+async fn gateway_leaf(addr: std::net::SocketAddr, ca_pem: &str) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
 /// The executor's current serving leaf, as written on disk.
 fn leaf_on_disk(pki: &MtlsPki) -> Vec<u8> {
     let pem = std::fs::read(pki.server_dir().join("tls.crt")).unwrap();
@@ -89,7 +106,33 @@ async fn leaves_and_then_the_ca_rotate_under_hook_traffic_without_a_restart() {
     )
     .await
     .unwrap();
-    let gateway = start_gateway(&executor.endpoint(), "1.14").await.unwrap();
+    // The gateway's serving pair comes from a CA the test keeps, so it can renew the gateway's leaf too.
+    let gateway_ca = TestCa::new("gateway-serving-ca").unwrap();
+    let serving_dir = tempfile::tempdir().unwrap();
+    let write_serving = || {
+        let pair = gateway_ca.serving_cert("konnector-gateway").unwrap();
+        std::fs::write(serving_dir.path().join("tls.crt"), &pair.cert_pem).unwrap();
+        std::fs::write(serving_dir.path().join("tls.key"), &pair.key_pem).unwrap();
+        CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap()
+            .to_vec()
+    };
+    let first_serving = write_serving();
+    let files = konnector_gateway::TlsFiles {
+        cert: serving_dir.path().join("tls.crt"),
+        key: serving_dir.path().join("tls.key"),
+        client_ca: None,
+    };
+    let gateway = serve_gateway(
+        &executor.endpoint(),
+        "1.14",
+        files,
+        gateway_ca.cert_pem().to_owned(),
+    )
+    .await
+    .unwrap();
     let hooks = ExtensionClient::new(&gateway.url(), &gateway.ca_pem).unwrap();
     let handlers = hooks.discover().await.unwrap();
     let upgrade = Hook::BeforeClusterUpgrade {
@@ -151,9 +194,23 @@ async fn leaves_and_then_the_ca_rotate_under_hook_traffic_without_a_restart() {
         }
     }
 
-    // 1. cert-manager renews both leaves with new keys (same CA).
+    // 1. cert-manager renews every leaf with new keys (same CA): the executor's, the gateway's client pair, and the
+    // gateway's serving pair, which CAPI's client (the traffic above, on its open connection, and fresh ones)
+    // keeps reaching.
     executor.pki.reissue_leaves().unwrap();
+    let second_serving = write_serving();
+    assert_ne!(first_serving, second_serving);
     settle(&executor, reload, "leaf renewal").await;
+    let served = gateway_leaf(gateway.addr, gateway_ca.cert_pem()).await;
+    assert!(served == second_serving, "the gateway serves a stale certificate");
+    let fresh = ExtensionClient::new(&gateway.url(), &gateway.ca_pem).unwrap();
+    assert!(
+        fresh
+            .post(&path, &body, handler.timeout_seconds)
+            .await
+            .unwrap()
+            .is_done()
+    );
     // 2. A new CA: both sides trust old and new.
     executor.pki.begin_ca_rotation().unwrap();
     settle(&executor, reload, "CA bundle").await;
