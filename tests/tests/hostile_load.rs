@@ -145,7 +145,7 @@ async fn peak_memory_under_hostile_load() {
                 "--tls-key",
                 &p(serving.key.clone()),
             ])
-            .args(["--executor-url", &format!("https://localhost:{grpc}")])
+            .args(["--executor-url", &format!("https://127.0.0.1:{grpc}")])
             .args(["--executor-ca", &p(client.join("ca.crt"))])
             .args(["--executor-client-cert", &p(client.join("tls.crt"))])
             .args(["--executor-client-key", &p(client.join("tls.key"))])
@@ -174,7 +174,7 @@ async fn peak_memory_under_hostile_load() {
     });
     assert!(hooks.post(acpi, &unconfigured, 10).await.unwrap().is_done());
     let endpoint = konnector_gateway::ExecutorEndpoint {
-        url: format!("https://localhost:{grpc}"),
+        url: format!("https://127.0.0.1:{grpc}"),
         transport: konnector_gateway::ExecutorTransport::Tls {
             ca: client.join("ca.crt"),
             client_identity: Some((client.join("tls.crt"), client.join("tls.key"))),
