@@ -4,14 +4,13 @@
 //! `--admin-listen`, `--tls-*`, `--client-ca`, `--log-*`), one `humantime` syntax for every duration, and a
 //! renamed flag keeps its old name, hidden, for one release, with a warning at start-up ([`Args::deprecations`]).
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
 use konnector_runtime::{telemetry::LogArgs, tls};
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-use crate::{ExecutorConfig, UninstallTimeoutPolicy};
+use crate::{ExecutorConfig, ServerOptions, UninstallTimeoutPolicy};
 
 /// konnector executor: does the Konnector Agent addon's work for one cluster per gRPC call.
 #[derive(Debug, Clone, Parser)]
@@ -43,6 +42,29 @@ pub struct Args {
     /// PEM CA bundle that client certificates must chain to (mutual TLS). Requires --tls-cert.
     #[arg(long, env = "KONNECTOR_CLIENT_CA", requires = "tls_cert")]
     pub client_ca: Option<PathBuf>,
+    /// How often the certificate, key and client CA files are checked for changes; rotations are picked up
+    /// without a restart (e.g. 5s).
+    #[arg(long, env = "KONNECTOR_CERT_RELOAD_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub cert_reload_interval: Duration,
+    /// Time allowed for a client's TLS handshake (e.g. 10s).
+    #[arg(long, env = "KONNECTOR_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// Open gRPC connections at most; further ones wait in the listen backlog.
+    #[arg(long, env = "KONNECTOR_MAX_CONNECTIONS", default_value_t = 64)]
+    pub max_connections: usize,
+    /// Requests served at once per connection.
+    #[arg(long, env = "KONNECTOR_MAX_CONCURRENT_REQUESTS", default_value_t = 64)]
+    pub max_concurrent_requests: usize,
+    /// Bound on each gRPC request, whatever deadline the caller sent (e.g. 60s).
+    #[arg(long, env = "KONNECTOR_REQUEST_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Connections are closed gracefully after this age, so clients re-handshake with rotated certificates (e.g.
+    /// 30m).
+    #[arg(long, env = "KONNECTOR_MAX_CONNECTION_AGE", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub max_connection_age: Duration,
+    /// Bound on connecting to, and on each read and write of, the management API server (e.g. 10s).
+    #[arg(long, env = "KONNECTOR_MANAGEMENT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub management_timeout: Duration,
     /// Allow plaintext gRPC on a non-loopback address. Only for a network you trust completely.
     #[arg(long, env = "KONNECTOR_INSECURE_PLAINTEXT")]
     pub insecure_plaintext: bool,
@@ -175,8 +197,9 @@ impl Args {
     }
 
     /// The gRPC TLS configuration, or `None` for plaintext. Refuses plaintext on a non-loopback address
-    /// unless --insecure-plaintext is given.
-    pub fn tls_config(&self) -> anyhow::Result<Option<ServerTlsConfig>> {
+    /// unless --insecure-plaintext is given. The files are loaded now (a bad file fails here, with its path) and
+    /// re-read every --cert-reload-interval when they change.
+    pub fn tls_config(&self) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             anyhow::ensure!(
                 self.listen_addr().ip().is_loopback() || self.insecure_plaintext,
@@ -185,16 +208,50 @@ impl Args {
             );
             return Ok(None);
         };
-        let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
-        // Parse first, so a bad file fails here with its path rather than at the first handshake.
-        tls::load_certs(cert)?;
-        tls::load_key(key)?;
-        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
-        if let Some(ca) = &self.client_ca {
-            tls::load_certs(ca)?;
-            config = config.client_ca_root(Certificate::from_pem(read(ca)?));
-        }
-        Ok(Some(config))
+        let interval = self.cert_reload_interval;
+        let resolver = tls::ReloadingCertResolver::new(cert, key, interval)?;
+        // gRPC runs over HTTP/2 only.
+        let config = tls::server_config(Arc::new(resolver), self.client_ca.as_deref(), interval, &[b"h2"])?;
+        Ok(Some(Arc::new(config)))
+    }
+
+    /// The gRPC server's options: TLS and the resource bounds.
+    pub fn server_options(&self) -> anyhow::Result<ServerOptions> {
+        anyhow::ensure!(
+            self.max_connections > 0 && self.max_concurrent_requests > 0,
+            "--max-connections and --max-concurrent-requests must be positive"
+        );
+        Ok(ServerOptions {
+            tls: self.tls_config()?,
+            handshake_timeout: self.tls_handshake_timeout,
+            max_connections: self.max_connections,
+            max_concurrent_requests: self.max_concurrent_requests,
+            request_timeout: self.request_timeout,
+            max_connection_age: self.max_connection_age,
+            ..ServerOptions::default()
+        })
+    }
+
+    /// The management cluster client: the kubeconfig given, else in-cluster, else the default kubeconfig; every
+    /// connection, read and write bounded by --management-timeout, so a silent API server cannot hold a call (and
+    /// the hook waiting on it) forever.
+    pub async fn management_client(&self) -> anyhow::Result<kube::Client> {
+        let mut config = match &self.kubeconfig {
+            Some(path) => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                    .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                    .await
+                    .with_context(|| format!("cannot use kubeconfig {}", path.display()))?
+            }
+            None => kube::Config::infer()
+                .await
+                .context("cannot configure a management cluster client (in-cluster or default kubeconfig)")?,
+        };
+        config.connect_timeout = Some(self.management_timeout);
+        config.read_timeout = Some(self.management_timeout);
+        config.write_timeout = Some(self.management_timeout);
+        Ok(kube::Client::try_from(config)?)
     }
 }
 

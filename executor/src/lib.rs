@@ -37,4 +37,4 @@ pub use config::{ExecutorConfig, UninstallTimeoutPolicy};
 pub use error::Error;
 pub use events::EVENT_REPORTER;
 pub use executor::Executor;
-pub use server::serve;
+pub use server::{ServerOptions, serve};

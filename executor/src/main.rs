@@ -23,20 +23,8 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     konnector_runtime::tls::install_crypto_provider();
     let config = args.executor_config()?;
-    let tls = args.tls_config()?;
-    let client = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                .await
-                .with_context(|| format!("cannot use kubeconfig {}", path.display()))?;
-            kube::Client::try_from(config)?
-        }
-        None => kube::Client::try_default()
-            .await
-            .context("cannot configure a management cluster client (in-cluster or default kubeconfig)")?,
-    };
+    let options = args.server_options()?;
+    let client = args.management_client().await?;
     let shutdown = konnector_runtime::shutdown::on_signal();
     let readiness = admin::Readiness::default();
     tokio::spawn(watch_readiness(
@@ -45,6 +33,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     let executor = Executor::new(client, config);
+    executor.metrics().registry().register(|r| {
+        r.register(
+            "grpc_connections_accepted",
+            "gRPC connections accepted (after the TLS handshake, with TLS)",
+            options.connections_accepted.clone(),
+        )
+    });
     let admin_task = tokio::spawn(admin::serve(
         args.admin_listen_addr(),
         admin::router(readiness, executor.metrics().registry().router()),
@@ -53,7 +48,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen_addr())
         .await
         .with_context(|| format!("cannot listen on {}", args.listen_addr()))?;
-    let served = konnector_executor::serve(executor, listener, tls, shutdown.clone()).await;
+    let served = konnector_executor::serve(executor, listener, options, shutdown.clone()).await;
     shutdown.cancel();
     admin_task.await??;
     served

@@ -1,19 +1,71 @@
-//! Serving the executor over gRPC, with health and reflection beside it.
+//! Serving the executor over gRPC, with health and reflection beside it: TLS through our own acceptor (so the
+//! serving pair and the client CA are re-read from disk when they change), bounded connections, handshakes,
+//! concurrency and request time, and HTTP/2 keepalive.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use konnector_proto::v1::agent_service_server::AgentServiceServer;
-use tokio::net::TcpListener;
+use prometheus_client::metrics::counter::Counter;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Server, ServerTlsConfig, server::TcpIncoming};
+use tonic::transport::{Server, server::Connected};
 
 use crate::executor::Executor;
 
+/// How the gRPC server runs.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// TLS (mTLS when the configuration verifies clients); `None` is plaintext.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Time allowed for a TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Open connections at most; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Requests served at once on one connection (the gateway multiplexes all its calls over one).
+    pub max_concurrent_requests: usize,
+    /// Bound on each request, whatever deadline the caller sent.
+    pub request_timeout: Duration,
+    /// HTTP/2 ping interval: a connection whose peer stops answering pings is closed.
+    pub keepalive_interval: Duration,
+    /// Connections are closed gracefully after this age, so every client re-handshakes, and so meets rotated
+    /// certificates and CAs, at least this often.
+    pub max_connection_age: Duration,
+    /// Counts connections handed to gRPC (after the TLS handshake, with TLS): each is a client that connected, and
+    /// so presented the certificates it had at that moment.
+    pub connections_accepted: Counter,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            tls: None,
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 64,
+            max_concurrent_requests: 64,
+            request_timeout: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(30),
+            max_connection_age: Duration::from_secs(30 * 60),
+            connections_accepted: Counter::default(),
+        }
+    }
+}
+
 /// Serves `executor` on `listener` until `shutdown` is cancelled: the AgentService, gRPC health (AgentService
-/// reported SERVING) and server reflection (v1 and v1alpha). With `tls`, every connection is TLS (mTLS when the
-/// config names a client CA).
+/// reported SERVING) and server reflection (v1 and v1alpha).
 pub async fn serve(
     executor: Executor,
     listener: TcpListener,
-    tls: Option<ServerTlsConfig>,
+    options: ServerOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -29,24 +81,180 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let addr = listener.local_addr()?;
-    let mut builder = Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
-    tracing::info!(%addr, "executor gRPC server listening");
-    builder
+    tracing::info!(%addr, tls = options.tls.is_some(), "executor gRPC server listening");
+    let (incoming, accept_task) = incoming(listener, &options, shutdown.clone());
+    Server::builder()
+        .concurrency_limit_per_connection(options.max_concurrent_requests)
+        .max_concurrent_streams(u32::try_from(options.max_concurrent_requests).unwrap_or(u32::MAX))
+        .timeout(options.request_timeout)
+        .http2_keepalive_interval(Some(options.keepalive_interval))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_connection_age(options.max_connection_age)
+        .http2_max_header_list_size(64 * 1024)
         .add_service(executor.into_service())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        // tonic applies its TCP_NODELAY default only to sockets it binds itself. Without it, a response written as
-        // several small frames waits on the client's delayed ACK: about 40 ms added to most calls.
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
-            shutdown.cancelled().await
-        })
+        .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
         .await?;
+    accept_task.abort();
     health_reporter
         .set_not_serving::<AgentServiceServer<Executor>>()
         .await;
     Ok(())
+}
+
+type Incoming = tokio_stream::wrappers::ReceiverStream<std::io::Result<Limited>>;
+
+/// Accepts connections (at most `max_connections` open), sets TCP_NODELAY, runs each TLS handshake in its own task
+/// under `handshake_timeout`, and hands the finished connections to tonic.
+fn incoming(
+    listener: TcpListener,
+    options: &ServerOptions,
+    shutdown: CancellationToken,
+) -> (Incoming, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(16);
+    let slots = Arc::new(Semaphore::new(options.max_connections));
+    let acceptor = options.tls.clone().map(TlsAcceptor::from);
+    let handshake_timeout = options.handshake_timeout;
+    let accepted = options.connections_accepted.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                permit = slots.clone().acquire_owned() => permit.expect("the connection semaphore is never closed"),
+            };
+            let (tcp, peer) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        // Usually EMFILE; back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            // tonic applies its TCP_NODELAY default only to sockets it binds itself. Without it, a response written
+            // as several small frames waits on the client's delayed ACK: about 40 ms added to most calls.
+            let _ = tcp.set_nodelay(true);
+            let Some(acceptor) = acceptor.clone() else {
+                accepted.inc();
+                if tx.send(Ok(Limited::plain(tcp, permit))).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let tx = tx.clone();
+            let accepted = accepted.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        accepted.inc();
+                        let _ = tx.send(Ok(Limited::tls(tls, permit))).await;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    (tokio_stream::wrappers::ReceiverStream::new(rx), task)
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// A served connection holding its connection slot until it closes.
+struct Limited {
+    stream: Stream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Limited {
+    fn plain(tcp: TcpStream, permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            stream: Stream::Plain(tcp),
+            _permit: permit,
+        }
+    }
+
+    fn tls(tls: tokio_rustls::server::TlsStream<TcpStream>, permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            stream: Stream::Tls(Box::new(tls)),
+            _permit: permit,
+        }
+    }
+}
+
+impl Connected for Limited {
+    type ConnectInfo = <TcpStream as Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        match &self.stream {
+            Stream::Plain(tcp) => tcp.connect_info(),
+            Stream::Tls(tls) => tls.get_ref().0.connect_info(),
+        }
+    }
+}
+
+impl AsyncRead for Limited {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match &mut self.stream {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Limited {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match &mut self.stream {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.stream {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.stream {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match &mut self.stream {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.stream {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
 }

@@ -77,9 +77,24 @@ pub struct Args {
     /// Deprecated (one release): the per-hook flags under their old abbreviations (acpi, bcu, bcd).
     #[command(flatten)]
     pub deprecated_hooks: DeprecatedHookFlags,
-    /// Largest accepted request body, in bytes.
-    #[arg(long, env = "KONNECTOR_BODY_LIMIT_BYTES", default_value_t = 20 * 1024 * 1024)]
+    /// Largest accepted request body, in bytes (see GatewayConfig::body_limit_bytes for why 2 MiB).
+    #[arg(long, env = "KONNECTOR_BODY_LIMIT_BYTES", default_value_t = crate::config::DEFAULT_BODY_LIMIT_BYTES)]
     pub body_limit_bytes: usize,
+    /// Hook requests handled at once; more wait, inside their hook's deadline, for a turn.
+    #[arg(long, env = "KONNECTOR_MAX_CONCURRENT_REQUESTS", default_value_t = 16)]
+    pub max_concurrent_requests: usize,
+    /// Open HTTPS connections; further connections wait in the listen backlog.
+    #[arg(long, env = "KONNECTOR_MAX_CONNECTIONS", default_value_t = 128)]
+    pub max_connections: usize,
+    /// HTTP/2 streams a client may open at once on one connection.
+    #[arg(long, env = "KONNECTOR_MAX_CONCURRENT_STREAMS", default_value_t = 32)]
+    pub max_concurrent_streams: u32,
+    /// Largest request header block, in bytes (HTTP/2 header list size and HTTP/1.1 header buffer).
+    #[arg(long, env = "KONNECTOR_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: u32,
+    /// How long a connection may stay open with no request in flight before it is closed (e.g. 60s).
+    #[arg(long, env = "KONNECTOR_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
     /// How long a client may take for the TLS handshake and for sending request headers (e.g. 10s).
     #[arg(long, env = "KONNECTOR_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
@@ -354,6 +369,11 @@ impl Args {
         config.cert_reload_interval = self
             .cert_reload_seconds
             .map_or(self.cert_reload_interval, Duration::from_secs);
+        config.max_concurrent_requests = self.max_concurrent_requests;
+        config.max_connections = self.max_connections;
+        config.max_concurrent_streams = self.max_concurrent_streams;
+        config.max_header_bytes = self.max_header_bytes;
+        config.idle_timeout = self.idle_timeout;
         config.validate()
     }
 
@@ -394,6 +414,22 @@ mod tests {
             config.hooks.before_cluster_delete.failure_policy,
             FailurePolicy::Ignore
         );
+    }
+
+    #[test]
+    fn defaults_match_the_config_defaults() {
+        let args = Args::try_parse_from([
+            "konnector-gateway",
+            "--executor-url=http://127.0.0.1:9090",
+            "--executor-plaintext-loopback",
+        ])
+        .unwrap();
+        let from_flags = args.gateway_config().unwrap();
+        let default = GatewayConfig::new(from_flags.executor.clone())
+            .validate()
+            .unwrap();
+        assert_eq!(format!("{from_flags:?}"), format!("{default:?}"));
+        assert!(from_flags.body_limit_bytes <= 2 * 1024 * 1024);
     }
 
     #[test]

@@ -5,6 +5,14 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 use crate::capi::FailurePolicy;
 use crate::catalog::{CapiVersion, Hook};
 
+/// The default request body limit: 2 MiB.
+///
+/// A hook request carries one Cluster object (plus, for BeforeClusterUpgrade, a few version strings). The API
+/// server stores no object larger than etcd's default request limit of 1.5 MiB, so a real hook body is always
+/// smaller than 2 MiB, while 20 MiB bodies times a few dozen concurrent requests would exceed the gateway's
+/// 128 MiB memory limit.
+pub const DEFAULT_BODY_LIMIT_BYTES: usize = 2 * 1024 * 1024;
+
 /// Timeout and failure policy advertised for one handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HookPolicy {
@@ -86,8 +94,22 @@ pub struct GatewayConfig {
     pub hooks: HookPolicies,
     /// Largest accepted request body, in bytes.
     pub body_limit_bytes: usize,
-    /// How long a client may take to send request headers (HTTP/1.1) and to finish the TLS handshake.
+    /// Hook requests handled at once; further ones wait, within their deadline, for a turn. With the body limit it
+    /// bounds the bodies held in memory (16 × 2 MiB by default, a quarter of the chart's 128 MiB limit); CAPI calls
+    /// hooks from its controllers' workers, 10 per controller by default.
+    pub max_concurrent_requests: usize,
+    /// Open connections; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    pub max_concurrent_streams: u32,
+    /// Largest header block: HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`, and the HTTP/1.1 read buffer.
+    pub max_header_bytes: u32,
+    /// How long a client may take to send request headers (HTTP/1.1) and to finish the TLS handshake; also how
+    /// long a new connection may stay silent before its first request.
     pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in flight (HTTP/1.1 keep-alive or an idle HTTP/2
+    /// connection) before it is closed.
+    pub idle_timeout: Duration,
     /// Subtracted from a hook's timeout to get the executor call's deadline, leaving time to answer.
     pub deadline_margin: Duration,
     /// How long in-flight requests may run after shutdown is requested.
@@ -105,8 +127,13 @@ impl GatewayConfig {
             path_prefix: String::new(),
             capi_version: CapiVersion::new(1, 10),
             hooks: HookPolicies::default(),
-            body_limit_bytes: 20 * 1024 * 1024,
+            body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
+            max_concurrent_requests: 16,
+            max_connections: 128,
+            max_concurrent_streams: 32,
+            max_header_bytes: 16 * 1024,
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             deadline_margin: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(25),
             cert_reload_interval: Duration::from_secs(5),
@@ -129,8 +156,16 @@ impl GatewayConfig {
             "the request body limit must be positive"
         );
         anyhow::ensure!(
-            !self.header_read_timeout.is_zero(),
-            "the header read timeout must be positive"
+            !self.header_read_timeout.is_zero() && !self.idle_timeout.is_zero(),
+            "the header read and idle timeouts must be positive"
+        );
+        anyhow::ensure!(
+            self.max_concurrent_requests > 0 && self.max_connections > 0 && self.max_concurrent_streams > 0,
+            "the request, connection and stream limits must be positive"
+        );
+        anyhow::ensure!(
+            self.max_header_bytes >= 8192,
+            "the header limit must be at least 8192 bytes (HTTP/1.1's smallest read buffer)"
         );
         validate_executor(&self.executor)?;
         Ok(self)

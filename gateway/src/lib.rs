@@ -1,7 +1,9 @@
 //! konnector's gateway: the CAPI Runtime SDK over HTTPS, translated into executor gRPC calls.
 //!
-//! The gateway holds no Kubernetes credentials. It answers Discovery itself, turns each lifecycle hook's JSON into
-//! a `ClusterRef` naming the Cluster ([`translate`]; the executor reads the rest from the live Cluster), calls the executor's `ApplyAgent` or `RemoveAgent`, and maps the outcome to
+//! The gateway holds no Kubernetes credentials. It answers Discovery itself ([`discovery`]), decodes each lifecycle
+//! hook's JSON ([`decode`]), names the Cluster with a `ClusterRef` ([`translate`]; the executor reads everything
+//! else from the live Cluster), answers Success at once for a Cluster whose body shows no addon (except
+//! BeforeClusterDelete), calls the executor's `ApplyAgent` or `RemoveAgent` ([`client`]), and maps the outcome to
 //! the hook answer in one place ([`answer::hook_answer`]).
 //!
 //! Library-first: [`router`] is a plain axum `Router` (testable with `tower::ServiceExt::oneshot`), [`serve`] runs
@@ -12,9 +14,12 @@ pub mod answer;
 pub mod args;
 pub mod capi;
 pub mod catalog;
+pub mod client;
 pub mod config;
-pub mod executor;
+pub mod decode;
+pub mod discovery;
 pub mod http;
+pub mod metrics;
 pub mod server;
 pub mod translate;
 
@@ -26,8 +31,10 @@ use konnector_runtime::{admin::Readiness, metrics::Metrics};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Validates `config`, connects (lazily) to the executor, keeps `readiness` in step with the executor's health,
-/// and serves the hooks over HTTPS on `listener` until `shutdown` is cancelled.
+/// Validates `config`, connects (lazily) to the executor, reports the executor's health in the
+/// `konnector_gateway_executor_up` gauge, and serves the hooks over HTTPS on `listener` until `shutdown` is cancelled.
+/// `readiness` is set once the gateway serves and cleared when it starts to drain: it is about the gateway itself,
+/// never about the executor.
 ///
 /// Errors are startup errors (bad configuration, unreadable certificate files); once serving, the gateway runs
 /// until shutdown.
@@ -41,7 +48,7 @@ pub async fn serve(
     serve_with_metrics(config, listener, tls, shutdown, readiness, &Metrics::default()).await
 }
 
-/// [`serve`], registering the hook metrics in `metrics` (to serve at `/metrics` on the admin port).
+/// [`serve`], registering the gateway's metrics in `metrics` (to serve at `/metrics` on the admin port).
 pub async fn serve_with_metrics(
     config: GatewayConfig,
     listener: TcpListener,
@@ -53,20 +60,29 @@ pub async fn serve_with_metrics(
     konnector_runtime::tls::install_crypto_provider();
     let config = config.validate()?;
     let tls_config = server::rustls_config(&tls, config.cert_reload_interval)?;
-    let channel = executor::channel(&config.executor)?;
-    let options = server::ServerOptions {
-        header_read_timeout: config.header_read_timeout,
-        shutdown_grace: config.shutdown_grace,
-    };
-    let probe = tokio::spawn(executor::watch_readiness(
+    let channel = client::channel(&config.executor, config.cert_reload_interval)?;
+    let metrics = metrics::GatewayMetrics::register(metrics);
+    let options = server::ServerOptions::from_config(&config, metrics.connections.clone());
+    let probe = tokio::spawn(client::watch_health(
         channel.clone(),
-        readiness,
-        executor::HEALTH_INTERVAL,
+        metrics.executor_up.clone(),
+        client::HEALTH_INTERVAL,
         shutdown.clone(),
     ));
-    let app = router(GatewayState::with_metrics(config, channel, metrics));
+    let app = router(GatewayState::with_metrics(config, channel, &metrics));
+    readiness.set(true);
+    let drain = {
+        let (shutdown, readiness) = (shutdown.clone(), readiness.clone());
+        // Not ready from the moment draining starts, so the Service stops sending new connections here.
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            readiness.set(false);
+        })
+    };
     let result = server::serve_https(app, listener, tls_config, options, shutdown.clone()).await;
     shutdown.cancel();
     let _ = probe.await;
+    let _ = drain.await;
+    readiness.set(false);
     result
 }

@@ -1,5 +1,6 @@
-//! HTTPS serving: rustls (TLS 1.2+, ALPN h2 and http/1.1, optional client-certificate verification, certificate
-//! reload from disk) in front of hyper's auto HTTP/1.1 + HTTP/2 connection handling, with graceful shutdown.
+//! HTTPS serving: rustls (TLS 1.2+, ALPN h2 and http/1.1, optional client-certificate verification, certificates
+//! and client CA reloaded from disk) in front of hyper's auto HTTP/1.1 + HTTP/2 connection handling, with bounded
+//! connections, streams, headers and idle time, and graceful shutdown.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -7,13 +8,19 @@ use anyhow::Context;
 use axum::Router;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
-    service::TowerToHyperService,
+    server::conn::auto,
 };
 use konnector_runtime::tls::{ReloadingCertResolver, server_config};
-use tokio::net::TcpListener;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, watch},
+};
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tower::Service;
+
+use crate::config::GatewayConfig;
 
 /// The serving certificate, its key and, for mTLS, the CA that client certificates must chain to.
 #[derive(Clone, Debug)]
@@ -27,23 +34,76 @@ pub struct TlsFiles {
 }
 
 /// Knobs of the HTTPS server itself.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ServerOptions {
-    /// Time allowed for the TLS handshake and, on HTTP/1.1, for reading request headers.
+    /// Time allowed for the TLS handshake, for reading HTTP/1.1 request headers, and for the first request to
+    /// start after the handshake.
     pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
     /// How long in-flight connections may drain after shutdown.
     pub shutdown_grace: Duration,
+    /// Open connections at most (handshakes included); further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// HTTP/2 streams a client may have open at once per connection.
+    pub max_concurrent_streams: u32,
+    /// Largest request header block.
+    pub max_header_bytes: u32,
+    /// Set to the number of open connections.
+    pub connections: Gauge,
 }
 
-/// Builds the rustls configuration for `tls`. Fails if the files do not load now.
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(25),
+            max_connections: 128,
+            max_concurrent_streams: 32,
+            max_header_bytes: 16 * 1024,
+            connections: Gauge::default(),
+        }
+    }
+}
+
+impl ServerOptions {
+    /// The server knobs of `config`.
+    pub fn from_config(config: &GatewayConfig, connections: Gauge) -> Self {
+        Self {
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+            shutdown_grace: config.shutdown_grace,
+            max_connections: config.max_connections,
+            max_concurrent_streams: config.max_concurrent_streams,
+            max_header_bytes: config.max_header_bytes,
+            connections,
+        }
+    }
+}
+
+/// Builds the rustls configuration for `tls`. Fails if the files do not load now; later changes are picked up
+/// every `reload_interval`.
 pub fn rustls_config(tls: &TlsFiles, reload_interval: Duration) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let resolver = ReloadingCertResolver::new(&tls.cert, &tls.key, reload_interval)?;
     let config = server_config(
         Arc::new(resolver),
         tls.client_ca.as_deref(),
+        reload_interval,
         &[b"h2", b"http/1.1"],
     )?;
     Ok(Arc::new(config))
+}
+
+/// HTTP/2 receive window per stream. A hook body of 2 MiB then takes 128 window updates, a few milliseconds inside a
+/// cluster.
+const STREAM_WINDOW: u32 = 16 * 1024;
+
+/// Requests in flight on one connection, and whether it has had any.
+#[derive(Clone, Copy, Default)]
+struct Activity {
+    in_flight: usize,
+    seen: bool,
 }
 
 /// Serves `router` over HTTPS on `listener` until `shutdown` is cancelled, then stops accepting and lets open
@@ -60,13 +120,38 @@ pub async fn serve_https(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
+        .header_read_timeout(options.header_read_timeout)
+        .max_buf_size(options.max_header_bytes.max(8192) as usize);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(options.max_concurrent_streams)
+        .max_header_list_size(options.max_header_bytes)
+        // Flow-control windows sized so a connection never holds more than streams × 16 KiB of unread body, and so
+        // streams waiting for a request permit (their bodies unread) can never use up the connection's window and
+        // stall the streams that hold one: hyper's 1 MiB defaults let 64 waiting uploads deadlock a connection.
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(
+            options
+                .max_concurrent_streams
+                .saturating_mul(STREAM_WINDOW)
+                .max(65_535),
+        )
+        // Pings find peers that vanished without closing; idle but live peers are handled by the idle timeout.
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let connections = Arc::new(Semaphore::new(options.max_connections));
+    let tracker = TaskTracker::new();
     let addr = listener.local_addr().context("listener has no local address")?;
     tracing::info!(%addr, "gateway listening (HTTPS)");
 
     loop {
+        // Take a connection slot before accepting: at the limit, new connections wait in the kernel's backlog
+        // instead of costing memory here.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = connections.clone().acquire_owned() => permit.expect("the connection semaphore is never closed"),
+        };
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -82,11 +167,14 @@ pub async fn serve_https(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let builder = builder.clone();
-        let service = TowerToHyperService::new(router.clone());
-        let watcher = graceful.watcher();
-        let handshake_timeout = options.header_read_timeout;
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+        let router = router.clone();
+        let shutdown = shutdown.clone();
+        let options = options.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            options.connections.inc();
+            let _gauge = scopeguard(options.connections.clone());
+            let tls = match tokio::time::timeout(options.header_read_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {
                     tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -97,19 +185,97 @@ pub async fn serve_https(
                     return;
                 }
             };
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                .into_owned();
-            if let Err(error) = watcher.watch(conn).await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
-            }
+            let (activity, mut watch) = watch::channel(Activity::default());
+            let activity = Arc::new(activity);
+            let service = hyper::service::service_fn(move |request| {
+                activity.send_modify(|a| {
+                    a.in_flight += 1;
+                    a.seen = true;
+                });
+                let done = InFlight(activity.clone());
+                let response = router.clone().call(request);
+                async move {
+                    let _done = done;
+                    response.await
+                }
+            });
+            let conn = builder.serve_connection(TokioIo::new(tls), service);
+            tokio::pin!(conn);
+            let close = tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = shutdown.cancelled() => options.shutdown_grace,
+                _ = idle(&mut watch, options.header_read_timeout, options.idle_timeout) => {
+                    tracing::debug!(%peer, "closing an idle connection");
+                    options.header_read_timeout
+                }
+            };
+            // GOAWAY on HTTP/2, close after the current response on HTTP/1.1; a peer that does not let the
+            // connection finish is dropped after `close`.
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(close, conn).await;
         });
     }
 
     drop(listener);
+    tracker.close();
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = tracker.wait() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(options.shutdown_grace) => tracing::warn!("shutdown grace elapsed; closing remaining connections"),
     }
     Ok(())
+}
+
+/// Resolves once the connection has had no request in flight for `idle_timeout` (or, before its first request,
+/// for `first_request_timeout`: a client that completes TLS and then sends nothing is not kept for long).
+async fn idle(
+    watch: &mut watch::Receiver<Activity>,
+    first_request_timeout: Duration,
+    idle_timeout: Duration,
+) {
+    loop {
+        let now = *watch.borrow_and_update();
+        if now.in_flight > 0 {
+            if watch.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            continue;
+        }
+        let limit = if now.seen {
+            idle_timeout
+        } else {
+            first_request_timeout
+        };
+        match tokio::time::timeout(limit, watch.changed()).await {
+            Err(_) => return,
+            Ok(Err(_)) => return std::future::pending().await,
+            Ok(Ok(())) => {}
+        }
+    }
+}
+
+/// Marks one request finished when dropped (answered, or abandoned by the client).
+struct InFlight(Arc<watch::Sender<Activity>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|a| a.in_flight -= 1);
+    }
+}
+
+/// Decrements the connections gauge when the connection task ends, however it ends.
+struct GaugeGuard(Gauge);
+
+fn scopeguard(gauge: Gauge) -> GaugeGuard {
+    GaugeGuard(gauge)
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }

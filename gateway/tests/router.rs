@@ -312,3 +312,46 @@ async fn slow_executor_is_cut_off_inside_the_hook_timeout() {
     assert_eq!(a.status, Status::Failure);
     let _ = ApplyAgentResponse::default();
 }
+
+#[tokio::test]
+async fn hook_requests_beyond_the_concurrency_limit_wait_their_turn() {
+    let fake = FakeExecutor::default();
+    fake.0.lock().unwrap().delay = Some(std::time::Duration::from_millis(200));
+    let stop = CancellationToken::new();
+    let addr = spawn_fake(fake.clone(), stop.clone()).await;
+    let mut config = plaintext_config(addr);
+    config.max_concurrent_requests = 2;
+    let r = router(state(config));
+    let hook = Hook::AfterControlPlaneInitialized;
+    let answers = futures_join(
+        (0..6)
+            .map(|_| {
+                let r = r.clone();
+                async move { common::hook(&r, &path(hook), request(hook, cluster())).await }
+            })
+            .collect(),
+    )
+    .await;
+    assert!(answers.iter().all(|a| a.status == Status::Success), "{answers:?}");
+    let s = fake.0.lock().unwrap();
+    assert_eq!(s.applied.len(), 6);
+    assert!(
+        s.max_in_flight <= 2,
+        "{} executor calls at once with a limit of 2",
+        s.max_in_flight
+    );
+    stop.cancel();
+}
+
+async fn futures_join<F>(futures: Vec<F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}

@@ -10,7 +10,9 @@ use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use konnector_gateway::{
-    TlsFiles, router,
+    TlsFiles,
+    catalog::Hook,
+    router,
     server::{ServerOptions, rustls_config, serve_https},
 };
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -88,6 +90,20 @@ impl Drop for Served {
 }
 
 async fn start(ca: &Ca, client_ca: Option<&Ca>, header_timeout: Duration) -> (Served, Vec<u8>) {
+    let options = ServerOptions {
+        header_read_timeout: header_timeout,
+        shutdown_grace: Duration::from_secs(1),
+        ..ServerOptions::default()
+    };
+    start_with(ca, client_ca, options, plaintext_config(dead_addr())).await
+}
+
+async fn start_with(
+    ca: &Ca,
+    client_ca: Option<&Ca>,
+    options: ServerOptions,
+    config: konnector_gateway::GatewayConfig,
+) -> (Served, Vec<u8>) {
     konnector_runtime::tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, der) = ca.leaf(&["localhost"]);
@@ -106,11 +122,7 @@ async fn start(ca: &Ca, client_ca: Option<&Ca>, header_timeout: Duration) -> (Se
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    let app = router(state(plaintext_config(dead_addr())));
-    let options = ServerOptions {
-        header_read_timeout: header_timeout,
-        shutdown_grace: Duration::from_secs(1),
-    };
+    let app = router(state(config));
     tokio::spawn(serve_https(app, listener, tls, options, stop.clone()));
     (Served { addr, stop, dir }, der)
 }
@@ -253,8 +265,30 @@ async fn slow_handshakes_and_slow_headers_are_cut_off() {
     assert!(read.is_ok(), "slow header client must be disconnected");
 }
 
+/// POSTs `body` to `path` over `tls` (h2) and decodes the hook answer.
+async fn hook_over(tls: Tls, path: &str, body: String) -> konnector_gateway::capi::HookResponse {
+    let req = http::Request::post(format!("https://localhost{path}"))
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap()
+}
+
+fn executor_up(metrics: &konnector_runtime::metrics::Metrics) -> Option<i64> {
+    metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix("konnector_gateway_executor_up "))
+        .map(|v| v.trim().parse().unwrap())
+}
+
 #[tokio::test]
-async fn serve_reports_readiness_from_executor_health_and_shuts_down() {
+async fn gateway_is_ready_without_the_executor_and_reports_its_health_in_a_metric() {
     let ca = Ca::new("serving-ca");
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, _) = ca.leaf(&["localhost"]);
@@ -265,7 +299,9 @@ async fn serve_reports_readiness_from_executor_health_and_shuts_down() {
         client_ca: None,
     };
 
-    // The executor is down at first: the gateway still starts and serves Discovery, but is not ready.
+    // The executor is down: the gateway still starts, is ready, serves Discovery, answers Success for a Cluster
+    // that does not use the addon, and a deterministic Failure for one that does; the gauge says the executor is
+    // down.
     let exec_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let exec_addr = exec_listener.local_addr().unwrap();
     drop(exec_listener);
@@ -273,20 +309,64 @@ async fn serve_reports_readiness_from_executor_health_and_shuts_down() {
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     let readiness = konnector_runtime::admin::Readiness::default();
-    let server = tokio::spawn(konnector_gateway::serve(
-        plaintext_config(exec_addr),
-        listener,
-        files,
-        stop.clone(),
-        readiness.clone(),
-    ));
-    let tls = connect(addr, client_config(&ca.pem(), None, &[b"h2"]))
-        .await
-        .unwrap();
+    let metrics = konnector_runtime::metrics::Metrics::default();
+    let server = tokio::spawn({
+        let (files, stop, readiness, metrics) =
+            (files.clone(), stop.clone(), readiness.clone(), metrics.clone());
+        async move {
+            konnector_gateway::serve_with_metrics(
+                plaintext_config(exec_addr),
+                listener,
+                files,
+                stop,
+                readiness,
+                &metrics,
+            )
+            .await
+        }
+    });
+    let config = client_config(&ca.pem(), None, &[b"h2"]);
+    let tls = connect(addr, config.clone()).await.unwrap();
     assert_eq!(discovery_over(tls).await.unwrap().0, 200);
-    assert!(!readiness.get());
+    assert!(
+        readiness.get(),
+        "readiness is about the gateway, not the executor"
+    );
+    while executor_up(&metrics).is_none() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(executor_up(&metrics), Some(0));
 
-    // The executor comes up on that address: readiness follows within one probe interval.
+    let mut unconfigured = cluster();
+    unconfigured["spec"]["topology"]["variables"] = serde_json::json!([]);
+    for hook in [Hook::AfterControlPlaneInitialized, Hook::BeforeClusterUpgrade] {
+        let tls = connect(addr, config.clone()).await.unwrap();
+        let answer = hook_over(tls, &hook.path(), request(hook, unconfigured.clone())).await;
+        assert_eq!(
+            answer.status,
+            konnector_gateway::capi::Status::Success,
+            "{answer:?}"
+        );
+        assert!(answer.message.contains("not configured"), "{answer:?}");
+        let tls = connect(addr, config.clone()).await.unwrap();
+        let answer = hook_over(tls, &hook.path(), request(hook, cluster())).await;
+        assert_eq!(
+            answer.status,
+            konnector_gateway::capi::Status::Failure,
+            "{answer:?}"
+        );
+    }
+    // BeforeClusterDelete always asks the executor: an uninstall is never skipped on the body's word.
+    let tls = connect(addr, config.clone()).await.unwrap();
+    let hook = Hook::BeforeClusterDelete;
+    let answer = hook_over(tls, &hook.path(), request(hook, unconfigured.clone())).await;
+    assert_eq!(
+        answer.status,
+        konnector_gateway::capi::Status::Failure,
+        "{answer:?}"
+    );
+
+    // The executor comes up on that address: the gauge follows within one probe interval.
     let fake_stop = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(exec_addr).await.unwrap();
     let (_reporter, health) = tonic_health::server::health_reporter();
@@ -304,14 +384,15 @@ async fn serve_reports_readiness_from_executor_health_and_shuts_down() {
             .await
             .unwrap();
     });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !readiness.get() {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while executor_up(&metrics) != Some(1) {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "gateway never became ready"
+            "executor_up never became 1"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(readiness.get());
 
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(5), server)
@@ -343,4 +424,247 @@ async fn serve_refuses_bad_configuration_at_startup() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("loopback"), "{err}");
+}
+
+// --- Hostile clients: every resource a client can hold is bounded. ---
+
+fn hostile_options() -> ServerOptions {
+    ServerOptions {
+        header_read_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_millis(500),
+        shutdown_grace: Duration::from_secs(1),
+        max_connections: 2,
+        max_concurrent_streams: 4,
+        max_header_bytes: 16 * 1024,
+        ..ServerOptions::default()
+    }
+}
+
+/// Reads until the server closes the connection; the outer timeout only guards against a hang.
+async fn closed_by_server(tls: &mut Tls) -> bool {
+    let mut sink = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut sink))
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_after_tls_is_closed() {
+    let ca = Ca::new("serving-ca");
+    let (served, _) = start_with(&ca, None, hostile_options(), plaintext_config(dead_addr())).await;
+    for alpn in [&b"h2"[..], b"http/1.1"] {
+        let mut tls = connect(served.addr, client_config(&ca.pem(), None, &[alpn]))
+            .await
+            .unwrap();
+        assert!(
+            closed_by_server(&mut tls).await,
+            "silent {alpn:?} connection kept open"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_its_last_request() {
+    let ca = Ca::new("serving-ca");
+    let (served, _) = start_with(&ca, None, hostile_options(), plaintext_config(dead_addr())).await;
+    let tls = connect(served.addr, client_config(&ca.pem(), None, &[b"h2"]))
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::post(format!("https://localhost{DISCOVERY}"))
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
+    // The server sends GOAWAY once the connection has been idle; the client connection then ends.
+    let ended = tokio::time::timeout(Duration::from_secs(30), conn).await;
+    assert!(ended.is_ok(), "idle HTTP/2 connection kept open");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    let ca = Ca::new("serving-ca");
+    let mut options = hostile_options();
+    // Long enough that the two held connections are not closed as idle during the test.
+    options.header_read_timeout = Duration::from_secs(60);
+    options.idle_timeout = Duration::from_secs(60);
+    let gauge = options.connections.clone();
+    let (served, _) = start_with(&ca, None, options, plaintext_config(dead_addr())).await;
+    let config = client_config(&ca.pem(), None, &[b"h2"]);
+    let first = connect(served.addr, config.clone()).await.unwrap();
+    let _second = connect(served.addr, config.clone()).await.unwrap();
+    assert_eq!(gauge.get(), 2);
+    let third = tokio::spawn(connect(served.addr, config.clone()));
+    // While both slots are held the third handshake cannot complete (it waits in the backlog)...
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection was served beyond the limit of 2"
+    );
+    // ...and it is served as soon as one is released.
+    drop(first);
+    let third = tokio::time::timeout(Duration::from_secs(30), third)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(discovery_over(third).await.unwrap().0, 200);
+}
+
+/// One HTTP/2 frame header.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut out = vec![len[1], len[2], len[3], kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// An HPACK "literal header field without indexing, new name" (RFC 7541 6.2.2), for names and values < 127 bytes.
+fn literal(name: &str, value: &str) -> Vec<u8> {
+    let mut out = vec![0u8, u8::try_from(name.len()).unwrap()];
+    out.extend_from_slice(name.as_bytes());
+    out.push(u8::try_from(value.len()).unwrap());
+    out.extend_from_slice(value.as_bytes());
+    out
+}
+
+async fn read_frame(tls: &mut Tls) -> std::io::Result<(u8, u8, u32, Vec<u8>)> {
+    let mut head = [0u8; 9];
+    tls.read_exact(&mut head).await?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let stream = u32::from_be_bytes([head[5] & 0x7f, head[6], head[7], head[8]]);
+    let mut payload = vec![0u8; len];
+    tls.read_exact(&mut payload).await?;
+    Ok((head[3], head[4], stream, payload))
+}
+
+#[tokio::test]
+async fn an_http2_stream_flood_is_refused_beyond_the_stream_limit() {
+    let ca = Ca::new("serving-ca");
+    let mut options = hostile_options();
+    options.idle_timeout = Duration::from_secs(60);
+    options.header_read_timeout = Duration::from_secs(60);
+    let (served, _) = start_with(&ca, None, options, plaintext_config(dead_addr())).await;
+    let mut tls = connect(served.addr, client_config(&ca.pem(), None, &[b"h2"]))
+        .await
+        .unwrap();
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    tls.write_all(&frame(4, 0, 0, &[])).await.unwrap();
+    // Wait for the server's SETTINGS, check its stream limit, and acknowledge it (it applies from the ACK on).
+    let max_streams = loop {
+        let (kind, flags, _, payload) = read_frame(&mut tls).await.unwrap();
+        if kind == 4 && flags & 1 == 0 {
+            break payload
+                .chunks(6)
+                .find(|s| u16::from_be_bytes([s[0], s[1]]) == 3)
+                .map(|s| u32::from_be_bytes([s[2], s[3], s[4], s[5]]));
+        }
+    };
+    assert_eq!(max_streams, Some(4));
+    tls.write_all(&frame(4, 1, 0, &[])).await.unwrap();
+
+    // 100 hook requests whose bodies never come: each holds its stream open.
+    let path = Hook::BeforeClusterDelete.path();
+    let mut block = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":authority", "localhost"),
+        (":path", path.as_str()),
+    ] {
+        block.extend(literal(name, value));
+    }
+    let flood = 100u32;
+    let mut out = Vec::new();
+    for i in 0..flood {
+        out.extend(frame(1, 0x4, 2 * i + 1, &block));
+    }
+    tls.write_all(&out).await.unwrap();
+
+    // Every stream beyond the fourth is refused (RST_STREAM REFUSED_STREAM); the four admitted ones wait for
+    // their bodies.
+    let mut refused = 0;
+    while refused < flood - 4 {
+        let (kind, _, stream, payload) = tokio::time::timeout(Duration::from_secs(30), read_frame(&mut tls))
+            .await
+            .expect("the server stopped answering the flood")
+            .unwrap();
+        assert_ne!(
+            kind, 7,
+            "the server gave up the connection (GOAWAY) instead of refusing streams"
+        );
+        if kind == 3 {
+            assert_eq!(
+                u32::from_be_bytes(payload[..4].try_into().unwrap()),
+                7,
+                "REFUSED_STREAM"
+            );
+            assert!(stream > 7, "an admitted stream (1, 3, 5, 7) was reset");
+            refused += 1;
+        }
+    }
+    // The gateway still serves everyone else.
+    let tls = connect(served.addr, client_config(&ca.pem(), None, &[b"h2"]))
+        .await
+        .unwrap();
+    assert_eq!(discovery_over(tls).await.unwrap().0, 200);
+}
+
+#[tokio::test]
+async fn oversized_bodies_and_headers_are_refused() {
+    let ca = Ca::new("serving-ca");
+    let config = plaintext_config(dead_addr());
+    let limit = config.body_limit_bytes;
+    assert!(
+        limit <= 2 * 1024 * 1024,
+        "the default body limit is at most 2 MiB"
+    );
+    let (served, _) = start_with(&ca, None, ServerOptions::default(), config).await;
+
+    // A body one byte over the limit: a Failure naming the limit, and the executor is not asked.
+    let tls = connect(served.addr, client_config(&ca.pem(), None, &[b"h2"]))
+        .await
+        .unwrap();
+    let hook = Hook::AfterControlPlaneInitialized;
+    let mut body = request(hook, cluster());
+    body.push_str(&" ".repeat(limit + 1 - body.len()));
+    let answer = hook_over(tls, &hook.path(), body).await;
+    assert_eq!(answer.status, konnector_gateway::capi::Status::Failure);
+    assert!(
+        answer.message.contains(&format!("limit of {limit} bytes")),
+        "{answer:?}"
+    );
+
+    // A header block over the limit: 431 on HTTP/1.1, a refused request on HTTP/2.
+    let big = "x".repeat(32 * 1024);
+    let mut tls = connect(served.addr, client_config(&ca.pem(), None, &[b"http/1.1"]))
+        .await
+        .unwrap();
+    tls.write_all(format!("POST {DISCOVERY} HTTP/1.1\r\nHost: localhost\r\nX-Big: {big}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+
+    let tls = connect(served.addr, client_config(&ca.pem(), None, &[b"h2"]))
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(format!("https://localhost{DISCOVERY}"))
+        .header("x-big", big)
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let refused = match sender.send_request(req).await {
+        Err(_) => true,
+        Ok(resp) => resp.status() == 431,
+    };
+    assert!(refused, "an oversized HTTP/2 header block was served");
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use konnector_gateway::{
     capi::HookRequest,
     catalog::Hook,
-    http::decode,
+    decode::decode,
     translate::{addon_configured, cluster_ref},
 };
 use konnector_proto::capi::{Category, Cluster};

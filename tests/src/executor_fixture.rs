@@ -7,9 +7,11 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use clap::Parser;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use konnector_executor::{Executor, ExecutorConfig, observe::ExecutorMetrics};
+use konnector_gateway::{ExecutorEndpoint, ExecutorTransport};
 use konnector_proto::v1::{ClusterRef, agent_service_client::AgentServiceClient};
 use kube::{
     Api, Client,
@@ -18,7 +20,11 @@ use kube::{
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::{control_plane::ControlPlane, crds::HARNESS_MANAGER, workload::WorkloadCluster};
+use crate::{control_plane::ControlPlane, crds::HARNESS_MANAGER, pki::MtlsPki, workload::WorkloadCluster};
+
+/// How often the fixtures' executor and gateways look at their certificate files: the chart's flag, set low so
+/// rotation tests do not wait long.
+pub const CERT_RELOAD_SECONDS: u64 = 1;
 
 /// The executor's ClusterRole, exactly as the chart ships it.
 pub const EXECUTOR_CLUSTER_ROLE_YAML: &str =
@@ -106,28 +112,67 @@ pub async fn executor_mgmt_client(mgmt: &ControlPlane, defaults_namespace: &str)
     }
 }
 
-/// A running in-process executor. Dropping it stops the server.
-#[derive(Debug)]
+/// A running in-process executor, serving mTLS as the chart runs it. Dropping it stops the server.
 pub struct RunningExecutor {
-    /// Where it listens (loopback, plaintext).
+    /// Where it listens (loopback).
     pub addr: SocketAddr,
     /// Its metrics (what the executor binary serves at `/metrics` on its admin port).
     pub metrics: ExecutorMetrics,
+    /// Its certificates and the gateway's client pair, laid out as the chart mounts them; rotate them here.
+    pub pki: MtlsPki,
+    /// gRPC connections it has accepted (after the TLS handshake).
+    pub connections_accepted: prometheus_client::metrics::counter::Counter,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for RunningExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningExecutor")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunningExecutor {
-    /// `http://127.0.0.1:<port>`.
-    pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+    /// `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
-    /// A gRPC client connected to it.
+    /// How a gateway reaches it: mTLS with the gateway's client pair, as the chart configures the gateway
+    /// (`--executor-ca`, `--executor-client-cert`, `--executor-client-key` from the client Secret).
+    pub fn endpoint(&self) -> ExecutorEndpoint {
+        let client = self.pki.client_dir();
+        ExecutorEndpoint {
+            url: self.url(),
+            transport: ExecutorTransport::Tls {
+                ca: client.join("ca.crt"),
+                client_identity: Some((client.join("tls.crt"), client.join("tls.key"))),
+                server_name: None,
+            },
+        }
+    }
+
+    /// The grpcurl TLS flags for it: `-cacert … -cert … -key …` (the gateway's client pair).
+    pub fn grpcurl_tls_flags(&self) -> String {
+        let client = self.pki.client_dir();
+        format!(
+            "-cacert {} -cert {} -key {}",
+            client.join("ca.crt").display(),
+            client.join("tls.crt").display(),
+            client.join("tls.key").display()
+        )
+    }
+
+    /// A gRPC client connected to it over mTLS, as the gateway connects.
     pub async fn client(&self) -> anyhow::Result<AgentServiceClient<Channel>> {
-        AgentServiceClient::connect(self.endpoint())
-            .await
-            .context("cannot connect to the executor")
+        let channel = konnector_gateway::client::channel(
+            &self.endpoint(),
+            std::time::Duration::from_secs(CERT_RELOAD_SECONDS),
+        )?;
+        Ok(AgentServiceClient::new(channel))
     }
 
     /// Stops the server and waits for it to finish.
@@ -155,9 +200,39 @@ pub async fn start_executor(mgmt: &ControlPlane, config: ExecutorConfig) -> anyh
     serve_executor(client, config).await
 }
 
-/// Serves an executor that uses `client` (whatever its rights) on a loopback port.
+/// Serves an executor that uses `client` (whatever its rights) on a loopback port, over mTLS with fresh
+/// certificates, configured by the chart's own flags.
 pub async fn serve_executor(client: Client, config: ExecutorConfig) -> anyhow::Result<RunningExecutor> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    serve_executor_with_flags(client, config, &[]).await
+}
+
+/// [`serve_executor`] with more executor flags, e.g. `--max-connection-age=1s`.
+pub async fn serve_executor_with_flags(
+    client: Client,
+    config: ExecutorConfig,
+    flags: &[&str],
+) -> anyhow::Result<RunningExecutor> {
+    konnector_runtime::tls::install_crypto_provider();
+    let dir = tempfile::Builder::new()
+        .prefix("konnector-executor-pki-")
+        .tempdir()?;
+    let pki = MtlsPki::create(dir.path())?;
+    let server = pki.server_dir();
+    let args = konnector_executor::args::Args::try_parse_from(
+        [
+            "konnector-executor".to_owned(),
+            "--listen=127.0.0.1:0".to_owned(),
+            format!("--tls-cert={}", server.join("tls.crt").display()),
+            format!("--tls-key={}", server.join("tls.key").display()),
+            format!("--client-ca={}", server.join("ca.crt").display()),
+            format!("--cert-reload-interval={CERT_RELOAD_SECONDS}s"),
+        ]
+        .into_iter()
+        .chain(flags.iter().map(|f| (*f).to_owned())),
+    )?;
+    let options = args.server_options()?;
+    let connections_accepted = options.connections_accepted.clone();
+    let listener = tokio::net::TcpListener::bind(args.listen_addr()).await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let executor = Executor::new(client, config);
@@ -165,14 +240,17 @@ pub async fn serve_executor(client: Client, config: ExecutorConfig) -> anyhow::R
     let task = tokio::spawn(konnector_executor::serve(
         executor,
         listener,
-        None,
+        options,
         shutdown.clone(),
     ));
     Ok(RunningExecutor {
         addr,
         metrics,
+        pki,
+        connections_accepted,
         shutdown,
         task: Some(task),
+        _dir: dir,
     })
 }
 

@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::Path};
 
-use konnector_gateway::{ExecutorEndpoint, ExecutorTransport, GatewayConfig, TlsFiles};
+use konnector_gateway::{ExecutorEndpoint, GatewayConfig, TlsFiles};
 use konnector_runtime::{admin::Readiness, metrics::Metrics};
 use tokio_util::sync::CancellationToken;
 
@@ -68,12 +68,15 @@ pub fn write_gateway_certs(dir: &Path) -> anyhow::Result<(String, TlsFiles)> {
     Ok((ca.cert_pem().to_owned(), files))
 }
 
-/// Serves a gateway for CAPI `capi_version` in front of the executor at `executor_url` (plaintext, loopback), with
-/// a fresh CA and serving certificate of its own.
-pub async fn start_gateway(executor_url: &str, capi_version: &str) -> anyhow::Result<RunningGateway> {
+/// Serves a gateway for CAPI `capi_version` in front of `executor` (`RunningExecutor::endpoint`: mTLS with the
+/// chart's settings), with a fresh CA and serving certificate of its own.
+pub async fn start_gateway(
+    executor: &ExecutorEndpoint,
+    capi_version: &str,
+) -> anyhow::Result<RunningGateway> {
     let dir = tempfile::tempdir()?;
     let (ca_pem, files) = write_gateway_certs(dir.path())?;
-    let mut gateway = serve_gateway(executor_url, capi_version, files, ca_pem).await?;
+    let mut gateway = serve_gateway(executor, capi_version, files, ca_pem).await?;
     gateway._certs = Some(dir);
     Ok(gateway)
 }
@@ -81,16 +84,15 @@ pub async fn start_gateway(executor_url: &str, capi_version: &str) -> anyhow::Re
 /// Like [`start_gateway`], with certificate files (signed by `ca_pem`) the caller provides, e.g. one pair shared
 /// by several gateways.
 pub async fn serve_gateway(
-    executor_url: &str,
+    executor: &ExecutorEndpoint,
     capi_version: &str,
     files: TlsFiles,
     ca_pem: String,
 ) -> anyhow::Result<RunningGateway> {
-    let mut config = GatewayConfig::new(ExecutorEndpoint {
-        url: executor_url.to_owned(),
-        transport: ExecutorTransport::PlaintextLoopback,
-    });
+    let mut config = GatewayConfig::new(executor.clone());
     config.capi_version = capi_version.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    config.cert_reload_interval =
+        std::time::Duration::from_secs(crate::executor_fixture::CERT_RELOAD_SECONDS);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let stop = CancellationToken::new();

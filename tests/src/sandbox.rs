@@ -73,8 +73,10 @@ pub struct SandboxState {
     pub gateway_urls: Vec<String>,
     /// The CA that signed the gateways' serving certificate (curl --cacert).
     pub gateway_ca_file: PathBuf,
-    /// The executor's gRPC address (plaintext, loopback).
+    /// The executor's gRPC address (mTLS, loopback).
     pub executor_address: String,
+    /// grpcurl's mTLS flags for the executor (`-cacert … -cert … -key …`).
+    pub executor_grpcurl_flags: String,
     /// The management cluster's kubeconfig.
     pub management_kubeconfig: PathBuf,
     /// Each workload cluster's kubeconfig, by cluster name.
@@ -260,6 +262,11 @@ impl Sandbox {
                 .as_ref()
                 .map(|e| e.addr.to_string())
                 .unwrap_or_default(),
+            executor_grpcurl_flags: self
+                .executor
+                .as_ref()
+                .map(|e| e.grpcurl_tls_flags())
+                .unwrap_or_default(),
             management_kubeconfig: self.state_dir.join("management.kubeconfig"),
             workload_kubeconfigs: self
                 .workloads
@@ -428,21 +435,26 @@ impl Sandbox {
                 what: "the executor's gRPC services (reflection)".into(),
                 command: format!(
                     "grpcurl {} {} list",
-                    grpcurl_transport_flags(),
-                    state.executor_address
+                    state.executor_grpcurl_flags, state.executor_address
                 ),
             },
             TryCommand {
                 what: format!(
                     "what konnector sees for {name}: credentials, HelmChartProxy, releases, uninstall phase"
                 ),
-                command: grpcurl_command(&state.executor_address, "GetAgentStatus", &ref_request),
+                command: grpcurl_command(
+                    &state.executor_grpcurl_flags,
+                    &state.executor_address,
+                    "GetAgentStatus",
+                    &ref_request,
+                ),
             },
             TryCommand {
                 what: format!(
                     "a dry run: the objects ApplyAgent would write for {name}, secret values redacted"
                 ),
                 command: grpcurl_command(
+                    &state.executor_grpcurl_flags,
                     &state.executor_address,
                     "PlanAgent",
                     &plan_agent_request(&serde_json::to_vec(&body)?)?,
@@ -501,17 +513,11 @@ impl Sandbox {
     }
 }
 
-/// grpcurl's transport flags for the sandbox's executor: the one place that knows how it is reached (plaintext on
-/// loopback today; TLS flags when the fixtures switch the gateway–executor link to mTLS).
-fn grpcurl_transport_flags() -> String {
-    "-plaintext".to_owned()
-}
-
-/// A grpcurl call of `konnector.executor.v1.AgentService/<method>` with `request`.
-fn grpcurl_command(address: &str, method: &str, request: &Value) -> String {
+/// A grpcurl call of `konnector.executor.v1.AgentService/<method>` with `request`, over the executor's mTLS
+/// (`tls_flags`, from the executor fixture: the one place that knows how it is reached).
+fn grpcurl_command(tls_flags: &str, address: &str, method: &str, request: &Value) -> String {
     format!(
-        "grpcurl {} -d {} {address} konnector.executor.v1.AgentService/{method}",
-        grpcurl_transport_flags(),
+        "grpcurl {tls_flags} -d {} {address} konnector.executor.v1.AgentService/{method}",
         shell_quote(&request.to_string())
     )
 }
@@ -520,7 +526,7 @@ fn grpcurl_command(address: &str, method: &str, request: &Value) -> String {
 /// made by the gateway's own translation, in protobuf's JSON mapping (what grpcurl reads).
 fn plan_agent_request(hook_body: &[u8]) -> anyhow::Result<Value> {
     let request =
-        konnector_gateway::http::decode(konnector_gateway::catalog::Hook::BeforeClusterUpgrade, hook_body)
+        konnector_gateway::decode::decode(konnector_gateway::catalog::Hook::BeforeClusterUpgrade, hook_body)
             .map_err(anyhow::Error::msg)?;
     let cluster = request.cluster.as_ref().context("the hook body has no cluster")?;
     let c = konnector_gateway::translate::cluster_ref(cluster)?;

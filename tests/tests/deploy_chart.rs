@@ -446,7 +446,10 @@ async fn executor_rbac_allows_its_work_and_refuses_the_rest() {
         !executor_may(&client, "get", "", "configmaps").await,
         "no ConfigMap outside the defaults namespace"
     );
-    assert!(executor_may_in(&client, NS, "watch", "", "configmaps").await, "it watches its two defaults");
+    assert!(
+        executor_may_in(&client, NS, "watch", "", "configmaps").await,
+        "it watches its two defaults"
+    );
     assert!(!executor_may_in(&client, NS, "update", "", "configmaps").await);
     assert!(!executor_may(&client, "list", "", "configmaps").await);
     let refused = [

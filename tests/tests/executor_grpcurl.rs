@@ -34,7 +34,10 @@ async fn readme_grpcurl_examples_work() {
     )
     .await
     .unwrap();
-    let script = readme_examples().replace("127.0.0.1:8090", &env.executor.addr.to_string());
+    // The executor serves mTLS, as deployed: the README's plaintext commands run with its TLS flags instead.
+    let script = readme_examples()
+        .replace("127.0.0.1:8090", &env.executor.addr.to_string())
+        .replace("-plaintext", &env.executor.grpcurl_tls_flags());
     assert!(
         script.matches("grpcurl").count() >= 6,
         "one example per RPC plus list and health"

@@ -55,10 +55,8 @@ fn capture_logs() -> Captured {
     captured
 }
 
-async fn start_gateway(executor_url: String) -> gateway_fixture::RunningGateway {
-    gateway_fixture::start_gateway(&executor_url, "v1.14")
-        .await
-        .unwrap()
+async fn start_gateway(executor: konnector_gateway::ExecutorEndpoint) -> gateway_fixture::RunningGateway {
+    gateway_fixture::start_gateway(&executor, "v1.14").await.unwrap()
 }
 
 /// POSTs like CAPI (no Content-Type, `?timeout=`, HTTPS trusting only the gateway's CA) and checks that HTTP/2 was

@@ -178,10 +178,8 @@ async fn flush() {
         .unwrap();
 }
 
-async fn start_gateway(executor_url: String) -> gateway_fixture::RunningGateway {
-    gateway_fixture::start_gateway(&executor_url, "v1.14")
-        .await
-        .unwrap()
+async fn start_gateway(executor: konnector_gateway::ExecutorEndpoint) -> gateway_fixture::RunningGateway {
+    gateway_fixture::start_gateway(&executor, "v1.14").await.unwrap()
 }
 
 /// POSTs like CAPI over HTTPS, with `traceparent` when given. Returns the answer, which must come with HTTP 200.

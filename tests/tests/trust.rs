@@ -354,26 +354,22 @@ async fn race(name: &str, two_replicas: bool) {
         .await
         .unwrap();
     apply(&env, env.cluster_ref()).await.unwrap();
-    let endpoints = if two_replicas {
-        vec![
-            env.executor.endpoint(),
-            other.endpoint(),
-            env.executor.endpoint(),
-            other.endpoint(),
-        ]
+    let executors = if two_replicas {
+        [&env.executor, &other, &env.executor, &other]
     } else {
-        vec![env.executor.endpoint(); 4]
+        [&env.executor; 4]
     };
+    let mut clients = Vec::new();
+    for executor in executors {
+        clients.push(executor.client().await.unwrap());
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut appliers = Vec::new();
-    for endpoint in endpoints {
+    for mut client in clients {
         let stop = stop.clone();
         let cluster = env.cluster_ref();
         appliers.push(tokio::spawn(async move {
-            let mut client = konnector_proto::v1::agent_service_client::AgentServiceClient::connect(endpoint)
-                .await
-                .unwrap();
             let mut refused = 0;
             while !stop.load(Ordering::SeqCst) {
                 let r = client

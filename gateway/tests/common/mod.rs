@@ -31,6 +31,8 @@ pub struct FakeState {
     pub removed: Vec<RemoveAgentRequest>,
     pub deadlines: Vec<Option<String>>,
     pub delay: Option<Duration>,
+    pub in_flight: usize,
+    pub max_in_flight: usize,
 }
 
 #[derive(Clone, Default)]
@@ -63,12 +65,15 @@ impl AgentService for FakeExecutor {
                     .map(|v| v.to_str().unwrap().to_owned()),
             );
             s.applied.push(request.into_inner());
+            s.in_flight += 1;
+            s.max_in_flight = s.max_in_flight.max(s.in_flight);
             s.delay
         };
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
-        let s = self.0.lock().unwrap();
+        let mut s = self.0.lock().unwrap();
+        s.in_flight -= 1;
         match &s.apply {
             Some(Ok(r)) => Ok(tonic::Response::new(r.clone())),
             Some(Err(e)) => Err(Self::clone_status(e)),
@@ -152,7 +157,7 @@ pub fn dead_addr() -> SocketAddr {
 /// Router state for `config`, with a lazily connecting plaintext channel.
 pub fn state(config: GatewayConfig) -> GatewayState {
     let config = config.validate().unwrap();
-    let channel = konnector_gateway::executor::channel(&config.executor).unwrap();
+    let channel = konnector_gateway::client::channel(&config.executor, config.cert_reload_interval).unwrap();
     GatewayState::new(config, channel)
 }
 
