@@ -8,7 +8,7 @@ use konnector_runtime::{admin, telemetry::LogArgs, tls};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-use crate::{ExecutorConfig, UninstallTimeoutPolicy, executor::Executor};
+use crate::{ExecutorConfig, UninstallTimeoutPolicy, executor::Executor, prism::PreflightMode};
 
 /// konnector executor: does the Konnector Agent addon's work for one cluster per gRPC call.
 #[derive(Debug, Clone, Parser)]
@@ -80,6 +80,14 @@ pub struct Args {
     /// Bound on connecting to, and on each call to, a workload cluster's API server (e.g. 5s).
     #[arg(long, env = "KONNECTOR_REMOTE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub remote_timeout: Duration,
+    /// Check Prism Central before ApplyAgent applies (resolves, TLS, credentials): off, warn (a note and a Warning
+    /// Event, then apply anyway) or block (refuse to apply). Also turns the registration lookup of GetAgentStatus
+    /// on or off.
+    #[arg(long, env = "KONNECTOR_PRISM_CENTRAL_CHECKS", value_enum, default_value_t = PreflightMode::Warn)]
+    pub prism_central_checks: PreflightMode,
+    /// Bound on one whole check of Prism Central: resolve, connect, TLS and one request (e.g. 5s).
+    #[arg(long, env = "KONNECTOR_PRISM_CENTRAL_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub prism_central_timeout: Duration,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub log: LogArgs,
@@ -100,6 +108,8 @@ impl Args {
             uninstall_timeout_policy: self.uninstall_timeout_policy,
             retry_after_seconds: self.retry_after_seconds,
             remote_timeout: self.remote_timeout,
+            prism_central_checks: self.prism_central_checks,
+            prism_central_timeout: self.prism_central_timeout,
         }
     }
 
@@ -237,7 +247,12 @@ mod tests {
     fn defaults_match_executor_config() {
         let args = Args::try_parse_from(["konnector-executor"]).unwrap();
         let from_flags = args.executor_config();
-        let default = ExecutorConfig::default();
+        // The one intended difference: the binary checks Prism Central unless told not to; the library default
+        // makes no outbound calls.
+        let default = ExecutorConfig {
+            prism_central_checks: PreflightMode::Warn,
+            ..ExecutorConfig::default()
+        };
         assert_eq!(format!("{from_flags:?}"), format!("{default:?}"));
     }
 

@@ -39,6 +39,13 @@ pub struct ExecutorConfig {
     pub retry_after_seconds: u32,
     /// Bound on connecting to, and on each call to, a workload cluster's API server.
     pub remote_timeout: Duration,
+    /// Whether ApplyAgent checks Prism Central first, and whether a failed check blocks it. `Off` in
+    /// [`Default`] (an embedding that says nothing makes no calls to Prism Central); the binary's flag defaults
+    /// to `Warn`.
+    pub prism_central_checks: crate::prism::PreflightMode,
+    /// Bound on one whole check of Prism Central (resolve, connect, TLS, one request): well inside the 10 s CAPI
+    /// gives a hook, so a hook that checks and then applies still answers in time.
+    pub prism_central_timeout: Duration,
 }
 
 impl Default for ExecutorConfig {
@@ -55,6 +62,8 @@ impl Default for ExecutorConfig {
             uninstall_timeout_policy: UninstallTimeoutPolicy::Proceed,
             retry_after_seconds: 10,
             remote_timeout: Duration::from_secs(5),
+            prism_central_checks: crate::prism::PreflightMode::Off,
+            prism_central_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -41,6 +41,8 @@ pub(crate) struct Inner {
     pub(crate) cluster_version: tokio::sync::OnceCell<ClusterVersion>,
     pub(crate) metrics: ExecutorMetrics,
     pub(crate) recorder: Recorder,
+    /// Each Cluster's last Prism Central preflight, for GetAgentStatus.
+    pub(crate) preflights: crate::prism::PreflightMemory,
 }
 
 impl std::fmt::Debug for Executor {
@@ -68,6 +70,7 @@ impl Executor {
                 cluster_version: tokio::sync::OnceCell::new(),
                 metrics,
                 recorder,
+                preflights: Default::default(),
             }),
         }
     }

@@ -24,6 +24,8 @@ mod executor;
 pub mod names;
 pub mod objects;
 pub mod observe;
+mod preflight;
+pub mod prism;
 pub mod remote;
 mod server;
 pub mod service;
