@@ -58,8 +58,30 @@ pub struct SeenRequest {
     pub authenticated: bool,
 }
 
+/// Which credentials the stand-in accepts.
+enum Accept {
+    /// Exactly this `Authorization` header value.
+    Exactly(String),
+    /// Basic auth for this username, with any non-empty password (the sandbox rotates random passwords).
+    AnyPasswordFor(String),
+}
+
+impl Accept {
+    fn accepts(&self, header: &[u8]) -> bool {
+        match self {
+            Self::Exactly(h) => header == h.as_bytes(),
+            Self::AnyPasswordFor(user) => header
+                .strip_prefix(b"Basic ")
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .and_then(|raw| String::from_utf8(raw).ok())
+                .and_then(|pair| pair.split_once(':').map(|(u, p)| u == user && !p.is_empty()))
+                .unwrap_or(false),
+        }
+    }
+}
+
 struct State {
-    basic: String,
+    accept: Accept,
     behaviour: Mutex<Behaviour>,
     registered: Mutex<HashSet<String>>,
     seen: Mutex<Vec<SeenRequest>>,
@@ -76,6 +98,19 @@ pub struct PrismCentralStandIn {
 impl PrismCentralStandIn {
     /// Starts a stand-in that accepts `username`/`password`, behaving as `behaviour`.
     pub async fn start(username: &str, password: &str, behaviour: Behaviour) -> anyhow::Result<Self> {
+        let header = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+        );
+        Self::serve(Accept::Exactly(header), behaviour).await
+    }
+
+    /// Starts a stand-in that accepts `username` with any non-empty password.
+    pub async fn start_any_password(username: &str, behaviour: Behaviour) -> anyhow::Result<Self> {
+        Self::serve(Accept::AnyPasswordFor(username.to_owned()), behaviour).await
+    }
+
+    async fn serve(accept: Accept, behaviour: Behaviour) -> anyhow::Result<Self> {
         let ca = TestCa::new("prism-central-stand-in-ca")?;
         let serving = ca.serving_cert("prism-central-stand-in")?;
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(serving.cert_pem.as_bytes())
@@ -91,10 +126,7 @@ impl PrismCentralStandIn {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
-            basic: format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
-            ),
+            accept,
             behaviour: Mutex::new(behaviour),
             registered: Mutex::default(),
             seen: Mutex::default(),
@@ -200,7 +232,7 @@ async fn answer(state: &State, req: Request<hyper::body::Incoming>) -> Response<
         headers.contains_key(http::header::AUTHORIZATION) || headers.contains_key("x-ntnx-api-key");
     let authenticated = headers
         .get(http::header::AUTHORIZATION)
-        .is_some_and(|v| v.as_bytes() == state.basic.as_bytes());
+        .is_some_and(|v| state.accept.accepts(v.as_bytes()));
     state.seen.lock().unwrap().push(SeenRequest {
         path: path.clone(),
         carried_credentials,

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use konnector_executor::ExecutorConfig;
+use konnector_executor::{ExecutorConfig, prism::PreflightMode};
 use kube::{Client, api::PatchParams};
 use serde::Serialize;
 use serde_json::json;
@@ -22,6 +22,7 @@ use crate::{
     executor_fixture::{RunningExecutor, start_executor},
     gateway_fixture::{RunningGateway, serve_gateway, write_gateway_certs},
     management_plane_for,
+    prism_central_stand_in::{Behaviour, PrismCentralStandIn},
     scenario::{ClusterReport, ClusterRun, Gateway, StepObserver},
     tools, workload,
 };
@@ -44,6 +45,9 @@ pub struct SandboxOptions {
     pub rotate_credentials: bool,
     /// Where to write `sandbox.json` (and the gateway's certificates). A temporary directory when unset.
     pub state_dir: Option<PathBuf>,
+    /// Make the Prism Central stand-in refuse every password, and the executor block on its preflight, so the
+    /// failed preflight shows in the AfterControlPlaneInitialized answer.
+    pub bad_pc_password: bool,
 }
 
 impl Default for SandboxOptions {
@@ -53,6 +57,7 @@ impl Default for SandboxOptions {
             shape: CapiShape::V1_14,
             rotate_credentials: false,
             state_dir: None,
+            bad_pc_password: false,
         }
     }
 }
@@ -101,6 +106,7 @@ pub struct Sandbox {
     state_dir: PathBuf,
     _temp_state: Option<tempfile::TempDir>,
     _caaph: CaaphStandIn,
+    prism_central: PrismCentralStandIn,
 }
 
 impl Sandbox {
@@ -133,9 +139,21 @@ impl Sandbox {
         workload::ensure_namespace(&mgmt_client, KONNECTOR_NAMESPACE).await?;
         workload::ensure_namespace(&mgmt_client, CLUSTERS_NAMESPACE).await?;
 
+        // The Clusters point at a Prism Central stand-in; it accepts the scenario's (rotating) passwords unless
+        // asked to refuse them all.
+        let prism_central = if options.bad_pc_password {
+            PrismCentralStandIn::start("admin", "a-password-no-cluster-has", Behaviour::Normal).await?
+        } else {
+            PrismCentralStandIn::start_any_password("admin", Behaviour::Normal).await?
+        };
         let executor = start_executor(
             &mgmt,
             ExecutorConfig {
+                prism_central_checks: if options.bad_pc_password {
+                    PreflightMode::Block
+                } else {
+                    PreflightMode::Warn
+                },
                 defaults_namespace: KONNECTOR_NAMESPACE.into(),
                 helm_repository_ca_namespace: KONNECTOR_NAMESPACE.into(),
                 // CAPI waits retryAfterSeconds between calls; the sandbox's uninstalls take about a second.
@@ -177,6 +195,7 @@ impl Sandbox {
             state_dir,
             _temp_state: temp_state,
             _caaph: caaph,
+            prism_central,
         };
         sandbox.apply_deploy_manifests().await?;
         for (name, cp) in &sandbox.workloads {
@@ -281,6 +300,7 @@ impl Sandbox {
                 gateways: &gateways,
                 handlers: &handlers,
                 rotate_credentials: self.options.rotate_credentials,
+                prism_central: Some((self.prism_central.url(), self.prism_central.trust_bundle())),
                 on_step: on_step.as_ref(),
             };
             async move { run.play().await }

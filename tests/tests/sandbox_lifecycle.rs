@@ -15,6 +15,7 @@ async fn play(shape: CapiShape, clusters: usize, rotate_credentials: bool) {
         shape,
         rotate_credentials,
         state_dir: None,
+        bad_pc_password: false,
     })
     .await
     .unwrap();
