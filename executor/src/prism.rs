@@ -121,6 +121,17 @@ impl Credentials {
     }
 }
 
+/// What was unexpected about an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unexpected {
+    /// This HTTP status.
+    Status(u16),
+    /// HTTP 200, but not JSON: a web server that is not Prism Central's API.
+    NotJson,
+    /// The connection closed without an HTTP answer.
+    NoAnswer,
+}
+
 /// The step a check was at when it failed or ran out of time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -165,10 +176,7 @@ pub enum PreflightFailure {
         status: u16,
     },
     /// Prism Central answered something else than the check expects.
-    UnexpectedAnswer {
-        /// The HTTP status.
-        status: u16,
-    },
+    UnexpectedAnswer(Unexpected),
     /// The check did not finish within its bound.
     Timeout {
         /// The bound.
@@ -215,9 +223,19 @@ impl PreflightFailure {
             Self::Unauthorized { status } => format!(
                 "Prism Central {endpoint} refused the credentials (HTTP {status} to GET {AUTH_CHECK_PATH}); check the username and password in the credentials Secret"
             ),
-            Self::UnexpectedAnswer { status } => format!(
-                "Prism Central {endpoint} gave an unexpected answer (HTTP {status} to GET {AUTH_CHECK_PATH}); is the URL Prism Central's?"
-            ),
+            Self::UnexpectedAnswer(what) => {
+                let answer = match what {
+                    Unexpected::Status(status @ 300..=399) => {
+                        format!("HTTP {status}, a redirect, which is not followed")
+                    }
+                    Unexpected::Status(status) => format!("HTTP {status}"),
+                    Unexpected::NotJson => "HTTP 200 but not JSON".to_owned(),
+                    Unexpected::NoAnswer => "the connection closed without an HTTP answer".to_owned(),
+                };
+                format!(
+                    "Prism Central {endpoint} gave an unexpected answer to GET {AUTH_CHECK_PATH} ({answer}); is the URL Prism Central's?"
+                )
+            }
             Self::Timeout { after, step } => format!(
                 "Prism Central {endpoint} did not answer within {} (while {step})",
                 humanize_short(*after)
@@ -293,13 +311,20 @@ fn roots_from_bundle(bundle: &str) -> Result<RootCertStore, PreflightFailure> {
     Ok(roots)
 }
 
-/// One HTTP answer's status, from a GET to Prism Central.
+/// The parts of an HTTP answer the checks look at.
+#[derive(Clone, Copy, Debug)]
+struct Answer {
+    status: u16,
+    json: bool,
+}
+
+/// One GET to Prism Central; the body is not read.
 async fn get(
     target: &Target,
     credentials: &Credentials,
     path: &str,
     bound: Duration,
-) -> Result<u16, PreflightFailure> {
+) -> Result<Answer, PreflightFailure> {
     let deadline = Instant::now() + bound;
     let timeout = |step| PreflightFailure::Timeout { after: bound, step };
     let addrs: Vec<SocketAddr> = tokio::time::timeout_at(
@@ -346,7 +371,8 @@ async fn get(
         .header(http::header::USER_AGENT, USER_AGENT)
         .header(name, value)
         .body(Empty::<Bytes>::new())
-        .map_err(|_| PreflightFailure::UnexpectedAnswer { status: 0 })?;
+        // Only a header value that is not valid (e.g. a control character in the API key) fails here.
+        .map_err(|_| PreflightFailure::UnexpectedAnswer(Unexpected::NoAnswer))?;
     let exchange = async {
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
@@ -361,8 +387,15 @@ async fn get(
     match tokio::time::timeout_at(deadline, exchange).await {
         Err(_) => Err(timeout(Step::Request)),
         // The server closed or broke the connection instead of answering.
-        Ok(Err(_)) => Err(PreflightFailure::UnexpectedAnswer { status: 0 }),
-        Ok(Ok(answer)) => Ok(answer.status().as_u16()),
+        Ok(Err(_)) => Err(PreflightFailure::UnexpectedAnswer(Unexpected::NoAnswer)),
+        Ok(Ok(answer)) => Ok(Answer {
+            status: answer.status().as_u16(),
+            json: answer
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.to_ascii_lowercase().contains("json")),
+        }),
     }
 }
 
@@ -472,15 +505,33 @@ pub async fn preflight(pc: &PrismCentral, credentials: &Credentials, bound: Dura
         Err(f) => return PreflightVerdict::Failed(f),
     };
     let span = tracing::debug_span!("prism_central_preflight", endpoint = %target.endpoint(), verify_tls = target.verifies());
-    let status = get(&target, credentials, AUTH_CHECK_PATH, bound)
+    let answer = get(&target, credentials, AUTH_CHECK_PATH, bound)
         .instrument(span)
         .await;
-    match (status, credentials) {
-        (Err(f), _) => PreflightVerdict::Failed(f),
+    let failed = PreflightVerdict::Failed;
+    match (answer, credentials) {
+        (Err(f), _) => failed(f),
         (Ok(_), Credentials::ApiKey(_)) => PreflightVerdict::PassedWithoutAuthentication,
-        (Ok(200), _) => PreflightVerdict::Passed,
-        (Ok(status @ (401 | 403)), _) => PreflightVerdict::Failed(PreflightFailure::Unauthorized { status }),
-        (Ok(status), _) => PreflightVerdict::Failed(PreflightFailure::UnexpectedAnswer { status }),
+        (
+            Ok(Answer {
+                status: 200,
+                json: true,
+            }),
+            _,
+        ) => PreflightVerdict::Passed,
+        (Ok(Answer { status: 200, .. }), _) => {
+            failed(PreflightFailure::UnexpectedAnswer(Unexpected::NotJson))
+        }
+        (
+            Ok(Answer {
+                status: status @ (401 | 403),
+                ..
+            }),
+            _,
+        ) => failed(PreflightFailure::Unauthorized { status }),
+        (Ok(Answer { status, .. }), _) => {
+            failed(PreflightFailure::UnexpectedAnswer(Unexpected::Status(status)))
+        }
     }
 }
 
@@ -515,7 +566,11 @@ pub async fn registration(
     }
     let path = format!("{REGISTRATION_PATH_PREFIX}{cluster_uuid}");
     let span = tracing::debug_span!("prism_central_registration", endpoint = %endpoint);
-    match get(&target, credentials, &path, bound).instrument(span).await {
+    match get(&target, credentials, &path, bound)
+        .instrument(span)
+        .await
+        .map(|a| a.status)
+    {
         Ok(200) => Registration::Registered,
         Ok(404) => Registration::NotRegistered,
         Ok(status @ (401 | 403)) => Registration::Unknown(format!(
@@ -633,7 +688,9 @@ mod tests {
             PreflightFailure::Connect,
             PreflightFailure::Tls { reason: "x" },
             PreflightFailure::Unauthorized { status: 401 },
-            PreflightFailure::UnexpectedAnswer { status: 500 },
+            PreflightFailure::UnexpectedAnswer(Unexpected::Status(500)),
+            PreflightFailure::UnexpectedAnswer(Unexpected::NotJson),
+            PreflightFailure::UnexpectedAnswer(Unexpected::NoAnswer),
             PreflightFailure::Timeout {
                 after: Duration::from_secs(5),
                 step: Step::Tls,

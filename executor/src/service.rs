@@ -169,7 +169,7 @@ pub fn preflight_outcome(v: &PreflightVerdict) -> pb::PreflightOutcome {
             PreflightFailure::Connect => pb::PreflightOutcome::Connect,
             PreflightFailure::Tls { .. } => pb::PreflightOutcome::Tls,
             PreflightFailure::Unauthorized { .. } => pb::PreflightOutcome::Unauthorized,
-            PreflightFailure::UnexpectedAnswer { .. } => pb::PreflightOutcome::UnexpectedAnswer,
+            PreflightFailure::UnexpectedAnswer(_) => pb::PreflightOutcome::UnexpectedAnswer,
             PreflightFailure::Timeout { .. } => pb::PreflightOutcome::Timeout,
         },
     }

@@ -11,8 +11,8 @@ use konnector_executor::{
     ExecutorConfig,
     domain::PrismCentral,
     prism::{
-        Credentials, PreflightFailure, PreflightMode, PreflightVerdict, Registration, Step, preflight,
-        registration,
+        Credentials, PreflightFailure, PreflightMode, PreflightVerdict, Registration, Step, Unexpected,
+        preflight, registration,
     },
 };
 use konnector_proto::v1::{
@@ -160,11 +160,20 @@ async fn preflight_names_each_failure() {
         )
     );
 
-    // Unexpected answer: a server that is not Prism Central.
+    // Unexpected answers: a server that is not Prism Central fails, or answers a web page.
     pc.set_behaviour(Behaviour::Status(500));
+    let f = failed(preflight(&pc_at(&pc, &pc.trust_bundle()), &good(), BOUND).await);
+    assert_eq!(f, PreflightFailure::UnexpectedAnswer(Unexpected::Status(500)));
+    assert_eq!(
+        f.describe(&endpoint),
+        format!(
+            "Prism Central {endpoint} gave an unexpected answer to GET /api/nutanix/v3/users/me (HTTP 500); is the URL Prism Central's?"
+        )
+    );
+    pc.set_behaviour(Behaviour::Status(200));
     assert_eq!(
         failed(preflight(&pc_at(&pc, &pc.trust_bundle()), &good(), BOUND).await),
-        PreflightFailure::UnexpectedAnswer { status: 500 }
+        PreflightFailure::UnexpectedAnswer(Unexpected::NotJson)
     );
 }
 
@@ -203,7 +212,7 @@ async fn basic_auth_is_not_sent_to_a_redirect_target() {
     let verdict = preflight(&pc_at(&redirecting, &redirecting.trust_bundle()), &good(), BOUND).await;
     assert_eq!(
         verdict,
-        PreflightVerdict::Failed(PreflightFailure::UnexpectedAnswer { status: 302 })
+        PreflightVerdict::Failed(PreflightFailure::UnexpectedAnswer(Unexpected::Status(302)))
     );
     assert_eq!(redirecting.seen().len(), 1);
     assert!(
