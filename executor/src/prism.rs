@@ -89,20 +89,22 @@ impl fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// The credentials a Secret holds, trimmed as the agent trims them; `None` when it holds no usable kind (the
-    /// caller has validated it already and reports that itself).
+    /// The credentials a Secret holds; `None` when it holds no usable kind (the caller has validated it already and
+    /// reports that itself). The username and password are used exactly as stored, since that is what reaches the
+    /// agent: a stray newline from `--from-file` makes the check fail as the agent would. The API key is trimmed,
+    /// as CAREN trims it.
     pub fn from_secret(secret: &Secret) -> Option<Self> {
-        let value = |key: &str| {
+        let raw = |key: &str| {
             secret
                 .data
                 .as_ref()
                 .and_then(|d| d.get(key))
-                .map(|ByteString(v)| String::from_utf8_lossy(v).trim().to_owned())
-                .filter(|v| !v.is_empty())
+                .map(|ByteString(v)| String::from_utf8_lossy(v).into_owned())
+                .filter(|v| !v.trim().is_empty())
         };
-        match (value("username"), value("password"), value("apiKey")) {
+        match (raw("username"), raw("password"), raw("apiKey")) {
             (Some(username), Some(password), None) => Some(Self::Basic { username, password }),
-            (None, None, Some(key)) => Some(Self::ApiKey(key)),
+            (None, None, Some(key)) => Some(Self::ApiKey(key.trim().to_owned())),
             _ => None,
         }
     }

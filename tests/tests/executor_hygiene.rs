@@ -50,6 +50,8 @@ async fn password_never_leaves_the_secret() {
     tracing_subscriber::fmt()
         .with_env_filter("trace,h2=info,hyper=info,hyper_util=info,tower=info,rustls=info")
         .with_writer(logs.clone())
+        // Every span is written when it closes, with its fields, so spans are checked as well as events.
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_ansi(false)
         .init();
 
@@ -261,5 +263,9 @@ async fn password_never_leaves_the_secret() {
     assert!(
         logs.contains("Prism Central preflight"),
         "the preflight's logs were not captured"
+    );
+    assert!(
+        logs.contains("prism_central_preflight") && logs.contains("prism_central_registration"),
+        "the Prism Central spans were not captured"
     );
 }
