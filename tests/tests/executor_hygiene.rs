@@ -146,6 +146,10 @@ async fn password_never_leaves_the_secret() {
         })
         .await
         .unwrap();
+    assert!(
+        status.get_ref().last_preflight.is_some(),
+        "the preflight of the apply above is reported"
+    );
     seen.push(format!("{status:?}"));
 
     // Error paths that read the Secret: a wrong key set, and a Secret with both kinds.
