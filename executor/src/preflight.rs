@@ -34,7 +34,7 @@ impl Executor {
             return Ok(None);
         }
         let pc = &req.prism_central;
-        let endpoint = prism_endpoint(req);
+        let endpoint = prism::endpoint(&pc.host, pc.port);
         let verdict = match Credentials::from_secret(secret) {
             Some(credentials) => {
                 prism::preflight(pc, &credentials, self.inner.config.prism_central_timeout).await
@@ -157,14 +157,5 @@ impl Executor {
         )
         .await?;
         Ok(meta.metadata.uid.unwrap_or_default())
-    }
-}
-
-fn prism_endpoint(req: &AgentRequest) -> String {
-    let pc = &req.prism_central;
-    if pc.host.contains(':') {
-        format!("[{}]:{}", pc.host, pc.port)
-    } else {
-        format!("{}:{}", pc.host, pc.port)
     }
 }

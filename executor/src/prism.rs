@@ -255,6 +255,15 @@ fn humanize_short(d: Duration) -> String {
     }
 }
 
+/// `host:port`, an IPv6 host in brackets: how every message names Prism Central.
+pub fn endpoint(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// Where and how to reach Prism Central, derived from the Cluster's `prismCentralEndpoint`.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -283,11 +292,7 @@ impl Target {
 
     /// `host:port`, IPv6 in brackets: how messages name the endpoint.
     pub fn endpoint(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        endpoint(&self.host, self.port)
     }
 
     /// Whether the server certificate is verified.
@@ -557,7 +562,7 @@ pub async fn registration(
 ) -> Registration {
     let target = match Target::new(pc) {
         Ok(t) => t,
-        Err(f) => return Registration::Unknown(f.describe(&format!("{}:{}", pc.host, pc.port))),
+        Err(f) => return Registration::Unknown(f.describe(&endpoint(&pc.host, pc.port))),
     };
     let endpoint = target.endpoint();
     // The uid comes from the workload cluster's API server; only a UUID's characters may reach the path.
