@@ -443,3 +443,29 @@ async fn executor_checks_prism_central_and_reports_registration() {
         .unwrap();
     assert!(reasons.iter().any(|r| r == "PrismCentralPreflightFailed"));
 }
+
+#[tokio::test]
+async fn api_keys_are_checked_for_reachability_only() {
+    // The stand-in knows no API keys and refuses the request; the key is not judged by that (see `preflight`).
+    let pc = stand_in(Behaviour::Normal).await;
+    let verdict = preflight(
+        &pc_at(&pc, &pc.trust_bundle()),
+        &Credentials::ApiKey("an-api-key".into()),
+        BOUND,
+    )
+    .await;
+    assert_eq!(verdict, PreflightVerdict::PassedWithoutAuthentication);
+    let seen = pc.seen();
+    assert!(seen[0].carried_credentials && !seen[0].authenticated);
+    // Unreachable is still a failure.
+    let refused = PrismCentral {
+        host: "127.0.0.1".into(),
+        port: closed_port().await,
+        insecure: true,
+        trust_bundle: String::new(),
+    };
+    assert_eq!(
+        preflight(&refused, &Credentials::ApiKey("k".into()), BOUND).await,
+        PreflightVerdict::Failed(PreflightFailure::Connect)
+    );
+}
