@@ -75,7 +75,7 @@ impl Executor {
         // Apply and Remove for one Cluster never interleave in this process (see `ClusterLocks`).
         let _guard = self.inner.locks.lock(&cluster.key).await;
         let live = self.existing_cluster(cluster).await?;
-        let result = self.apply_live(&live).await;
+        let result = self.apply_live(&live, trigger).await;
         if let Err(error) = &result
             && let Some(reason) = apply_failure_reason(error)
         {
@@ -85,7 +85,7 @@ impl Executor {
         result
     }
 
-    async fn apply_live(&self, live: &LiveCluster) -> Result<ApplyOutcome, Error> {
+    async fn apply_live(&self, live: &LiveCluster, trigger: Trigger) -> Result<ApplyOutcome, Error> {
         if live.deleting() {
             return Err(Error::ClusterDeleting {
                 cluster: live.key.to_string(),
@@ -99,7 +99,12 @@ impl Executor {
                 notes: vec![],
             });
         };
-        let plan = self.plan_for(live, &req).await?;
+        let mut plan = self.plan_for(live, &req).await?;
+        // Prism Central preflight (preflight.rs): after every read and check, before the first write, so that a
+        // blocking failure changes nothing.
+        if let Some(note) = self.prism_preflight(live, &req, &plan.secret, trigger).await? {
+            plan.notes.push(note);
+        }
         let key = &live.key;
         let last = self.last_applied(key);
         let workload = workload_digest(&plan.namespace, &plan.secret);

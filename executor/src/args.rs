@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Parser;
 use konnector_runtime::{telemetry::LogArgs, tls};
 
-use crate::{ExecutorConfig, ServerOptions, UninstallTimeoutPolicy};
+use crate::{ExecutorConfig, ServerOptions, UninstallTimeoutPolicy, prism::PreflightMode};
 
 /// konnector executor: does the Konnector Agent addon's work for one cluster per gRPC call.
 #[derive(Debug, Clone, Parser)]
@@ -132,6 +132,14 @@ pub struct Args {
     /// A workload-cluster client unused for this long is dropped (e.g. 10m).
     #[arg(long, env = "KONNECTOR_WORKLOAD_CLIENT_IDLE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub workload_client_idle_timeout: Duration,
+    /// Check Prism Central before ApplyAgent applies (resolves, TLS, credentials): off, warn (a note and a Warning
+    /// Event, then apply anyway) or block (refuse to apply). Also turns the registration lookup of GetAgentStatus
+    /// on or off.
+    #[arg(long, env = "KONNECTOR_PRISM_CENTRAL_CHECKS", value_enum, default_value_t = PreflightMode::Warn)]
+    pub prism_central_checks: PreflightMode,
+    /// Bound on one whole check of Prism Central: resolve, connect, TLS and one request (e.g. 5s).
+    #[arg(long, env = "KONNECTOR_PRISM_CENTRAL_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub prism_central_timeout: Duration,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub log: LogArgs,
@@ -193,6 +201,8 @@ impl Args {
             remote_timeout: self.remote_timeout,
             workload_client_cache_size: self.workload_client_cache_size,
             workload_client_idle_timeout: self.workload_client_idle_timeout,
+            prism_central_checks: self.prism_central_checks,
+            prism_central_timeout: self.prism_central_timeout,
         })
     }
 
@@ -315,7 +325,12 @@ mod tests {
     fn defaults_match_executor_config() {
         let args = Args::try_parse_from(["konnector-executor"]).unwrap();
         let from_flags = args.executor_config().unwrap();
-        let default = ExecutorConfig::default();
+        // The one intended difference: the binary checks Prism Central unless told not to; the library default
+        // makes no outbound calls.
+        let default = ExecutorConfig {
+            prism_central_checks: PreflightMode::Warn,
+            ..ExecutorConfig::default()
+        };
         assert_eq!(format!("{from_flags:?}"), format!("{default:?}"));
     }
 

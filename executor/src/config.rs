@@ -43,6 +43,13 @@ pub struct ExecutorConfig {
     pub workload_client_cache_size: usize,
     /// A cached workload-cluster client unused for this long is dropped.
     pub workload_client_idle_timeout: Duration,
+    /// Whether ApplyAgent checks Prism Central first, and whether a failed check blocks it. `Off` in
+    /// [`Default`] (an embedding that says nothing makes no calls to Prism Central); the binary's flag defaults
+    /// to `Warn`.
+    pub prism_central_checks: crate::prism::PreflightMode,
+    /// Bound on one whole check of Prism Central (resolve, connect, TLS, one request): well inside the 10 s CAPI
+    /// gives a hook, so a hook that checks and then applies still answers in time.
+    pub prism_central_timeout: Duration,
 }
 
 impl Default for ExecutorConfig {
@@ -61,6 +68,8 @@ impl Default for ExecutorConfig {
             remote_timeout: Duration::from_secs(5),
             workload_client_cache_size: 256,
             workload_client_idle_timeout: Duration::from_secs(600),
+            prism_central_checks: crate::prism::PreflightMode::Off,
+            prism_central_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -191,6 +191,14 @@ pub enum Error {
         /// Why.
         error: crate::values::RenderError,
     },
+    /// The Prism Central preflight failed and the executor is configured to block on it.
+    #[error("{}; nothing was applied (the Prism Central preflight is blocking)", failure.describe(endpoint))]
+    PrismCentralPreflight {
+        /// `host:port`.
+        endpoint: String,
+        /// What failed.
+        failure: crate::prism::PreflightFailure,
+    },
     /// A call to a Kubernetes API server failed.
     #[error("cannot {action} on the {side} cluster: {failure}")]
     Kube {
@@ -239,6 +247,9 @@ impl Error {
                 None => Code::FailedPrecondition,
             },
             Self::Kube { failure, .. } => by_failure(failure, Code::Internal),
+            // The network may come back by itself; a wrong URL, bundle or password needs a person.
+            Self::PrismCentralPreflight { failure, .. } if failure.transient() => Code::Unavailable,
+            Self::PrismCentralPreflight { .. } => Code::FailedPrecondition,
         }
     }
 }
@@ -287,6 +298,21 @@ mod tests {
             .code(),
             Code::Internal
         );
+        let refused = Error::PrismCentralPreflight {
+            endpoint: "pc:9440".into(),
+            failure: crate::prism::PreflightFailure::Unauthorized { status: 401 },
+        };
+        assert_eq!(refused.code(), Code::FailedPrecondition);
+        assert!(
+            refused
+                .to_string()
+                .starts_with("Prism Central pc:9440 refused the credentials")
+        );
+        let unreachable = Error::PrismCentralPreflight {
+            endpoint: "pc:9440".into(),
+            failure: crate::prism::PreflightFailure::Connect,
+        };
+        assert_eq!(unreachable.code(), Code::Unavailable);
         let status: Status = down.into();
         assert_eq!(status.code(), Code::Unavailable);
         assert_eq!(

@@ -45,6 +45,8 @@ pub(crate) struct Inner {
     pub(crate) applied: Mutex<HashMap<ClusterKey, Applied>>,
     pub(crate) metrics: ExecutorMetrics,
     pub(crate) recorder: Recorder,
+    /// Each Cluster's last Prism Central preflight, for GetAgentStatus.
+    pub(crate) preflights: crate::prism::PreflightMemory,
 }
 
 impl std::fmt::Debug for Executor {
@@ -77,6 +79,7 @@ impl Executor {
                 applied: Mutex::default(),
                 metrics,
                 recorder,
+                preflights: Default::default(),
             }),
         }
     }

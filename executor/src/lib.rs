@@ -26,6 +26,8 @@ mod gotemplate;
 pub mod names;
 pub mod objects;
 pub mod observe;
+mod preflight;
+pub mod prism;
 pub mod remote;
 mod server;
 pub mod service;

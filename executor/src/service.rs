@@ -18,6 +18,7 @@ use crate::{
     domain::{ClusterKey, ClusterRef, RequestError, Trigger},
     error::Error,
     executor::Executor,
+    prism::{PreflightFailure, PreflightRecord, PreflightVerdict, Registration},
     status::{ConditionView, HcpView, HrpView, StatusReport},
     uninstall::{RemoveOutcome, UninstallPhase},
 };
@@ -51,10 +52,15 @@ pub fn trigger(value: i32) -> Trigger {
 }
 
 fn trigger_name(t: Trigger) -> &'static str {
+    trigger_proto(t).as_str_name()
+}
+
+/// Domain [`Trigger`] → proto `Trigger`.
+fn trigger_proto(t: Trigger) -> pb::Trigger {
     match t {
-        Trigger::Unspecified => pb::Trigger::Unspecified.as_str_name(),
-        Trigger::AfterControlPlaneInitialized => pb::Trigger::AfterControlPlaneInitialized.as_str_name(),
-        Trigger::BeforeClusterUpgrade => pb::Trigger::BeforeClusterUpgrade.as_str_name(),
+        Trigger::Unspecified => pb::Trigger::Unspecified,
+        Trigger::AfterControlPlaneInitialized => pb::Trigger::AfterControlPlaneInitialized,
+        Trigger::BeforeClusterUpgrade => pb::Trigger::BeforeClusterUpgrade,
     }
 }
 
@@ -134,6 +140,50 @@ pub fn status_response(r: StatusReport) -> GetAgentStatusResponse {
         addon_configured: r.addon_configured,
         cluster_deleting: r.cluster_deleting,
         cluster_uid: r.cluster_uid,
+        prism_central_registration: prism_registration(&r.registration) as i32,
+        prism_central_registration_message: match r.registration {
+            Registration::Unknown(why) => why,
+            _ => String::new(),
+        },
+        last_preflight: r.last_preflight.map(preflight),
+    }
+}
+
+/// Domain [`Registration`] → proto `PrismCentralRegistration`.
+pub fn prism_registration(r: &Registration) -> pb::PrismCentralRegistration {
+    match r {
+        Registration::Registered => pb::PrismCentralRegistration::Registered,
+        Registration::NotRegistered => pb::PrismCentralRegistration::NotRegistered,
+        Registration::Unknown(_) => pb::PrismCentralRegistration::Unknown,
+    }
+}
+
+/// Domain [`PreflightVerdict`] → proto `PreflightOutcome`.
+pub fn preflight_outcome(v: &PreflightVerdict) -> pb::PreflightOutcome {
+    match v {
+        PreflightVerdict::Passed => pb::PreflightOutcome::Passed,
+        PreflightVerdict::PassedWithoutAuthentication => pb::PreflightOutcome::PassedWithoutAuthentication,
+        PreflightVerdict::Failed(f) => match f {
+            PreflightFailure::TrustBundle => pb::PreflightOutcome::TrustBundle,
+            PreflightFailure::Dns => pb::PreflightOutcome::Dns,
+            PreflightFailure::Connect => pb::PreflightOutcome::Connect,
+            PreflightFailure::Tls { .. } => pb::PreflightOutcome::Tls,
+            PreflightFailure::Unauthorized { .. } => pb::PreflightOutcome::Unauthorized,
+            PreflightFailure::UnexpectedAnswer(_) => pb::PreflightOutcome::UnexpectedAnswer,
+            PreflightFailure::Timeout { .. } => pb::PreflightOutcome::Timeout,
+        },
+    }
+}
+
+fn preflight(r: PreflightRecord) -> pb::PrismCentralPreflight {
+    pb::PrismCentralPreflight {
+        checked_at: Some(prost_types::Timestamp {
+            seconds: r.checked_at.as_second(),
+            nanos: r.checked_at.subsec_nanosecond(),
+        }),
+        trigger: trigger_proto(r.trigger) as i32,
+        outcome: preflight_outcome(&r.verdict) as i32,
+        message: r.message,
     }
 }
 

@@ -9,6 +9,7 @@ use crate::{
     error::Error,
     executor::{Executor, on_workload},
     names::{RELEASE_NAMESPACE, REMOTE_SECRET_NAME},
+    prism::{PreflightRecord, Registration},
     uninstall::{UninstallPhase, candidate_names, decide},
 };
 
@@ -72,6 +73,10 @@ pub struct StatusReport {
     pub hrps: Vec<HrpView>,
     /// The uninstall phase.
     pub phase: UninstallPhase,
+    /// Whether Prism Central lists the cluster as registered.
+    pub registration: Registration,
+    /// The last Prism Central preflight this executor ran for the Cluster (since it started).
+    pub last_preflight: Option<PreflightRecord>,
 }
 
 impl Executor {
@@ -88,6 +93,7 @@ impl Executor {
         };
         let observed = self.observed(key, &names, &remains, live.deletion_timestamp);
         let phase = decide(&observed, Timestamp::now(), &self.policy()).phase;
+        let (registration, last_preflight) = self.prism_status(&live).await;
         Ok(StatusReport {
             cluster_uid: live.uid.clone(),
             cluster_deleting: live.deleting(),
@@ -112,6 +118,8 @@ impl Executor {
                 })
                 .collect(),
             phase,
+            registration,
+            last_preflight,
         })
     }
 

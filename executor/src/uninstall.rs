@@ -341,6 +341,7 @@ impl Executor {
         }
         if outcome.done {
             self.forget_remote(key);
+            self.inner.preflights.forget(key);
         }
         Ok(outcome)
     }

@@ -13,6 +13,7 @@ pub mod crds;
 pub mod executor_fixture;
 pub mod gateway_fixture;
 pub mod pki;
+pub mod prism_central_stand_in;
 pub mod sandbox;
 pub mod scale;
 pub mod scenario;

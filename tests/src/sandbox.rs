@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::Context;
-use konnector_executor::ExecutorConfig;
+use konnector_executor::{ExecutorConfig, prism::PreflightMode};
 use kube::{
     Api, Client,
     api::{DynamicObject, PatchParams},
@@ -26,6 +26,7 @@ use crate::{
     executor_fixture::{RunningExecutor, start_executor},
     gateway_fixture::{RunningGateway, serve_gateway, write_gateway_certs},
     management_plane_for,
+    prism_central_stand_in::{Behaviour, PrismCentralStandIn},
     scenario::{AGENT_NAMESPACE, ClusterReport, ClusterRun, Gateway, StepObserver},
     tools, workload,
 };
@@ -51,6 +52,9 @@ pub struct SandboxOptions {
     /// Leave the first cluster installed: its lifecycle stops after BeforeClusterUpgrade, so there is a live
     /// Cluster, HelmChartProxy and agent Secret to look at ([`Sandbox::try_commands`]).
     pub keep: bool,
+    /// Make the Prism Central stand-in refuse every password, and the executor block on its preflight, so the
+    /// failed preflight shows in the AfterControlPlaneInitialized answer.
+    pub bad_pc_password: bool,
 }
 
 impl Default for SandboxOptions {
@@ -61,6 +65,7 @@ impl Default for SandboxOptions {
             rotate_credentials: false,
             state_dir: None,
             keep: false,
+            bad_pc_password: false,
         }
     }
 }
@@ -123,6 +128,7 @@ pub struct Sandbox {
     state_dir: PathBuf,
     _temp_state: Option<tempfile::TempDir>,
     _caaph: CaaphStandIn,
+    prism_central: PrismCentralStandIn,
 }
 
 impl Sandbox {
@@ -176,11 +182,24 @@ impl Sandbox {
         workload::ensure_namespace(&mgmt_client, KONNECTOR_NAMESPACE).await?;
         workload::ensure_namespace(&mgmt_client, CLUSTERS_NAMESPACE).await?;
 
+        // The Clusters point at a Prism Central stand-in; it accepts the scenario's (rotating) passwords unless
+        // asked to refuse them all.
+        let prism_central = if options.bad_pc_password {
+            PrismCentralStandIn::start("admin", "a-password-no-cluster-has", Behaviour::Normal).await?
+        } else {
+            PrismCentralStandIn::start_any_password("admin", Behaviour::Normal).await?
+        };
+
         let started = Instant::now();
         progress("starting the executor (under the chart's RBAC role) and two gateways…");
         let executor = start_executor(
             &mgmt,
             ExecutorConfig {
+                prism_central_checks: if options.bad_pc_password {
+                    PreflightMode::Block
+                } else {
+                    PreflightMode::Warn
+                },
                 defaults_namespace: KONNECTOR_NAMESPACE.into(),
                 helm_repository_ca_namespace: KONNECTOR_NAMESPACE.into(),
                 // CAPI waits retryAfterSeconds between calls; the sandbox's uninstalls take about a second.
@@ -232,6 +251,7 @@ impl Sandbox {
             state_dir,
             _temp_state: temp_state,
             _caaph: caaph,
+            prism_central,
         };
         progress("rendering deploy/chart with helm; applying its ExtensionConfig and default ConfigMaps…");
         sandbox.apply_deploy_manifests().await?;
@@ -357,6 +377,7 @@ impl Sandbox {
                 handlers: &handlers,
                 rotate_credentials: self.options.rotate_credentials,
                 keep_installed: self.kept_cluster() == Some(name.as_str()),
+                prism_central: Some((self.prism_central.url(), self.prism_central.trust_bundle())),
                 on_step: on_step.as_ref(),
             };
             async move { run.play().await }

@@ -70,6 +70,9 @@ pub struct ClusterRun<'a> {
     pub rotate_credentials: bool,
     /// Stop after BeforeClusterUpgrade, leaving the cluster and its agent installed (the sandbox's `--keep`).
     pub keep_installed: bool,
+    /// `prismCentralEndpoint.url` and `additionalTrustBundle` of the Cluster (the sandbox's Prism Central
+    /// stand-in); `None` keeps an unresolvable, insecure endpoint.
+    pub prism_central: Option<(String, String)>,
     /// Called with each finished step, for live output.
     pub on_step: &'a (dyn Fn(&str, &StepReport) + Send + Sync),
 }
@@ -474,11 +477,17 @@ impl ClusterRun<'_> {
             &self.namespace,
             &self.name,
             ClusterOptions {
-                spec: Some(cluster_spec(
-                    &self.name,
-                    self.workload.port(),
-                    &self.credentials_secret(),
-                )),
+                spec: Some({
+                    let mut spec = cluster_spec(&self.name, self.workload.port(), &self.credentials_secret());
+                    if let Some((url, bundle)) = &self.prism_central {
+                        let pc =
+                            &mut spec["topology"]["variables"][0]["value"]["nutanix"]["prismCentralEndpoint"];
+                        pc["url"] = json!(url);
+                        pc["insecure"] = json!(false);
+                        pc["additionalTrustBundle"] = json!(bundle);
+                    }
+                    spec
+                }),
                 ..ClusterOptions::initialized()
             },
         )

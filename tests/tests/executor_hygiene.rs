@@ -1,5 +1,6 @@
-//! Secret hygiene: the Prism Central password appears in no gRPC answer, no status message and no log line of
-//! the executor, across every RPC and the main error paths. Its own test binary, because it installs the
+//! Secret hygiene: the Prism Central password appears in no gRPC answer, no status message, no Event and no log
+//! line of the executor, across every RPC and the main error paths, the Prism Central checks included (passed,
+//! refused, blocking, redirected). Its own test binary, because it installs the
 //! process-wide tracing subscriber that captures the executor's logs.
 
 use std::{
@@ -9,13 +10,17 @@ use std::{
 };
 
 use base64::Engine;
-use konnector_executor::ExecutorConfig;
+use konnector_executor::{ExecutorConfig, prism::PreflightMode};
 use konnector_proto::v1::{
     ApplyAgentRequest, ClusterRef, GetAgentStatusRequest, PlanAgentRequest, RemoveAgentRequest,
 };
 use konnector_tests::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn},
-    executor_fixture::{TEST_NAMESPACE, TEST_PASSWORD, addon_cluster_config, executor_env},
+    executor_fixture::{
+        TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD, addon_cluster_config, executor_env,
+        start_executor,
+    },
+    prism_central_stand_in::{Behaviour, PrismCentralStandIn},
     workload::{self, ClusterOptions},
 };
 
@@ -45,12 +50,19 @@ async fn password_never_leaves_the_secret() {
     tracing_subscriber::fmt()
         .with_env_filter("trace,h2=info,hyper=info,hyper_util=info,tower=info,rustls=info")
         .with_writer(logs.clone())
+        // Every span is written when it closes, with its fields, so spans are checked as well as events.
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_ansi(false)
         .init();
 
+    let checks = |mode| ExecutorConfig {
+        prism_central_checks: mode,
+        prism_central_timeout: Duration::from_secs(2),
+        ..ExecutorConfig::default()
+    };
     let env = executor_env(
         "hygiene",
-        ExecutorConfig::default(),
+        checks(PreflightMode::Warn),
         ClusterOptions::initialized(),
     )
     .await
@@ -58,6 +70,56 @@ async fn password_never_leaves_the_secret() {
     let _caaph = CaaphStandIn::start(env.admin.clone(), CaaphOptions::default());
     let mut client = env.executor.client().await.unwrap();
     let mut seen = Vec::<String>::new();
+
+    // The Prism Central checks, on every path they have: refused (warned, then blocking), redirected, passed.
+    let refusing = PrismCentralStandIn::start("admin", "another-password", Behaviour::Normal)
+        .await
+        .unwrap();
+    let pc = PrismCentralStandIn::start("admin", TEST_PASSWORD, Behaviour::Normal)
+        .await
+        .unwrap();
+    let redirecting = PrismCentralStandIn::start(
+        "admin",
+        TEST_PASSWORD,
+        Behaviour::RedirectTo(format!("{}/api/nutanix/v3/users/me", pc.url())),
+    )
+    .await
+    .unwrap();
+    let blocking = start_executor(&env.mgmt, checks(PreflightMode::Block))
+        .await
+        .unwrap();
+    let mut blocking_client = blocking.client().await.unwrap();
+    for stand_in in [&refusing, &redirecting] {
+        env.set_cluster_config(stand_in.cluster_config(TEST_CREDENTIALS_SECRET))
+            .await
+            .unwrap();
+        let request = || ApplyAgentRequest {
+            cluster: Some(env.cluster_ref()),
+            trigger: 1,
+        };
+        seen.push(format!("{:?}", client.apply_agent(request()).await.unwrap()));
+        seen.push(format!(
+            "{:?}",
+            blocking_client.apply_agent(request()).await.unwrap_err()
+        ));
+        seen.push(format!(
+            "{:?}",
+            client
+                .get_agent_status(GetAgentStatusRequest {
+                    cluster: Some(env.cluster_ref()),
+                })
+                .await
+                .unwrap()
+        ));
+    }
+    assert!(
+        pc.seen().is_empty(),
+        "the redirect was followed with the credentials"
+    );
+    blocking.stop().await.unwrap();
+    env.set_cluster_config(pc.cluster_config(TEST_CREDENTIALS_SECRET))
+        .await
+        .unwrap();
 
     let applied = client
         .apply_agent(ApplyAgentRequest {
@@ -84,6 +146,10 @@ async fn password_never_leaves_the_secret() {
         })
         .await
         .unwrap();
+    assert!(
+        status.get_ref().last_preflight.is_some(),
+        "the preflight of the apply above is reported"
+    );
     seen.push(format!("{status:?}"));
 
     // Error paths that read the Secret: a wrong key set, and a Secret with both kinds.
@@ -152,11 +218,43 @@ async fn password_never_leaves_the_secret() {
     .await
     .unwrap();
     assert!(removed.done);
+    // The uninstall completed, so the executor forgot the Cluster's last preflight.
+    let after = client
+        .get_agent_status(GetAgentStatusRequest {
+            cluster: Some(env.cluster_ref()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(after.last_preflight.is_none(), "{after:?}");
+    seen.push(format!("{after:?}"));
+    // Prism Central was asked with the credentials, and answered.
+    assert!(pc.seen().iter().any(|r| r.authenticated));
+
+    // Every Event on the management cluster, the preflight's Warnings included.
+    let events = kube::Api::<k8s_openapi::api::events::v1::Event>::all(env.admin.clone())
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("PrismCentralPreflightFailed")),
+        "the preflight recorded no Event"
+    );
+    seen.push(format!("{events:?}"));
 
     let b64 = base64::engine::general_purpose::STANDARD.encode(TEST_PASSWORD);
+    // What the Authorization header carries.
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("admin:{TEST_PASSWORD}"));
     for answer in &seen {
         assert!(!answer.contains(TEST_PASSWORD), "password in an answer: {answer}");
         assert!(!answer.contains(&b64), "base64 password in an answer: {answer}");
+        assert!(
+            !answer.contains(&basic),
+            "basic-auth header in an answer: {answer}"
+        );
     }
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(
@@ -165,4 +263,13 @@ async fn password_never_leaves_the_secret() {
     );
     assert!(!logs.contains(TEST_PASSWORD), "password in the logs");
     assert!(!logs.contains(&b64), "base64 password in the logs");
+    assert!(!logs.contains(&basic), "basic-auth header in the logs");
+    assert!(
+        logs.contains("Prism Central preflight"),
+        "the preflight's logs were not captured"
+    );
+    assert!(
+        logs.contains("prism_central_preflight") && logs.contains("prism_central_registration"),
+        "the Prism Central spans were not captured"
+    );
 }

@@ -19,6 +19,7 @@ async fn play(shape: CapiShape, clusters: usize, rotate_credentials: bool) {
         rotate_credentials,
         state_dir: None,
         keep: false,
+        bad_pc_password: false,
     })
     .await
     .unwrap();

@@ -44,6 +44,9 @@ struct Args {
     /// Change the Prism Central password between AfterControlPlaneInitialized and BeforeClusterUpgrade.
     #[arg(long, env = "KONNECTOR_SANDBOX_ROTATE_CREDENTIALS")]
     rotate_credentials: bool,
+    /// Make the Prism Central stand-in refuse the clusters' password, to see a failed preflight.
+    #[arg(long, env = "KONNECTOR_SANDBOX_BAD_PC_PASSWORD")]
+    bad_pc_password: bool,
     /// Log filter for konnector's own logs (they go to stderr).
     #[arg(
         long,
@@ -139,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
             rotate_credentials: args.rotate_credentials,
             state_dir: args.state_dir.clone(),
             keep: args.keep,
+            bad_pc_password: args.bad_pc_password,
         },
         &|line| println!("{line}"),
     )

@@ -1,0 +1,161 @@
+//! The executor's use of [`crate::prism`]: the preflight ApplyAgent runs before it writes anything, and the
+//! registration lookup GetAgentStatus reports. What is checked, and how, lives in `prism.rs`; this module decides
+//! what a result means for the answer (a note, a Warning Event, or a refusal) and remembers it for the status.
+
+use k8s_openapi::{
+    api::core::v1::{Namespace, Secret},
+    jiff::Timestamp,
+};
+use kube::{Api, runtime::events::EventType};
+use tracing::Instrument;
+
+use crate::{
+    domain::{AgentRequest, LiveCluster, Trigger, agent_request},
+    error::{Error, KubeFailure},
+    executor::{Executor, on_workload},
+    prism::{self, Credentials, PreflightMode, PreflightRecord, PreflightVerdict, Registration},
+};
+
+/// The reason of the Warning Event a failed, non-blocking preflight records on the Cluster.
+pub(crate) const PREFLIGHT_FAILED_REASON: &str = "PrismCentralPreflightFailed";
+
+impl Executor {
+    /// Checks Prism Central for `live` with the credentials `secret` holds (already validated by `plan_for`).
+    /// Returns the note to add to the answer, if any; in blocking mode a failure is an error instead.
+    pub(crate) async fn prism_preflight(
+        &self,
+        live: &LiveCluster,
+        req: &AgentRequest,
+        secret: &Secret,
+        trigger: Trigger,
+    ) -> Result<Option<String>, Error> {
+        let mode = self.inner.config.prism_central_checks;
+        if mode == PreflightMode::Off {
+            return Ok(None);
+        }
+        let pc = &req.prism_central;
+        let endpoint = prism::endpoint(&pc.host, pc.port);
+        let verdict = match Credentials::from_secret(secret) {
+            Some(credentials) => {
+                prism::preflight(pc, &credentials, self.inner.config.prism_central_timeout).await
+            }
+            // plan_for validated the Secret, so this is only reached if validation and reading ever disagree;
+            // then there is nothing to check with, and plan_for's verdict stands.
+            None => return Ok(None),
+        };
+        let message = match &verdict {
+            PreflightVerdict::Passed => format!(
+                "Prism Central {endpoint} is reachable, its TLS is as configured, and it accepts the credentials"
+            ),
+            PreflightVerdict::PassedWithoutAuthentication => format!(
+                "Prism Central {endpoint} is reachable and its TLS is as configured; API-key credentials are not checked before applying"
+            ),
+            PreflightVerdict::Failed(f) => f.describe(&endpoint),
+        };
+        tracing::info!(
+            endpoint = %endpoint,
+            outcome = match &verdict {
+                PreflightVerdict::Failed(f) => f.kind(),
+                _ => "PASSED",
+            },
+            "Prism Central preflight"
+        );
+        self.inner.preflights.remember(
+            &live.key,
+            PreflightRecord {
+                cluster_uid: live.uid.clone(),
+                checked_at: Timestamp::now(),
+                trigger,
+                verdict: verdict.clone(),
+                message: message.clone(),
+            },
+        );
+        match verdict {
+            PreflightVerdict::Passed => Ok(None),
+            PreflightVerdict::PassedWithoutAuthentication => Ok(Some(message)),
+            PreflightVerdict::Failed(failure) if mode == PreflightMode::Block => {
+                // `apply` records the Warning Event for this error, as for every refusal a person must fix.
+                Err(Error::PrismCentralPreflight { endpoint, failure })
+            }
+            PreflightVerdict::Failed(_) => {
+                let note = format!("Prism Central preflight failed (applied anyway): {message}");
+                self.record_event(
+                    live,
+                    EventType::Warning,
+                    PREFLIGHT_FAILED_REASON,
+                    "ApplyAgent",
+                    note.clone(),
+                )
+                .await;
+                Ok(Some(note))
+            }
+        }
+    }
+
+    /// Whether Prism Central lists `live` as registered, and the last preflight this process ran for it.
+    pub(crate) async fn prism_status(&self, live: &LiveCluster) -> (Registration, Option<PreflightRecord>) {
+        let last = self.inner.preflights.last(&live.key, &live.uid);
+        (self.prism_registration(live).await, last)
+    }
+
+    async fn prism_registration(&self, live: &LiveCluster) -> Registration {
+        if self.inner.config.prism_central_checks == PreflightMode::Off {
+            return Registration::Unknown("the executor's Prism Central checks are turned off".to_owned());
+        }
+        let req = match agent_request(live) {
+            Ok(Some(req)) => req,
+            Ok(None) => {
+                return Registration::Unknown(
+                    "the Konnector Agent addon is not configured for this Cluster".to_owned(),
+                );
+            }
+            Err(e) => {
+                return Registration::Unknown(format!("invalid Konnector Agent configuration: {e}"));
+            }
+        };
+        let key = &live.key;
+        let secret_ref = format!("{}/{}", key.namespace, req.credentials_secret);
+        let secret = match Api::<Secret>::namespaced(self.mgmt(), &key.namespace)
+            .get(&req.credentials_secret)
+            .instrument(tracing::debug_span!("read_credentials_secret"))
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                return Registration::Unknown(format!(
+                    "cannot read the credentials Secret {secret_ref}: {}",
+                    KubeFailure::from_kube(&e)
+                ));
+            }
+        };
+        let Some(credentials) = Credentials::from_secret(&secret) else {
+            return Registration::Unknown(format!(
+                "the credentials Secret {secret_ref} holds no usable credentials"
+            ));
+        };
+        let uuid = match self.kube_system_uid(live).await {
+            Ok(uid) => uid,
+            Err(e) => return Registration::Unknown(e.to_string()),
+        };
+        prism::registration(
+            &req.prism_central,
+            &credentials,
+            &uuid,
+            self.inner.config.prism_central_timeout,
+        )
+        .await
+    }
+
+    /// The uid of the workload cluster's kube-system Namespace: the id Prism Central registers the cluster under.
+    async fn kube_system_uid(&self, live: &LiveCluster) -> Result<String, Error> {
+        let remote = self.remote_client(&live.key).await?;
+        let namespaces: Api<Namespace> = Api::all(remote);
+        let meta = on_workload(
+            self.inner.config.remote_timeout,
+            "read Namespace kube-system".to_owned(),
+            namespaces.get_metadata("kube-system"),
+        )
+        .await?;
+        Ok(meta.metadata.uid.unwrap_or_default())
+    }
+}
