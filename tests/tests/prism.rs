@@ -390,7 +390,7 @@ async fn executor_checks_prism_central_and_reports_registration() {
         .unwrap();
     let answer = apply(&env, None).await.unwrap();
     assert!(
-        !answer.notes.iter().any(|n| n.contains("Prism Central")),
+        !answer.notes.iter().any(|n| n.contains("Prism Central preflight")),
         "{:?}",
         answer.notes
     );
