@@ -47,6 +47,7 @@ pub const UNREACHABLE: &str =
 /// | `RemoveAgent` OK, not `done` | Success, `retryAfterSeconds: max(1, retry_after_seconds)` |
 /// | `InvalidArgument`, `FailedPrecondition` | Failure, `<context>: <executor message>` |
 /// | `Unavailable`, `DeadlineExceeded`, `Cancelled` | Failure, [`UNREACHABLE`] |
+/// | `Internal` | Failure, `<context>: the executor reported INTERNAL: <executor message>` |
 /// | any other code | Failure, `<context>: the executor reported <code>` |
 pub fn hook_answer(hook: Hook, outcome: Result<ExecutorReply, tonic::Status>) -> HookResponse {
     match outcome {
@@ -67,6 +68,18 @@ pub fn hook_answer(hook: Hook, outcome: Result<ExecutorReply, tonic::Status>) ->
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                 HookResponse::failure(hook, UNREACHABLE)
             }
+            // The executor's INTERNAL answers (an API server refusing it, an unexpected status) carry its own
+            // deterministic, secret-free message, which is what a person needs to act on; other codes come from
+            // elsewhere (a proxy, the transport), so only their code is repeated.
+            Code::Internal if !clean(status.message()).is_empty() => HookResponse::failure(
+                hook,
+                format!(
+                    "{}: the executor reported {}: {}",
+                    context(hook),
+                    code_name(Code::Internal),
+                    clean(status.message())
+                ),
+            ),
             code => HookResponse::failure(
                 hook,
                 format!("{}: the executor reported {}", context(hook), code_name(code)),

@@ -244,6 +244,11 @@ async fn every_grpc_code_maps_to_a_deterministic_failure_per_hook() {
                     )
                 }
                 Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => UNREACHABLE.to_owned(),
+                // INTERNAL carries the executor's own message through.
+                Code::Internal => format!(
+                    "{}: the executor reported INTERNAL: credentials Secret tenants/pc-creds not found",
+                    context(hook_kind)
+                ),
                 other => format!(
                     "{}: the executor reported {}",
                     context(hook_kind),
