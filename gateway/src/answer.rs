@@ -120,13 +120,29 @@ mod tests {
 
     #[test]
     fn acpi_has_no_retry() {
+        // A code that does not come from the executor's own errors: only the code is repeated.
         let r = hook_answer(
             Hook::AfterControlPlaneInitialized,
-            Err(tonic::Status::internal("boom at 12:00")),
+            Err(tonic::Status::unknown("boom at 12:00")),
         );
         assert_eq!(r.status, Status::Failure);
         assert_eq!(r.retry_after_seconds, None);
         assert!(!r.message.contains("boom"));
+        // The executor's INTERNAL errors say what to fix, and are carried through.
+        let r = hook_answer(
+            Hook::AfterControlPlaneInitialized,
+            Err(tonic::Status::internal(
+                "cannot apply HelmChartProxy ns/x on the management cluster",
+            )),
+        );
+        assert_eq!(r.retry_after_seconds, None);
+        assert!(
+            r.message.ends_with(
+                "the executor reported INTERNAL: cannot apply HelmChartProxy ns/x on the management cluster"
+            ),
+            "{}",
+            r.message
+        );
     }
 
     #[test]
