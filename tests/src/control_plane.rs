@@ -53,7 +53,27 @@ impl std::fmt::Debug for ControlPlane {
 
 impl ControlPlane {
     /// Starts a control plane named `name` (used in logs and in the kubeconfig) and waits until `/readyz` answers.
+    ///
+    /// Ports are picked free and released before etcd and kube-apiserver bind them, so another process (a test
+    /// binding an ephemeral port meanwhile) can take one first; such a start is retried on new ports.
     pub async fn start(name: &str) -> anyhow::Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(name).await {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {
+                    tracing::warn!(
+                        name,
+                        attempt,
+                        "a control plane port was taken meanwhile; starting again"
+                    );
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(name: &str) -> anyhow::Result<Self> {
         let assets = Assets::get()?;
         let dir = tempfile::Builder::new()
             .prefix(&format!("konnector-cp-{name}-"))
