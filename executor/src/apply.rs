@@ -53,14 +53,15 @@ pub struct PlanOutcome {
     pub notes: Vec<String>,
 }
 
-/// What ApplyAgent would write, computed without writing.
-struct Plan {
-    hcp_name: String,
-    namespace: Value,
-    secret: Secret,
-    hcp: Value,
-    chart: ChartCoordinates,
-    notes: Vec<String>,
+/// What ApplyAgent would write, computed without writing. The reconciler (`reconcile.rs`) compares it with what is
+/// there and writes it through [`Executor::write_plan`], so hooks and reconciler write the same bytes.
+pub(crate) struct Plan {
+    pub(crate) hcp_name: String,
+    pub(crate) namespace: Value,
+    pub(crate) secret: Secret,
+    pub(crate) hcp: Value,
+    pub(crate) chart: ChartCoordinates,
+    pub(crate) notes: Vec<String>,
 }
 
 const NOT_CONFIGURED: &str = "Konnector Agent addon is not configured for this cluster; nothing to do";
@@ -98,6 +99,12 @@ impl Executor {
             });
         };
         let plan = self.plan_for(live, &req).await?;
+        self.write_plan(live, plan).await
+    }
+
+    /// Writes a plan: the workload Namespace and Secret, then the HelmChartProxy, then checks the Cluster was not
+    /// deleted meanwhile. The caller holds the Cluster's lock and has checked it is not being deleted.
+    pub(crate) async fn write_plan(&self, live: &LiveCluster, plan: Plan) -> Result<ApplyOutcome, Error> {
         let key = &live.key;
         let remote = self.remote_client(key).await?;
         let timeout = self.inner.config.remote_timeout;
@@ -217,7 +224,7 @@ impl Executor {
         })
     }
 
-    async fn plan_for(&self, live: &LiveCluster, req: &AgentRequest) -> Result<Plan, Error> {
+    pub(crate) async fn plan_for(&self, live: &LiveCluster, req: &AgentRequest) -> Result<Plan, Error> {
         let key = &live.key;
         if !live.selectable() {
             return Err(Error::ClusterNotSelectable {

@@ -83,6 +83,9 @@ pub struct Args {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub log: LogArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub reconcile: crate::reconcile::ReconcileArgs,
 }
 
 impl Args {
@@ -186,6 +189,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     let executor = Executor::new(client, args.executor_config());
+    let reconciler = args
+        .reconcile
+        .config(&args.pod_namespace)
+        .map(|config| tokio::spawn(crate::reconcile::run(executor.clone(), config, shutdown.clone())));
     let admin_task = tokio::spawn(admin::serve(
         args.admin_addr,
         admin::router(readiness, executor.metrics().registry().router()),
@@ -196,6 +203,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.grpc_addr))?;
     let served = crate::serve(executor, listener, tls, shutdown.clone()).await;
     shutdown.cancel();
+    if let Some(reconciler) = reconciler {
+        // Gives the Lease up, so another replica takes over at once.
+        let _ = reconciler.await;
+    }
     admin_task.await??;
     served
 }

@@ -41,6 +41,8 @@ pub(crate) struct Inner {
     pub(crate) cluster_version: tokio::sync::OnceCell<ClusterVersion>,
     pub(crate) metrics: ExecutorMetrics,
     pub(crate) recorder: Recorder,
+    /// The reconciler's state: last result per Cluster, last applied chart per Cluster (see `reconcile`).
+    pub(crate) reconciler: crate::reconcile::ReconcilerState,
 }
 
 impl std::fmt::Debug for Executor {
@@ -68,6 +70,7 @@ impl Executor {
                 cluster_version: tokio::sync::OnceCell::new(),
                 metrics,
                 recorder,
+                reconciler: Default::default(),
             }),
         }
     }

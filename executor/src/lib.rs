@@ -10,7 +10,8 @@
 //! ([`values::template_values`]) and Kubernetes objects ([`objects`], named in [`names`]).
 //!
 //! The workflows: `apply` (ApplyAgent, PlanAgent), `uninstall` (RemoveAgent), `status` (GetAgentStatus), over
-//! `cluster` (reading the live Cluster), `remote` (workload clients) and `events`.
+//! `cluster` (reading the live Cluster), `remote` (workload clients) and `events`. Between hooks, `reconcile` keeps
+//! every Cluster converged, in the one replica `leader` elects.
 #![deny(missing_docs)]
 
 pub mod apply;
@@ -21,9 +22,11 @@ pub mod domain;
 pub mod error;
 mod events;
 mod executor;
+mod leader;
 pub mod names;
 pub mod objects;
 pub mod observe;
+pub mod reconcile;
 pub mod remote;
 mod server;
 pub mod service;
@@ -35,4 +38,5 @@ pub use config::{ExecutorConfig, UninstallTimeoutPolicy};
 pub use error::Error;
 pub use events::EVENT_REPORTER;
 pub use executor::Executor;
+pub use leader::LeaseConfig;
 pub use server::serve;

@@ -134,6 +134,12 @@ pub fn status_response(r: StatusReport) -> GetAgentStatusResponse {
         addon_configured: r.addon_configured,
         cluster_deleting: r.cluster_deleting,
         cluster_uid: r.cluster_uid,
+        last_reconcile_time: r
+            .last_reconcile
+            .as_ref()
+            .map(|l| l.at.to_string())
+            .unwrap_or_default(),
+        last_reconcile_result: r.last_reconcile.map(|l| l.result).unwrap_or_default(),
     }
 }
 

@@ -72,6 +72,8 @@ pub struct StatusReport {
     pub hrps: Vec<HrpView>,
     /// The uninstall phase.
     pub phase: UninstallPhase,
+    /// The reconciler's last pass over this Cluster in this process, if any.
+    pub last_reconcile: Option<crate::reconcile::LastReconcile>,
 }
 
 impl Executor {
@@ -112,6 +114,7 @@ impl Executor {
                 })
                 .collect(),
             phase,
+            last_reconcile: self.last_reconcile(key),
         })
     }
 
