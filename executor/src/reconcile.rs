@@ -316,7 +316,7 @@ impl Executor {
         .await?;
         match &secret {
             None => what.push(format!("Secret {RELEASE_NAMESPACE}/{REMOTE_SECRET_NAME} missing")),
-            Some(s) if s.data != plan.secret.data || s.type_ != plan.secret.type_ => {
+            Some(s) if s.data != plan.secret.data || secret_type(s) != secret_type(&plan.secret) => {
                 if edited_by_others(s) {
                     what.push(format!("Secret {RELEASE_NAMESPACE}/{REMOTE_SECRET_NAME} edited"));
                 } else {
@@ -512,6 +512,11 @@ fn owned_by(hcp: &DynamicObject, uid: &str) -> bool {
         .is_some_and(|o| o.iter().any(|r| r.uid == uid))
 }
 
+/// A Secret's type as the API server reads it: unset means Opaque.
+fn secret_type(s: &Secret) -> &str {
+    s.type_.as_deref().unwrap_or("Opaque")
+}
+
 /// Whether a manager other than konnector wrote the Secret's data.
 fn edited_by_others(secret: &Secret) -> bool {
     secret.metadata.managed_fields.iter().flatten().any(|m| {
@@ -539,7 +544,13 @@ pub async fn run(executor: Executor, config: ReconcileConfig, shutdown: Cancella
             tracing::info!("this replica leads the reconciler");
             executor.metrics().leader(true);
             let lost = CancellationToken::new();
-            let controller = tokio::spawn(run_controller(executor.clone(), config.clone(), lost.clone()));
+            // Aborted when dropped, so the Controller never outlives this loop (not even when the task running it
+            // is aborted): a replica that no longer leads must not reconcile.
+            let controller = AbortOnDrop(tokio::spawn(run_controller(
+                executor.clone(),
+                config.clone(),
+                lost.clone(),
+            )));
             // Renew until the Lease is lost or we shut down.
             loop {
                 tokio::select! {
@@ -561,7 +572,7 @@ pub async fn run(executor: Executor, config: ReconcileConfig, shutdown: Cancella
                 }
             }
             lost.cancel();
-            let _ = controller.await;
+            drop(controller);
             executor.metrics().leader(false);
         }
         if shutdown.is_cancelled() {
@@ -574,6 +585,14 @@ pub async fn run(executor: Executor, config: ReconcileConfig, shutdown: Cancella
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(if leading { Duration::ZERO } else { config.lease.retry_interval }) => {}
         }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
