@@ -19,7 +19,7 @@ use crate::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn, Uninstall},
     capi::{CapiShape, ExtensionClient, Handler},
     control_plane::ControlPlane,
-    executor_fixture::{RunningExecutor, start_executor},
+    executor_fixture::{RunningExecutor, fast_reconcile, start_reconciling_executor},
     gateway_fixture::{RunningGateway, serve_gateway, write_gateway_certs},
     management_plane_for,
     scenario::{ClusterReport, ClusterRun, Gateway, StepObserver},
@@ -133,7 +133,8 @@ impl Sandbox {
         workload::ensure_namespace(&mgmt_client, KONNECTOR_NAMESPACE).await?;
         workload::ensure_namespace(&mgmt_client, CLUSTERS_NAMESPACE).await?;
 
-        let executor = start_executor(
+        // The reconciler runs beside the hooks, so a rotated password arrives without one.
+        let executor = start_reconciling_executor(
             &mgmt,
             ExecutorConfig {
                 defaults_namespace: KONNECTOR_NAMESPACE.into(),
@@ -142,6 +143,7 @@ impl Sandbox {
                 retry_after_seconds: 1,
                 ..Default::default()
             },
+            fast_reconcile("sandbox-executor"),
         )
         .await?;
 
