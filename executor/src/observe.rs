@@ -112,25 +112,23 @@ impl ExecutorMetrics {
             .get()
     }
 
-    /// Kubernetes API requests counted so far, all verbs and outcomes, on `side` (`management` or `workload`).
-    pub fn kube_request_total(&self, side: &str) -> u64 {
-        let mut total = 0;
-        // prometheus-client exposes no iteration over a family; encode and sum the matching samples instead.
-        let mut text = String::new();
+    /// Kubernetes API requests counted so far on `side` (`management` or `workload`), all verbs and outcomes;
+    /// only those on `resource` when given (e.g. `leases`). For tests and measurements.
+    pub fn kube_request_count(&self, side: &str, resource: Option<&str>) -> u64 {
+        // prometheus-client offers no iteration over a family; encode it and sum the matching samples instead.
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register("k", "", self.kube_requests.clone());
-        if prometheus_client::encoding::text::encode(&mut text, &registry).is_ok() {
-            for line in text.lines().filter(|l| l.starts_with("k_total{")) {
-                if line.contains(&format!("cluster=\"{side}\"")) {
-                    total += line
-                        .rsplit(' ')
-                        .next()
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .unwrap_or(0);
-                }
-            }
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+            return 0;
         }
-        total
+        let side = format!("cluster=\"{side}\"");
+        let resource = resource.map(|r| format!("resource=\"{r}\""));
+        text.lines()
+            .filter(|l| l.starts_with("k_total{") && l.contains(&side))
+            .filter(|l| resource.as_ref().is_none_or(|r| l.contains(r.as_str())))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
     }
 
     pub(crate) fn uninstall_phase(&self, phase: &str) {
