@@ -94,5 +94,6 @@ async fn reconciler_cost_per_idle_cluster_does_not_grow_with_n() {
         (per_pass[0] - per_pass[1]).abs() < 0.5,
         "per-Cluster cost changed with N: {per_pass:?}"
     );
-    assert!(per_pass[1] <= 8.0, "an idle pass costs more than its GETs: {per_pass:?}");
+    // Eight GETs measured (six management, two workload); the bound leaves room for a retried request.
+    assert!(per_pass[1] <= 10.0, "an idle pass costs more than its GETs: {per_pass:?}");
 }
