@@ -38,9 +38,13 @@ fn counts(m: &konnector_executor::observe::ExecutorMetrics) -> Counts {
 #[tokio::test]
 async fn reconciler_cost_per_idle_cluster_does_not_grow_with_n() {
     konnector_tests::init_test_logging();
-    let env = executor_env("rec-cost", ExecutorConfig::default(), ClusterOptions::initialized())
-        .await
-        .unwrap();
+    let env = executor_env(
+        "rec-cost",
+        ExecutorConfig::default(),
+        ClusterOptions::initialized(),
+    )
+    .await
+    .unwrap();
     let mut per_pass = Vec::new();
     let mut created = 1;
     for n in [10usize, 50] {
@@ -69,12 +73,18 @@ async fn reconciler_cost_per_idle_cluster_does_not_grow_with_n() {
         let deadline = tokio::time::Instant::now() + HANG_GUARD;
         // Installed and idle: every Cluster has had a pass that found it in sync.
         while m.reconciles("in_sync") < n as u64 {
-            assert!(tokio::time::Instant::now() < deadline, "hang guard: {n} Clusters never in sync");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "hang guard: {n} Clusters never in sync"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let before = counts(m);
         while m.reconciles("in_sync") < before.passes + 3 * n as u64 {
-            assert!(tokio::time::Instant::now() < deadline, "hang guard: no idle passes");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "hang guard: no idle passes"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let after = counts(m);
@@ -95,5 +105,8 @@ async fn reconciler_cost_per_idle_cluster_does_not_grow_with_n() {
         "per-Cluster cost changed with N: {per_pass:?}"
     );
     // Eight GETs measured (six management, two workload); the bound leaves room for a retried request.
-    assert!(per_pass[1] <= 10.0, "an idle pass costs more than its GETs: {per_pass:?}");
+    assert!(
+        per_pass[1] <= 10.0,
+        "an idle pass costs more than its GETs: {per_pass:?}"
+    );
 }
