@@ -517,13 +517,22 @@ fn secret_type(s: &Secret) -> &str {
     s.type_.as_deref().unwrap_or("Opaque")
 }
 
+/// Whether a managedFields entry owns a field under `key` (an emptied `{}` left after ownership moved back does not
+/// count).
+fn owns_any(fields: &Value, key: &str) -> bool {
+    fields
+        .get(key)
+        .and_then(Value::as_object)
+        .is_some_and(|o| !o.is_empty())
+}
+
 /// Whether a manager other than konnector wrote the Secret's data.
 fn edited_by_others(secret: &Secret) -> bool {
     secret.metadata.managed_fields.iter().flatten().any(|m| {
         m.manager.as_deref() != Some(FIELD_MANAGER)
             && m.fields_v1
                 .as_ref()
-                .is_some_and(|f| f.0.get("f:data").is_some() || f.0.get("f:stringData").is_some())
+                .is_some_and(|f| ["f:data", "f:stringData"].iter().any(|k| owns_any(&f.0, k)))
     })
 }
 
