@@ -668,6 +668,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn flags_default_to_a_reconciler_within_the_issue_bounds() {
+        use clap::Parser;
+        let args = crate::cli::Args::try_parse_from(["konnector-executor", "--pod-name", "p-1"]).unwrap();
+        let config = args.reconcile.config("konnector-system").unwrap();
+        // Rotation and drift repaired within 60 s; failover within 30 s.
+        assert_eq!(config.resync, Duration::from_secs(30));
+        assert!(config.lease.lease_duration + config.lease.retry_interval <= Duration::from_secs(30));
+        assert!(!config.follow_defaults && !config.uninstall_removed);
+        assert_eq!(config.lease.identity, "p-1");
+        assert_eq!(config.lease.namespace, "konnector-system");
+        let off = crate::cli::Args::try_parse_from(["konnector-executor", "--no-reconcile"]).unwrap();
+        assert!(off.reconcile.config("x").is_none());
+    }
+
+    #[test]
+    fn only_a_non_empty_managed_data_entry_counts_as_an_edit() {
+        assert!(owns_any(&json!({"f:data": {"f:password": {}}}), "f:data"));
+        assert!(!owns_any(&json!({"f:data": {}}), "f:data"));
+        assert!(!owns_any(&json!({"f:metadata": {}}), "f:data"));
+    }
+
+    #[test]
     fn contains_ignores_extra_fields() {
         let have = json!({"a": 1, "b": {"c": 2, "d": 3}});
         assert!(contains(&have, &json!({"b": {"c": 2}})));
