@@ -267,12 +267,14 @@ impl Executor {
             return Ok(Outcome::Skipped("the HelmChartProxy is being deleted"));
         }
         if !config.follow_defaults {
+            // The chart on the HelmChartProxy is what a hook applied, unless another manager wrote it: then it is
+            // an edit to revert, to the chart last seen applied (or, lacking one, the ConfigMaps').
             let remembered = lock(&self.inner.reconciler.applied_chart).get(key).cloned();
-            let pinned = current
+            let applied = current
                 .as_ref()
-                .map(|h| chart_fields(&h.data["spec"]))
-                .or(remembered);
-            if let Some(pinned) = pinned {
+                .filter(|h| !chart_edited_by_others(h))
+                .map(|h| chart_fields(&h.data["spec"]));
+            if let Some(pinned) = applied.or(remembered) {
                 pin_chart(&mut plan.hcp["spec"], &pinned);
             }
         }
@@ -510,6 +512,18 @@ fn owned_by(hcp: &DynamicObject, uid: &str) -> bool {
         .owner_references
         .as_ref()
         .is_some_and(|o| o.iter().any(|r| r.uid == uid))
+}
+
+/// Whether a manager other than konnector owns one of the HelmChartProxy's chart fields.
+fn chart_edited_by_others(hcp: &DynamicObject) -> bool {
+    hcp.metadata.managed_fields.iter().flatten().any(|m| {
+        m.manager.as_deref() != Some(FIELD_MANAGER)
+            && m.fields_v1.as_ref().is_some_and(|f| {
+                CHART_FIELDS
+                    .iter()
+                    .any(|field| f.0["f:spec"].get(format!("f:{field}")).is_some())
+            })
+    })
 }
 
 /// A Secret's type as the API server reads it: unset means Opaque.

@@ -269,6 +269,18 @@ async fn reconciler_installs_late_and_repairs_every_drift() {
         hcp(&env.admin).await.unwrap().data["spec"]["releaseName"] == "konnector-agent"
     })
     .await;
+    // Its chart version edited by hand: reverted to the version a hook applied, not to the ConfigMap's.
+    hcps.patch(
+        "konnector-agent-c1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"version": "0.0.1-hand-edit"}})),
+    )
+    .await
+    .unwrap();
+    eventually("chart version edit reverted", || async {
+        hcp(&env.admin).await.unwrap().data["spec"]["version"] == version
+    })
+    .await;
     eventually("DriftRepaired event", || async {
         events(&env).await.contains(&"DriftRepaired".to_owned())
     })
