@@ -53,16 +53,27 @@ pub struct PlanOutcome {
     pub notes: Vec<String>,
 }
 
-/// What ApplyAgent would write, computed without writing.
-struct Plan {
+/// What ApplyAgent would write, computed without writing. The reconciler (`reconcile.rs`) compares it with what is
+/// there and writes it through [`Executor::write_plan`], so hooks and reconciler write the same bytes.
+pub(crate) struct Plan {
     /// What the Cluster asks for that the configured chart version ignores (also in `notes`).
-    ignored: Vec<String>,
-    hcp_name: String,
-    namespace: Value,
-    secret: Secret,
-    hcp: Value,
-    chart: ChartCoordinates,
-    notes: Vec<String>,
+    pub(crate) ignored: Vec<String>,
+    pub(crate) hcp_name: String,
+    pub(crate) namespace: Value,
+    pub(crate) secret: Secret,
+    pub(crate) hcp: Value,
+    pub(crate) chart: ChartCoordinates,
+    pub(crate) notes: Vec<String>,
+}
+
+/// Whether [`Executor::write_plan`] writes the workload Namespace and Secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WorkloadWrite {
+    /// Only when what they should hold differs from what this process last wrote (hooks: an unchanged re-apply
+    /// costs no workload connection).
+    WhenChanged,
+    /// Always (the reconciler: it has just read the workload cluster and found them missing or different).
+    Always,
 }
 
 const NOT_CONFIGURED: &str = "Konnector Agent addon is not configured for this cluster; nothing to do";
@@ -105,13 +116,24 @@ impl Executor {
         if let Some(note) = self.prism_preflight(live, &req, &plan.secret, trigger).await? {
             plan.notes.push(note);
         }
+        self.write_plan(live, plan, WorkloadWrite::WhenChanged).await
+    }
+
+    /// Writes a plan: the workload Namespace and Secret, then the HelmChartProxy, then checks the Cluster was not
+    /// deleted meanwhile. The caller holds the Cluster's lock and has checked it is not being deleted.
+    pub(crate) async fn write_plan(
+        &self,
+        live: &LiveCluster,
+        plan: Plan,
+        workload_write: WorkloadWrite,
+    ) -> Result<ApplyOutcome, Error> {
         let key = &live.key;
         let last = self.last_applied(key);
         let workload = workload_digest(&plan.namespace, &plan.secret);
         // The workload objects are written when what they should hold changed since this process last wrote them
         // (first apply, rotated credentials). An unchanged re-apply skips both writes, and with them the kubeconfig
         // read and the workload connection; drift on the workload cluster is the reconciler's to repair.
-        if last.as_ref().is_none_or(|a| a.workload != workload) {
+        if workload_write == WorkloadWrite::Always || last.as_ref().is_none_or(|a| a.workload != workload) {
             self.apply_workload(key, &plan).await?;
         }
         let hcp_ref = format!("{}/{}", key.namespace, plan.hcp_name);
@@ -310,7 +332,7 @@ impl Executor {
         })
     }
 
-    async fn plan_for(&self, live: &LiveCluster, req: &AgentRequest) -> Result<Plan, Error> {
+    pub(crate) async fn plan_for(&self, live: &LiveCluster, req: &AgentRequest) -> Result<Plan, Error> {
         let key = &live.key;
         if !live.selectable() {
             return Err(Error::ClusterNotSelectable {

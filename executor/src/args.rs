@@ -143,6 +143,9 @@ pub struct Args {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub log: LogArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub reconcile: crate::reconcile::ReconcileArgs,
 }
 
 impl Args {

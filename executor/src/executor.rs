@@ -47,6 +47,8 @@ pub(crate) struct Inner {
     pub(crate) recorder: Recorder,
     /// Each Cluster's last Prism Central preflight, for GetAgentStatus.
     pub(crate) preflights: crate::prism::PreflightMemory,
+    /// The reconciler's state: last result per Cluster, last applied chart per Cluster (see `reconcile`).
+    pub(crate) reconciler: crate::reconcile::ReconcilerState,
 }
 
 impl std::fmt::Debug for Executor {
@@ -80,6 +82,7 @@ impl Executor {
                 metrics,
                 recorder,
                 preflights: Default::default(),
+                reconciler: Default::default(),
             }),
         }
     }

@@ -10,7 +10,8 @@
 //! ([`values::template_values`]) and Kubernetes objects ([`objects`], named in [`names`]).
 //!
 //! The workflows: `apply` (ApplyAgent, PlanAgent), `uninstall` (RemoveAgent), `status` (GetAgentStatus), over
-//! `cluster` (reading the live Cluster), `remote` (workload clients) and `events`.
+//! `cluster` (reading the live Cluster), `remote` (workload clients) and `events`. Between hooks, `reconcile` keeps
+//! every Cluster converged, in the one replica `leader` elects.
 #![deny(missing_docs)]
 
 pub mod apply;
@@ -23,11 +24,13 @@ pub mod error;
 mod events;
 mod executor;
 mod gotemplate;
+mod leader;
 pub mod names;
 pub mod objects;
 pub mod observe;
 mod preflight;
 pub mod prism;
+pub mod reconcile;
 pub mod remote;
 mod server;
 pub mod service;
@@ -39,4 +42,5 @@ pub use config::{ExecutorConfig, UninstallTimeoutPolicy};
 pub use error::Error;
 pub use events::EVENT_REPORTER;
 pub use executor::Executor;
+pub use leader::LeaseConfig;
 pub use server::{ServerOptions, serve};

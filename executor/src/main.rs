@@ -40,6 +40,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             options.connections_accepted.clone(),
         )
     });
+    let reconciler = args.reconcile.config(&args.pod_namespace).map(|config| {
+        tokio::spawn(konnector_executor::reconcile::run(
+            executor.clone(),
+            config,
+            shutdown.clone(),
+        ))
+    });
     let admin_task = tokio::spawn(admin::serve(
         args.admin_listen_addr(),
         admin::router(readiness, executor.metrics().registry().router()),
@@ -50,6 +57,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen_addr()))?;
     let served = konnector_executor::serve(executor, listener, options, shutdown.clone()).await;
     shutdown.cancel();
+    if let Some(reconciler) = reconciler {
+        // Gives the Lease up, so another replica takes over at once.
+        let _ = reconciler.await;
+    }
     admin_task.await??;
     served
 }

@@ -29,6 +29,8 @@ pub struct ExecutorMetrics {
     kube_requests: Family<Labels, Counter>,
     remote_clients: Gauge<i64, AtomicI64>,
     uninstall_phases: Family<Labels, Counter>,
+    reconciles: Family<Labels, Counter>,
+    leader: Gauge<i64, AtomicI64>,
 }
 
 impl Default for ExecutorMetrics {
@@ -39,6 +41,8 @@ impl Default for ExecutorMetrics {
             kube_requests: Family::default(),
             remote_clients: Gauge::default(),
             uninstall_phases: Family::default(),
+            reconciles: Family::default(),
+            leader: Gauge::default(),
         };
         m.registry.register(|r| {
             r.register(
@@ -61,6 +65,16 @@ impl Default for ExecutorMetrics {
                 "RemoveAgent answers, by the uninstall phase answered",
                 m.uninstall_phases.clone(),
             );
+            r.register(
+                "reconciles",
+                "Reconciler passes over one Cluster, by result (in_sync, repaired, rotated, installed, uninstalled, skipped, error)",
+                m.reconciles.clone(),
+            );
+            r.register(
+                "reconciler_leader",
+                "1 while this replica holds the reconciler Lease and runs the reconciler, else 0",
+                m.leader.clone(),
+            );
         });
         m
     }
@@ -80,6 +94,42 @@ impl ExecutorMetrics {
 
     pub(crate) fn remote_clients(&self, n: usize) {
         self.remote_clients.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn reconciled(&self, result: &'static str) {
+        self.reconciles
+            .get_or_create(&vec![("result", result.to_owned())])
+            .inc();
+    }
+
+    pub(crate) fn leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// Reconciles counted so far with `result` (for tests and the sandbox).
+    pub fn reconciles(&self, result: &str) -> u64 {
+        self.reconciles
+            .get_or_create(&vec![("result", result.to_owned())])
+            .get()
+    }
+
+    /// Kubernetes API requests counted so far on `side` (`management` or `workload`), all verbs and outcomes;
+    /// only those on `resource` when given (e.g. `leases`). For tests and measurements.
+    pub fn kube_request_count(&self, side: &str, resource: Option<&str>) -> u64 {
+        // prometheus-client offers no iteration over a family; encode it and sum the matching samples instead.
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("k", "", self.kube_requests.clone());
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+            return 0;
+        }
+        let side = format!("cluster=\"{side}\"");
+        let resource = resource.map(|r| format!("resource=\"{r}\""));
+        text.lines()
+            .filter(|l| l.starts_with("k_total{") && l.contains(&side))
+            .filter(|l| resource.as_ref().is_none_or(|r| l.contains(r.as_str())))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
     }
 
     pub(crate) fn uninstall_phase(&self, phase: &str) {

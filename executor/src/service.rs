@@ -146,6 +146,12 @@ pub fn status_response(r: StatusReport) -> GetAgentStatusResponse {
             _ => String::new(),
         },
         last_preflight: r.last_preflight.map(preflight),
+        last_reconcile_time: r
+            .last_reconcile
+            .as_ref()
+            .map(|l| l.at.to_string())
+            .unwrap_or_default(),
+        last_reconcile_result: r.last_reconcile.map(|l| l.result).unwrap_or_default(),
     }
 }
 

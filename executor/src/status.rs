@@ -77,6 +77,8 @@ pub struct StatusReport {
     pub registration: Registration,
     /// The last Prism Central preflight this executor ran for the Cluster (since it started).
     pub last_preflight: Option<PreflightRecord>,
+    /// The reconciler's last pass over this Cluster in this process, if any.
+    pub last_reconcile: Option<crate::reconcile::LastReconcile>,
 }
 
 impl Executor {
@@ -120,6 +122,7 @@ impl Executor {
             phase,
             registration,
             last_preflight,
+            last_reconcile: self.last_reconcile(key),
         })
     }
 

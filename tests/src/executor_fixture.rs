@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Parser;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use konnector_executor::{Executor, ExecutorConfig, observe::ExecutorMetrics};
+use konnector_executor::{Executor, ExecutorConfig, observe::ExecutorMetrics, reconcile::ReconcileConfig};
 use konnector_gateway::{ExecutorEndpoint, ExecutorTransport};
 use konnector_proto::v1::{ClusterRef, agent_service_client::AgentServiceClient};
 use kube::{
@@ -32,6 +32,8 @@ pub const EXECUTOR_CLUSTER_ROLE_YAML: &str =
 /// The executor's Role in its defaults namespace (the two ConfigMaps), exactly as the chart ships it.
 pub const EXECUTOR_DEFAULTS_ROLE_YAML: &str =
     include_str!("../../deploy/chart/konnector/files/executor-defaults-role.yaml");
+/// The executor's Role in its own namespace (the reconciler Lease), exactly as the chart ships it.
+pub const EXECUTOR_ROLE_YAML: &str = include_str!("../../deploy/chart/konnector/files/executor-role.yaml");
 /// The user the executor's ServiceAccount authenticates as.
 pub const EXECUTOR_USER: &str = "system:serviceaccount:konnector-system:konnector-executor";
 /// The executor's ServiceAccount, as the chart names it with release name `konnector`.
@@ -87,6 +89,32 @@ pub async fn install_executor_rbac(admin: &Client, defaults_namespace: &str) -> 
         .patch(&name, &pp, &Patch::Apply(&binding))
         .await
         .context("cannot bind the executor ClusterRole")?;
+    install_executor_role(admin).await
+}
+
+/// Applies the executor's Role (the reconciler Lease) in its namespace and binds it to its ServiceAccount.
+async fn install_executor_role(admin: &Client) -> anyhow::Result<()> {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let namespace = EXECUTOR_SERVICE_ACCOUNT.0;
+    crate::workload::ensure_namespace(admin, namespace).await?;
+    let role: Role = serde_yaml_ng::from_str(EXECUTOR_ROLE_YAML).context("cannot parse the executor Role")?;
+    let name = role.metadata.name.clone().context("Role without name")?;
+    let pp = PatchParams::apply(HARNESS_MANAGER).force();
+    Api::<Role>::namespaced(admin.clone(), namespace)
+        .patch(&name, &pp, &Patch::Apply(&role))
+        .await
+        .context("cannot apply the executor Role")?;
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "namespace": namespace, "name": EXECUTOR_SERVICE_ACCOUNT.1}],
+    }))?;
+    Api::<RoleBinding>::namespaced(admin.clone(), namespace)
+        .patch(&name, &pp, &Patch::Apply(&binding))
+        .await
+        .context("cannot bind the executor Role")?;
     Ok(())
 }
 
@@ -124,6 +152,7 @@ pub struct RunningExecutor {
     pub connections_accepted: prometheus_client::metrics::counter::Counter,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    reconciler: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -175,9 +204,22 @@ impl RunningExecutor {
         Ok(AgentServiceClient::new(channel))
     }
 
-    /// Stops the server and waits for it to finish.
+    /// Kills it as a crashed pod dies: the reconciler stops at once, without giving its Lease up.
+    pub fn kill(mut self) {
+        if let Some(reconciler) = self.reconciler.take() {
+            reconciler.abort();
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    /// Stops the server (and the reconciler, which gives its Lease up) and waits for it to finish.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
+        if let Some(reconciler) = self.reconciler.take() {
+            reconciler.await?;
+        }
         match self.task.take() {
             Some(task) => task.await?,
             None => Ok(()),
@@ -187,6 +229,9 @@ impl RunningExecutor {
 
 impl Drop for RunningExecutor {
     fn drop(&mut self) {
+        if let Some(reconciler) = &self.reconciler {
+            reconciler.abort();
+        }
         self.shutdown.cancel();
         if let Some(task) = &self.task {
             task.abort();
@@ -200,10 +245,36 @@ pub async fn start_executor(mgmt: &ControlPlane, config: ExecutorConfig) -> anyh
     serve_executor(client, config).await
 }
 
+/// Serves an executor for `mgmt` under its RBAC, running the reconciler (competing for its Lease) beside it.
+pub async fn start_reconciling_executor(
+    mgmt: &ControlPlane,
+    config: ExecutorConfig,
+    reconcile: ReconcileConfig,
+) -> anyhow::Result<RunningExecutor> {
+    let client = executor_mgmt_client(mgmt, &config.defaults_namespace).await?;
+    serve_executor_with(client, config, &[], Some(reconcile)).await
+}
+
+/// A reconciler configuration fast enough for tests: resync every second, a 3 s Lease tried every 500 ms, in the
+/// executor's namespace, as `identity`.
+pub fn fast_reconcile(identity: &str) -> ReconcileConfig {
+    ReconcileConfig {
+        resync: std::time::Duration::from_secs(1),
+        lease: konnector_executor::LeaseConfig {
+            namespace: EXECUTOR_SERVICE_ACCOUNT.0.to_owned(),
+            identity: identity.to_owned(),
+            lease_duration: std::time::Duration::from_secs(3),
+            retry_interval: std::time::Duration::from_millis(500),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
 /// Serves an executor that uses `client` (whatever its rights) on a loopback port, over mTLS with fresh
 /// certificates, configured by the chart's own flags.
 pub async fn serve_executor(client: Client, config: ExecutorConfig) -> anyhow::Result<RunningExecutor> {
-    serve_executor_with_flags(client, config, &[]).await
+    serve_executor_with(client, config, &[], None).await
 }
 
 /// [`serve_executor`] with more executor flags, e.g. `--max-connection-age=1s`.
@@ -211,6 +282,15 @@ pub async fn serve_executor_with_flags(
     client: Client,
     config: ExecutorConfig,
     flags: &[&str],
+) -> anyhow::Result<RunningExecutor> {
+    serve_executor_with(client, config, flags, None).await
+}
+
+async fn serve_executor_with(
+    client: Client,
+    config: ExecutorConfig,
+    flags: &[&str],
+    reconcile: Option<ReconcileConfig>,
 ) -> anyhow::Result<RunningExecutor> {
     konnector_runtime::tls::install_crypto_provider();
     let dir = tempfile::Builder::new()
@@ -237,6 +317,13 @@ pub async fn serve_executor_with_flags(
     let shutdown = CancellationToken::new();
     let executor = Executor::new(client, config);
     let metrics = executor.metrics().clone();
+    let reconciler = reconcile.map(|r| {
+        tokio::spawn(konnector_executor::reconcile::run(
+            executor.clone(),
+            r,
+            shutdown.clone(),
+        ))
+    });
     let task = tokio::spawn(konnector_executor::serve(
         executor,
         listener,
@@ -250,6 +337,7 @@ pub async fn serve_executor_with_flags(
         connections_accepted,
         shutdown,
         task: Some(task),
+        reconciler,
         _dir: dir,
     })
 }

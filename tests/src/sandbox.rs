@@ -23,7 +23,7 @@ use crate::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn, Uninstall},
     capi::{CapiShape, ExtensionClient, Handler, Hook, hook_request},
     control_plane::ControlPlane,
-    executor_fixture::{RunningExecutor, start_executor},
+    executor_fixture::{RunningExecutor, fast_reconcile, start_reconciling_executor},
     gateway_fixture::{RunningGateway, serve_gateway, write_gateway_certs},
     management_plane_for,
     prism_central_stand_in::{Behaviour, PrismCentralStandIn},
@@ -192,7 +192,8 @@ impl Sandbox {
 
         let started = Instant::now();
         progress("starting the executor (under the chart's RBAC role) and two gateways…");
-        let executor = start_executor(
+        // The reconciler runs beside the hooks, so a rotated password arrives without one.
+        let executor = start_reconciling_executor(
             &mgmt,
             ExecutorConfig {
                 prism_central_checks: if options.bad_pc_password {
@@ -206,6 +207,7 @@ impl Sandbox {
                 retry_after_seconds: 1,
                 ..Default::default()
             },
+            fast_reconcile("sandbox-executor"),
         )
         .await?;
 

@@ -184,6 +184,15 @@ impl ClusterRun<'_> {
                     .write_credentials(&password))
                     .await
             );
+            // No hook runs here: the executor's reconciler notices the rotation on its own.
+            step!(
+                self.timed(
+                    "reconciler copies the new password to the workload cluster (no hook)",
+                    &snapshot,
+                    |s| s.wait_password_delivered(&password)
+                )
+                .await
+            );
         }
 
         turn += 1;
@@ -508,6 +517,28 @@ impl ClusterRun<'_> {
             &[("username", "admin"), ("password", password)],
         )
         .await
+    }
+
+    /// Waits until the workload Secret holds `password`, which only the reconciler can have written.
+    async fn wait_password_delivered(&self, password: &str) -> anyhow::Result<()> {
+        // A hang guard well above the reconciler's resync, not a performance threshold.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let secrets = Api::<Secret>::namespaced(self.workload.client().await?, AGENT_NAMESPACE);
+        loop {
+            let delivered = secrets
+                .get_opt(AGENT_SECRET)
+                .await?
+                .and_then(|s| s.data)
+                .and_then(|d| d.get("password").map(|b| b.0 == password.as_bytes()))
+                .unwrap_or(false);
+            if delivered {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the rotated password never reached Secret {AGENT_NAMESPACE}/{AGENT_SECRET}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     async fn wait_release_installed(&self) -> anyhow::Result<()> {

@@ -557,4 +557,25 @@ async fn executor_rbac_can_be_confined_to_cluster_namespaces() {
         );
     }
     assert!(executor_may_in(&client, NS, "get", "", "configmaps").await);
+    // The reconciler may not list Clusters cluster-wide here, so it is told to watch each namespace instead, where
+    // it may list and watch what it watches; and it keeps its Lease in the release namespace.
+    assert!(
+        container_args(&docs, "konnector-executor")
+            .contains(&"--reconcile-namespaces=tenants,team-b".to_owned()),
+        "a confined executor's reconciler watches only its namespaces"
+    );
+    for ns in ["tenants", "team-b"] {
+        for (group, resource) in [
+            ("cluster.x-k8s.io", "clusters"),
+            ("addons.cluster.x-k8s.io", "helmchartproxies"),
+        ] {
+            for verb in ["list", "watch"] {
+                assert!(
+                    executor_may_in(&client, ns, verb, group, resource).await,
+                    "{ns}: {verb} {resource}"
+                );
+            }
+        }
+    }
+    assert!(executor_may_in(&client, NS, "update", "coordination.k8s.io", "leases").await);
 }

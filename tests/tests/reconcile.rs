@@ -1,0 +1,435 @@
+//! The reconciler against real API servers: every repair happens without a hook, through the executor's shipped
+//! RBAC (ClusterRole and the Lease Role). Polling loops have a generous hang guard; nothing asserts on speed.
+
+use std::{future::Future, time::Duration};
+
+use k8s_openapi::{
+    ByteString,
+    api::{
+        apps::v1::Deployment,
+        coordination::v1::Lease,
+        core::v1::{Namespace, Secret},
+    },
+};
+use konnector_executor::{ExecutorConfig, reconcile::CREDENTIALS_ROTATED_ANNOTATION};
+use konnector_proto::v1::GetAgentStatusRequest;
+use konnector_tests::{
+    caaph_stand_in::hcp_resource,
+    executor_fixture::{
+        EXECUTOR_SERVICE_ACCOUNT, ExecutorEnv, RunningExecutor, TEST_CLUSTER, TEST_CREDENTIALS_SECRET,
+        TEST_NAMESPACE, TEST_PASSWORD, TEST_PC_URL, addon_cluster_config, cluster_event_reasons,
+        executor_env, fast_reconcile, start_reconciling_executor,
+    },
+    workload::{ClusterOptions, put_credentials_secret},
+};
+use kube::{
+    Api, Client,
+    api::{DynamicObject, Patch, PatchParams},
+};
+use serde_json::json;
+
+/// A hang guard, not a performance threshold: the default resync is 30 s, the tests use 1 s.
+const HANG_GUARD: Duration = Duration::from_secs(90);
+const PSA_LABEL: &str = "pod-security.kubernetes.io/enforce";
+const ROTATED_PASSWORD: &str = "r0tat3d-PA55-konnector";
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "hang guard: {what} never happened"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until `executor` has finished at least `n` more reconciles with `result` than `before`: proof that the
+/// reconciler looked, for the tests that assert it changed nothing.
+async fn passes(executor: &RunningExecutor, result: &str, before: u64, n: u64) {
+    eventually(&format!("{n} more '{result}' reconciles"), || async {
+        executor.metrics.reconciles(result) >= before + n
+    })
+    .await;
+}
+
+fn not_configured() -> serde_json::Value {
+    json!({"nutanix": {"prismCentralEndpoint": {"url": TEST_PC_URL, "insecure": true}}})
+}
+
+async fn env(name: &str, options: ClusterOptions) -> ExecutorEnv {
+    konnector_tests::init_test_logging();
+    executor_env(name, ExecutorConfig::default(), options)
+        .await
+        .unwrap()
+}
+
+async fn workload_secret(wl: &Client) -> Option<Secret> {
+    Api::<Secret>::namespaced(wl.clone(), "ntnx-system")
+        .get_opt("konnector-agent")
+        .await
+        .unwrap()
+}
+
+async fn workload_password(wl: &Client) -> Option<Vec<u8>> {
+    workload_secret(wl)
+        .await
+        .and_then(|s| s.data)
+        .and_then(|d| d.get("password").map(|b| b.0.clone()))
+}
+
+async fn hcp(admin: &Client) -> Option<DynamicObject> {
+    Api::<DynamicObject>::namespaced_with(admin.clone(), TEST_NAMESPACE, &hcp_resource())
+        .get_opt("konnector-agent-c1")
+        .await
+        .unwrap()
+}
+
+async fn events(env: &ExecutorEnv) -> Vec<String> {
+    cluster_event_reasons(&env.admin, TEST_NAMESPACE, TEST_CLUSTER)
+        .await
+        .unwrap()
+}
+
+/// Addon enabled late, rotation, Secret deleted and edited, PSA label removed, HelmChartProxy deleted and edited:
+/// each repaired by the reconciler alone, with an Event, a status line and a metric.
+#[tokio::test]
+async fn reconciler_installs_late_and_repairs_every_drift() {
+    let env = env(
+        "rec-drift",
+        ClusterOptions {
+            cluster_config: Some(not_configured()),
+            ..ClusterOptions::initialized()
+        },
+    )
+    .await;
+    let wl = env.workload.client().await.unwrap();
+    let reconciler =
+        start_reconciling_executor(&env.mgmt, ExecutorConfig::default(), fast_reconcile("rec-a"))
+            .await
+            .unwrap();
+    // Not configured: the reconciler looks and does nothing.
+    passes(&reconciler, "skipped", 0, 2).await;
+    assert!(hcp(&env.admin).await.is_none());
+
+    // Enabling the addon on the running Cluster installs without a hook.
+    env.set_cluster_config(addon_cluster_config(TEST_CREDENTIALS_SECRET))
+        .await
+        .unwrap();
+    eventually("late install", || async {
+        hcp(&env.admin).await.is_some() && workload_password(&wl).await.is_some()
+    })
+    .await;
+    assert_eq!(workload_password(&wl).await.unwrap(), TEST_PASSWORD.as_bytes());
+    eventually("AgentInstalled event", || async {
+        events(&env).await.contains(&"AgentInstalled".to_owned())
+    })
+    .await;
+
+    // Rotation: the new password reaches the workload cluster, and the agent's Deployment is rolled.
+    let deployments: Api<Deployment> = Api::namespaced(wl.clone(), "ntnx-system");
+    deployments
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "konnector-agent"},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "konnector-agent"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "konnector-agent"}},
+                        "spec": {"containers": [{"name": "agent", "image": "example.invalid/agent:1"}]}
+                    }
+                }
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    put_credentials_secret(
+        &env.admin,
+        TEST_NAMESPACE,
+        TEST_CREDENTIALS_SECRET,
+        &[("username", "admin"), ("password", ROTATED_PASSWORD)],
+    )
+    .await
+    .unwrap();
+    eventually("rotated password on the workload cluster", || async {
+        workload_password(&wl).await.as_deref() == Some(ROTATED_PASSWORD.as_bytes())
+    })
+    .await;
+    eventually("agent rolled", || async {
+        deployments
+            .get("konnector-agent")
+            .await
+            .unwrap()
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .is_some_and(|a| a.contains_key(CREDENTIALS_ROTATED_ANNOTATION))
+    })
+    .await;
+    eventually("CredentialsRotated event", || async {
+        events(&env).await.contains(&"CredentialsRotated".to_owned())
+    })
+    .await;
+    assert!(reconciler.metrics.reconciles("rotated") >= 1);
+
+    // The workload Secret deleted: restored.
+    let secrets: Api<Secret> = Api::namespaced(wl.clone(), "ntnx-system");
+    secrets
+        .delete("konnector-agent", &Default::default())
+        .await
+        .unwrap();
+    eventually("Secret restored", || async {
+        workload_password(&wl).await.as_deref() == Some(ROTATED_PASSWORD.as_bytes())
+    })
+    .await;
+
+    // The workload Secret edited by someone else: restored, and reported as drift, not rotation.
+    let rotated_before = reconciler.metrics.reconciles("rotated");
+    secrets
+        .patch(
+            "konnector-agent",
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "data": {"password": ByteString(b"tampered".to_vec())}
+            })),
+        )
+        .await
+        .unwrap();
+    eventually("edited Secret restored", || async {
+        workload_password(&wl).await.as_deref() == Some(ROTATED_PASSWORD.as_bytes())
+    })
+    .await;
+    assert_eq!(reconciler.metrics.reconciles("rotated"), rotated_before);
+
+    // The PSA label removed: restored.
+    let namespaces: Api<Namespace> = Api::all(wl.clone());
+    namespaces
+        .patch(
+            "ntnx-system",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {PSA_LABEL: null}}})),
+        )
+        .await
+        .unwrap();
+    eventually("PSA label restored", || async {
+        namespaces
+            .get("ntnx-system")
+            .await
+            .unwrap()
+            .metadata
+            .labels
+            .is_some_and(|l| l.get(PSA_LABEL).map(String::as_str) == Some("privileged"))
+    })
+    .await;
+
+    // The HelmChartProxy deleted after the chart version in the ConfigMap moved on: restored with the version it
+    // had (CAREN semantics: the chart moves at BeforeClusterUpgrade only).
+    let before = hcp(&env.admin).await.unwrap();
+    let version = before.data["spec"]["version"].clone();
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(env.admin.clone(), "default")
+        .patch(
+            "default-helm-addons-config",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "default-helm-addons-config", "namespace": "default"},
+                "data": {"konnector-agent": "ChartName: konnector-agent\nChartVersion: 9.9.9\nRepositoryURL: https://example.invalid/charts\n"}
+            })),
+        )
+        .await
+        .unwrap();
+    let hcps: Api<DynamicObject> = Api::namespaced_with(env.admin.clone(), TEST_NAMESPACE, &hcp_resource());
+    hcps.delete("konnector-agent-c1", &Default::default())
+        .await
+        .unwrap();
+    eventually("HelmChartProxy restored", || async {
+        hcp(&env.admin)
+            .await
+            .is_some_and(|h| h.metadata.uid != before.metadata.uid)
+    })
+    .await;
+    assert_eq!(hcp(&env.admin).await.unwrap().data["spec"]["version"], version);
+
+    // The HelmChartProxy edited outside an uninstall: restored.
+    hcps.patch(
+        "konnector-agent-c1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"releaseName": "hijacked"}})),
+    )
+    .await
+    .unwrap();
+    eventually("HelmChartProxy edit reverted", || async {
+        hcp(&env.admin).await.unwrap().data["spec"]["releaseName"] == "konnector-agent"
+    })
+    .await;
+    // Its chart version edited by hand: reverted to the version a hook applied, not to the ConfigMap's.
+    hcps.patch(
+        "konnector-agent-c1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"version": "0.0.1-hand-edit"}})),
+    )
+    .await
+    .unwrap();
+    eventually("chart version edit reverted", || async {
+        hcp(&env.admin).await.unwrap().data["spec"]["version"] == version
+    })
+    .await;
+    eventually("DriftRepaired event", || async {
+        events(&env).await.contains(&"DriftRepaired".to_owned())
+    })
+    .await;
+    assert!(reconciler.metrics.reconciles("repaired") >= 4);
+
+    // GetAgentStatus reports the last reconcile, from the replica that reconciles.
+    let mut client = reconciler.client().await.unwrap();
+    let status = client
+        .get_agent_status(GetAgentStatusRequest {
+            cluster: Some(env.cluster_ref()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!status.last_reconcile_time.is_empty());
+    assert!(!status.last_reconcile_result.is_empty());
+    // No credential anywhere it could be read back.
+    let all = format!(
+        "{status:?} {:?}",
+        cluster_event_reasons(&env.admin, TEST_NAMESPACE, TEST_CLUSTER).await
+    );
+    for secret in [TEST_PASSWORD, ROTATED_PASSWORD] {
+        assert!(!all.contains(secret));
+    }
+    let notes = konnector_tests::executor_fixture::cluster_events(&env.admin, TEST_NAMESPACE, TEST_CLUSTER)
+        .await
+        .unwrap();
+    for e in notes {
+        let note = e.note.unwrap_or_default();
+        assert!(
+            !note.contains(TEST_PASSWORD) && !note.contains(ROTATED_PASSWORD),
+            "{note}"
+        );
+    }
+    reconciler.stop().await.unwrap();
+}
+
+/// Removing `konnectorAgent` uninstalls only behind the opt-in flag; a Cluster being deleted is left alone.
+#[tokio::test]
+async fn removal_needs_the_flag_and_deleting_clusters_are_left_alone() {
+    let env = env("rec-remove", ClusterOptions::initialized()).await;
+    let wl = env.workload.client().await.unwrap();
+    let reconciler =
+        start_reconciling_executor(&env.mgmt, ExecutorConfig::default(), fast_reconcile("rec-b"))
+            .await
+            .unwrap();
+    eventually("install", || async { hcp(&env.admin).await.is_some() }).await;
+
+    // Without the flag: the agent stays.
+    env.set_cluster_config(not_configured()).await.unwrap();
+    let skipped = reconciler.metrics.reconciles("skipped");
+    passes(&reconciler, "skipped", skipped, 3).await;
+    assert!(hcp(&env.admin).await.is_some());
+    assert!(workload_secret(&wl).await.is_some());
+    reconciler.stop().await.unwrap();
+
+    // With the flag: uninstalled.
+    let mut config = fast_reconcile("rec-b");
+    config.uninstall_removed = true;
+    // Watched per namespace, as a confined executor (chart `executor.clusterNamespaces`) watches: the Cluster's
+    // namespace and one without Clusters.
+    config.namespaces = vec![TEST_NAMESPACE.to_owned(), "no-clusters-here".to_owned()];
+    let reconciler = start_reconciling_executor(&env.mgmt, ExecutorConfig::default(), config)
+        .await
+        .unwrap();
+    eventually("uninstall", || async {
+        hcp(&env.admin).await.is_none() && workload_secret(&wl).await.is_none()
+    })
+    .await;
+    assert!(reconciler.metrics.reconciles("uninstalled") >= 1);
+
+    // Configured again, installed again; then deletion starts and drift is no longer repaired.
+    env.set_cluster_config(addon_cluster_config(TEST_CREDENTIALS_SECRET))
+        .await
+        .unwrap();
+    eventually("reinstall", || async {
+        hcp(&env.admin).await.is_some() && workload_secret(&wl).await.is_some()
+    })
+    .await;
+    env.start_deletion().await.unwrap();
+    // A pass already under way when deletion began may still write (as a hook would, and then takes its
+    // HelmChartProxy back); drift made after the reconciler has seen the deletion must stay.
+    let skipped = reconciler.metrics.reconciles("skipped");
+    passes(&reconciler, "skipped", skipped, 1).await;
+    let hcp_present = hcp(&env.admin).await.is_some();
+    Api::<Secret>::namespaced(wl.clone(), "ntnx-system")
+        .delete("konnector-agent", &Default::default())
+        .await
+        .unwrap();
+    let skipped = reconciler.metrics.reconciles("skipped");
+    passes(&reconciler, "skipped", skipped, 3).await;
+    assert!(
+        workload_secret(&wl).await.is_none(),
+        "a deleting Cluster was touched"
+    );
+    assert!(
+        hcp(&env.admin).await.is_some() == hcp_present,
+        "the reconciler must not uninstall; RemoveAgent does"
+    );
+    reconciler.stop().await.unwrap();
+}
+
+async fn lease_holder(admin: &Client) -> Option<String> {
+    Api::<Lease>::namespaced(admin.clone(), EXECUTOR_SERVICE_ACCOUNT.0)
+        .get_opt("konnector-executor-reconciler")
+        .await
+        .unwrap()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+}
+
+/// Two executors share one management cluster: one reconciles; kill it, and the other takes over.
+#[tokio::test]
+async fn the_other_replica_takes_over_when_the_leader_dies() {
+    let env = env("rec-ha", ClusterOptions::initialized()).await;
+    let wl = env.workload.client().await.unwrap();
+    let a = start_reconciling_executor(&env.mgmt, ExecutorConfig::default(), fast_reconcile("replica-a"))
+        .await
+        .unwrap();
+    eventually("a leader", || async { lease_holder(&env.admin).await.is_some() }).await;
+    let b = start_reconciling_executor(&env.mgmt, ExecutorConfig::default(), fast_reconcile("replica-b"))
+        .await
+        .unwrap();
+    eventually("install", || async { workload_secret(&wl).await.is_some() }).await;
+    let leader = lease_holder(&env.admin).await.unwrap();
+    let (leader, follower, follower_name) = if leader == "replica-a" {
+        (a, b, "replica-b")
+    } else {
+        (b, a, "replica-a")
+    };
+    // Only the leader reconciles.
+    let follower_before: u64 = ["in_sync", "installed", "repaired", "skipped", "error"]
+        .iter()
+        .map(|r| follower.metrics.reconciles(r))
+        .sum();
+    passes(&leader, "in_sync", leader.metrics.reconciles("in_sync"), 3).await;
+    assert_eq!(follower_before, 0, "the follower reconciled");
+
+    leader.kill();
+    Api::<Secret>::namespaced(wl.clone(), "ntnx-system")
+        .delete("konnector-agent", &Default::default())
+        .await
+        .unwrap();
+    eventually("the follower restores the Secret", || async {
+        workload_secret(&wl).await.is_some()
+    })
+    .await;
+    assert_eq!(lease_holder(&env.admin).await.as_deref(), Some(follower_name));
+    assert!(follower.metrics.reconciles("repaired") >= 1);
+    follower.stop().await.unwrap();
+}
