@@ -173,8 +173,10 @@ impl Executor {
             },
         );
         tracing::info!(hcp.name = %plan.hcp_name, "Konnector Agent applied");
-        if !plan.ignored.is_empty() {
-            // Normal, not Warning: the defaults alone (kubeconfig upload on, chart 1.3.x) produce it.
+        if !plan.ignored.is_empty() && !unchanged {
+            // Normal, not Warning: the defaults alone (kubeconfig upload on, chart 1.3.x) produce it. Only when the
+            // HelmChartProxy changed: an unchanged re-apply repeats what the Event already says (the answer's notes
+            // still do), and the Event write would be a fourth API call on every steady-state hook.
             self.record_event(
                 live,
                 EventType::Normal,

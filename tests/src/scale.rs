@@ -95,6 +95,52 @@ pub struct ProcessReport {
     pub cpu_ms_per_hook: f64,
 }
 
+/// What the reconciler costs once every Cluster is converged.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReconcilerReport {
+    /// From the executor's start to one pass over every Cluster (Lease taken, watches listed, N passes), seconds.
+    pub first_pass_seconds: f64,
+    /// Kubernetes API requests per minute while every Cluster is idle, on both API servers (Lease included).
+    pub idle_api_calls_per_minute: f64,
+    /// The window it was measured over, seconds.
+    pub idle_seconds: u64,
+    /// Passes that found a Cluster in sync during the window.
+    pub idle_passes: u64,
+    /// API requests per idle pass (Lease renewals included).
+    pub api_calls_per_pass: f64,
+    /// Passes with another result than in_sync over the whole run (expected 0: nothing drifted).
+    pub passes_not_in_sync: u64,
+    /// Its resident memory at the end, MiB.
+    pub final_rss_mib: f64,
+    /// Its peak resident memory, MiB.
+    pub peak_rss_mib: f64,
+}
+
+/// The sum of `konnector_executor_reconciles_total` (all results) on an executor's admin port.
+async fn reconcile_passes(admin_port: u16) -> anyhow::Result<u64> {
+    reconcile_count(admin_port, None).await
+}
+
+/// `konnector_executor_reconciles_total{result}` on an executor's admin port.
+async fn reconcile_passes_with(admin_port: u16, result: &str) -> anyhow::Result<u64> {
+    reconcile_count(admin_port, Some(result)).await
+}
+
+async fn reconcile_count(admin_port: u16, result: Option<&str>) -> anyhow::Result<u64> {
+    // reqwest is built without a default crypto provider; plain HTTP still needs one installed to build a client.
+    konnector_runtime::tls::install_crypto_provider();
+    let text = reqwest::get(format!("http://127.0.0.1:{admin_port}/metrics"))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("konnector_executor_reconciles_total{"))
+        .filter(|l| result.is_none_or(|r| l.contains(&format!("result=\"{r}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64)
+}
+
 /// The benchmark's result.
 #[derive(Clone, Debug, Serialize)]
 pub struct ScaleReport {
@@ -108,11 +154,8 @@ pub struct ScaleReport {
     pub executor: ProcessReport,
     /// Gateway process.
     pub gateway: ProcessReport,
-    /// Kubernetes API requests per minute while every Cluster is idle (the reconciler's steady-state cost), and the
-    /// seconds it was measured over.
-    pub idle_api_calls_per_minute: f64,
-    /// Idle measurement window, seconds.
-    pub idle_seconds: u64,
+    /// The reconciler's steady-state cost, measured in a second executor after the hooks.
+    pub reconciler: ReconcilerReport,
     /// Throughput and API-call ratios between the paths.
     pub ratios: BTreeMap<String, f64>,
 }
@@ -307,6 +350,10 @@ pub async fn run(options: ScaleOptions) -> anyhow::Result<ScaleReport> {
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .args(["--defaults-namespace", "default", "--log-level", "error"])
+            // The hook phase counts what hooks cost: the reconciler's own calls would land in the same API server
+            // counters, so it runs later, on its own (the idle phase). Prism Central checks make no Kubernetes
+            // calls, and the stand-in URL the Clusters name is not reachable here.
+            .args(["--no-reconcile", "--prism-central-checks", "off"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -432,15 +479,67 @@ pub async fn run(options: ScaleOptions) -> anyhow::Result<ScaleReport> {
         report(n, &lat, failures, elapsed, calls),
     );
 
-    // Idle: every Cluster converged; what the executor costs per minute on its own.
+    let (ex_final, ex_peak, _) = proc_stats(executor.pid())?;
+    let (gw_final, gw_peak, _) = proc_stats(gateway.pid())?;
+    drop(executor);
+
+    // Idle: every Cluster converged. A second executor, as the chart runs it (reconciler on, default 30 s resync),
+    // takes the Lease, makes its first pass over every Cluster, and is then watched for `idle`: what it costs the
+    // API servers per minute, and its memory with every Cluster and HelmChartProxy in its watch caches.
+    let reconciler_admin = free_port()?;
+    let reconciler = Spawned {
+        child: Command::new(&executor_bin)
+            .args(["--listen", &format!("127.0.0.1:{}", free_port()?)])
+            .args(["--admin-listen", &format!("127.0.0.1:{reconciler_admin}")])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--defaults-namespace", "default", "--log-level", "error"])
+            .args(["--prism-central-checks", "off", "--pod-name", "bench-reconciler"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start the reconciling executor")?,
+    };
+    let first_pass_started = Instant::now();
+    let deadline = first_pass_started + Duration::from_secs(600);
+    loop {
+        let passes = reconcile_passes(reconciler_admin).await.unwrap_or(0);
+        if passes >= n as u64 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the reconciler made {passes} of {n} first passes in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let first_pass_seconds = (first_pass_started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+    let in_sync_before = reconcile_passes_with(reconciler_admin, "in_sync").await?;
     let before = counters.total().await?;
     tokio::time::sleep(options.idle).await;
     let idle_calls = counters.total().await? - before;
+    let idle_passes = reconcile_passes_with(reconciler_admin, "in_sync").await? - in_sync_before;
+    let not_in_sync = reconcile_passes(reconciler_admin).await?
+        - reconcile_passes_with(reconciler_admin, "in_sync").await?;
     let idle_api_calls_per_minute =
         (idle_calls / options.idle.as_secs_f64().max(1.0) * 60.0 * 10.0).round() / 10.0;
+    let (rec_final, rec_peak, _) = proc_stats(reconciler.pid())?;
+    drop(reconciler);
+    let reconciler = ReconcilerReport {
+        first_pass_seconds,
+        idle_api_calls_per_minute,
+        idle_seconds: options.idle.as_secs(),
+        idle_passes,
+        api_calls_per_pass: if idle_passes > 0 {
+            (idle_calls / idle_passes as f64 * 100.0).round() / 100.0
+        } else {
+            0.0
+        },
+        passes_not_in_sync: not_in_sync,
+        final_rss_mib: mib(rec_final),
+        peak_rss_mib: mib(rec_peak),
+    };
 
-    let (ex_final, ex_peak, _) = proc_stats(executor.pid())?;
-    let (gw_final, gw_peak, _) = proc_stats(gateway.pid())?;
     let per_second = |k: &str| paths.get(k).map(|p| p.per_second).unwrap_or(0.0);
     let calls = |k: &str| paths.get(k).map(|p| p.api_calls_per_run).unwrap_or(0.0);
     let bcu = "konnector (BCU, steady-state re-apply)";
@@ -472,7 +571,6 @@ pub async fn run(options: ScaleOptions) -> anyhow::Result<ScaleReport> {
         ),
     ]);
     drop(gateway);
-    drop(executor);
     Ok(ScaleReport {
         clusters: n,
         concurrency: options.concurrency,
@@ -489,8 +587,7 @@ pub async fn run(options: ScaleOptions) -> anyhow::Result<ScaleReport> {
             final_rss_mib: mib(gw_final),
             cpu_ms_per_hook: cpu_ms(cpu_after_gw, cpu_before_gw),
         },
-        idle_api_calls_per_minute,
-        idle_seconds: options.idle.as_secs(),
+        reconciler,
         ratios,
     })
 }
@@ -646,9 +743,17 @@ pub fn table(r: &ScaleReport) -> String {
             p.idle_rss_mib, p.peak_rss_mib, p.final_rss_mib, p.cpu_ms_per_hook
         ));
     }
+    let rec = &r.reconciler;
     out.push_str(&format!(
-        "idle: {:.1} API calls/minute over {} s\n",
-        r.idle_api_calls_per_minute, r.idle_seconds
+        "reconciler: first pass over every Cluster {:.1} s; idle {:.1} API calls/minute over {} s ({} in-sync passes, {:.2} calls per pass, {} passes not in sync); RSS {:.1} MiB, peak {:.1} MiB\n",
+        rec.first_pass_seconds,
+        rec.idle_api_calls_per_minute,
+        rec.idle_seconds,
+        rec.idle_passes,
+        rec.api_calls_per_pass,
+        rec.passes_not_in_sync,
+        rec.final_rss_mib,
+        rec.peak_rss_mib
     ));
     for (name, v) in &r.ratios {
         out.push_str(&format!("{name:<40} {v:.2}x\n"));

@@ -14,3 +14,33 @@ async fn benchmark_runs_all_three_paths() {
         "{report:?}"
     );
 }
+
+/// Keeps the scale benchmark runnable, with the static release binaries as their own processes (so this is also
+/// the one test that runs both binaries' `main` wiring, the reconciler included, end to end): a few Clusters
+/// through every path, then the reconciler's idle phase over a window longer than its 30 s resync. Counts and
+/// outcomes only; no timing is asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_benchmark_runs_every_path_and_the_idle_reconciler() {
+    konnector_tests::init_test_logging();
+    let options = konnector_tests::scale::ScaleOptions {
+        clusters: 4,
+        concurrency: 2,
+        idle: std::time::Duration::from_secs(35),
+        bin_dir: konnector_tests::scale::static_bin_dir().unwrap(),
+    };
+    let report = konnector_tests::scale::run(options).await.unwrap();
+    assert_eq!(report.paths.len(), 4, "{report:?}");
+    for (name, path) in &report.paths {
+        assert_eq!(path.runs, 4, "{name}: {path:?}");
+        assert_eq!(path.failures, 0, "{name}: {path:?}");
+    }
+    let rec = &report.reconciler;
+    assert!(
+        rec.idle_passes >= 4,
+        "every Cluster is looked at again within the window: {rec:?}"
+    );
+    assert_eq!(
+        rec.passes_not_in_sync, 0,
+        "nothing drifted, so nothing is repaired: {rec:?}"
+    );
+}
