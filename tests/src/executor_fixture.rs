@@ -1,8 +1,9 @@
 //! Starts the konnector executor in-process, under the RBAC it ships with, and builds the requests tests send.
 //!
-//! The executor's management client is never cluster-admin: [`start_executor`] applies
-//! `deploy/chart/konnector/files/executor-clusterrole.yaml`, binds it to the executor's ServiceAccount user, and
-//! gives the executor a client that impersonates that user, so the API server enforces the ClusterRole for real.
+//! The executor's management client is never cluster-admin: [`start_executor`] applies the chart's own RBAC files
+//! (`deploy/chart/konnector/files/`: the ClusterRole, the defaults Role, the Lease Role), binds them to the
+//! executor's ServiceAccount, and gives the executor a real token of that ServiceAccount (TokenRequest API), so the
+//! API server enforces the chart's RBAC for real.
 
 use std::net::SocketAddr;
 

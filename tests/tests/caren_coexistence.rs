@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use konnector_executor::ExecutorConfig;
-use konnector_proto::v1::{ApplyAgentRequest, RemoveAgentRequest, UninstallPhase};
+use konnector_proto::v1::{ApplyAgentRequest, RemoveAgentRequest, Trigger, UninstallPhase};
 use konnector_tests::{
     caaph_stand_in::hcp_resource,
     executor_fixture::{ExecutorEnv, TEST_NAMESPACE, executor_env},
@@ -89,7 +89,7 @@ async fn konnector_apply(env: &ExecutorEnv) {
     let answer = client
         .apply_agent(ApplyAgentRequest {
             cluster: Some(env.cluster_ref()),
-            trigger: 2,
+            trigger: Trigger::BeforeClusterUpgrade as i32,
         })
         .await
         .unwrap()

@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use konnector_executor::{EVENT_REPORTER, ExecutorConfig};
-use konnector_proto::v1::{ApplyAgentRequest, ApplyAgentResponse, ClusterRef, GetAgentStatusRequest};
+use konnector_proto::v1::{
+    ApplyAgentRequest, ApplyAgentResponse, ClusterRef, GetAgentStatusRequest, Trigger,
+};
 use konnector_tests::{
     executor_fixture::{
         ExecutorEnv, TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD,
@@ -42,7 +44,7 @@ async fn apply(env: &ExecutorEnv, ctx: ClusterRef) -> Result<ApplyAgentResponse,
     let mut client = env.executor.client().await.unwrap();
     let call = client.apply_agent(ApplyAgentRequest {
         cluster: Some(ctx),
-        trigger: 0,
+        trigger: Trigger::Unspecified as i32,
     });
     tokio::time::timeout(HANG_GUARD, call)
         .await

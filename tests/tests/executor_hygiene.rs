@@ -12,7 +12,7 @@ use std::{
 use base64::Engine;
 use konnector_executor::{ExecutorConfig, prism::PreflightMode};
 use konnector_proto::v1::{
-    ApplyAgentRequest, ClusterRef, GetAgentStatusRequest, PlanAgentRequest, RemoveAgentRequest,
+    ApplyAgentRequest, ClusterRef, GetAgentStatusRequest, PlanAgentRequest, RemoveAgentRequest, Trigger,
 };
 use konnector_tests::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn},
@@ -95,7 +95,7 @@ async fn password_never_leaves_the_secret() {
             .unwrap();
         let request = || ApplyAgentRequest {
             cluster: Some(env.cluster_ref()),
-            trigger: 1,
+            trigger: Trigger::AfterControlPlaneInitialized as i32,
         };
         seen.push(format!("{:?}", client.apply_agent(request()).await.unwrap()));
         seen.push(format!(
@@ -124,7 +124,7 @@ async fn password_never_leaves_the_secret() {
     let applied = client
         .apply_agent(ApplyAgentRequest {
             cluster: Some(env.cluster_ref()),
-            trigger: 1,
+            trigger: Trigger::AfterControlPlaneInitialized as i32,
         })
         .await
         .unwrap();
@@ -188,7 +188,7 @@ async fn password_never_leaves_the_secret() {
                 client
                     .apply_agent(ApplyAgentRequest {
                         cluster: Some(ctx),
-                        trigger: 2,
+                        trigger: Trigger::BeforeClusterUpgrade as i32,
                     })
                     .await
                     .unwrap_err()

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use konnector_executor::{ExecutorConfig, UninstallTimeoutPolicy};
 use konnector_proto::v1::{
     ApplyAgentRequest, ClusterRef, GetAgentStatusRequest, GetAgentStatusResponse, RemoveAgentRequest,
-    RemoveAgentResponse, UninstallPhase,
+    RemoveAgentResponse, Trigger, UninstallPhase,
 };
 use konnector_tests::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn, Uninstall, hcp_resource, hrp_resource},
@@ -71,7 +71,7 @@ async fn install(env: &ExecutorEnv) {
     client
         .apply_agent(ApplyAgentRequest {
             cluster: Some(env.cluster_ref()),
-            trigger: 1,
+            trigger: Trigger::AfterControlPlaneInitialized as i32,
         })
         .await
         .unwrap();

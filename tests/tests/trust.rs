@@ -11,7 +11,7 @@ use std::{
 
 use konnector_executor::ExecutorConfig;
 use konnector_gateway::catalog::Hook;
-use konnector_proto::v1::{ApplyAgentRequest, ClusterRef, RemoveAgentRequest};
+use konnector_proto::v1::{ApplyAgentRequest, ClusterRef, RemoveAgentRequest, Trigger};
 use konnector_tests::{
     caaph_stand_in::hcp_resource,
     executor_fixture::{
@@ -44,7 +44,7 @@ async fn apply(env: &ExecutorEnv, cluster: ClusterRef) -> Result<(), tonic::Stat
     client
         .apply_agent(ApplyAgentRequest {
             cluster: Some(cluster),
-            trigger: 1,
+            trigger: Trigger::AfterControlPlaneInitialized as i32,
         })
         .await
         .map(|_| ())
@@ -375,7 +375,7 @@ async fn race(name: &str, two_replicas: bool) {
                 let r = client
                     .apply_agent(ApplyAgentRequest {
                         cluster: Some(cluster.clone()),
-                        trigger: 2,
+                        trigger: Trigger::BeforeClusterUpgrade as i32,
                     })
                     .await;
                 if let Err(e) = r {
