@@ -12,11 +12,13 @@ pub mod control_plane;
 pub mod crds;
 pub mod executor_fixture;
 pub mod gateway_fixture;
+pub mod otlp;
 pub mod pki;
 pub mod prism_central_stand_in;
 pub mod sandbox;
 pub mod scale;
 pub mod scenario;
+pub mod support;
 pub mod tools;
 pub mod workload;
 

@@ -12,6 +12,7 @@ use konnector_proto::v1::{ApplyAgentRequest, RemoveAgentRequest, Trigger, Uninst
 use konnector_tests::{
     caaph_stand_in::hcp_resource,
     executor_fixture::{ExecutorEnv, TEST_NAMESPACE, executor_env},
+    support,
     workload::{self, ClusterOptions},
 };
 use kube::{
@@ -26,7 +27,6 @@ const CAREN_MANAGER: &str = "cluster-api-runtime-extensions-nutanix";
 const CAREN_NAMESPACE: &str = "caren-system";
 const UUID: &str = "019d87f4-a01e-7aeb-8e4c-146dd9fcbf05";
 const CAREN_TEMPLATE: &str = include_str!("../go/testdata/caren-values-template.yaml");
-const HANG_GUARD: Duration = Duration::from_secs(60);
 
 /// An environment set up for coexistence: CAREN's two ConfigMaps in CAREN's namespace, and konnector reading them.
 async fn env(name: &str) -> ExecutorEnv {
@@ -228,7 +228,7 @@ async fn before_cluster_delete_uninstalls_what_caren_installed() {
         UninstallPhase::NotNeeded,
         "CAREN's HelmChartProxy is an install to remove: {first:?}"
     );
-    tokio::time::timeout(HANG_GUARD, async {
+    tokio::time::timeout(support::HANG_GUARD, async {
         loop {
             let r = client
                 .remove_agent(RemoveAgentRequest {

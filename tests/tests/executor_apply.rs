@@ -1,16 +1,17 @@
 //! ApplyAgent against real API servers, with the executor under its shipped RBAC and called over gRPC.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use konnector_executor::ExecutorConfig;
-use konnector_proto::v1::{ApplyAgentRequest, ClusterRef, PlanAgentRequest, Trigger};
+use konnector_proto::v1::{ClusterRef, PlanAgentRequest, Trigger};
 use konnector_tests::{
     caaph_stand_in::hcp_resource,
     executor_fixture::{
         ExecutorEnv, TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD,
         addon_cluster_config, executor_env,
     },
+    support,
     workload::ClusterOptions,
 };
 use kube::{
@@ -19,9 +20,6 @@ use kube::{
 };
 use serde_json::json;
 use tonic::Code;
-
-/// A hang guard, not a performance threshold.
-const HANG_GUARD: Duration = Duration::from_secs(60);
 
 async fn env(name: &str) -> ExecutorEnv {
     konnector_tests::init_test_logging();
@@ -34,19 +32,11 @@ async fn apply(
     env: &ExecutorEnv,
     ctx: ClusterRef,
 ) -> Result<konnector_proto::v1::ApplyAgentResponse, tonic::Status> {
-    let mut client = env.executor.client().await.unwrap();
-    let call = client.apply_agent(ApplyAgentRequest {
-        cluster: Some(ctx),
-        trigger: Trigger::AfterControlPlaneInitialized as i32,
-    });
-    tokio::time::timeout(HANG_GUARD, call)
-        .await
-        .expect("ApplyAgent hung")
-        .map(tonic::Response::into_inner)
+    support::apply_agent(&env.executor, ctx, Trigger::AfterControlPlaneInitialized).await
 }
 
 fn assert_secret_free(text: &str) {
-    assert!(!text.contains(TEST_PASSWORD), "password leaked: {text}");
+    support::assert_no_secret("an answer or object", text, TEST_PASSWORD);
 }
 
 #[tokio::test]

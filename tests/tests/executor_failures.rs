@@ -4,21 +4,17 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use konnector_executor::{EVENT_REPORTER, ExecutorConfig};
-use konnector_proto::v1::{
-    ApplyAgentRequest, ApplyAgentResponse, ClusterRef, GetAgentStatusRequest, Trigger,
-};
+use konnector_proto::v1::{ApplyAgentResponse, ClusterRef, GetAgentStatusRequest, Trigger};
 use konnector_tests::{
     executor_fixture::{
         ExecutorEnv, TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD,
         addon_cluster_config, cluster_event_reasons, cluster_events, cluster_ref, executor_env,
     },
+    support,
     workload::{self, ClusterOptions},
 };
 use kube::{Api, api::DeleteParams};
 use tonic::{Code, Status};
-
-/// A hang guard, not a performance threshold.
-const HANG_GUARD: Duration = Duration::from_secs(60);
 
 async fn env(name: &str) -> ExecutorEnv {
     konnector_tests::init_test_logging();
@@ -41,15 +37,7 @@ async fn configured(env: &ExecutorEnv, cluster_config: serde_json::Value) -> Clu
 }
 
 async fn apply(env: &ExecutorEnv, ctx: ClusterRef) -> Result<ApplyAgentResponse, Status> {
-    let mut client = env.executor.client().await.unwrap();
-    let call = client.apply_agent(ApplyAgentRequest {
-        cluster: Some(ctx),
-        trigger: Trigger::Unspecified as i32,
-    });
-    tokio::time::timeout(HANG_GUARD, call)
-        .await
-        .expect("ApplyAgent hung")
-        .map(tonic::Response::into_inner)
+    support::apply_agent(&env.executor, ctx, Trigger::Unspecified).await
 }
 
 async fn expect_error(env: &ExecutorEnv, ctx: ClusterRef, code: Code, needles: &[&str]) {
@@ -62,7 +50,7 @@ async fn expect_error(env: &ExecutorEnv, ctx: ClusterRef, code: Code, needles: &
             err.message()
         );
     }
-    assert!(!err.message().contains(TEST_PASSWORD));
+    support::assert_no_secret("the error", err.message(), TEST_PASSWORD);
 }
 
 #[tokio::test]

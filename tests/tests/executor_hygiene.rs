@@ -3,13 +3,8 @@
 //! refused, blocking, redirected). Its own test binary, because it installs the
 //! process-wide tracing subscriber that captures the executor's logs.
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
-use base64::Engine;
 use konnector_executor::{ExecutorConfig, prism::PreflightMode};
 use konnector_proto::v1::{
     ApplyAgentRequest, ClusterRef, GetAgentStatusRequest, PlanAgentRequest, RemoveAgentRequest, Trigger,
@@ -21,39 +16,17 @@ use konnector_tests::{
         start_executor,
     },
     prism_central_stand_in::{Behaviour, PrismCentralStandIn},
+    support,
     workload::{self, ClusterOptions},
 };
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn password_never_leaves_the_secret() {
-    let logs = Captured::default();
-    tracing_subscriber::fmt()
-        .with_env_filter("trace,h2=info,hyper=info,hyper_util=info,tower=info,rustls=info")
-        .with_writer(logs.clone())
-        // Every span is written when it closes, with its fields, so spans are checked as well as events.
-        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
-        .with_ansi(false)
-        .init();
+    // Every span is written when it closes, with its fields, so spans are checked as well as events.
+    let logs = support::LogCapture::install(
+        "trace,h2=info,hyper=info,hyper_util=info,tower=info,rustls=info",
+        true,
+    );
 
     let checks = |mode| ExecutorConfig {
         prism_central_checks: mode,
@@ -245,25 +218,16 @@ async fn password_never_leaves_the_secret() {
     );
     seen.push(format!("{events:?}"));
 
-    let b64 = base64::engine::general_purpose::STANDARD.encode(TEST_PASSWORD);
-    // What the Authorization header carries.
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("admin:{TEST_PASSWORD}"));
+    // assert_no_secret also finds the base64 forms: a Secret's data, the Basic credential the preflight sends.
     for answer in &seen {
-        assert!(!answer.contains(TEST_PASSWORD), "password in an answer: {answer}");
-        assert!(!answer.contains(&b64), "base64 password in an answer: {answer}");
-        assert!(
-            !answer.contains(&basic),
-            "basic-auth header in an answer: {answer}"
-        );
+        support::assert_no_secret("an answer", answer, TEST_PASSWORD);
     }
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(
         logs.contains("konnector_executor"),
         "the executor's logs were not captured"
     );
-    assert!(!logs.contains(TEST_PASSWORD), "password in the logs");
-    assert!(!logs.contains(&b64), "base64 password in the logs");
-    assert!(!logs.contains(&basic), "basic-auth header in the logs");
+    support::assert_no_secret("the logs", &logs, TEST_PASSWORD);
     assert!(
         logs.contains("Prism Central preflight"),
         "the preflight's logs were not captured"

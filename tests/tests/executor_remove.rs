@@ -11,13 +11,11 @@ use konnector_proto::v1::{
 use konnector_tests::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn, Uninstall, hcp_resource, hrp_resource},
     executor_fixture::{ExecutorEnv, TEST_NAMESPACE, cluster_events, executor_env},
+    support,
     workload::ClusterOptions,
 };
 use kube::{Api, api::DynamicObject};
 use tonic::Code;
-
-/// A hang guard for polling loops, not a performance threshold.
-const HANG_GUARD: Duration = Duration::from_secs(20);
 
 async fn env(name: &str, config: ExecutorConfig, uninstall: Uninstall) -> (ExecutorEnv, CaaphStandIn) {
     konnector_tests::init_test_logging();
@@ -75,7 +73,7 @@ async fn install(env: &ExecutorEnv) {
         })
         .await
         .unwrap();
-    tokio::time::timeout(HANG_GUARD, async {
+    tokio::time::timeout(support::HANG_GUARD, async {
         loop {
             let s = status(env).await;
             let ready = s.helm_release_proxies.len() == 1
@@ -96,7 +94,7 @@ async fn install(env: &ExecutorEnv) {
 
 /// Calls RemoveAgent until it answers `phase`, returning that answer; every earlier answer must be IN_PROGRESS.
 async fn remove_until(env: &ExecutorEnv, want: UninstallPhase) -> RemoveAgentResponse {
-    tokio::time::timeout(HANG_GUARD, async {
+    tokio::time::timeout(support::HANG_GUARD, async {
         loop {
             let r = remove(env, env.cluster_ref()).await;
             if phase(r.phase) == want {

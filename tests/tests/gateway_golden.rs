@@ -4,11 +4,7 @@
 //! The bodies are rewritten only where they must point at the harness: Cluster name, namespace, uid, cluster-name
 //! label, control-plane endpoint and the credentials Secret name. Everything else is replayed as composed.
 
-use std::{
-    path::PathBuf,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use konnector_executor::ExecutorConfig;
@@ -16,44 +12,14 @@ use konnector_gateway::catalog::Hook;
 use konnector_tests::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn, hcp_resource, hrp_resource},
     executor_fixture::{ExecutorEnv, TEST_CREDENTIALS_SECRET, TEST_PASSWORD, executor_env},
-    gateway_fixture,
-    workload::{self, ClusterOptions, WorkloadCluster},
+    gateway_fixture, support,
+    workload::{self, ClusterOptions},
 };
 use kube::{
     Api,
     api::{DynamicObject, ListParams},
 };
 use serde_json::Value;
-
-/// A hang guard for polling loops, not a performance threshold.
-const HANG_GUARD: Duration = Duration::from_secs(90);
-
-/// Captured log output of this test binary.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() -> Captured {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            "debug,kube=info,hyper=info,h2=info,tower=info",
-        ))
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
-    captured
-}
 
 async fn start_gateway(executor: konnector_gateway::ExecutorEndpoint) -> gateway_fixture::RunningGateway {
     gateway_fixture::start_gateway(&executor, "v1.14").await.unwrap()
@@ -72,19 +38,10 @@ async fn post(gateway: &gateway_fixture::RunningGateway, path: &str, body: Vec<u
     (raw.status, raw.body)
 }
 
-fn golden(capi: &str, hook: Hook) -> Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("golden")
-        .join(capi)
-        .join(format!("{}.json", hook.path_segment()));
-    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
-}
-
-/// Points a golden body at the harness's Cluster.
 /// The golden body's clusterConfig, with the credentials Secret the environment has: what the live Cluster
 /// carries, because the executor reads it from there.
 fn golden_cluster_config(capi: &str) -> Value {
-    let mut body = golden(capi, Hook::AfterControlPlaneInitialized);
+    let mut body = support::golden_body(capi, Hook::AfterControlPlaneInitialized);
     let vars = body["cluster"]["spec"]["topology"]["variables"].take();
     let mut cc = vars
         .as_array()
@@ -97,22 +54,6 @@ fn golden_cluster_config(capi: &str) -> Value {
     cc
 }
 
-fn retarget(mut body: Value, cluster: &WorkloadCluster) -> Value {
-    let c = &mut body["cluster"];
-    c["metadata"]["name"] = cluster.name.clone().into();
-    c["metadata"]["namespace"] = cluster.namespace.clone().into();
-    c["metadata"]["uid"] = cluster.uid.clone().into();
-    c["metadata"]["labels"]["cluster.x-k8s.io/cluster-name"] = cluster.name.clone().into();
-    c["spec"]["controlPlaneEndpoint"] = cluster.object.data["spec"]["controlPlaneEndpoint"].clone();
-    for var in c["spec"]["topology"]["variables"].as_array_mut().unwrap() {
-        if var["name"] == "clusterConfig" {
-            var["value"]["addons"]["konnectorAgent"]["credentials"]["secretRef"]["name"] =
-                TEST_CREDENTIALS_SECRET.into();
-        }
-    }
-    body
-}
-
 async fn hcps(env: &ExecutorEnv) -> Vec<DynamicObject> {
     let api: Api<DynamicObject> =
         Api::namespaced_with(env.admin.clone(), &env.cluster.namespace, &hcp_resource());
@@ -121,7 +62,7 @@ async fn hcps(env: &ExecutorEnv) -> Vec<DynamicObject> {
 
 #[tokio::test]
 async fn golden_bodies_through_the_real_gateway_and_executor() {
-    let logs = capture_logs();
+    let logs = support::LogCapture::install("debug,kube=info,hyper=info,h2=info,tower=info", false);
     let env = executor_env(
         "gw-golden",
         ExecutorConfig::default(),
@@ -163,7 +104,12 @@ async fn golden_bodies_through_the_real_gateway_and_executor() {
         .unwrap();
         // AfterControlPlaneInitialized: HCP on the management cluster, Namespace + Secret on the workload cluster.
         let hook = Hook::AfterControlPlaneInitialized;
-        let body = serde_json::to_vec(&retarget(golden(capi, hook), &cluster)).unwrap();
+        let body = serde_json::to_vec(&support::retarget(
+            support::golden_body(capi, hook),
+            &cluster,
+            TEST_CREDENTIALS_SECRET,
+        ))
+        .unwrap();
         let (status, raw) = post(&gateway, &hook.path(), body).await;
         let answer: Value = serde_json::from_slice(&raw).unwrap();
         assert_eq!(
@@ -194,7 +140,12 @@ async fn golden_bodies_through_the_real_gateway_and_executor() {
 
         // BeforeClusterUpgrade: a re-apply; never blocks.
         let hook = Hook::BeforeClusterUpgrade;
-        let body = serde_json::to_vec(&retarget(golden(capi, hook), &cluster)).unwrap();
+        let body = serde_json::to_vec(&support::retarget(
+            support::golden_body(capi, hook),
+            &cluster,
+            TEST_CREDENTIALS_SECRET,
+        ))
+        .unwrap();
         let (status, raw) = post(&gateway, &hook.path(), body).await;
         let answer: Value = serde_json::from_slice(&raw).unwrap();
         assert_eq!(
@@ -210,7 +161,7 @@ async fn golden_bodies_through_the_real_gateway_and_executor() {
         assert_eq!(hcps(&env).await.len(), 1);
 
         // Let the CAAPH stand-in install the release, so there is an uninstall to wait for.
-        tokio::time::timeout(HANG_GUARD, async {
+        tokio::time::timeout(support::HANG_GUARD, async {
             loop {
                 let api: Api<DynamicObject> =
                     Api::namespaced_with(env.admin.clone(), &env.cluster.namespace, &hrp_resource());
@@ -238,7 +189,7 @@ async fn golden_bodies_through_the_real_gateway_and_executor() {
         })
         .await
         .unwrap_or_else(|_| {
-            let captured = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+            let captured = logs.text();
             let stand_in: Vec<&str> = captured.lines().filter(|l| l.contains("stand-in")).collect();
             panic!("{capi}: the CAAPH stand-in never installed the release; its log: {stand_in:#?}")
         });
@@ -249,9 +200,14 @@ async fn golden_bodies_through_the_real_gateway_and_executor() {
             .await
             .unwrap();
         let hook = Hook::BeforeClusterDelete;
-        let body = serde_json::to_vec(&retarget(golden(capi, hook), &cluster)).unwrap();
+        let body = serde_json::to_vec(&support::retarget(
+            support::golden_body(capi, hook),
+            &cluster,
+            TEST_CREDENTIALS_SECRET,
+        ))
+        .unwrap();
         let mut waited = 0;
-        tokio::time::timeout(HANG_GUARD, async {
+        tokio::time::timeout(support::HANG_GUARD, async {
             loop {
                 let (status, raw) = post(&gateway, &hook.path(), body.clone()).await;
                 let answer: Value = serde_json::from_slice(&raw).unwrap();
@@ -286,12 +242,9 @@ async fn golden_bodies_through_the_real_gateway_and_executor() {
 
     // Secret hygiene: the Prism Central password is in no answer and in no log line.
     for a in &answers {
-        assert!(
-            !a.contains(TEST_PASSWORD),
-            "password leaked into a hook answer: {a}"
-        );
+        support::assert_no_secret("a hook answer", a, TEST_PASSWORD);
     }
-    let captured = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let captured = logs.text();
     assert!(captured.contains("hook answered"), "gateway logs were captured");
-    assert!(!captured.contains(TEST_PASSWORD), "password leaked into the logs");
+    support::assert_no_secret("the logs", &captured, TEST_PASSWORD);
 }

@@ -6,14 +6,8 @@
 //!
 //! This file is its own test binary because it owns the process-wide tracing subscriber and tracer provider.
 
-use std::{
-    collections::HashMap,
-    path::PathBuf,
-    sync::{Arc, Mutex, OnceLock},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::OnceLock, time::Duration};
 
-use base64::Engine as _;
 use http_body_util::BodyExt;
 use k8s_openapi::api::events::v1::Event;
 use konnector_executor::ExecutorConfig;
@@ -27,16 +21,12 @@ use konnector_tests::{
         ExecutorEnv, TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD,
         addon_cluster_config, cluster_event_reasons, executor_env,
     },
-    gateway_fixture,
+    gateway_fixture, otlp, support,
     workload::{self, ClusterOptions},
 };
 use kube::Api;
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
-    },
-    common::v1::{KeyValue, any_value::Value as AnyValue},
+    common::v1::any_value::Value as AnyValue,
     trace::v1::{Span, span::SpanKind},
 };
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -45,104 +35,38 @@ use serde_json::Value;
 use tower::ServiceExt;
 use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
 
-/// A hang guard for polling loops, not a performance threshold.
-const HANG_GUARD: Duration = Duration::from_secs(60);
-
-/// Everything this binary's tests observe: exported spans and log output, process-wide.
+/// Everything this binary's tests observe, process-wide: the spans the OTLP receiver was sent (this process's and,
+/// from the sandbox binary, others'), and the log output.
 struct Observed {
-    spans: Arc<Mutex<Vec<Span>>>,
-    /// Spans sent by other processes (the sandbox binary), with the service.name they came from.
-    foreign: Arc<Mutex<Vec<(String, Span)>>>,
+    received: otlp::Received,
     endpoint: String,
-    logs: Arc<Mutex<Vec<u8>>>,
+    logs: support::LogCapture,
     provider: SdkTracerProvider,
 }
 
-/// An OTLP/gRPC trace receiver that keeps every span it is sent: this process's in `own`, others' in `foreign`.
-struct Receiver {
-    own: Arc<Mutex<Vec<Span>>>,
-    foreign: Arc<Mutex<Vec<(String, Span)>>>,
-}
-
+/// The service.name this process exports as; spans under other names came from other processes.
 const SERVICE_NAME: &str = "konnector-tests";
 
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        for resource in request.into_inner().resource_spans {
-            let service = resource
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                    AnyValue::StringValue(s) => Some(s.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            for scope in resource.scope_spans {
-                if service == SERVICE_NAME {
-                    self.own.lock().unwrap().extend(scope.spans);
-                } else {
-                    let mut foreign = self.foreign.lock().unwrap();
-                    foreign.extend(scope.spans.into_iter().map(|s| (service.clone(), s)));
-                }
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
-#[derive(Clone)]
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Starts the receiver and the exporter on a runtime of their own (each test has its own runtime, and both must
-/// outlive every test), then installs the subscriber: konnector's and kube's logs at trace level, and the
-/// OpenTelemetry layer built by konnector-runtime, exporting to the receiver.
+/// outlive every test), then installs the subscriber: konnector's and kube's logs at trace level, in konnector's
+/// own line format (which adds the trace id), and the OpenTelemetry layer built by konnector-runtime, exporting to
+/// the receiver.
 fn observed() -> &'static Observed {
     static OBSERVED: OnceLock<Observed> = OnceLock::new();
     OBSERVED.get_or_init(|| {
-        let spans = Arc::new(Mutex::new(Vec::new()));
-        let foreign = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
-        let receiver = Receiver {
-            own: spans.clone(),
-            foreign: foreign.clone(),
-        };
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let endpoint = format!("http://{}", listener.local_addr().unwrap());
-                tokio::spawn(
-                    tonic::transport::Server::builder()
-                        .add_service(TraceServiceServer::new(receiver))
-                        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-                );
+                let (endpoint, received) = otlp::serve_plain().await.unwrap();
                 let provider =
                     konnector_runtime::telemetry::otlp_provider_to(SERVICE_NAME, Some(&endpoint)).unwrap();
-                tx.send((provider, endpoint)).unwrap();
+                tx.send((provider, endpoint, received)).unwrap();
                 std::future::pending::<()>().await
             });
         });
-        let (provider, endpoint) = rx.recv().unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let writer = LogWriter(logs.clone());
+        let (provider, endpoint, received) = rx.recv().unwrap();
+        let logs = support::LogCapture::default();
         tracing_subscriber::registry()
             .with(EnvFilter::new(
                 "trace,h2=info,hyper=info,hyper_util=info,tower=info,tonic=info,rustls=info,\
@@ -150,23 +74,46 @@ fn observed() -> &'static Observed {
             ))
             .with(
                 tracing_subscriber::fmt::layer()
-                    .with_writer(move || writer.clone())
+                    .with_writer(logs.clone())
                     .with_ansi(false)
                     .event_format(WithTraceId::plain()),
             )
             .with(konnector_runtime::telemetry::tracing_layer(
                 &provider,
-                "konnector-tests",
+                SERVICE_NAME,
             ))
             .init();
         Observed {
-            spans,
-            foreign,
+            received,
             endpoint,
             logs,
             provider,
         }
     })
+}
+
+/// The spans this process exported so far.
+fn own_spans() -> Vec<Span> {
+    observed()
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(resource, _)| otlp::service_name(resource) == SERVICE_NAME)
+        .map(|(_, span)| span.clone())
+        .collect()
+}
+
+/// The spans other processes exported to this binary's receiver, with their service.name.
+fn foreign_spans() -> Vec<(String, Span)> {
+    observed()
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(resource, span)| (otlp::service_name(resource), span.clone()))
+        .filter(|(service, _)| service != SERVICE_NAME)
+        .collect()
 }
 
 /// Flushes the exporter (blocking, so off the async threads).
@@ -200,29 +147,13 @@ async fn post(
     serde_json::from_slice(&raw.body).unwrap()
 }
 
-/// A hook body from tests/golden/v1.14, pointed at the harness's Cluster and at credentials Secret `secret`.
 /// Points the live Cluster's clusterConfig at the credentials Secret `secret` (the executor reads it from there)
 /// and returns the v1.14 golden body of `hook` retargeted at the Cluster.
 async fn hook_body(hook: Hook, env: &ExecutorEnv, secret: &str) -> Value {
     env.set_cluster_config(addon_cluster_config(secret))
         .await
         .unwrap();
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("golden/v1.14")
-        .join(format!("{}.json", hook.path_segment()));
-    let mut body: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-    let c = &mut body["cluster"];
-    c["metadata"]["name"] = env.cluster.name.clone().into();
-    c["metadata"]["namespace"] = env.cluster.namespace.clone().into();
-    c["metadata"]["uid"] = env.cluster.uid.clone().into();
-    c["metadata"]["labels"]["cluster.x-k8s.io/cluster-name"] = env.cluster.name.clone().into();
-    c["spec"]["controlPlaneEndpoint"] = env.cluster.object.data["spec"]["controlPlaneEndpoint"].clone();
-    for var in c["spec"]["topology"]["variables"].as_array_mut().unwrap() {
-        if var["name"] == "clusterConfig" {
-            var["value"]["addons"]["konnectorAgent"]["credentials"]["secretRef"]["name"] = secret.into();
-        }
-    }
-    body
+    support::retarget(support::golden_body("v1.14", hook), &env.cluster, secret)
 }
 
 async fn get(router: &axum::Router, path: &str) -> (u16, String) {
@@ -250,16 +181,12 @@ fn attr(span: &Span, key: &str) -> Option<String> {
 
 /// The spans of trace `trace_id`, once the executor's server span and the gateway's span (which ends last) are in.
 async fn trace_spans(trace_id: &[u8]) -> Vec<Span> {
-    tokio::time::timeout(HANG_GUARD, async {
+    tokio::time::timeout(support::HANG_GUARD, async {
         loop {
             flush().await;
-            let spans: Vec<Span> = observed()
-                .spans
-                .lock()
-                .unwrap()
-                .iter()
+            let spans: Vec<Span> = own_spans()
+                .into_iter()
                 .filter(|s| s.trace_id == trace_id)
-                .cloned()
                 .collect();
             let server_spans = spans.iter().filter(|s| s.kind == SpanKind::Server as i32).count();
             if server_spans >= 2 {
@@ -303,6 +230,35 @@ async fn one_hook_is_one_trace_from_the_hook_to_the_kubernetes_api() {
     assert_eq!(answer["status"], "Success", "{answer}");
 
     let spans = trace_spans(&trace_id).await;
+    let trace = assert_one_tree(&spans, hook, &caller_span);
+    assert_the_apply_span(&trace.kube);
+    assert_cluster_attributes(trace.gateway, trace.server);
+    check_semantic_conventions(trace.gateway, trace.client, trace.server, &trace.kube);
+    eprintln!(
+        "one AfterControlPlaneInitialized hook: {} spans in its trace, {} of them Kubernetes API calls",
+        spans.len(),
+        trace.kube.len()
+    );
+    assert_logs_carry_the_trace_id(&observed().logs.text(), &trace_id);
+    assert_admin_routers_count_the_hook(&gateway, &env).await;
+}
+
+/// The spans of one hook's trace, by role.
+struct HookTrace<'a> {
+    /// The gateway's span for the hook request.
+    gateway: &'a Span,
+    /// The gateway's gRPC client span for ApplyAgent.
+    client: &'a Span,
+    /// The executor's gRPC server span for ApplyAgent.
+    server: &'a Span,
+    /// The Kubernetes API call spans.
+    kube: Vec<&'a Span>,
+}
+
+/// One trace, one tree: the gateway continues the caller's span, the gRPC client span is under it, the executor's
+/// server span under that (across the process boundary), and every Kubernetes API call span, on both clusters,
+/// under the executor's.
+fn assert_one_tree<'a>(spans: &'a [Span], hook: Hook, caller_span: &[u8]) -> HookTrace<'a> {
     let by_id: HashMap<&[u8], &Span> = spans.iter().map(|s| (s.span_id.as_slice(), s)).collect();
     let named = |name: &str, kind: SpanKind| {
         spans
@@ -358,6 +314,16 @@ async fn one_hook_is_one_trace_from_the_hook_to_the_kubernetes_api() {
             "an API call span on the {side} cluster: {kube:#?}"
         );
     }
+    HookTrace {
+        gateway: gw,
+        client,
+        server,
+        kube,
+    }
+}
+
+/// The HelmChartProxy's server-side apply is a span of its own, with its status code and namespace.
+fn assert_the_apply_span(kube: &[&Span]) {
     let applied = kube
         .iter()
         .find(|s| s.name == "patch helmchartproxies")
@@ -371,7 +337,11 @@ async fn one_hook_is_one_trace_from_the_hook_to_the_kubernetes_api() {
         attr(applied, attr::KONNECTOR_KUBE_NAMESPACE).as_deref(),
         Some(TEST_NAMESPACE)
     );
+}
 
+/// Both binaries' request spans name the Cluster; the gateway's names the hook and its outcome, the executor's its
+/// outcome and trigger.
+fn assert_cluster_attributes(gw: &Span, server: &Span) {
     for (span, what) in [(gw, "gateway"), (server, "executor")] {
         assert_eq!(
             attr(span, "konnector.cluster.namespace").as_deref(),
@@ -394,17 +364,14 @@ async fn one_hook_is_one_trace_from_the_hook_to_the_kubernetes_api() {
         attr(server, "konnector.trigger").as_deref(),
         Some("TRIGGER_AFTER_CONTROL_PLANE_INITIALIZED")
     );
-    check_semantic_conventions(gw, client, server, &kube);
-    eprintln!(
-        "one AfterControlPlaneInitialized hook: {} spans in its trace, {} of them Kubernetes API calls",
-        spans.len(),
-        kube.len()
-    );
+}
 
+/// The one summary line of the hook carries the trace id, and so does every line either binary writes inside a
+/// request span: konnector's line format adds it.
+fn assert_logs_carry_the_trace_id(logs: &str, trace_id: &[u8]) {
     // The one summary line of the hook carries the trace id, and so does every line either binary writes inside
     // the hook's trace: konnector's line format adds it.
-    let logs = String::from_utf8_lossy(&observed().logs.lock().unwrap()).into_owned();
-    let trace_suffix = format!(" trace_id={}", hex(&trace_id));
+    let trace_suffix = format!(" trace_id={}", hex(trace_id));
     let summary = logs
         .lines()
         .find(|l| l.contains("hook answered") && l.ends_with(&trace_suffix))
@@ -440,7 +407,10 @@ async fn one_hook_is_one_trace_from_the_hook_to_the_kubernetes_api() {
     ] {
         assert!(summary.contains(needle), "{needle} in {summary}");
     }
+}
 
+/// Both admin routers answer health and /metrics, and the metrics counted this one hook on both sides.
+async fn assert_admin_routers_count_the_hook(gateway: &gateway_fixture::RunningGateway, env: &ExecutorEnv) {
     // Both admin routers: health and /metrics, side by side.
     let gw_admin = admin::router(gateway.readiness.clone(), gateway.metrics.router());
     let ex_admin = admin::router(
@@ -448,7 +418,7 @@ async fn one_hook_is_one_trace_from_the_hook_to_the_kubernetes_api() {
         env.executor.metrics.registry().router(),
     );
     assert_eq!(get(&gw_admin, "/livez").await.0, 200);
-    tokio::time::timeout(HANG_GUARD, async {
+    tokio::time::timeout(support::HANG_GUARD, async {
         while get(&gw_admin, "/readyz").await.0 != 200 {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -550,21 +520,16 @@ async fn the_password_is_in_no_log_span_metric_or_event() {
     assert_eq!(answer["status"], "Success", "{answer}");
     flush().await;
 
-    let encoded = base64::engine::general_purpose::STANDARD.encode(TEST_PASSWORD);
-    let leaks = |what: &str, text: &str| {
-        for needle in [TEST_PASSWORD, encoded.as_str()] {
-            assert!(!text.contains(needle), "the password leaked into {what}");
-        }
-    };
+    let leaks = |what: &str, text: &str| support::assert_no_secret(what, text, TEST_PASSWORD);
 
-    let logs = String::from_utf8_lossy(&observed().logs.lock().unwrap()).into_owned();
+    let logs = observed().logs.text();
     assert!(
         logs.contains("TRACE") && logs.contains("kube_request"),
         "logs were captured at trace level"
     );
     leaks("the logs", &logs);
 
-    let spans = observed().spans.lock().unwrap().clone();
+    let spans = own_spans();
     assert!(
         spans.iter().any(|s| s.name == "get secrets"),
         "the Secret reads were traced"
@@ -611,7 +576,7 @@ async fn the_sandbox_exports_its_hooks_to_a_collector() {
     assert!(status.success(), "the sandbox's lifecycle passed");
 
     // The sandbox flushes its spans on exit, so they are all in.
-    let spans = observed().foreign.lock().unwrap().clone();
+    let spans = foreign_spans();
     assert!(spans.iter().all(|(service, _)| service == "konnector-sandbox"));
     let spans: Vec<Span> = spans.into_iter().map(|(_, s)| s).collect();
     let hook = spans
@@ -727,121 +692,12 @@ fn check_semantic_conventions(gateway: &Span, client: &Span, server: &Span, kube
     }
 }
 
-/// What an OTLP receiver was sent: each span with its resource's attributes.
-type Received = Arc<Mutex<Vec<(Vec<KeyValue>, Span)>>>;
-
-fn keep(request: ExportTraceServiceRequest, received: &Received) {
-    for resource in request.resource_spans {
-        let attributes = resource.resource.map(|r| r.attributes).unwrap_or_default();
-        for scope in resource.scope_spans {
-            let mut received = received.lock().unwrap();
-            received.extend(scope.spans.into_iter().map(|s| (attributes.clone(), s)));
-        }
-    }
-}
-
-/// The receiver's gRPC face.
-struct GrpcReceiver(Received);
-
-#[tonic::async_trait]
-impl TraceService for GrpcReceiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        keep(request.into_inner(), &self.0);
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
-/// An OTLP receiver in its TLS mode, on loopback: OTLP/gRPC or OTLP/HTTP (protobuf, `POST /v1/traces`) over
-/// `https://`, with a serving certificate from a throwaway CA. Returns the endpoint, the CA file the exporter
-/// must trust, and what it receives.
-async fn tls_receiver(protocol: OtlpProtocol, dir: &std::path::Path) -> (String, PathBuf, Received) {
-    let ca = konnector_tests::pki::TestCa::new("otlp-receiver-ca").unwrap();
-    let serving = ca.serving_cert("otlp-receiver").unwrap();
-    let ca_file = dir.join("ca.crt");
-    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
-    let received: Received = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("https://localhost:{}", listener.local_addr().unwrap().port());
-    match protocol {
-        OtlpProtocol::Grpc => {
-            let tls = tonic::transport::ServerTlsConfig::new().identity(
-                tonic::transport::Identity::from_pem(&serving.cert_pem, &serving.key_pem),
-            );
-            let server = tonic::transport::Server::builder()
-                .tls_config(tls)
-                .unwrap()
-                .add_service(TraceServiceServer::new(GrpcReceiver(received.clone())));
-            tokio::spawn(
-                server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-            );
-        }
-        OtlpProtocol::HttpProtobuf => {
-            let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-            std::fs::write(&cert, &serving.cert_pem).unwrap();
-            std::fs::write(&key, &serving.key_pem).unwrap();
-            let config = rustls::ServerConfig::builder()
-                .with_no_client_auth()
-                .with_single_cert(
-                    konnector_runtime::tls::load_certs(&cert).unwrap(),
-                    konnector_runtime::tls::load_key(&key).unwrap(),
-                )
-                .unwrap();
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-            let sink = received.clone();
-            let app = axum::Router::new().route(
-                "/v1/traces",
-                axum::routing::post(move |body: axum::body::Bytes| {
-                    let sink = sink.clone();
-                    async move {
-                        let request = <ExportTraceServiceRequest as prost::Message>::decode(body).unwrap();
-                        keep(request, &sink);
-                        let answer = ExportTraceServiceResponse {
-                            partial_success: None,
-                        };
-                        (
-                            [(http::header::CONTENT_TYPE, "application/x-protobuf")],
-                            prost::Message::encode_to_vec(&answer),
-                        )
-                    }
-                }),
-            );
-            tokio::spawn(async move {
-                loop {
-                    let Ok((tcp, _)) = listener.accept().await else {
-                        return;
-                    };
-                    let (acceptor, app) = (acceptor.clone(), app.clone());
-                    tokio::spawn(async move {
-                        let Ok(tls) = acceptor.accept(tcp).await else {
-                            return;
-                        };
-                        let _ = hyper_util::server::conn::auto::Builder::new(
-                            hyper_util::rt::TokioExecutor::new(),
-                        )
-                        .serve_connection(
-                            hyper_util::rt::TokioIo::new(tls),
-                            hyper_util::service::TowerToHyperService::new(app),
-                        )
-                        .await;
-                    });
-                }
-            });
-        }
-    }
-    (endpoint, ca_file, received)
-}
-
 /// Exports one span through konnector's exporter setup to an `https://` receiver and checks what arrived: the span,
 /// its attribute, and the resource's service name and version.
 async fn export_over_tls(protocol: OtlpProtocol) {
     konnector_runtime::tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let (endpoint, ca_file, received) = tls_receiver(protocol, dir.path()).await;
+    let (endpoint, ca_file, received) = otlp::serve_tls(protocol, dir.path()).await.unwrap();
     let export = OtlpExport {
         endpoint: Some(endpoint),
         protocol,
@@ -874,15 +730,7 @@ async fn export_over_tls(protocol: OtlpProtocol) {
         attr(span, attr::KONNECTOR_HOOK).as_deref(),
         Some("AfterControlPlaneInitialized")
     );
-    let resource_attr = |key: &str| {
-        resource
-            .iter()
-            .find(|kv| kv.key == key)
-            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                AnyValue::StringValue(s) => Some(s.clone()),
-                _ => None,
-            })
-    };
+    let resource_attr = |key: &str| otlp::attribute(resource, key);
     assert_eq!(
         resource_attr(opentelemetry_semantic_conventions::resource::SERVICE_NAME).as_deref(),
         Some("konnector-tls-export")

@@ -15,9 +15,7 @@ use konnector_executor::{
         preflight, registration,
     },
 };
-use konnector_proto::v1::{
-    ApplyAgentRequest, GetAgentStatusRequest, PreflightOutcome, PrismCentralRegistration, Trigger,
-};
+use konnector_proto::v1::{GetAgentStatusRequest, PreflightOutcome, PrismCentralRegistration, Trigger};
 use konnector_tests::{
     caaph_stand_in::hcp_resource,
     executor_fixture::{
@@ -25,6 +23,7 @@ use konnector_tests::{
         cluster_events, executor_env, start_executor,
     },
     prism_central_stand_in::{Behaviour, PrismCentralStandIn, USERS_ME_PATH, untrusted_bundle},
+    support,
     workload::ClusterOptions,
 };
 use kube::{Api, api::DynamicObject};
@@ -277,16 +276,7 @@ async fn apply(
     client_of: Option<&konnector_tests::executor_fixture::RunningExecutor>,
 ) -> Result<konnector_proto::v1::ApplyAgentResponse, tonic::Status> {
     let executor = client_of.unwrap_or(&env.executor);
-    executor
-        .client()
-        .await
-        .unwrap()
-        .apply_agent(ApplyAgentRequest {
-            cluster: Some(env.cluster_ref()),
-            trigger: Trigger::AfterControlPlaneInitialized as i32,
-        })
-        .await
-        .map(|r| r.into_inner())
+    support::apply_agent(executor, env.cluster_ref(), Trigger::AfterControlPlaneInitialized).await
 }
 
 async fn status(env: &ExecutorEnv) -> konnector_proto::v1::GetAgentStatusResponse {

@@ -2,7 +2,7 @@
 //! real executor, against real API servers, for every CAPI request shape; and `konnector-sandbox --keep` run as a
 //! person runs it, with every command it prints executed.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use tokio::io::AsyncBufReadExt;
 
@@ -67,9 +67,6 @@ async fn lifecycle_capi_1_14_shape() {
     play(CapiShape::V1_14, 3, false).await;
 }
 
-/// A hang guard for a sandbox that never gets to its commands, not a performance threshold.
-const HANG_GUARD: Duration = Duration::from_secs(600);
-
 /// Runs a printed command with bash; returns its stdout, failing the test with its output when it fails.
 async fn run_printed(command: &str) -> String {
     let out = tokio::process::Command::new("bash")
@@ -117,7 +114,7 @@ async fn keep_leaves_one_cluster_installed_and_every_printed_command_works() {
         .unwrap();
     let mut lines = tokio::io::BufReader::new(sandbox.stdout.take().unwrap()).lines();
     let mut printed = Vec::new();
-    tokio::time::timeout(HANG_GUARD, async {
+    tokio::time::timeout(konnector_tests::support::HANG_GUARD, async {
         while let Some(line) = lines.next_line().await.unwrap() {
             let done = line == "press Ctrl-C to stop everything";
             printed.push(line);
@@ -196,7 +193,7 @@ async fn keep_leaves_one_cluster_installed_and_every_printed_command_works() {
         .await
         .unwrap();
     assert!(interrupted.success());
-    let status = tokio::time::timeout(HANG_GUARD, async {
+    let status = tokio::time::timeout(konnector_tests::support::HANG_GUARD, async {
         while lines.next_line().await.unwrap().is_some() {}
         sandbox.wait().await.unwrap()
     })

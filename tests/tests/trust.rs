@@ -18,15 +18,12 @@ use konnector_tests::{
         ExecutorEnv, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD, addon_cluster_config,
         executor_env, start_executor,
     },
-    gateway_fixture,
+    gateway_fixture, support,
     workload::{self, ClusterOptions},
 };
 use kube::{Api, api::DynamicObject};
 use serde_json::{Value, json};
 use tonic::Code;
-
-/// A hang guard for polling loops, not a performance threshold.
-const HANG_GUARD: Duration = Duration::from_secs(60);
 
 async fn env(name: &str) -> ExecutorEnv {
     konnector_tests::init_test_logging();
@@ -40,12 +37,7 @@ fn hcps(env: &ExecutorEnv) -> Api<DynamicObject> {
 }
 
 async fn apply(env: &ExecutorEnv, cluster: ClusterRef) -> Result<(), tonic::Status> {
-    let mut client = env.executor.client().await.unwrap();
-    client
-        .apply_agent(ApplyAgentRequest {
-            cluster: Some(cluster),
-            trigger: Trigger::AfterControlPlaneInitialized as i32,
-        })
+    support::apply_agent(&env.executor, cluster, Trigger::AfterControlPlaneInitialized)
         .await
         .map(|_| ())
 }
@@ -390,7 +382,7 @@ async fn race(name: &str, two_replicas: bool) {
         }));
     }
     env.start_deletion().await.unwrap();
-    let done = tokio::time::timeout(HANG_GUARD, async {
+    let done = tokio::time::timeout(support::HANG_GUARD, async {
         let mut client = env.executor.client().await.unwrap();
         loop {
             let r = client
