@@ -32,14 +32,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         readiness.clone(),
         shutdown.clone(),
     ));
+    // `serve` registers the server's metrics (build info, connections, TLS) beside the executor's.
     let executor = Executor::new(client, config);
-    executor.metrics().registry().register(|r| {
-        r.register(
-            "grpc_connections_accepted",
-            "gRPC connections accepted (after the TLS handshake, with TLS)",
-            options.connections_accepted.clone(),
-        )
-    });
     let admin_task = tokio::spawn(admin::serve(
         args.admin_listen_addr(),
         admin::router(readiness, executor.metrics().registry().router()),
