@@ -10,7 +10,7 @@ use crate::{catalog::Hook, client::rpc_method};
 
 type Labels = Vec<(&'static str, String)>;
 
-/// `konnector_gateway_hook_requests_total{hook,status}`, `konnector_gateway_hook_duration_seconds{hook}`,
+/// `konnector_gateway_hook_requests_total{hook,status}`, `konnector_gateway_hook_duration_seconds{hook,status}`,
 /// `konnector_gateway_executor_requests_total{method,code}`, `konnector_gateway_executor_request_duration_seconds
 /// {method}`, `konnector_gateway_executor_up`, `konnector_gateway_connections`, and the TLS metrics
 /// (`konnector_gateway_tls_handshake_failures_total{reason}`,
@@ -50,7 +50,7 @@ impl GatewayMetrics {
             );
             r.register(
                 "hook_duration_seconds",
-                "Time to answer a lifecycle hook request, by hook",
+                "Time to answer a lifecycle hook request, by hook and answer status",
                 m.duration.clone(),
             );
             r.register(
@@ -86,8 +86,13 @@ impl GatewayMetrics {
                 ("status", status.to_owned()),
             ])
             .inc();
+        // By status too: a Failure that comes back at once (bad request, executor down) and one that waited out
+        // the deadline are different problems.
         self.duration
-            .get_or_create(&vec![("hook", hook.name().to_owned())])
+            .get_or_create(&vec![
+                ("hook", hook.name().to_owned()),
+                ("status", status.to_owned()),
+            ])
             .observe(seconds);
     }
 

@@ -31,7 +31,8 @@ pub const CERT_MANAGER_CERTIFICATE: &str = include_str!("../crds/cert-manager.io
 
 /// Prometheus Operator `ServiceMonitor` (open spec), for dry-running konnector's chart with
 /// `metrics.serviceMonitor.enabled`.
-pub const PROMETHEUS_SERVICE_MONITOR: &str = include_str!("../crds/monitoring.coreos.com_servicemonitors.yaml");
+pub const PROMETHEUS_SERVICE_MONITOR: &str =
+    include_str!("../crds/monitoring.coreos.com_servicemonitors.yaml");
 /// Prometheus Operator `PrometheusRule` (open spec), for dry-running konnector's chart with
 /// `metrics.prometheusRule.enabled`.
 pub const PROMETHEUS_RULE: &str = include_str!("../crds/monitoring.coreos.com_prometheusrules.yaml");

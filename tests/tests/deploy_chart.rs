@@ -367,9 +367,9 @@ async fn manifests_apply_by_server_side_dry_run() {
     }
     // And off by default.
     assert!(
-        !render(&[])
-            .iter()
-            .any(|d| d["apiVersion"].as_str().is_some_and(|v| v.starts_with("monitoring.coreos.com/"))),
+        !render(&[]).iter().any(|d| d["apiVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("monitoring.coreos.com/"))),
         "Prometheus Operator objects rendered without being asked for"
     );
     let dry_run = PatchParams::apply("konnector-deploy-test").dry_run();

@@ -465,7 +465,7 @@ async fn one_hook_is_one_trace_from_the_hook_to_the_kubernetes_api() {
     );
     assert!(
         text.contains(
-            "konnector_gateway_hook_duration_seconds_count{hook=\"AfterControlPlaneInitialized\"} 1"
+            "konnector_gateway_hook_duration_seconds_count{hook=\"AfterControlPlaneInitialized\",status=\"Success\"} 1"
         ),
         "{text}"
     );
