@@ -530,6 +530,33 @@ async fn not_tls(addr: std::net::SocketAddr, bytes: &[u8]) {
     .await;
 }
 
+/// Completes a TLS handshake with the executor at `addr` trusting `ca_pem` but presenting no client certificate,
+/// and reads until the executor, which requires one, ends the connection.
+async fn without_client_certificate(addr: std::net::SocketAddr, ca_pem: &[u8]) {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // With TLS 1.3 the client finishes its side before the server refuses; the refusal shows on the first read.
+    if let Ok(mut tls) = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+    {
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(
+            HANG_GUARD,
+            tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut sink),
+        )
+        .await;
+    }
+}
+
 /// Waits until `metrics` serves a sample line starting with `prefix`, and returns the classic text then.
 async fn wait_for(metrics: &Metrics, prefix: &str) -> String {
     tokio::time::timeout(HANG_GUARD, async {
@@ -595,6 +622,8 @@ async fn live_metrics_pass_promtool_and_follow_the_conventions() {
         .unwrap();
     not_tls(gateway.addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
     not_tls(env.executor.addr, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    let executor_ca = std::fs::read(env.executor.pki.client_dir().join("ca.crt")).unwrap();
+    without_client_certificate(env.executor.addr, &executor_ca).await;
 
     let gateway_text = wait_for(
         &gateway.metrics,
@@ -602,9 +631,10 @@ async fn live_metrics_pass_promtool_and_follow_the_conventions() {
     )
     .await;
     wait_for(&gateway.metrics, "konnector_gateway_executor_up 1").await;
+    // The real rustls error, as tokio-rustls wraps it, is classified (not just a unit-test stand-in).
     let executor_text = wait_for(
         &executor_metrics,
-        "konnector_executor_tls_handshake_failures_total{",
+        "konnector_executor_tls_handshake_failures_total{reason=\"no_client_certificate\"} 1",
     )
     .await;
     let gateway_text = {
