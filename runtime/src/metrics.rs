@@ -318,6 +318,10 @@ mod tests {
         assert!(prefers_openmetrics(
             "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
         ));
+        // What Prometheus 3 sends by default.
+        assert!(prefers_openmetrics(
+            "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+        ));
         assert!(!prefers_openmetrics("text/plain;version=0.0.4"));
         assert!(!prefers_openmetrics("*/*"));
         assert!(!prefers_openmetrics(
