@@ -22,6 +22,16 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 go version
 
+step "promtool (Debian's prometheus package) for the metrics and alert-rule tests"
+# tests/tests/operator_prometheus.rs runs promtool check metrics on both binaries' /metrics, and promtool check rules
+# and test rules on the chart's PrometheusRule. Only promtool is used; the package's own server is not started.
+if ! command -v promtool >/dev/null 2>&1; then
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus
+fi
+promtool --version 2>&1 | awk 'NR == 1'
+
 step "developer tools (buf, helm, grpcurl, kubectl)"
 # grpcurl and kubectl run the commands the README and the sandbox print (executor_grpcurl.rs, sandbox_lifecycle.rs).
 PATH="$(bash hack/ensure-tools.sh helm buf grpcurl kubectl):$PATH"

@@ -213,6 +213,14 @@ impl Args {
     /// unless --insecure-plaintext is given. The files are loaded now (a bad file fails here, with its path) and
     /// re-read every --cert-reload-interval when they change.
     pub fn tls_config(&self) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+        self.tls_config_observed(&tls::TlsMetrics::default())
+    }
+
+    /// [`Args::tls_config`], keeping the expiry of the serving certificate and the client CA in `metrics`.
+    fn tls_config_observed(
+        &self,
+        metrics: &tls::TlsMetrics,
+    ) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             anyhow::ensure!(
                 self.listen_addr().ip().is_loopback() || self.insecure_plaintext,
@@ -222,9 +230,16 @@ impl Args {
             return Ok(None);
         };
         let interval = self.cert_reload_interval;
-        let resolver = tls::ReloadingCertResolver::new(cert, key, interval)?;
+        let resolver =
+            tls::ReloadingCertResolver::new(cert, key, interval)?.observed(metrics, tls::CertRole::Server);
         // gRPC runs over HTTP/2 only.
-        let config = tls::server_config(Arc::new(resolver), self.client_ca.as_deref(), interval, &[b"h2"])?;
+        let config = tls::server_config_observed(
+            Arc::new(resolver),
+            self.client_ca.as_deref(),
+            interval,
+            &[b"h2"],
+            Some(metrics),
+        )?;
         Ok(Some(Arc::new(config)))
     }
 
@@ -234,8 +249,10 @@ impl Args {
             self.max_connections > 0 && self.max_concurrent_requests > 0,
             "--max-connections and --max-concurrent-requests must be positive"
         );
+        let tls_metrics = tls::TlsMetrics::default();
         Ok(ServerOptions {
-            tls: self.tls_config()?,
+            tls: self.tls_config_observed(&tls_metrics)?,
+            tls_metrics,
             handshake_timeout: self.tls_handshake_timeout,
             max_connections: self.max_connections,
             max_concurrent_requests: self.max_concurrent_requests,

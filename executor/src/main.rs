@@ -32,14 +32,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         readiness.clone(),
         shutdown.clone(),
     ));
+    // `serve` registers the server's metrics (build info, connections, TLS) beside the executor's.
     let executor = Executor::new(client, config);
-    executor.metrics().registry().register(|r| {
-        r.register(
-            "grpc_connections_accepted",
-            "gRPC connections accepted (after the TLS handshake, with TLS)",
-            options.connections_accepted.clone(),
-        )
-    });
     let reconciler = args.reconcile.config(&args.pod_namespace).map(|config| {
         tokio::spawn(konnector_executor::reconcile::run(
             executor.clone(),

@@ -11,10 +11,10 @@ use std::{
 };
 
 use http::{Method, Request, Response, Uri};
-use konnector_runtime::metrics::Metrics;
+use konnector_runtime::metrics::{Metrics, latency_histogram};
 use konnector_runtime::telemetry::attr;
 use kube::{Client, client::Body};
-use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram};
 use tracing::{Instrument, field::Empty};
 
 use crate::error::Side;
@@ -31,6 +31,9 @@ pub struct ExecutorMetrics {
     uninstall_phases: Family<Labels, Counter>,
     reconciles: Family<Labels, Counter>,
     leader: Gauge<i64, AtomicI64>,
+    rpc_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    kube_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    preflights: Family<Labels, Counter>,
 }
 
 impl Default for ExecutorMetrics {
@@ -43,6 +46,9 @@ impl Default for ExecutorMetrics {
             uninstall_phases: Family::default(),
             reconciles: Family::default(),
             leader: Gauge::default(),
+            rpc_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            kube_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            preflights: Family::default(),
         };
         m.registry.register(|r| {
             r.register(
@@ -74,6 +80,23 @@ impl Default for ExecutorMetrics {
                 "reconciler_leader",
                 "1 while this replica holds the reconciler Lease and runs the reconciler, else 0",
                 m.leader.clone(),
+            );
+        });
+        m.registry.register(|r| {
+            r.register(
+                "rpc_duration_seconds",
+                "Time to answer an AgentService RPC, by method",
+                m.rpc_duration.clone(),
+            );
+            r.register(
+                "kube_request_duration_seconds",
+                "Time for a Kubernetes API request to answer (headers received), by cluster (management or workload) and verb",
+                m.kube_duration.clone(),
+            );
+            r.register(
+                "prism_central_preflights",
+                "Prism Central preflights run before applying, by outcome (PASSED, PASSED_WITHOUT_AUTHENTICATION, or the failure kind)",
+                m.preflights.clone(),
             );
         });
         m
@@ -137,6 +160,18 @@ impl ExecutorMetrics {
             .get_or_create(&vec![("phase", phase.to_owned())])
             .inc();
     }
+
+    pub(crate) fn rpc_duration(&self, method: &'static str, seconds: f64) {
+        self.rpc_duration
+            .get_or_create(&vec![("method", method.to_owned())])
+            .observe(seconds);
+    }
+
+    pub(crate) fn preflight(&self, outcome: &'static str) {
+        self.preflights
+            .get_or_create(&vec![("outcome", outcome.to_owned())])
+            .inc();
+    }
 }
 
 /// Wraps `client` so that every request it sends is a `client` span (child of the current span) and is counted in
@@ -148,6 +183,7 @@ pub(crate) fn observed_client(client: Client, side: Side, metrics: &ExecutorMetr
             inner: client,
             side,
             requests: metrics.kube_requests.clone(),
+            durations: metrics.kube_duration.clone(),
         },
         namespace,
     )
@@ -158,6 +194,7 @@ struct Observed {
     inner: Client,
     side: Side,
     requests: Family<Labels, Counter>,
+    durations: Family<Labels, Histogram, fn() -> Histogram>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -188,9 +225,17 @@ impl tower::Service<Request<Body>> for Observed {
         );
         let inner = self.inner.clone();
         let requests = self.requests.clone();
+        let durations = self.durations.clone();
         Box::pin(
             async move {
+                let started = std::time::Instant::now();
                 let result = inner.send(req).await;
+                durations
+                    .get_or_create(&vec![
+                        ("cluster", side.to_owned()),
+                        ("verb", call.verb.to_owned()),
+                    ])
+                    .observe(started.elapsed().as_secs_f64());
                 let outcome = match &result {
                     Ok(resp) => {
                         let code = resp.status().as_u16();

@@ -52,14 +52,13 @@ impl Executor {
             ),
             PreflightVerdict::Failed(f) => f.describe(&endpoint),
         };
-        tracing::info!(
-            endpoint = %endpoint,
-            outcome = match &verdict {
-                PreflightVerdict::Failed(f) => f.kind(),
-                _ => "PASSED",
-            },
-            "Prism Central preflight"
-        );
+        let outcome = match &verdict {
+            PreflightVerdict::Passed => "PASSED",
+            PreflightVerdict::PassedWithoutAuthentication => "PASSED_WITHOUT_AUTHENTICATION",
+            PreflightVerdict::Failed(f) => f.kind(),
+        };
+        self.metrics().preflight(outcome);
+        tracing::info!(endpoint = %endpoint, outcome, "Prism Central preflight");
         self.inner.preflights.remember(
             &live.key,
             PreflightRecord {

@@ -10,6 +10,7 @@ use std::{
 };
 
 use konnector_proto::v1::agent_service_server::AgentServiceServer;
+use konnector_runtime::tls::{HandshakeFailure, TlsMetrics};
 use prometheus_client::metrics::counter::Counter;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -43,6 +44,8 @@ pub struct ServerOptions {
     /// Counts connections handed to gRPC (after the TLS handshake, with TLS): each is a client that connected, and
     /// so presented the certificates it had at that moment.
     pub connections_accepted: Counter,
+    /// Failed handshakes, and the expiry of the certificates `tls` was built with (see `Args::server_options`).
+    pub tls_metrics: TlsMetrics,
 }
 
 impl Default for ServerOptions {
@@ -56,18 +59,30 @@ impl Default for ServerOptions {
             keepalive_interval: Duration::from_secs(30),
             max_connection_age: Duration::from_secs(30 * 60),
             connections_accepted: Counter::default(),
+            tls_metrics: TlsMetrics::default(),
         }
     }
 }
 
 /// Serves `executor` on `listener` until `shutdown` is cancelled: the AgentService, gRPC health (AgentService
-/// reported SERVING) and server reflection (v1 and v1alpha).
+/// reported SERVING) and server reflection (v1 and v1alpha). The server's own metrics (build info, connections,
+/// TLS) join the executor's registry here, so every way of serving it exports the same set.
 pub async fn serve(
     executor: Executor,
     listener: TcpListener,
     options: ServerOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let registry = executor.metrics().registry();
+    konnector_runtime::metrics::register_build_info(registry, "executor");
+    registry.register(|r| {
+        r.register(
+            "grpc_connections_accepted",
+            "gRPC connections accepted (after the TLS handshake, with TLS)",
+            options.connections_accepted.clone(),
+        );
+        options.tls_metrics.register(r);
+    });
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<AgentServiceServer<Executor>>()
@@ -118,6 +133,7 @@ fn incoming(
     let acceptor = options.tls.clone().map(TlsAcceptor::from);
     let handshake_timeout = options.handshake_timeout;
     let accepted = options.connections_accepted.clone();
+    let tls_metrics = options.tls_metrics.clone();
     let task = tokio::spawn(async move {
         loop {
             let permit = tokio::select! {
@@ -148,14 +164,21 @@ fn incoming(
             };
             let tx = tx.clone();
             let accepted = accepted.clone();
+            let tls_metrics = tls_metrics.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
                         accepted.inc();
                         let _ = tx.send(Ok(Limited::tls(tls, permit))).await;
                     }
-                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    Ok(Err(error)) => {
+                        tls_metrics.handshake_failed(HandshakeFailure::of(&error));
+                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        tls_metrics.handshake_failed(HandshakeFailure::Timeout);
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                    }
                 }
             });
         }

@@ -227,8 +227,10 @@ impl Executor {
         &self,
         span: &Span,
         rpc: &'static str,
+        started: std::time::Instant,
         result: Result<T, Error>,
     ) -> Result<Response<T>, Status> {
+        self.metrics().rpc_duration(rpc, started.elapsed().as_secs_f64());
         let code = match &result {
             Ok(_) => tonic::Code::Ok,
             Err(e) => e.code(),
@@ -256,6 +258,7 @@ impl AgentService for Executor {
         &self,
         request: Request<ApplyAgentRequest>,
     ) -> Result<Response<ApplyAgentResponse>, Status> {
+        let started = std::time::Instant::now();
         let span = server_span("ApplyAgent", request.metadata());
         let req = request.into_inner();
         let trigger = trigger(req.trigger);
@@ -267,13 +270,14 @@ impl AgentService for Executor {
         }
         .instrument(span.clone())
         .await;
-        self.finish(&span, "ApplyAgent", result)
+        self.finish(&span, "ApplyAgent", started, result)
     }
 
     async fn remove_agent(
         &self,
         request: Request<RemoveAgentRequest>,
     ) -> Result<Response<RemoveAgentResponse>, Status> {
+        let started = std::time::Instant::now();
         let span = server_span("RemoveAgent", request.metadata());
         let req = request.into_inner();
         record_cluster(&span, req.cluster.as_ref());
@@ -288,13 +292,14 @@ impl AgentService for Executor {
             self.metrics().uninstall_phase(phase.as_str_name());
             span.record(attr::KONNECTOR_UNINSTALL_PHASE, phase.as_str_name());
         }
-        self.finish(&span, "RemoveAgent", result)
+        self.finish(&span, "RemoveAgent", started, result)
     }
 
     async fn get_agent_status(
         &self,
         request: Request<GetAgentStatusRequest>,
     ) -> Result<Response<GetAgentStatusResponse>, Status> {
+        let started = std::time::Instant::now();
         let span = server_span("GetAgentStatus", request.metadata());
         let req = request.into_inner();
         record_cluster(&span, req.cluster.as_ref());
@@ -304,13 +309,14 @@ impl AgentService for Executor {
         }
         .instrument(span.clone())
         .await;
-        self.finish(&span, "GetAgentStatus", result)
+        self.finish(&span, "GetAgentStatus", started, result)
     }
 
     async fn plan_agent(
         &self,
         request: Request<PlanAgentRequest>,
     ) -> Result<Response<PlanAgentResponse>, Status> {
+        let started = std::time::Instant::now();
         let span = server_span("PlanAgent", request.metadata());
         let req = request.into_inner();
         record_cluster(&span, req.cluster.as_ref());
@@ -320,7 +326,7 @@ impl AgentService for Executor {
         }
         .instrument(span.clone())
         .await;
-        self.finish(&span, "PlanAgent", result)
+        self.finish(&span, "PlanAgent", started, result)
     }
 }
 

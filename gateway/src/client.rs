@@ -8,7 +8,7 @@ use hyper_util::rt::TokioIo;
 use konnector_proto::v1::{
     ApplyAgentRequest, ClusterRef, RemoveAgentRequest, Trigger, agent_service_client::AgentServiceClient,
 };
-use konnector_runtime::telemetry::attr;
+use konnector_runtime::{telemetry::attr, tls::TlsMetrics};
 use prometheus_client::metrics::gauge::Gauge;
 use rustls::pki_types::ServerName;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +36,15 @@ const AGENT_SERVICE: &str = "konnector.executor.v1.AgentService";
 /// every `reload_interval`) whenever a connection is made, so rotated certificates are used from the next
 /// connection on without a restart. tonic's own TLS settings are fixed at build time, hence the custom connector.
 pub fn channel(executor: &ExecutorEndpoint, reload_interval: Duration) -> anyhow::Result<Channel> {
+    channel_observed(executor, reload_interval, None)
+}
+
+/// [`channel`], keeping the expiry of the CA bundle and the client certificate in `tls_metrics`.
+pub fn channel_observed(
+    executor: &ExecutorEndpoint,
+    reload_interval: Duration,
+    tls_metrics: Option<&TlsMetrics>,
+) -> anyhow::Result<Channel> {
     let uri: Uri = executor
         .url
         .parse()
@@ -66,11 +75,12 @@ pub fn channel(executor: &ExecutorEndpoint, reload_interval: Duration) -> anyhow
                 .unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned());
             let server_name = ServerName::try_from(name.clone())
                 .with_context(|| format!("{name:?} is not a valid TLS server name"))?;
-            let config = konnector_runtime::tls::client_config(
+            let config = konnector_runtime::tls::client_config_observed(
                 ca,
                 client_identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
                 reload_interval,
                 &[b"h2"],
+                tls_metrics,
             )?;
             let connector = TlsConnector {
                 tls: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
@@ -153,10 +163,7 @@ impl ExecutorClient {
         cluster: ClusterRef,
         deadline: Duration,
     ) -> Result<ExecutorReply, tonic::Status> {
-        let method = match hook {
-            Hook::AfterControlPlaneInitialized | Hook::BeforeClusterUpgrade => "ApplyAgent",
-            Hook::BeforeClusterDelete => "RemoveAgent",
-        };
+        let method = rpc_method(hook);
         let executor: Option<http::Uri> = self.url.parse().ok();
         let span = tracing::info_span!(
             "grpc_client",
@@ -240,6 +247,14 @@ impl ExecutorClient {
                     .map(|r| ExecutorReply::Removed(r.into_inner()))
             }
         }
+    }
+}
+
+/// The AgentService method a hook calls.
+pub fn rpc_method(hook: Hook) -> &'static str {
+    match hook {
+        Hook::AfterControlPlaneInitialized | Hook::BeforeClusterUpgrade => "ApplyAgent",
+        Hook::BeforeClusterDelete => "RemoveAgent",
     }
 }
 

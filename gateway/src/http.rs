@@ -242,5 +242,11 @@ async fn handle(
         return HookResponse::success(hook, NOT_CONFIGURED);
     }
     tracing::debug!(hook = hook.name(), namespace = %ctx.namespace, cluster = %ctx.name, "calling executor");
-    hook_answer(hook, state.inner.client.call(hook, ctx, deadline).await)
+    let started = Instant::now();
+    let reply = state.inner.client.call(hook, ctx, deadline).await;
+    state
+        .inner
+        .metrics
+        .executor_call(hook, reply.as_ref().err(), started.elapsed().as_secs_f64());
+    hook_answer(hook, reply)
 }

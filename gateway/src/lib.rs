@@ -59,10 +59,13 @@ pub async fn serve_with_metrics(
 ) -> anyhow::Result<()> {
     konnector_runtime::tls::install_crypto_provider();
     let config = config.validate()?;
-    let tls_config = server::rustls_config(&tls, config.cert_reload_interval)?;
-    let channel = client::channel(&config.executor, config.cert_reload_interval)?;
+    konnector_runtime::metrics::register_build_info(metrics, "gateway");
     let metrics = metrics::GatewayMetrics::register(metrics);
-    let options = server::ServerOptions::from_config(&config, metrics.connections.clone());
+    let tls_config = server::rustls_config_observed(&tls, config.cert_reload_interval, &metrics.tls)?;
+    let channel =
+        client::channel_observed(&config.executor, config.cert_reload_interval, Some(&metrics.tls))?;
+    let options =
+        server::ServerOptions::from_config(&config, metrics.connections.clone(), metrics.tls.clone());
     let probe = tokio::spawn(client::watch_health(
         channel.clone(),
         metrics.executor_up.clone(),

@@ -1,19 +1,20 @@
 //! The gateway's Prometheus metrics, served at `/metrics` on the admin port.
 
-use konnector_runtime::metrics::Metrics;
-use prometheus_client::metrics::{
-    counter::Counter,
-    family::Family,
-    gauge::Gauge,
-    histogram::{Histogram, exponential_buckets},
+use konnector_runtime::{
+    metrics::{Metrics, latency_histogram},
+    tls::TlsMetrics,
 };
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram};
 
-use crate::catalog::Hook;
+use crate::{catalog::Hook, client::rpc_method};
 
 type Labels = Vec<(&'static str, String)>;
 
-/// `konnector_gateway_hook_requests_total{hook,status}`, `konnector_gateway_hook_duration_seconds{hook}`,
-/// `konnector_gateway_executor_up` and `konnector_gateway_connections`.
+/// `konnector_gateway_hook_requests_total{hook,status}`, `konnector_gateway_hook_duration_seconds{hook,status}`,
+/// `konnector_gateway_executor_requests_total{method,code}`, `konnector_gateway_executor_request_duration_seconds
+/// {method}`, `konnector_gateway_executor_up`, `konnector_gateway_connections`, and the TLS metrics
+/// (`konnector_gateway_tls_handshake_failures_total{reason}`,
+/// `konnector_gateway_certificate_expiry_timestamp_seconds{role}`).
 #[derive(Clone, Debug)]
 pub struct GatewayMetrics {
     requests: Family<Labels, Counter>,
@@ -22,11 +23,10 @@ pub struct GatewayMetrics {
     pub executor_up: Gauge,
     /// Open HTTPS connections (TLS handshake included).
     pub connections: Gauge,
-}
-
-fn duration_histogram() -> Histogram {
-    // 5 ms to about 82 s: a hook is bounded by CAPI's timeout (at most 30 s) plus the backstop.
-    Histogram::new(exponential_buckets(0.005, 2.0, 15))
+    /// Failed handshakes on the HTTPS server, and the expiry of its certificates and of those towards the executor.
+    pub tls: TlsMetrics,
+    executor_requests: Family<Labels, Counter>,
+    executor_duration: Family<Labels, Histogram, fn() -> Histogram>,
 }
 
 impl GatewayMetrics {
@@ -34,9 +34,12 @@ impl GatewayMetrics {
     pub fn register(metrics: &Metrics) -> Self {
         let m = Self {
             requests: Family::default(),
-            duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             executor_up: Gauge::default(),
             connections: Gauge::default(),
+            tls: TlsMetrics::default(),
+            executor_requests: Family::default(),
+            executor_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
         };
         metrics.register(|r| {
             let r = r.sub_registry_with_prefix("konnector_gateway");
@@ -47,7 +50,7 @@ impl GatewayMetrics {
             );
             r.register(
                 "hook_duration_seconds",
-                "Time to answer a lifecycle hook request, by hook",
+                "Time to answer a lifecycle hook request, by hook and answer status",
                 m.duration.clone(),
             );
             r.register(
@@ -60,6 +63,17 @@ impl GatewayMetrics {
                 "Open HTTPS connections, TLS handshakes included",
                 m.connections.clone(),
             );
+            r.register(
+                "executor_requests",
+                "AgentService calls to the executor, by method and gRPC code (UNAVAILABLE: not reached)",
+                m.executor_requests.clone(),
+            );
+            r.register(
+                "executor_request_duration_seconds",
+                "Time for the executor to answer an AgentService call (one retry on a new connection included), by method",
+                m.executor_duration.clone(),
+            );
+            m.tls.register(r);
         });
         m
     }
@@ -72,8 +86,28 @@ impl GatewayMetrics {
                 ("status", status.to_owned()),
             ])
             .inc();
+        // By status too: a Failure that comes back at once (bad request, executor down) and one that waited out
+        // the deadline are different problems.
         self.duration
-            .get_or_create(&vec![("hook", hook.name().to_owned())])
+            .get_or_create(&vec![
+                ("hook", hook.name().to_owned()),
+                ("status", status.to_owned()),
+            ])
+            .observe(seconds);
+    }
+
+    /// Counts one call to the executor for `hook`: `error` is `None` when it answered OK.
+    pub fn executor_call(&self, hook: Hook, error: Option<&tonic::Status>, seconds: f64) {
+        let method = rpc_method(hook);
+        let code = error.map_or(tonic::Code::Ok, tonic::Status::code);
+        self.executor_requests
+            .get_or_create(&vec![
+                ("method", method.to_owned()),
+                ("code", konnector_runtime::grpc::code_name(code).to_owned()),
+            ])
+            .inc();
+        self.executor_duration
+            .get_or_create(&vec![("method", method.to_owned())])
             .observe(seconds);
     }
 }

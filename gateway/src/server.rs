@@ -10,7 +10,9 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
-use konnector_runtime::tls::{ReloadingCertResolver, server_config};
+use konnector_runtime::tls::{
+    CertRole, HandshakeFailure, ReloadingCertResolver, TlsMetrics, server_config_observed,
+};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::{
     net::TcpListener,
@@ -51,6 +53,8 @@ pub struct ServerOptions {
     pub max_header_bytes: u32,
     /// Set to the number of open connections.
     pub connections: Gauge,
+    /// Counts failed TLS handshakes.
+    pub tls_metrics: TlsMetrics,
 }
 
 impl Default for ServerOptions {
@@ -63,13 +67,14 @@ impl Default for ServerOptions {
             max_concurrent_streams: 32,
             max_header_bytes: 16 * 1024,
             connections: Gauge::default(),
+            tls_metrics: TlsMetrics::default(),
         }
     }
 }
 
 impl ServerOptions {
     /// The server knobs of `config`.
-    pub fn from_config(config: &GatewayConfig, connections: Gauge) -> Self {
+    pub fn from_config(config: &GatewayConfig, connections: Gauge, tls_metrics: TlsMetrics) -> Self {
         Self {
             header_read_timeout: config.header_read_timeout,
             idle_timeout: config.idle_timeout,
@@ -78,6 +83,7 @@ impl ServerOptions {
             max_concurrent_streams: config.max_concurrent_streams,
             max_header_bytes: config.max_header_bytes,
             connections,
+            tls_metrics,
         }
     }
 }
@@ -85,12 +91,23 @@ impl ServerOptions {
 /// Builds the rustls configuration for `tls`. Fails if the files do not load now; later changes are picked up
 /// every `reload_interval`.
 pub fn rustls_config(tls: &TlsFiles, reload_interval: Duration) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let resolver = ReloadingCertResolver::new(&tls.cert, &tls.key, reload_interval)?;
-    let config = server_config(
+    rustls_config_observed(tls, reload_interval, &TlsMetrics::default())
+}
+
+/// [`rustls_config`], keeping the expiry of the serving certificate and the client CA in `tls_metrics`.
+pub fn rustls_config_observed(
+    tls: &TlsFiles,
+    reload_interval: Duration,
+    tls_metrics: &TlsMetrics,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let resolver = ReloadingCertResolver::new(&tls.cert, &tls.key, reload_interval)?
+        .observed(tls_metrics, CertRole::Server);
+    let config = server_config_observed(
         Arc::new(resolver),
         tls.client_ca.as_deref(),
         reload_interval,
         &[b"h2", b"http/1.1"],
+        Some(tls_metrics),
     )?;
     Ok(Arc::new(config))
 }
@@ -177,10 +194,12 @@ pub async fn serve_https(
             let tls = match tokio::time::timeout(options.header_read_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {
+                    options.tls_metrics.handshake_failed(HandshakeFailure::of(&error));
                     tracing::debug!(%peer, %error, "TLS handshake failed");
                     return;
                 }
                 Err(_) => {
+                    options.tls_metrics.handshake_failed(HandshakeFailure::Timeout);
                     tracing::debug!(%peer, "TLS handshake timed out");
                     return;
                 }

@@ -10,6 +10,10 @@ use std::{
 };
 
 use anyhow::Context;
+use prometheus_client::{
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
 use rustls::{
     ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
     client::{
@@ -100,6 +104,18 @@ struct WatchState<T> {
     checked_at: Instant,
     contents: Vec<Vec<u8>>,
     current: Arc<T>,
+    /// Set to the expiry of what is in service, at start and on every reload.
+    expiry: Option<(Gauge, Expiry)>,
+}
+
+/// Which notAfter of a PEM file stands for it.
+#[derive(Clone, Copy, Debug)]
+enum Expiry {
+    /// A chain, leaf first: the leaf's. (The intermediates behind it are the issuer's business.)
+    Leaf,
+    /// A CA bundle: the earliest of its CAs'. A CA that runs out either stops its leaves from verifying or should
+    /// have been dropped from the bundle; both want a person.
+    Earliest,
 }
 
 impl<T> Watched<T> {
@@ -127,8 +143,16 @@ impl<T> Watched<T> {
                 checked_at: Instant::now(),
                 contents,
                 current,
+                expiry: None,
             }),
         })
+    }
+
+    /// From now on keeps `gauge` at the expiry (unix seconds) of the certificates in service.
+    fn observe_expiry(&self, gauge: Gauge, which: Expiry) {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        record_expiry(&gauge, which, &state.contents[0]);
+        state.expiry = Some((gauge, which));
     }
 
     fn current(&self) -> Arc<T> {
@@ -160,6 +184,9 @@ impl<T> Watched<T> {
                 tracing::info!(what = self.what, file = %self.paths[0].display(), "changed on disk; reloaded");
                 state.current = Arc::new(value);
                 state.contents = contents;
+                if let Some((gauge, which)) = &state.expiry {
+                    record_expiry(gauge, *which, &state.contents[0]);
+                }
             }
             Err(error) => tracing::warn!(
                 what = self.what,
@@ -168,6 +195,24 @@ impl<T> Watched<T> {
                 "changed on disk but does not load (yet); keeping the current one"
             ),
         }
+    }
+}
+
+/// Sets `gauge` to the notAfter (unix seconds) that `which` picks from the PEM certificates in `pem`. A file that
+/// loaded but whose certificates cannot be parsed here leaves the gauge as it was.
+fn record_expiry(gauge: &Gauge, which: Expiry, pem: &[u8]) {
+    let Ok(certs) = certs_from_pem(pem) else { return };
+    let not_after = |der: &CertificateDer<'_>| {
+        x509_parser::parse_x509_certificate(der.as_ref())
+            .ok()
+            .map(|(_, cert)| cert.validity().not_after.timestamp())
+    };
+    let seconds = match which {
+        Expiry::Leaf => certs.first().and_then(not_after),
+        Expiry::Earliest => certs.iter().filter_map(not_after).min(),
+    };
+    if let Some(seconds) = seconds {
+        gauge.set(seconds);
     }
 }
 
@@ -208,6 +253,13 @@ impl ReloadingCertResolver {
     /// The pair currently in service, after a reload check if one is due.
     pub fn current(&self) -> Arc<CertifiedKey> {
         self.0.current()
+    }
+
+    /// Keeps the `role` series of `metrics`' expiry gauge at the leaf certificate's notAfter, now and after every
+    /// reload.
+    pub fn observed(self, metrics: &TlsMetrics, role: CertRole) -> Self {
+        self.0.observe_expiry(metrics.expiry(role), Expiry::Leaf);
+        self
     }
 }
 
@@ -357,13 +409,31 @@ pub fn server_config(
     reload_interval: Duration,
     alpn: &[&[u8]],
 ) -> anyhow::Result<ServerConfig> {
+    server_config_observed(resolver, client_ca, reload_interval, alpn, None)
+}
+
+/// [`server_config`], with the client CA bundle's expiry kept in `metrics` (role `client_ca`). The resolver's own
+/// expiry is the caller's to observe ([`ReloadingCertResolver::observed`]).
+pub fn server_config_observed(
+    resolver: Arc<dyn ResolvesServerCert>,
+    client_ca: Option<&Path>,
+    reload_interval: Duration,
+    alpn: &[&[u8]],
+    metrics: Option<&TlsMetrics>,
+) -> anyhow::Result<ServerConfig> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("cannot configure TLS versions")?;
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(path) => {
-            builder.with_client_cert_verifier(Arc::new(ReloadingClientVerifier::new(path, reload_interval)?))
+            let verifier = ReloadingClientVerifier::new(path, reload_interval)?;
+            if let Some(m) = metrics {
+                verifier
+                    .0
+                    .observe_expiry(m.expiry(CertRole::ClientCa), Expiry::Earliest);
+            }
+            builder.with_client_cert_verifier(Arc::new(verifier))
         }
     };
     let mut config = builder.with_cert_resolver(resolver);
@@ -380,22 +450,173 @@ pub fn client_config(
     reload_interval: Duration,
     alpn: &[&[u8]],
 ) -> anyhow::Result<ClientConfig> {
+    client_config_observed(ca, identity, reload_interval, alpn, None)
+}
+
+/// [`client_config`], with the expiry of the CA bundle (role `server_ca`) and of the client certificate (role
+/// `client`) kept in `metrics`.
+pub fn client_config_observed(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+    reload_interval: Duration,
+    alpn: &[&[u8]],
+    metrics: Option<&TlsMetrics>,
+) -> anyhow::Result<ClientConfig> {
+    let verifier = ReloadingServerVerifier::new(ca, reload_interval)?;
+    if let Some(m) = metrics {
+        verifier
+            .0
+            .observe_expiry(m.expiry(CertRole::ServerCa), Expiry::Earliest);
+    }
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("cannot configure TLS versions")?
         .dangerous()
         // Not a weakened check: the same webpki verification, against a bundle that follows the file.
-        .with_custom_certificate_verifier(Arc::new(ReloadingServerVerifier::new(ca, reload_interval)?));
+        .with_custom_certificate_verifier(Arc::new(verifier));
     let mut config = match identity {
         None => builder.with_no_client_auth(),
-        Some((cert, key)) => builder.with_client_cert_resolver(Arc::new(ReloadingCertResolver::new(
-            cert,
-            key,
-            reload_interval,
-        )?)),
+        Some((cert, key)) => {
+            let mut resolver = ReloadingCertResolver::new(cert, key, reload_interval)?;
+            if let Some(m) = metrics {
+                resolver = resolver.observed(m, CertRole::Client);
+            }
+            builder.with_client_cert_resolver(Arc::new(resolver))
+        }
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
+}
+
+/// What a certificate is for, as the `role` label of the expiry gauge: never a path or a subject, which are the
+/// deployment's business and would make a new series on every rename.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertRole {
+    /// The serving certificate of this process's server.
+    Server,
+    /// The CA bundle client certificates must chain to.
+    ClientCa,
+    /// This process's client certificate (the gateway's, towards the executor).
+    Client,
+    /// The CA bundle a server this process calls must chain to (the gateway's, for the executor).
+    ServerCa,
+}
+
+impl CertRole {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::ClientCa => "client_ca",
+            Self::Client => "client",
+            Self::ServerCa => "server_ca",
+        }
+    }
+}
+
+/// Why a TLS handshake on one of konnector's servers failed, as the `reason` label of the failure counter: coarse
+/// on purpose, and never anything the peer sent or who it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// Not finished within the handshake timeout (a slow or silent client).
+    Timeout,
+    /// The peer closed or reset the connection mid-handshake (a TCP probe, a client that gave up).
+    Closed,
+    /// The client presented no certificate where one is required.
+    NoClientCertificate,
+    /// The client's certificate does not verify (unknown CA, expired, wrong usage).
+    BadClientCertificate,
+    /// The peer ended the handshake with an alert, typically because it refused this server's certificate.
+    AlertReceived,
+    /// No TLS version, cipher suite or ALPN protocol in common.
+    Incompatible,
+    /// Not TLS, or TLS that breaks the protocol (e.g. plain HTTP sent to the TLS port).
+    Protocol,
+    /// Anything else.
+    Other,
+}
+
+impl HandshakeFailure {
+    /// Classifies the error a TLS accept (tokio-rustls) returned.
+    pub fn of(error: &std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        if let Some(tls) = error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+            return match tls {
+                rustls::Error::NoCertificatesPresented => Self::NoClientCertificate,
+                rustls::Error::InvalidCertificate(_) => Self::BadClientCertificate,
+                rustls::Error::AlertReceived(_) => Self::AlertReceived,
+                rustls::Error::PeerIncompatible(_) | rustls::Error::NoApplicationProtocol => {
+                    Self::Incompatible
+                }
+                rustls::Error::InvalidMessage(_)
+                | rustls::Error::InappropriateMessage { .. }
+                | rustls::Error::InappropriateHandshakeMessage { .. }
+                | rustls::Error::PeerMisbehaved(_) => Self::Protocol,
+                _ => Self::Other,
+            };
+        }
+        match error.kind() {
+            ErrorKind::UnexpectedEof
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe => Self::Closed,
+            _ => Self::Other,
+        }
+    }
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Closed => "closed",
+            Self::NoClientCertificate => "no_client_certificate",
+            Self::BadClientCertificate => "bad_client_certificate",
+            Self::AlertReceived => "alert_received",
+            Self::Incompatible => "incompatible",
+            Self::Protocol => "protocol",
+            Self::Other => "other",
+        }
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// A server's TLS telemetry: failed handshakes by reason, and the expiry of every certificate it uses. Register it
+/// under the component's prefix with [`TlsMetrics::register`].
+#[derive(Clone, Debug, Default)]
+pub struct TlsMetrics {
+    handshake_failures: Family<Labels, Counter>,
+    expiry: Family<Labels, Gauge>,
+}
+
+impl TlsMetrics {
+    /// Registers `tls_handshake_failures_total{reason}` and `certificate_expiry_timestamp_seconds{role}` in `r`.
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "tls_handshake_failures",
+            "TLS handshakes this server did not complete, by coarse reason",
+            self.handshake_failures.clone(),
+        );
+        r.register(
+            "certificate_expiry_timestamp_seconds",
+            "When a certificate in use runs out (notAfter, unix seconds), by role; updated when the files are reloaded",
+            self.expiry.clone(),
+        );
+    }
+
+    /// Counts one failed handshake.
+    pub fn handshake_failed(&self, reason: HandshakeFailure) {
+        self.handshake_failures
+            .get_or_create(&vec![("reason", reason.as_str().to_owned())])
+            .inc();
+    }
+
+    /// The expiry gauge of `role`.
+    pub fn expiry(&self, role: CertRole) -> Gauge {
+        self.expiry
+            .get_or_create(&vec![("role", role.as_str().to_owned())])
+            .clone()
+    }
 }
 
 #[cfg(test)]
@@ -484,5 +705,89 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("empty.crt"), "").unwrap();
         assert!(load_certs(&dir.path().join("empty.crt")).is_err());
+    }
+
+    #[test]
+    fn expiry_gauges_follow_the_files_in_service() {
+        install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let (crt, key, ca) = (
+            dir.path().join("tls.crt"),
+            dir.path().join("tls.key"),
+            dir.path().join("ca.crt"),
+        );
+        let pair = |days: i64| {
+            let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            params.not_after = rcgen::date_time_ymd(2030, 1, 1) + time_days(days);
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            (cert.pem(), key.serialize_pem(), params.not_after.unix_timestamp())
+        };
+        let (first, first_key, first_end) = pair(0);
+        let (second, second_key, second_end) = pair(10);
+        std::fs::write(&crt, &first).unwrap();
+        std::fs::write(&key, &first_key).unwrap();
+        // A bundle of two CAs: the earlier expiry stands for it.
+        std::fs::write(&ca, format!("{second}{first}")).unwrap();
+        let metrics = TlsMetrics::default();
+        let resolver = ReloadingCertResolver::new(&crt, &key, Duration::ZERO)
+            .unwrap()
+            .observed(&metrics, CertRole::Server);
+        let _config = server_config_observed(
+            Arc::new(ReloadingCertResolver::new(&crt, &key, Duration::ZERO).unwrap()),
+            Some(&ca),
+            Duration::ZERO,
+            &[b"h2"],
+            Some(&metrics),
+        )
+        .unwrap();
+        assert_eq!(metrics.expiry(CertRole::Server).get(), first_end);
+        assert_eq!(metrics.expiry(CertRole::ClientCa).get(), first_end);
+
+        std::fs::write(&crt, &second).unwrap();
+        std::fs::write(&key, &second_key).unwrap();
+        resolver.current();
+        assert_eq!(metrics.expiry(CertRole::Server).get(), second_end);
+
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(&format!(
+                "certificate_expiry_timestamp_seconds{{role=\"server\"}} {second_end}"
+            )),
+            "{text}"
+        );
+        assert!(!text.contains(dir.path().to_str().unwrap()), "{text}");
+    }
+
+    fn time_days(days: i64) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::try_from(days).unwrap() * 86_400)
+    }
+
+    #[test]
+    fn handshake_failures_are_classified_coarsely() {
+        let io = |e: rustls::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        assert_eq!(
+            HandshakeFailure::of(&io(rustls::Error::NoCertificatesPresented)),
+            HandshakeFailure::NoClientCertificate
+        );
+        assert_eq!(
+            HandshakeFailure::of(&io(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer
+            ))),
+            HandshakeFailure::BadClientCertificate
+        );
+        assert_eq!(
+            HandshakeFailure::of(&io(rustls::Error::AlertReceived(
+                rustls::AlertDescription::BadCertificate
+            ))),
+            HandshakeFailure::AlertReceived
+        );
+        assert_eq!(
+            HandshakeFailure::of(&std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+            HandshakeFailure::Closed
+        );
     }
 }

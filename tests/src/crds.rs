@@ -29,6 +29,14 @@ pub const CERT_MANAGER_ISSUER: &str = include_str!("../crds/cert-manager.io_issu
 /// cert-manager `Certificate` (open spec), for dry-running konnector's chart.
 pub const CERT_MANAGER_CERTIFICATE: &str = include_str!("../crds/cert-manager.io_certificates.yaml");
 
+/// Prometheus Operator `ServiceMonitor` (open spec), for dry-running konnector's chart with
+/// `metrics.serviceMonitor.enabled`.
+pub const PROMETHEUS_SERVICE_MONITOR: &str =
+    include_str!("../crds/monitoring.coreos.com_servicemonitors.yaml");
+/// Prometheus Operator `PrometheusRule` (open spec), for dry-running konnector's chart with
+/// `metrics.prometheusRule.enabled`.
+pub const PROMETHEUS_RULE: &str = include_str!("../crds/monitoring.coreos.com_prometheusrules.yaml");
+
 /// Every CRD a konnector management cluster needs.
 pub const MANAGEMENT_CRDS: &[&str] = &[CLUSTER, HELM_CHART_PROXY, HELM_RELEASE_PROXY, EXTENSION_CONFIG];
 

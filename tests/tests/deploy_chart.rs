@@ -338,14 +338,40 @@ async fn manifests_apply_by_server_side_dry_run() {
     let (_mgmt, client) = management_plane("deploy").await.unwrap();
     crds::install(
         &client,
-        &[crds::CERT_MANAGER_ISSUER, crds::CERT_MANAGER_CERTIFICATE],
+        &[
+            crds::CERT_MANAGER_ISSUER,
+            crds::CERT_MANAGER_CERTIFICATE,
+            crds::PROMETHEUS_SERVICE_MONITOR,
+            crds::PROMETHEUS_RULE,
+        ],
     )
     .await
     .unwrap();
     workload::ensure_namespace(&client, NS).await.unwrap();
 
-    let docs = render(&["createNamespace=true"]);
+    // With the Prometheus Operator objects on, so that they are dry-run too.
+    let docs = render(&[
+        "createNamespace=true",
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+    ]);
     assert!(docs.len() > 15, "rendered {} documents", docs.len());
+    for (kind, name) in [
+        ("ServiceMonitor", "konnector-gateway"),
+        ("ServiceMonitor", "konnector-executor"),
+        ("PrometheusRule", "konnector"),
+        ("Service", "konnector-gateway-metrics"),
+        ("Service", "konnector-executor-metrics"),
+    ] {
+        find(&docs, kind, name);
+    }
+    // And off by default.
+    assert!(
+        !render(&[]).iter().any(|d| d["apiVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("monitoring.coreos.com/"))),
+        "Prometheus Operator objects rendered without being asked for"
+    );
     let dry_run = PatchParams::apply("konnector-deploy-test").dry_run();
     // The v1alpha1 ExtensionConfig rendered for CAPI 1.10 must be accepted too (tests/crds serves both versions).
     let capi_1_10 = render(&["createNamespace=true", "capiVersion=1.10"]);

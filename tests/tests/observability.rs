@@ -435,7 +435,7 @@ async fn assert_admin_routers_count_the_hook(gateway: &gateway_fixture::RunningG
     );
     assert!(
         text.contains(
-            "konnector_gateway_hook_duration_seconds_count{hook=\"AfterControlPlaneInitialized\"} 1"
+            "konnector_gateway_hook_duration_seconds_count{hook=\"AfterControlPlaneInitialized\",status=\"Success\"} 1"
         ),
         "{text}"
     );
