@@ -299,7 +299,16 @@ fn kube_error(error: kube::Error, what: &str) -> anyhow::Error {
                 "cannot {what}: not found; is konnector installed there? (see --namespace, --release)"
             )
         }
-        _ => anyhow::anyhow!("cannot {what}: {}", chain(&error)),
+        _ => anyhow::anyhow!("cannot {what}: {}", kube_message(&error)),
+    }
+}
+
+/// The API server's own message for an API error (kube's Display adds the whole Status in Debug form), the cause
+/// chain otherwise.
+fn kube_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(s) => format!("{} (HTTP {} {})", s.message, s.code, s.reason),
+        other => chain(other),
     }
 }
 
@@ -346,7 +355,7 @@ impl tower::Service<Uri> for TlsConnector {
                     let mut forwarder = pods.portforward(pod, &[*port]).await.map_err(|e| {
                         std::io::Error::other(format!(
                             "cannot port-forward to pod {pod} port {port}: {}",
-                            chain(&e)
+                            kube_message(&e)
                         ))
                     })?;
                     // The forwarding task keeps running for the stream after the forwarder is dropped.
