@@ -145,7 +145,17 @@ async fn through_kubeconfig(c: &Connection) -> anyhow::Result<ExecutorConn> {
     // The chart's executor certificate names its Service, not the pod or loopback.
     let name = format!("{}-executor.{}.svc", c.release, c.namespace);
     let via = format!("pod {}/{pod} port {port} (port-forward)", c.namespace);
-    let channel = tls_channel(config, &name, Dial::PortForward { pods, pod, port }, &via).await?;
+    let channel = tls_channel(
+        config,
+        &name,
+        Dial::PortForward {
+            pods: Box::new(pods),
+            pod,
+            port,
+        },
+        &via,
+    )
+    .await?;
     Ok(conn(channel, via))
 }
 
@@ -315,8 +325,15 @@ fn kube_message(error: &kube::Error) -> String {
 /// Where the bytes go before TLS: a TCP connection, or a port-forward to a pod through the API server.
 #[derive(Clone)]
 enum Dial {
-    Tcp { host: String, port: u16 },
-    PortForward { pods: Api<Pod>, pod: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    PortForward {
+        pods: Box<Api<Pod>>,
+        pod: String,
+        port: u16,
+    },
 }
 
 /// Anything TLS can run over.

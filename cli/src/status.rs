@@ -132,8 +132,7 @@ fn condition(c: Option<Condition>) -> Option<ConditionView> {
 }
 
 fn timestamp(t: &prost_types::Timestamp) -> Option<String> {
-    let nanos = i32::try_from(t.nanos).ok()?;
-    k8s_openapi::jiff::Timestamp::new(t.seconds, nanos)
+    k8s_openapi::jiff::Timestamp::new(t.seconds, t.nanos)
         .ok()
         .map(|t| t.round(k8s_openapi::jiff::Unit::Second).unwrap_or(t).to_string())
 }

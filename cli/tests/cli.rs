@@ -5,9 +5,10 @@
 //!
 //! Every run's stdout and stderr are searched for the Prism Central password, plain and base64.
 //!
-//! Not tested here: the port-forward itself, and a call through it. The harness has etcd and kube-apiserver but
-//! no kubelet, and the API server hands a port-forward to the pod's kubelet; the kubeconfig test therefore stops
-//! where the CLI asks the API server for the port-forward, and checks that the request got that far.
+//! The harness has etcd and kube-apiserver but no kubelet, and the API server hands a port-forward to the pod's
+//! kubelet: [`kubelet_stand_in`] plays that part (clearly a stand-in), so the kubeconfig test goes through the
+//! real API server's port-forward to the real executor. Not tested: kubectl's own SPDY port-forward, and a real
+//! kubelet's.
 
 use std::{path::Path, process::Stdio, time::Duration};
 
@@ -18,7 +19,7 @@ use konnector_proto::v1::{ApplyAgentRequest, GetAgentStatusRequest, Trigger};
 use konnector_tests::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn},
     executor_fixture::{ExecutorEnv, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD, executor_env},
-    pki::{MtlsPki, TestCa},
+    pki::TestCa,
     prism_central_stand_in::{Behaviour, PrismCentralStandIn},
     workload::{ClusterOptions, ensure_namespace},
 };
@@ -27,6 +28,9 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
+
+mod kubelet_stand_in;
+use kubelet_stand_in::KubeletStandIn;
 
 const KONNECTOR: &str = env!("CARGO_BIN_EXE_konnector");
 const KUBECTL_PLUGIN: &str = env!("CARGO_BIN_EXE_kubectl-konnector");
@@ -452,7 +456,9 @@ fn kubeconfig(mgmt: &konnector_tests::ControlPlane, users: &[&str]) -> Value {
     })
 }
 
-fn executor_pod(name: &str) -> Pod {
+/// An executor pod as the chart labels it, its `grpc` port at `grpc_port`, on `node` when given (scheduled there:
+/// the harness has no scheduler).
+fn executor_pod(name: &str, grpc_port: u16, node: Option<&str>) -> Pod {
     serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -461,56 +467,121 @@ fn executor_pod(name: &str) -> Pod {
             "app.kubernetes.io/instance": "konnector",
             "app.kubernetes.io/component": "executor",
         }},
-        "spec": {"serviceAccountName": "konnector-executor", "automountServiceAccountToken": false,
+        "spec": {"serviceAccountName": "konnector-executor", "automountServiceAccountToken": false, "nodeName": node,
             "containers": [{"name": "executor", "image": "konnector-executor",
-            "ports": [{"name": "grpc", "containerPort": 18090}, {"name": "admin", "containerPort": 8091}]}]},
+            "ports": [{"name": "grpc", "containerPort": grpc_port}, {"name": "admin", "containerPort": 8091}]}]},
     }))
     .unwrap()
 }
 
+/// The name the chart's executor certificate carries (deploy/chart/konnector/templates/certificates.yaml), which
+/// the CLI verifies behind a port-forward.
+const EXECUTOR_SERVICE_NAME: &str = "konnector-executor.konnector-system.svc";
+
+/// A CA and, signed by it, a serving certificate for [`EXECUTOR_SERVICE_NAME`] as cert-manager issues the chart's:
+/// (CA PEM, certificate PEM, key PEM).
+fn chart_like_executor_certificate() -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name.push(DnType::CommonName, "konnector-ca");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec![EXECUTOR_SERVICE_NAME.to_owned()]).unwrap();
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    (ca_pem, cert.pem(), key.serialize_pem())
+}
+
+/// Runs `args` until `done` holds for the run or 30 s pass (RBAC bindings and certificate reloads take effect a
+/// moment after they are written); returns the last run.
+async fn until(args: &[&str], done: impl Fn(&Run) -> bool) -> Run {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = konnector(args).await;
+        if done(&run) || std::time::Instant::now() > deadline {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
-async fn kubeconfig_path_finds_a_ready_pod_and_borrows_the_gateway_certificate() {
+async fn kubeconfig_path_finds_a_ready_pod_borrows_the_gateway_certificate_and_port_forwards() {
     konnector_tests::init_test_logging();
-    let (mgmt, admin) = konnector_tests::management_plane("cli-kubeconfig").await.unwrap();
-    ensure_namespace(&admin, "konnector-system").await.unwrap();
+    let config = ExecutorConfig {
+        prism_central_checks: PreflightMode::Warn,
+        ..ExecutorConfig::default()
+    };
+    let env = executor_env("cli-kube", config, ClusterOptions::initialized())
+        .await
+        .unwrap();
+    let (mgmt, admin) = (&env.mgmt, env.admin.clone());
     let dir = tempfile::tempdir().unwrap();
+
+    // The executor serves a certificate for its Service name, as the chart's does; the CLI verifies that name. The
+    // executor re-reads its files, so the new pair is in use once a direct call naming the Service succeeds.
+    let (ca_pem, cert_pem, key_pem) = chart_like_executor_certificate();
+    let server = env.executor.pki.server_dir();
+    std::fs::write(server.join("tls.key"), &key_pem).unwrap();
+    std::fs::write(server.join("tls.crt"), &cert_pem).unwrap();
+    let ca_file = dir.path().join("executor-ca.crt");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    let client = env.executor.pki.client_dir();
+    let (url, ca, cert, key) = (
+        format!("--executor-url={}", env.executor.url()),
+        format!("--ca={}", ca_file.display()),
+        format!("--cert={}", client.join("tls.crt").display()),
+        format!("--key={}", client.join("tls.key").display()),
+    );
+    let server_name = format!("--server-name={EXECUTOR_SERVICE_NAME}");
+    let direct = until(&["status", CLUSTER, &url, &ca, &cert, &key, &server_name], |r| {
+        r.code == 0
+    })
+    .await;
+    assert_eq!(direct.code, 0, "{direct:#?}");
+
+    // A kubeconfig whose contexts act as "operator" (bound to the README's Role, applied as an operator would) and
+    // "nobody" (no rights).
+    ensure_namespace(&admin, "konnector-system").await.unwrap();
     let config_path = dir.path().join("kubeconfig");
     std::fs::write(
         &config_path,
-        serde_json::to_string(&kubeconfig(&mgmt, &["operator", "nobody"])).unwrap(),
+        serde_json::to_string(&kubeconfig(mgmt, &["operator", "nobody"])).unwrap(),
     )
     .unwrap();
     let kc = format!("--kubeconfig={}", config_path.display());
-
-    // The README's Role, applied the way an operator would, bound to "operator".
     let rbac = dir.path().join("rbac.yaml");
     std::fs::write(&rbac, readme_rbac()).unwrap();
-    let apply = tokio::process::Command::new("kubectl")
-        .arg(format!("--kubeconfig={}", mgmt.kubeconfig_path().display()))
-        .args(["apply", "-f"])
-        .arg(&rbac)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        apply.status.success(),
-        "{}",
-        String::from_utf8_lossy(&apply.stderr)
-    );
-    let bind = tokio::process::Command::new("kubectl")
-        .arg(format!("--kubeconfig={}", mgmt.kubeconfig_path().display()))
-        .args([
+    let admin_kc = format!("--kubeconfig={}", mgmt.kubeconfig_path().display());
+    for args in [
+        vec![admin_kc.as_str(), "apply", "-f", rbac.to_str().unwrap()],
+        vec![
+            admin_kc.as_str(),
             "-n",
             "konnector-system",
             "create",
             "rolebinding",
             "konnector-cli-operator",
-        ])
-        .args(["--role=konnector-cli", "--user=operator"])
-        .output()
-        .await
-        .unwrap();
-    assert!(bind.status.success(), "{}", String::from_utf8_lossy(&bind.stderr));
+            "--role=konnector-cli",
+            "--user=operator",
+        ],
+    ] {
+        let out = tokio::process::Command::new("kubectl")
+            .args(&args)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     // A user without the Role is told which permission is missing and where the README lists them.
     let denied = konnector(&["status", CLUSTER, &kc, "--context=nobody"]).await;
@@ -528,16 +599,8 @@ async fn kubeconfig_path_finds_a_ready_pod_and_borrows_the_gateway_certificate()
         denied.stderr
     );
 
-    // The operator (the current context), before anything is installed. Role bindings take effect shortly after
-    // they are written, so the first answer may still be a refusal.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let none = loop {
-        let run = konnector(&["status", CLUSTER, &kc]).await;
-        if !run.stderr.contains("not allowed") || std::time::Instant::now() > deadline {
-            break run;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    // The operator (the current context), before any executor pod exists.
+    let none = until(&["status", CLUSTER, &kc], |r| !r.stderr.contains("not allowed")).await;
     assert_eq!(none.code, 3, "{none:#?}");
     assert!(
         none.stderr
@@ -546,13 +609,20 @@ async fn kubeconfig_path_finds_a_ready_pod_and_borrows_the_gateway_certificate()
         none.stderr
     );
 
-    // A pod that is not ready is not used. (The chart's ServiceAccount, which admission wants to exist.)
+    // Pods that are not ready are not used. b runs on a Node whose kubelet is the stand-in; its grpc port is the
+    // executor's, which the stand-in reaches on loopback as a kubelet reaches a pod's port.
+    let kubelet = KubeletStandIn::start().await.unwrap();
+    kubelet.register_node(&admin, "node-1").await.unwrap();
     mgmt.service_account_client("konnector-system", "konnector-executor")
         .await
         .unwrap();
     let pods: Api<Pod> = Api::namespaced(admin.clone(), "konnector-system");
-    for name in ["konnector-executor-a", "konnector-executor-b"] {
-        pods.create(&PostParams::default(), &executor_pod(name))
+    let grpc_port = env.executor.addr.port();
+    for (name, node) in [
+        ("konnector-executor-a", None),
+        ("konnector-executor-b", Some("node-1")),
+    ] {
+        pods.create(&PostParams::default(), &executor_pod(name, grpc_port, node))
             .await
             .unwrap();
     }
@@ -566,7 +636,7 @@ async fn kubeconfig_path_finds_a_ready_pod_and_borrows_the_gateway_certificate()
         unready.stderr
     );
 
-    // The kubelet would mark b Running and Ready; the harness has none, so the test writes that status.
+    // The kubelet would mark b Running and Ready; the stand-in does not, so the test writes that status.
     let ready_status =
         json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
     pods.patch_status(
@@ -586,10 +656,7 @@ async fn kubeconfig_path_finds_a_ready_pod_and_borrows_the_gateway_certificate()
         no_secret.stderr
     );
 
-    // With the gateway's client Secret as cert-manager writes it, the CLI gets as far as the port-forward to the
-    // ready pod's named gRPC port; the API server then has no kubelet to hand it to.
-    let pki = MtlsPki::create(dir.path()).unwrap();
-    let client = pki.client_dir();
+    // The gateway's client Secret as cert-manager writes it (ca.crt: the CA the executor's certificate chains to).
     let read = |f: &str| k8s_openapi::ByteString(std::fs::read(client.join(f)).unwrap());
     let secret = Secret {
         metadata: kube::api::ObjectMeta {
@@ -599,7 +666,7 @@ async fn kubeconfig_path_finds_a_ready_pod_and_borrows_the_gateway_certificate()
         type_: Some("kubernetes.io/tls".into()),
         data: Some(
             [
-                ("ca.crt", read("ca.crt")),
+                ("ca.crt", k8s_openapi::ByteString(ca_pem.into_bytes())),
                 ("tls.crt", read("tls.crt")),
                 ("tls.key", read("tls.key")),
             ]
@@ -609,26 +676,30 @@ async fn kubeconfig_path_finds_a_ready_pod_and_borrows_the_gateway_certificate()
         ),
         ..Default::default()
     };
-    Api::<Secret>::namespaced(admin.clone(), "konnector-system")
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    let forward = konnector(&["status", CLUSTER, &kc]).await;
-    show("status through the kubeconfig, no kubelet", &forward);
-    assert_eq!(forward.code, 3, "{forward:#?}");
-    assert!(
-        forward.stderr.contains(
-            "cannot connect to the executor at pod konnector-system/konnector-executor-b port 18090 (port-forward): \
-             cannot port-forward to pod konnector-executor-b port 18090"
-        ),
-        "{}",
-        forward.stderr
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), "konnector-system");
+    secrets.create(&PostParams::default(), &secret).await.unwrap();
+
+    // Through the API server's port-forward, mTLS with the borrowed pair: the same answer as directly.
+    let status = konnector(&["status", CLUSTER, &kc]).await;
+    show("status through the kubeconfig", &status);
+    assert_eq!((status.code, &status.stdout), (0, &direct.stdout), "{status:#?}");
+    assert_eq!(
+        kubelet
+            .seen()
+            .first()
+            .map(|p| p.split('?').next().unwrap_or_default().to_owned()),
+        Some("/portForward/konnector-system/konnector-executor-b".to_owned()),
+        "the API server handed the port-forward to b's node"
     );
-    // Refused for want of a kubelet, not by RBAC: the README's Role covers the port-forward.
+    let doctor = konnector(&["doctor", CLUSTER, &kc]).await;
+    show("doctor through the kubeconfig", &doctor);
+    // Not installed yet is warnings, not failures.
+    assert_eq!(doctor.code, 0, "{doctor:#?}");
     assert!(
-        !forward.stderr.contains("forbidden") && !forward.stderr.contains("403"),
-        "{}",
-        forward.stderr
+        doctor.stdout.contains(&format!(
+            "ok    executor reachable          serving, via pod konnector-system/konnector-executor-b port {grpc_port} (port-forward)"
+        )),
+        "{doctor:#?}"
     );
 
     // A broken Secret is named, without its contents.
@@ -638,14 +709,16 @@ async fn kubeconfig_path_finds_a_ready_pod_and_borrows_the_gateway_certificate()
         .as_mut()
         .unwrap()
         .insert("tls.key".into(), k8s_openapi::ByteString(b"garbage".to_vec()));
-    Api::<Secret>::namespaced(admin, "konnector-system")
+    secrets
         .replace("konnector-gateway-client", &PostParams::default(), &broken)
         .await
         .unwrap();
     let bad = konnector(&["status", CLUSTER, &kc]).await;
     assert_eq!(bad.code, 3);
     assert!(
-        bad.stderr.contains("Secret konnector-system/konnector-gateway-client does not hold a usable certificate: tls.key is not a PEM private key"),
+        bad.stderr.contains(
+            "Secret konnector-system/konnector-gateway-client does not hold a usable certificate: tls.key is not a PEM private key"
+        ),
         "{}",
         bad.stderr
     );
