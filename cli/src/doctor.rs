@@ -320,8 +320,11 @@ fn releases(status: &StatusView) -> Check {
             names::RELEASES,
             Verdict::Fail,
             not_ready.join("; "),
-            "kubectl describe helmreleaseproxy shows CAAPH's reason; the agent's pods are in ntnx-system on the \
-             workload cluster",
+            format!(
+                "kubectl -n {} describe helmreleaseproxy shows CAAPH's reason; the agent runs in ntnx-system on the \
+                 workload cluster",
+                namespace_of(&status.cluster)
+            ),
         )
     }
 }
@@ -356,8 +359,8 @@ fn registration(status: &StatusView) -> Check {
             names::REGISTRATION,
             Verdict::Warn,
             "Prism Central does not list the cluster (yet)",
-            "the agent registers it once it runs: read its logs on the workload cluster (kubectl -n ntnx-system logs \
-             -l app.kubernetes.io/name=konnector-agent)",
+            "the agent registers it from its init container: on the workload cluster, kubectl -n ntnx-system logs \
+             deploy/konnector-agent -c onboarding-container",
         ),
         "UNKNOWN" => not_ok(
             names::REGISTRATION,

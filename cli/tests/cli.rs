@@ -324,6 +324,7 @@ async fn status_plan_and_doctor_for_a_healthy_then_broken_cluster() {
         .await
         .unwrap();
     let plan = konnector_direct(&env, &["plan", CLUSTER]).await;
+    show("plan, credentials Secret deleted", &plan);
     assert_eq!(plan.code, 4, "{plan:#?}");
     assert!(plan.stdout.is_empty());
     let expected = format!(
@@ -340,6 +341,35 @@ async fn status_plan_and_doctor_for_a_healthy_then_broken_cluster() {
         "{}",
         doctor.stdout
     );
+
+    // The hook that runs next fails and records an Event; the README's Troubleshooting command finds it.
+    let refused = env
+        .executor
+        .client()
+        .await
+        .unwrap()
+        .apply_agent(ApplyAgentRequest {
+            cluster: Some(env.cluster_ref()),
+            trigger: Trigger::BeforeClusterUpgrade as i32,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    let events = tokio::process::Command::new("kubectl")
+        .arg(format!("--kubeconfig={}", env.mgmt.kubeconfig_path().display()))
+        .args([
+            "get",
+            "events",
+            "-n",
+            TEST_NAMESPACE,
+            "--field-selector",
+            "involvedObject.name=c1",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(events.contains("CredentialsSecretMissing"), "{events}");
 
     // Broken 3: the Cluster no longer configures the addon.
     env.set_cluster_config(json!({})).await.unwrap();
