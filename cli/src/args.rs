@@ -124,7 +124,7 @@ pub struct Connection {
     /// konnector-executor.konnector-system.svc behind a local port-forward).
     #[arg(long, env = "KONNECTOR_EXECUTOR_SERVER_NAME", global = true)]
     pub server_name: Option<String>,
-    /// Plaintext gRPC to an executor on loopback (http://127.0.0.1:…, e.g. the sandbox's). Refused for any other host.
+    /// Plaintext gRPC to an executor on loopback (http://127.0.0.1:…), as the gateway allows. Refused for any other host.
     #[arg(
         long,
         env = "KONNECTOR_EXECUTOR_PLAINTEXT_LOOPBACK",

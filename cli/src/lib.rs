@@ -81,6 +81,18 @@ fn refusal(rpc: &str, status: &tonic::Status) -> String {
     )
 }
 
+/// A status tonic made up locally from a transport error (it carries that error as its source) rather than one the
+/// executor sent: the executor was not reached, e.g. plaintext spoken to its TLS port.
+fn rpc_failure(rpc: &'static str, status: tonic::Status) -> Failure {
+    match std::error::Error::source(&status) {
+        Some(cause) => Failure::Unreachable(anyhow::anyhow!(
+            "{rpc} did not reach the executor: {} (is --executor-url's scheme right? the chart's executor speaks TLS)",
+            connect::chain(cause)
+        )),
+        None => Failure::Refused { rpc, status },
+    }
+}
+
 /// Parses the command line (as `kubectl konnector` when run under that name), runs, prints, and returns the exit
 /// code. The whole of `main`.
 pub fn main() -> std::process::ExitCode {
@@ -195,7 +207,7 @@ async fn gather(args: &Args, cluster: &ClusterName) -> doctor::Findings {
         Err(status) => Err(format!(
             "{} does not answer its health check: {}",
             executor.via,
-            refusal("Health/Check", &status)
+            rpc_failure("Health/Check", status).line()
         )),
     };
     if findings.executor.is_err() {
@@ -239,10 +251,7 @@ async fn get_status(
         })
         .await
         .map(tonic::Response::into_inner)
-        .map_err(|status| Failure::Refused {
-            rpc: "GetAgentStatus",
-            status,
-        })
+        .map_err(|status| rpc_failure("GetAgentStatus", status))
 }
 
 async fn get_plan(
@@ -257,10 +266,7 @@ async fn get_plan(
         })
         .await
         .map(tonic::Response::into_inner)
-        .map_err(|status| Failure::Refused {
-            rpc: "PlanAgent",
-            status,
-        })
+        .map_err(|status| rpc_failure("PlanAgent", status))
 }
 
 /// Writes `value` as pretty JSON, or the text `human` renders.

@@ -453,6 +453,34 @@ async fn status_plan_and_doctor_for_a_healthy_then_broken_cluster() {
         wrong.stderr
     );
 
+    // Plaintext spoken to the executor's TLS port: not reached, exit 3, with a hint; and plaintext is loopback-only.
+    let plain = konnector(&[
+        "status",
+        CLUSTER,
+        &format!("--executor-url=http://{}", env.executor.addr),
+        "--plaintext-loopback",
+    ])
+    .await;
+    assert_eq!(plain.code, 3, "{plain:#?}");
+    assert!(
+        plain.stderr.contains("GetAgentStatus did not reach the executor"),
+        "{}",
+        plain.stderr
+    );
+    let remote = konnector(&[
+        "status",
+        CLUSTER,
+        "--executor-url=http://10.0.0.1:8090",
+        "--plaintext-loopback",
+    ])
+    .await;
+    assert_eq!(remote.code, 3);
+    assert!(
+        remote.stderr.contains("allowed only on loopback"),
+        "{}",
+        remote.stderr
+    );
+
     // Usage errors are clap's exit code 2.
     assert_eq!(konnector(&["status", "no-slash"]).await.code, 2);
 }
