@@ -439,6 +439,37 @@ mod tests {
     }
 
     #[test]
+    fn chain_says_each_cause_once() {
+        let inner = std::io::Error::other("Connection refused");
+        let outer = anyhow::Error::new(inner).context("cannot connect to the executor at https://x:1");
+        assert_eq!(
+            chain(outer.as_ref()),
+            "cannot connect to the executor at https://x:1: Connection refused"
+        );
+    }
+
+    #[test]
+    fn readiness_and_port_come_from_the_pod() {
+        let pod = |phase: &str, ready: &str, ports: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p"},
+                "spec": {"containers": [{"name": "executor", "ports": ports}]},
+                "status": {"phase": phase, "conditions": [{"type": "Ready", "status": ready}]},
+            }))
+            .unwrap()
+        };
+        let named = serde_json::json!([{"name": "admin", "containerPort": 8091}, {"name": "grpc", "containerPort": 9000}]);
+        assert!(is_ready(&pod("Running", "True", named.clone())));
+        assert!(!is_ready(&pod("Running", "False", named.clone())));
+        assert!(!is_ready(&pod("Pending", "True", named.clone())));
+        assert_eq!(grpc_port(&pod("Running", "True", named)), 9000);
+        assert_eq!(
+            grpc_port(&pod("Running", "True", serde_json::json!([]))),
+            DEFAULT_GRPC_PORT
+        );
+    }
+
+    #[test]
     fn pem_errors_name_the_key_and_never_quote_it() {
         let secret_looking =
             b"-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==\n-----END PRIVATE KEY-----\n";
