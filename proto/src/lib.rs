@@ -14,6 +14,6 @@ pub mod v1 {
 }
 
 pub mod capi;
-mod structs;
+mod json;
 
-pub use structs::{json_to_struct, struct_to_json};
+pub use json::{json_to_struct, struct_to_json};

@@ -29,7 +29,7 @@ use serde_json::Value;
 
 use crate::{
     caaph_stand_in::hcp_resource,
-    capi::{CapiShape, ExtensionClient, Hook, hook_path, hook_request},
+    capi_stand_in::{CapiShape, ExtensionClient, Hook, hook_path, hook_request},
     executor_fixture::{TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, executor_env},
     gateway_fixture::start_gateway,
     scenario::{AGENT_NAMESPACE, AGENT_SECRET, cluster_spec},

@@ -7,7 +7,7 @@ use konnector_gateway::{ExecutorEndpoint, GatewayConfig, TlsFiles};
 use konnector_runtime::{admin::Readiness, metrics::Metrics};
 use tokio_util::sync::CancellationToken;
 
-use crate::{capi::ExtensionClient, pki::TestCa};
+use crate::{capi_stand_in::ExtensionClient, pki::TestCa};
 
 /// A running gateway. Dropping it stops it.
 pub struct RunningGateway {

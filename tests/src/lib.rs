@@ -7,7 +7,7 @@
 pub mod assets;
 pub mod bench;
 pub mod caaph_stand_in;
-pub mod capi;
+pub mod capi_stand_in;
 pub mod control_plane;
 pub mod crds;
 pub mod executor_fixture;

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn, Uninstall},
-    capi::{CapiShape, ExtensionClient, Handler, Hook, hook_request},
+    capi_stand_in::{CapiShape, ExtensionClient, Handler, Hook, hook_request},
     control_plane::ControlPlane,
     executor_fixture::{RunningExecutor, fast_reconcile, start_reconciling_executor},
     gateway_fixture::{RunningGateway, serve_gateway, write_gateway_certs},

@@ -37,7 +37,7 @@ use serde_json::{Value, json};
 
 use crate::{
     caaph_stand_in::hcp_resource,
-    capi::{CapiShape, ExtensionClient, Hook, hook_path, hook_request},
+    capi_stand_in::{CapiShape, ExtensionClient, Hook, hook_path, hook_request},
     control_plane::ControlPlane,
     executor_fixture::addon_cluster_config,
     gateway_fixture::write_gateway_certs,

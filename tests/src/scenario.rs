@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::{
     caaph_stand_in::{hcp_resource, hrp_resource},
-    capi::{CapiShape, ExtensionClient, Handler, Hook, HookAnswer, hook_path, hook_request},
+    capi_stand_in::{CapiShape, ExtensionClient, Handler, Hook, HookAnswer, hook_path, hook_request},
     control_plane::ControlPlane,
     workload::{self, CLUSTER_NAME_LABEL, ClusterOptions},
 };

@@ -16,7 +16,9 @@ use std::{
 };
 
 use konnector_proto::v1::{ClusterRef, GetAgentStatusRequest, agent_service_client::AgentServiceClient};
-use konnector_tests::{capi::ExtensionClient, gateway_fixture::write_gateway_certs, pki::MtlsPki, tools};
+use konnector_tests::{
+    capi_stand_in::ExtensionClient, gateway_fixture::write_gateway_certs, pki::MtlsPki, tools,
+};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

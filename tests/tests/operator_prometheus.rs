@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use konnector_executor::ExecutorConfig;
 use konnector_runtime::metrics::{LATENCY_BUCKETS, Metrics};
 use konnector_tests::{
-    capi::{CapiShape, ExtensionClient, Hook, hook_path, hook_request},
+    capi_stand_in::{CapiShape, ExtensionClient, Hook, hook_path, hook_request},
     executor_fixture::{
         TEST_CLUSTER, TEST_NAMESPACE, executor_env, fast_reconcile, start_reconciling_executor,
     },

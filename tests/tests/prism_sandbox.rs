@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use konnector_tests::{
-    capi::CapiShape,
+    capi_stand_in::CapiShape,
     sandbox::{Sandbox, SandboxOptions},
 };
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::io::AsyncBufReadExt;
 
 use konnector_tests::{
-    capi::CapiShape,
+    capi_stand_in::CapiShape,
     sandbox::{Sandbox, SandboxOptions},
 };
 

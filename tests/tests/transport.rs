@@ -13,7 +13,7 @@ use std::{
 
 use konnector_executor::ExecutorConfig;
 use konnector_tests::{
-    capi::{CapiShape, ExtensionClient, Hook, hook_path, hook_request},
+    capi_stand_in::{CapiShape, ExtensionClient, Hook, hook_path, hook_request},
     executor_fixture::{
         CERT_RELOAD_SECONDS, TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, executor_env,
         executor_mgmt_client, serve_executor_with_flags,

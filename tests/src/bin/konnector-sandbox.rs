@@ -7,7 +7,7 @@ use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
 use clap::Parser;
 use konnector_runtime::telemetry;
 use konnector_tests::{
-    capi::CapiShape,
+    capi_stand_in::CapiShape,
     sandbox::{Sandbox, SandboxOptions},
     scenario::StepReport,
 };
