@@ -10,7 +10,10 @@ use std::{
 };
 
 use base64::Engine as _;
-use konnector_proto::v1::{ApplyAgentRequest, ApplyAgentResponse, ClusterRef, Trigger};
+use konnector_proto::v1::{
+    ApplyAgentRequest, ApplyAgentResponse, ClusterRef, GetAgentStatusRequest, GetAgentStatusResponse,
+    RemoveAgentRequest, RemoveAgentResponse, Trigger,
+};
 use serde_json::Value;
 
 use konnector_gateway::catalog::Hook;
@@ -172,6 +175,46 @@ pub async fn apply_agent(
     )
     .await
     .map(tonic::Response::into_inner)
+}
+
+/// Calls RemoveAgent for `cluster` until it answers done, as CAPI repeats BeforeClusterDelete, within the hang
+/// guard; returns every answer, the last one done.
+pub async fn remove_until_done(executor: &RunningExecutor, cluster: ClusterRef) -> Vec<RemoveAgentResponse> {
+    let mut client = executor.client().await.expect("cannot connect to the executor");
+    let mut answers = Vec::new();
+    within_guard("RemoveAgent saying done", async {
+        loop {
+            let r = client
+                .remove_agent(RemoveAgentRequest {
+                    cluster: Some(cluster.clone()),
+                })
+                .await
+                .expect("RemoveAgent failed")
+                .into_inner();
+            let done = r.done;
+            answers.push(r);
+            if done {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    answers
+}
+
+/// GetAgentStatus for `cluster`.
+pub async fn agent_status(executor: &RunningExecutor, cluster: ClusterRef) -> GetAgentStatusResponse {
+    let mut client = executor.client().await.expect("cannot connect to the executor");
+    within_guard(
+        "GetAgentStatus",
+        client.get_agent_status(GetAgentStatusRequest {
+            cluster: Some(cluster),
+        }),
+    )
+    .await
+    .expect("GetAgentStatus failed")
+    .into_inner()
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! applier; the values it carries are rendered from CAREN's shipped template, which the differential test proves
 //! konnector renders byte for byte as Go does.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use konnector_executor::ExecutorConfig;
@@ -228,28 +228,15 @@ async fn before_cluster_delete_uninstalls_what_caren_installed() {
         UninstallPhase::NotNeeded,
         "CAREN's HelmChartProxy is an install to remove: {first:?}"
     );
-    tokio::time::timeout(support::HANG_GUARD, async {
-        loop {
-            let r = client
-                .remove_agent(RemoveAgentRequest {
-                    cluster: Some(env.cluster_ref()),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            if r.done {
-                assert_eq!(
-                    UninstallPhase::try_from(r.phase).unwrap(),
-                    UninstallPhase::Completed,
-                    "{r:?}"
-                );
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("RemoveAgent never finished");
+    let last = support::remove_until_done(&env.executor, env.cluster_ref())
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(
+        UninstallPhase::try_from(last.phase).unwrap(),
+        UninstallPhase::Completed,
+        "{last:?}"
+    );
     assert!(
         hcps(&env)
             .get_opt(&format!("konnector-agent-{UUID}"))

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use konnector_executor::{EVENT_REPORTER, ExecutorConfig};
-use konnector_proto::v1::{ApplyAgentResponse, ClusterRef, GetAgentStatusRequest, Trigger};
+use konnector_proto::v1::{ApplyAgentResponse, ClusterRef, Trigger};
 use konnector_tests::{
     executor_fixture::{
         ExecutorEnv, TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD,
@@ -270,18 +270,17 @@ async fn unreachable_workload_is_unavailable_and_bounded() {
     );
 
     // GetAgentStatus reports the same problem as data, not as an error.
-    let mut client = env.executor.client().await.unwrap();
-    let status = client
-        .get_agent_status(GetAgentStatusRequest {
-            cluster: Some(ClusterRef {
-                namespace: TEST_NAMESPACE.into(),
-                name: "c1".into(),
-                uid: String::new(),
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let _client = env.executor.client().await.unwrap();
+    let status = support::agent_status(
+        &env.executor,
+        // No uid: the request may leave it out.
+        ClusterRef {
+            namespace: TEST_NAMESPACE.into(),
+            name: "c1".into(),
+            uid: String::new(),
+        },
+    )
+    .await;
     assert!(!status.credentials_copied);
     assert!(
         status.credentials_error.contains("unreachable"),

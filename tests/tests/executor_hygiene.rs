@@ -6,9 +6,7 @@
 use std::time::Duration;
 
 use konnector_executor::{ExecutorConfig, prism::PreflightMode};
-use konnector_proto::v1::{
-    ApplyAgentRequest, ClusterRef, GetAgentStatusRequest, PlanAgentRequest, RemoveAgentRequest, Trigger,
-};
+use konnector_proto::v1::{ApplyAgentRequest, ClusterRef, GetAgentStatusRequest, PlanAgentRequest, Trigger};
 use konnector_tests::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn},
     executor_fixture::{
@@ -109,18 +107,18 @@ async fn password_never_leaves_the_secret() {
         .await
         .unwrap();
     seen.push(format!("{plan:?}"));
-    let status = client
-        .get_agent_status(GetAgentStatusRequest {
-            cluster: Some(ClusterRef {
-                namespace: TEST_NAMESPACE.into(),
-                name: "c1".into(),
-                uid: String::new(),
-            }),
-        })
-        .await
-        .unwrap();
+    let status = support::agent_status(
+        &env.executor,
+        // No uid: the request may leave it out.
+        ClusterRef {
+            namespace: TEST_NAMESPACE.into(),
+            name: "c1".into(),
+            uid: String::new(),
+        },
+    )
+    .await;
     assert!(
-        status.get_ref().last_preflight.is_some(),
+        status.last_preflight.is_some(),
         "the preflight of the apply above is reported"
     );
     seen.push(format!("{status:?}"));
@@ -172,24 +170,9 @@ async fn password_never_leaves_the_secret() {
 
     // The uninstall, to completion.
     env.start_deletion().await.unwrap();
-    let removed = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let r = client
-                .remove_agent(RemoveAgentRequest {
-                    cluster: Some(env.cluster_ref()),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            seen.push(format!("{r:?}"));
-            if r.done {
-                return r;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await
-    .unwrap();
+    let answers = support::remove_until_done(&env.executor, env.cluster_ref()).await;
+    seen.extend(answers.iter().map(|r| format!("{r:?}")));
+    let removed = answers.last().unwrap();
     assert!(removed.done);
     // The uninstall completed, so the executor forgot the Cluster's last preflight.
     let after = client

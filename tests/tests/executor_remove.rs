@@ -5,8 +5,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ConfigMap;
 use konnector_executor::{ExecutorConfig, UninstallTimeoutPolicy};
 use konnector_proto::v1::{
-    ApplyAgentRequest, ClusterRef, GetAgentStatusRequest, GetAgentStatusResponse, RemoveAgentRequest,
-    RemoveAgentResponse, Trigger, UninstallPhase,
+    ApplyAgentRequest, ClusterRef, GetAgentStatusResponse, RemoveAgentRequest, RemoveAgentResponse, Trigger,
+    UninstallPhase,
 };
 use konnector_tests::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn, Uninstall, hcp_resource, hrp_resource},
@@ -45,18 +45,17 @@ async fn remove(env: &ExecutorEnv, ctx: ClusterRef) -> RemoveAgentResponse {
 }
 
 async fn status(env: &ExecutorEnv) -> GetAgentStatusResponse {
-    let mut client = env.executor.client().await.unwrap();
-    client
-        .get_agent_status(GetAgentStatusRequest {
-            cluster: Some(ClusterRef {
-                namespace: TEST_NAMESPACE.into(),
-                name: "c1".into(),
-                uid: String::new(),
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    let _client = env.executor.client().await.unwrap();
+    support::agent_status(
+        &env.executor,
+        // No uid: the request may leave it out.
+        ClusterRef {
+            namespace: TEST_NAMESPACE.into(),
+            name: "c1".into(),
+            uid: String::new(),
+        },
+    )
+    .await
 }
 
 fn phase(p: i32) -> UninstallPhase {

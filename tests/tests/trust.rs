@@ -11,7 +11,7 @@ use std::{
 
 use konnector_executor::ExecutorConfig;
 use konnector_gateway::catalog::Hook;
-use konnector_proto::v1::{ApplyAgentRequest, ClusterRef, RemoveAgentRequest, Trigger};
+use konnector_proto::v1::{ApplyAgentRequest, ClusterRef, Trigger};
 use konnector_tests::{
     caaph_stand_in::hcp_resource,
     executor_fixture::{
@@ -382,24 +382,10 @@ async fn race(name: &str, two_replicas: bool) {
         }));
     }
     env.start_deletion().await.unwrap();
-    let done = tokio::time::timeout(support::HANG_GUARD, async {
-        let mut client = env.executor.client().await.unwrap();
-        loop {
-            let r = client
-                .remove_agent(RemoveAgentRequest {
-                    cluster: Some(env.cluster_ref()),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            if r.done {
-                return r;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("RemoveAgent never said done");
+    let done = support::remove_until_done(&env.executor, env.cluster_ref())
+        .await
+        .pop()
+        .unwrap();
     assert!(done.done);
     // The appliers keep trying after "done" for a while.
     for _ in 0..20 {
