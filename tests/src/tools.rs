@@ -113,3 +113,17 @@ pub async fn apply_manifest(
         .with_context(|| format!("cannot apply {kind} {name}"))?;
     Ok(())
 }
+
+/// The directory holding the release binaries: `KONNECTOR_STATIC_BIN_DIR`, or hack/build-static.sh's output.
+pub fn static_bin_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("KONNECTOR_STATIC_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let script = repo_root().join("hack/build-static.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "{} failed", script.display());
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+}

@@ -26,7 +26,7 @@ async fn scale_benchmark_runs_every_path_and_the_idle_reconciler() {
         clusters: 4,
         concurrency: 2,
         idle: std::time::Duration::from_secs(35),
-        bin_dir: konnector_tests::scale::static_bin_dir().unwrap(),
+        bin_dir: konnector_tests::tools::static_bin_dir().unwrap(),
     };
     let report = konnector_tests::scale::run(options).await.unwrap();
     assert_eq!(report.paths.len(), 4, "{report:?}");

@@ -10,18 +10,7 @@ use std::{
 };
 
 fn static_bin_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("KONNECTOR_STATIC_BIN_DIR") {
-        return PathBuf::from(dir);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/build-static.sh");
-    let out = Command::new("bash").arg(&script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{} failed:\n{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    konnector_tests::tools::static_bin_dir().unwrap()
 }
 
 fn readelf(flag: &str, bin: &Path) -> String {

@@ -32,18 +32,7 @@ impl Drop for Proc {
 }
 
 fn release_bin_dir() -> std::path::PathBuf {
-    if let Some(dir) = std::env::var_os("KONNECTOR_STATIC_BIN_DIR") {
-        return dir.into();
-    }
-    let script = tools::repo_root().join("hack/build-static.sh");
-    let out = Command::new("bash").arg(&script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{} failed:\n{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().into()
+    tools::static_bin_dir().unwrap()
 }
 
 fn free_port() -> u16 {

@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
             clusters,
             concurrency: args.concurrency,
             idle: args.idle,
-            bin_dir: konnector_tests::scale::static_bin_dir()?,
+            bin_dir: konnector_tests::tools::static_bin_dir()?,
         })
         .await?;
         if !args.json {
