@@ -111,6 +111,8 @@ impl Executor {
             .remove(key);
         self.forget_applied(key);
         self.forget_remote(key);
+        self.inner.preflights.forget(key);
+        self.forget_reconciled(key);
     }
 
     /// What this process last applied for a Cluster, if anything.

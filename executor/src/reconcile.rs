@@ -198,6 +198,9 @@ impl Outcome {
     }
 }
 
+/// Why a pass over a Cluster that no longer exists did nothing.
+const GONE: &str = "the Cluster is gone";
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every critical section is a single insert or read, so a poisoned lock holds consistent data.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -206,6 +209,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Executor {
     pub(crate) fn last_reconcile(&self, key: &ClusterKey) -> Option<LastReconcile> {
         lock(&self.inner.reconciler.last).get(key).cloned()
+    }
+
+    /// Drops the reconciler's memories of a Cluster (see `Executor::forget_cluster`).
+    pub(crate) fn forget_reconciled(&self, key: &ClusterKey) {
+        lock(&self.inner.reconciler.last).remove(key);
+        lock(&self.inner.reconciler.applied_chart).remove(key);
     }
 
     /// One pass over one Cluster, recorded for GetAgentStatus and counted.
@@ -221,6 +230,10 @@ impl Executor {
             tracing::debug!(result = %text, "reconciled");
         }
         self.metrics().reconciled(metric);
+        if matches!(result, Ok(Outcome::Skipped(GONE))) {
+            // Nothing to report for a Cluster that no longer exists: its memories went with it (forget_cluster).
+            return;
+        }
         lock(&self.inner.reconciler.last).insert(
             key.clone(),
             LastReconcile {
@@ -236,8 +249,9 @@ impl Executor {
         // process. Across replicas, the same re-read after writing (`write_plan`) that protects the hooks applies.
         let _guard = self.inner.locks.lock(key).await;
         let Some(live) = self.read_cluster(key).await? else {
-            lock(&self.inner.reconciler.applied_chart).remove(key);
-            return Ok(Outcome::Skipped("the Cluster is gone"));
+            // Every per-Cluster map stays as large as the set of live Clusters.
+            self.forget_cluster(key);
+            return Ok(Outcome::Skipped(GONE));
         };
         if live.deleting() {
             return Ok(Outcome::Skipped(
