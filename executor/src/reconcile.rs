@@ -36,9 +36,10 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{
-    Api,
+    Api, ResourceExt,
     api::{DeleteParams, DynamicObject, Patch, PatchParams},
-    runtime::{Controller, controller::Action, events::EventType, watcher},
+    core::PartialObjectMeta,
+    runtime::{Controller, WatchStreamExt, controller::Action, events::EventType, reflector, watcher},
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -673,7 +674,7 @@ async fn run_controller(executor: Executor, config: ReconcileConfig, stop: Cance
     };
     let controllers = scopes.into_iter().map(|scope| {
         let mgmt = context.executor.mgmt();
-        let (clusters, hcps): (Api<DynamicObject>, Api<DynamicObject>) = match &scope {
+        let (clusters, hcps): (Api<ClusterMeta>, Api<ClusterMeta>) = match &scope {
             None => (
                 Api::all_with(mgmt.clone(), &version.resource()),
                 Api::all_with(mgmt, &hcp_resource()),
@@ -683,8 +684,23 @@ async fn run_controller(executor: Executor, config: ReconcileConfig, stop: Cance
                 Api::namespaced_with(mgmt, ns, &hcp_resource()),
             ),
         };
-        Controller::new_with(clusters, watcher::Config::default(), version.resource())
-            .owns_with(hcps, hcp_resource(), watcher::Config::default())
+        // Metadata only, without managedFields: a pass re-reads the live Cluster anyway, so the cache needs no
+        // more than the keys and owner references, and 1000 whole Clusters (status, managedFields) cost the
+        // process about a hundred MiB. HelmChartProxies are not cached at all, only mapped to their owner.
+        let writer = reflector::store::Writer::<ClusterMeta>::new(version.resource());
+        let reader = writer.as_reader();
+        let cluster_events = reflector::reflector(
+            writer,
+            watcher::watcher(clusters, watcher::Config::default())
+                .modify(|m| m.managed_fields_mut().clear())
+                .default_backoff(),
+        )
+        .touched_objects();
+        let hcp_events = watcher::watcher(hcps, watcher::Config::default())
+            .default_backoff()
+            .touched_objects();
+        Controller::for_stream_with(cluster_events, reader, version.resource())
+            .owns_stream_with(hcp_events, hcp_resource())
             .run(reconcile, error_policy, context.clone())
             .for_each(|result| async move {
                 if let Err(e) = result {
@@ -699,8 +715,11 @@ async fn run_controller(executor: Executor, config: ReconcileConfig, stop: Cance
     }
 }
 
+/// A Cluster (or a HelmChartProxy) as the reconciler watches it: metadata only.
+type ClusterMeta = PartialObjectMeta<DynamicObject>;
+
 async fn reconcile(
-    cluster: Arc<DynamicObject>,
+    cluster: Arc<ClusterMeta>,
     context: Arc<Context>,
 ) -> Result<Action, std::convert::Infallible> {
     let (Some(namespace), Some(name)) = (
@@ -716,7 +735,7 @@ async fn reconcile(
     Ok(Action::requeue(context.config.resync))
 }
 
-fn error_policy(_: Arc<DynamicObject>, error: &std::convert::Infallible, _: Arc<Context>) -> Action {
+fn error_policy(_: Arc<ClusterMeta>, error: &std::convert::Infallible, _: Arc<Context>) -> Action {
     match *error {}
 }
 
