@@ -39,7 +39,9 @@ use kube::{
     Api, ResourceExt,
     api::{DeleteParams, DynamicObject, Patch, PatchParams},
     core::PartialObjectMeta,
-    runtime::{Controller, WatchStreamExt, controller::Action, events::EventType, reflector, watcher},
+    runtime::{
+        Controller, WatchStreamExt, controller, controller::Action, events::EventType, reflector, watcher,
+    },
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -70,6 +72,9 @@ pub struct ReconcileConfig {
     pub uninstall_removed: bool,
     /// The Lease that chooses the replica that reconciles.
     pub lease: LeaseConfig,
+    /// Clusters reconciled at once (per watched namespace). Bounds the connections and memory a pass over every
+    /// Cluster takes: unbounded, the first pass over 1000 Clusters opened 1000 workload connections at once.
+    pub concurrency: u16,
     /// Namespaces whose Clusters are watched, one watch each; empty: all namespaces, one cluster-wide watch.
     /// Set it when the executor's rights are confined to some namespaces (the chart's
     /// `executor.clusterNamespaces`), where a cluster-wide list is forbidden.
@@ -83,6 +88,7 @@ impl Default for ReconcileConfig {
             follow_defaults: false,
             uninstall_removed: false,
             lease: LeaseConfig::default(),
+            concurrency: 8,
             namespaces: Vec::new(),
         }
     }
@@ -106,6 +112,9 @@ pub struct ReconcileArgs {
     /// default: a bad ClusterClass patch must not wipe agents fleet-wide.
     #[arg(long, env = "KONNECTOR_RECONCILE_UNINSTALL_REMOVED")]
     pub reconcile_uninstall_removed: bool,
+    /// Clusters reconciled at once: bounds the connections and memory of a pass over many Clusters.
+    #[arg(long, env = "KONNECTOR_RECONCILE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub reconcile_concurrency: u16,
     /// Watch Clusters and HelmChartProxies in these namespaces only (comma-separated), one watch each. Needed when
     /// the executor may act only in some namespaces; empty: all namespaces.
     #[arg(long, env = "KONNECTOR_RECONCILE_NAMESPACES", value_delimiter = ',')]
@@ -136,6 +145,7 @@ impl ReconcileArgs {
             resync: self.reconcile_resync,
             follow_defaults: self.reconcile_follow_defaults,
             uninstall_removed: self.reconcile_uninstall_removed,
+            concurrency: self.reconcile_concurrency,
             namespaces: self.reconcile_namespaces.clone(),
             lease: LeaseConfig {
                 namespace: namespace.to_owned(),
@@ -701,6 +711,7 @@ async fn run_controller(executor: Executor, config: ReconcileConfig, stop: Cance
             .touched_objects();
         Controller::for_stream_with(cluster_events, reader, version.resource())
             .owns_stream_with(hcp_events, hcp_resource())
+            .with_config(controller::Config::default().concurrency(context.config.concurrency))
             .run(reconcile, error_policy, context.clone())
             .for_each(|result| async move {
                 if let Err(e) = result {

@@ -519,8 +519,9 @@ pub async fn run(options: ScaleOptions) -> anyhow::Result<ScaleReport> {
     tokio::time::sleep(options.idle).await;
     let idle_calls = counters.total().await? - before;
     let idle_passes = reconcile_passes_with(reconciler_admin, "in_sync").await? - in_sync_before;
-    let not_in_sync = reconcile_passes(reconciler_admin).await?
-        - reconcile_passes_with(reconciler_admin, "in_sync").await?;
+    // In sync read first: a pass finishing between the two reads then only adds to the total.
+    let in_sync = reconcile_passes_with(reconciler_admin, "in_sync").await?;
+    let not_in_sync = reconcile_passes(reconciler_admin).await?.saturating_sub(in_sync);
     let idle_api_calls_per_minute =
         (idle_calls / options.idle.as_secs_f64().max(1.0) * 60.0 * 10.0).round() / 10.0;
     let (rec_final, rec_peak, _) = proc_stats(reconciler.pid())?;
