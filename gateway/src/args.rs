@@ -20,11 +20,11 @@ use crate::server::TlsFiles;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "konnector-gateway", version = konnector_runtime::VERSION)]
 pub struct Args {
-    /// Address of the HTTPS hook listener.
-    #[arg(long, env = "KONNECTOR_LISTEN", default_value = "0.0.0.0:9443")]
+    /// Address of the HTTPS hook listener. `[::]` accepts IPv4 too; a host without IPv6 falls back to 0.0.0.0.
+    #[arg(long, env = "KONNECTOR_LISTEN", default_value = "[::]:9443")]
     pub listen: SocketAddr,
-    /// Address of the plain-HTTP admin listener (/livez, /readyz, /metrics).
-    #[arg(long, env = "KONNECTOR_ADMIN_LISTEN", default_value = "0.0.0.0:8081")]
+    /// Address of the plain-HTTP admin listener (/livez, /readyz, /metrics); `[::]` as for --listen.
+    #[arg(long, env = "KONNECTOR_ADMIN_LISTEN", default_value = "[::]:8081")]
     pub admin_listen: SocketAddr,
     /// PEM serving certificate; re-read when it changes on disk.
     #[arg(
@@ -53,8 +53,9 @@ pub struct Args {
     /// Path prefix in front of /hooks.runtime.cluster.x-k8s.io/… (the path of the ExtensionConfig's URL or service).
     #[arg(long, env = "KONNECTOR_PATH_PREFIX", default_value = "")]
     pub path_prefix: String,
-    /// The CAPI release being served (v1.<minor>); Discovery advertises only hooks that release knows.
-    #[arg(long, env = "KONNECTOR_CAPI_VERSION", default_value = "v1.10")]
+    /// The CAPI release being served (v1.<minor>); Discovery advertises only hooks that release knows. The default
+    /// is the newest release tested (the chart's too); the three hooks konnector serves exist since v1.10.
+    #[arg(long, env = "KONNECTOR_CAPI_VERSION", default_value = "v1.14")]
     pub capi_version: CapiVersion,
     /// timeoutSeconds advertised for AfterControlPlaneInitialized: whole seconds, 1s to 30s.
     #[arg(long, env = "KONNECTOR_AFTER_CONTROL_PLANE_INITIALIZED_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]

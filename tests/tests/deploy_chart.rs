@@ -238,7 +238,7 @@ fn chart_args_parse_with_the_binaries_own_flags() {
         // The chart is the only caller: it uses no name that is on its way out.
         assert_eq!(parsed.deprecations(), Vec::<String>::new(), "{gateway:?}");
         let config = parsed.gateway_config().unwrap();
-        assert_eq!(config.hooks.after_control_plane_initialized.timeout_seconds, 10);
+        assert_eq!(config.hooks.after_control_plane_initialized.timeout_seconds, 20);
         let executor = container_args(&docs, "konnector-executor");
         let parsed = konnector_executor::args::Args::try_parse_from(
             std::iter::once("konnector-executor".to_owned()).chain(executor.iter().cloned()),
@@ -251,11 +251,11 @@ fn chart_args_parse_with_the_binaries_own_flags() {
         );
         // Both binaries listen under the same flag names, on the ports the chart's Services name.
         assert!(
-            gateway.contains(&"--listen=0.0.0.0:9443".to_owned()),
+            gateway.contains(&"--listen=[::]:9443".to_owned()),
             "{gateway:?}"
         );
         assert!(
-            executor.contains(&"--listen=0.0.0.0:8090".to_owned()),
+            executor.contains(&"--listen=[::]:8090".to_owned()),
             "{executor:?}"
         );
         assert!(
