@@ -24,8 +24,11 @@ fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 /// The binaries' defaults, from their own flag definitions.
 fn gateway_defaults() -> konnector_gateway::args::Args {
     // --executor-url has no default; everything else does.
-    konnector_gateway::args::Args::try_parse_from(["konnector-gateway", "--executor-url=https://executor:8090"])
-        .unwrap()
+    konnector_gateway::args::Args::try_parse_from([
+        "konnector-gateway",
+        "--executor-url=https://executor:8090",
+    ])
+    .unwrap()
 }
 
 fn executor_defaults() -> konnector_executor::args::Args {
@@ -129,7 +132,10 @@ fn executor_ports_and_addresses_are_the_binarys_defaults() {
     let defaults = executor_defaults();
     let docs = render(&[]);
     let executor = Component::new(&docs, "konnector-executor");
-    assert_eq!(executor.arg("listen").parse::<SocketAddr>().unwrap(), defaults.listen);
+    assert_eq!(
+        executor.arg("listen").parse::<SocketAddr>().unwrap(),
+        defaults.listen
+    );
     assert_eq!(
         executor.arg("admin-listen").parse::<SocketAddr>().unwrap(),
         defaults.admin_listen
@@ -227,7 +233,10 @@ fn executor_values_default_to_the_binarys_defaults() {
         ("retry-after", defaults.retry_after),
         ("prism-central-timeout", defaults.prism_central_timeout),
         ("remote-timeout", defaults.remote_timeout),
-        ("workload-client-idle-timeout", defaults.workload_client_idle_timeout),
+        (
+            "workload-client-idle-timeout",
+            defaults.workload_client_idle_timeout,
+        ),
         ("request-timeout", defaults.request_timeout),
         ("tls-handshake-timeout", defaults.tls_handshake_timeout),
         ("max-connection-age", defaults.max_connection_age),
