@@ -421,7 +421,10 @@ fn every_object_has_the_standard_labels_and_stable_selectors() {
                 "app.kubernetes.io/managed-by",
                 "helm.sh/chart",
             ] {
-                assert!(labels[key].is_string(), "{what} lacks {key}: {labels}");
+                assert!(
+                    labels[key].is_string(),
+                    "{what} lacks {key} (include \"konnector.labels\" with (dict \"root\" . \"component\" \"…\")): {labels}"
+                );
             }
             // Selectors: name, instance, component and nothing that changes with a release.
             let selector = match doc["kind"].as_str().unwrap() {
