@@ -16,14 +16,14 @@ use crate::{ExecutorConfig, ServerOptions, UninstallTimeoutPolicy, prism::Prefli
 #[derive(Debug, Clone, Parser)]
 #[command(name = "konnector-executor", version = konnector_runtime::VERSION)]
 pub struct Args {
-    /// Address of the gRPC listener.
-    #[arg(long, env = "KONNECTOR_LISTEN", default_value = "0.0.0.0:8090")]
+    /// Address of the gRPC listener. `[::]` accepts IPv4 too; a host without IPv6 falls back to 0.0.0.0.
+    #[arg(long, env = "KONNECTOR_LISTEN", default_value = "[::]:8090")]
     pub listen: SocketAddr,
     /// Deprecated (one release): --listen.
     #[arg(long, env = "KONNECTOR_GRPC_ADDR", hide = true, conflicts_with = "listen")]
     pub grpc_addr: Option<SocketAddr>,
-    /// Address of the plain-HTTP admin listener (/livez, /readyz, /metrics).
-    #[arg(long, env = "KONNECTOR_ADMIN_LISTEN", default_value = "0.0.0.0:8091")]
+    /// Address of the plain-HTTP admin listener (/livez, /readyz, /metrics); `[::]` as for --listen.
+    #[arg(long, env = "KONNECTOR_ADMIN_LISTEN", default_value = "[::]:8091")]
     pub admin_listen: SocketAddr,
     /// Deprecated (one release): --admin-listen.
     #[arg(

@@ -46,7 +46,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         admin::router(readiness, executor.metrics().registry().router()),
         shutdown.clone(),
     ));
-    let listener = tokio::net::TcpListener::bind(args.listen_addr())
+    let listener = konnector_runtime::net::bind(args.listen_addr())
         .await
         .with_context(|| format!("cannot listen on {}", args.listen_addr()))?;
     let served = konnector_executor::serve(executor, listener, options, shutdown.clone()).await;

@@ -20,11 +20,11 @@ use crate::server::TlsFiles;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "konnector-gateway", version = konnector_runtime::VERSION)]
 pub struct Args {
-    /// Address of the HTTPS hook listener.
-    #[arg(long, env = "KONNECTOR_LISTEN", default_value = "0.0.0.0:9443")]
+    /// Address of the HTTPS hook listener. `[::]` accepts IPv4 too; a host without IPv6 falls back to 0.0.0.0.
+    #[arg(long, env = "KONNECTOR_LISTEN", default_value = "[::]:9443")]
     pub listen: SocketAddr,
-    /// Address of the plain-HTTP admin listener (/livez, /readyz, /metrics).
-    #[arg(long, env = "KONNECTOR_ADMIN_LISTEN", default_value = "0.0.0.0:8081")]
+    /// Address of the plain-HTTP admin listener (/livez, /readyz, /metrics); `[::]` as for --listen.
+    #[arg(long, env = "KONNECTOR_ADMIN_LISTEN", default_value = "[::]:8081")]
     pub admin_listen: SocketAddr,
     /// PEM serving certificate; re-read when it changes on disk.
     #[arg(
@@ -53,8 +53,9 @@ pub struct Args {
     /// Path prefix in front of /hooks.runtime.cluster.x-k8s.io/… (the path of the ExtensionConfig's URL or service).
     #[arg(long, env = "KONNECTOR_PATH_PREFIX", default_value = "")]
     pub path_prefix: String,
-    /// The CAPI release being served (v1.<minor>); Discovery advertises only hooks that release knows.
-    #[arg(long, env = "KONNECTOR_CAPI_VERSION", default_value = "v1.10")]
+    /// The CAPI release being served (v1.<minor>); Discovery advertises only hooks that release knows. The default
+    /// is the newest release tested (the chart's too); the three hooks konnector serves exist since v1.10.
+    #[arg(long, env = "KONNECTOR_CAPI_VERSION", default_value = "v1.14")]
     pub capi_version: CapiVersion,
     /// timeoutSeconds advertised for AfterControlPlaneInitialized: whole seconds, 1s to 30s.
     #[arg(long, env = "KONNECTOR_AFTER_CONTROL_PLANE_INITIALIZED_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
@@ -128,7 +129,7 @@ pub struct Args {
         conflicts_with = "shutdown_grace"
     )]
     pub shutdown_grace_seconds: Option<u64>,
-    /// The executor's gRPC URL, e.g. https://konnector-executor.konnector-system.svc:9090.
+    /// The executor's gRPC URL, e.g. https://konnector-executor.konnector-system.svc:8090.
     #[arg(long, env = "KONNECTOR_EXECUTOR_URL")]
     pub executor_url: String,
     /// PEM CA bundle the executor's certificate must chain to (required unless plaintext loopback).
@@ -395,7 +396,7 @@ mod tests {
     fn flags_build_a_config() {
         let args = Args::try_parse_from([
             "konnector-gateway",
-            "--executor-url=http://127.0.0.1:9090",
+            "--executor-url=http://127.0.0.1:8090",
             "--executor-plaintext-loopback",
             "--capi-version=v1.12",
             "--before-cluster-delete-failure-policy=Ignore",
@@ -420,7 +421,7 @@ mod tests {
     fn defaults_match_the_config_defaults() {
         let args = Args::try_parse_from([
             "konnector-gateway",
-            "--executor-url=http://127.0.0.1:9090",
+            "--executor-url=http://127.0.0.1:8090",
             "--executor-plaintext-loopback",
         ])
         .unwrap();
@@ -435,7 +436,7 @@ mod tests {
     #[test]
     fn tls_needs_a_ca_and_timeouts_are_checked() {
         let args =
-            Args::try_parse_from(["konnector-gateway", "--executor-url=https://executor:9090"]).unwrap();
+            Args::try_parse_from(["konnector-gateway", "--executor-url=https://executor:8090"]).unwrap();
         assert!(
             args.gateway_config()
                 .unwrap_err()
@@ -444,7 +445,7 @@ mod tests {
         );
         let args = Args::try_parse_from([
             "konnector-gateway",
-            "--executor-url=http://127.0.0.1:9090",
+            "--executor-url=http://127.0.0.1:8090",
             "--executor-plaintext-loopback",
             "--after-control-plane-initialized-timeout=31s",
         ])
@@ -452,7 +453,7 @@ mod tests {
         assert!(args.gateway_config().is_err());
         let args = Args::try_parse_from([
             "konnector-gateway",
-            "--executor-url=http://127.0.0.1:9090",
+            "--executor-url=http://127.0.0.1:8090",
             "--executor-plaintext-loopback",
             "--before-cluster-delete-timeout=2500ms",
         ])
@@ -477,7 +478,7 @@ mod tests {
     fn old_names_still_work_for_one_release_and_say_so() {
         let args = Args::try_parse_from([
             "konnector-gateway",
-            "--executor-url=http://127.0.0.1:9090",
+            "--executor-url=http://127.0.0.1:8090",
             "--executor-plaintext-loopback",
             "--acpi-timeout-seconds=7",
             "--bcd-failure-policy=Ignore",

@@ -125,7 +125,7 @@ impl GatewayConfig {
     pub fn new(executor: ExecutorEndpoint) -> Self {
         Self {
             path_prefix: String::new(),
-            capi_version: CapiVersion::new(1, 10),
+            capi_version: CapiVersion::new(1, 14),
             hooks: HookPolicies::default(),
             body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
             max_concurrent_requests: 16,

@@ -33,7 +33,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         admin::router(readiness.clone(), metrics.router()),
         shutdown.clone(),
     ));
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = konnector_runtime::net::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let served = konnector_gateway::serve_with_metrics(

@@ -35,7 +35,7 @@ fn a_bad_flag_is_one_json_error_line() {
 
 #[test]
 fn a_fatal_configuration_error_is_logged_as_json_after_the_deprecation_warning() {
-    let (code, lines) = run(&["--executor-url=https://executor:9090", "--acpi-timeout-seconds=5"]);
+    let (code, lines) = run(&["--executor-url=https://executor:8090", "--acpi-timeout-seconds=5"]);
     assert_eq!(code, Some(1));
     let levels: Vec<&str> = lines.iter().map(|l| l["level"].as_str().unwrap()).collect();
     assert_eq!(levels, ["WARN", "INFO", "ERROR"], "{lines:?}");

@@ -408,7 +408,7 @@ async fn gateway_is_ready_without_the_executor_and_reports_its_health_in_a_metri
 async fn serve_refuses_bad_configuration_at_startup() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = plaintext_config(dead_addr());
-    config.executor.url = "http://10.1.2.3:9090".into();
+    config.executor.url = "http://10.1.2.3:8090".into();
     let files = TlsFiles {
         cert: "/nonexistent/tls.crt".into(),
         key: "/nonexistent/tls.key".into(),

@@ -48,9 +48,10 @@ pub fn router(readiness: Readiness, extra: Router) -> Router {
         .merge(extra)
 }
 
-/// Serves the admin router on `addr` until `shutdown` is cancelled.
+/// Serves the admin router on `addr` until `shutdown` is cancelled (IPv4 only, with a warning, when `addr` is
+/// `[::]` on a host without IPv6: [`crate::net::bind`]).
 pub async fn serve(addr: SocketAddr, router: Router, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = crate::net::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "admin server listening");
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -228,6 +228,8 @@ fn chart_args_parse_with_the_binaries_own_flags() {
     for sets in [
         &[][..],
         &["gateway.requireClientCert=true", "capiVersion=1.12"][..],
+        // extraArgs and every named value must still make a command line the binaries accept.
+        TOGGLES,
     ] {
         let docs = render(sets);
         let gateway = container_args(&docs, "konnector-gateway");
@@ -238,7 +240,7 @@ fn chart_args_parse_with_the_binaries_own_flags() {
         // The chart is the only caller: it uses no name that is on its way out.
         assert_eq!(parsed.deprecations(), Vec::<String>::new(), "{gateway:?}");
         let config = parsed.gateway_config().unwrap();
-        assert_eq!(config.hooks.after_control_plane_initialized.timeout_seconds, 10);
+        assert_eq!(config.hooks.after_control_plane_initialized.timeout_seconds, 20);
         let executor = container_args(&docs, "konnector-executor");
         let parsed = konnector_executor::args::Args::try_parse_from(
             std::iter::once("konnector-executor".to_owned()).chain(executor.iter().cloned()),
@@ -250,12 +252,9 @@ fn chart_args_parse_with_the_binaries_own_flags() {
             std::time::Duration::from_secs(300)
         );
         // Both binaries listen under the same flag names, on the ports the chart's Services name.
+        assert!(gateway.contains(&"--listen=[::]:9443".to_owned()), "{gateway:?}");
         assert!(
-            gateway.contains(&"--listen=0.0.0.0:9443".to_owned()),
-            "{gateway:?}"
-        );
-        assert!(
-            executor.contains(&"--listen=0.0.0.0:8090".to_owned()),
+            executor.contains(&"--listen=[::]:8090".to_owned()),
             "{executor:?}"
         );
         assert!(
@@ -332,6 +331,316 @@ fn fatal_errors_become_the_termination_message_and_otel_values_reach_both_binari
     }
 }
 
+/// The values that turn every optional part of the chart on, for the render and dry-run tests.
+const TOGGLES: &[&str] = &[
+    "gateway.autoscaling.enabled=true",
+    "gateway.requireClientCert=true",
+    "gateway.capiClientCert.namespace=capi-system",
+    "certManager.issuerRef.name=corp-ca",
+    "certManager.issuerRef.kind=ClusterIssuer",
+    "service.ipFamilyPolicy=PreferDualStack",
+    "gateway.nodeSelector.kubernetes\\.io/os=linux",
+    "gateway.tolerations[0].key=node-role.kubernetes.io/control-plane",
+    "gateway.tolerations[0].operator=Exists",
+    "gateway.tolerations[0].effect=NoSchedule",
+    "gateway.priorityClassName=system-cluster-critical",
+    "gateway.podAnnotations.example\\.com/owner=platform",
+    "gateway.podLabels.team=platform",
+    "gateway.extraArgs[0]=--log-level=debug",
+    "gateway.extraEnv[0].name=EXTRA",
+    "gateway.extraEnv[0].value=enabled",
+    "executor.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=kubernetes.io/arch",
+    "executor.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=In",
+    "executor.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values[0]=amd64",
+    "executor.topologySpreadConstraints[0].maxSkew=1",
+    "executor.topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone",
+    "executor.topologySpreadConstraints[0].whenUnsatisfiable=DoNotSchedule",
+    "executor.topologySpreadConstraints[0].labelSelector.matchLabels.app\\.kubernetes\\.io/component=executor",
+    "executor.extraArgs[0]=--log-level=debug",
+    "executor.prismCentralChecks=block",
+];
+
+#[test]
+fn the_schema_refuses_mistyped_keys_and_wrong_types_by_name() {
+    for (set, message) in [
+        (
+            "gateway.hoks.afterControlPlaneInitialized.timeoutSeconds=5",
+            "Additional property hoks is not allowed",
+        ),
+        ("replicas=2", "Additional property replicas is not allowed"),
+        (
+            "gateway.replicas=two",
+            "gateway.replicas: Invalid type. Expected: integer, given: string",
+        ),
+        (
+            "executor.uninstallTimeoutPolicy=maybe",
+            "executor.uninstallTimeoutPolicy must be one of the following",
+        ),
+        (
+            "gateway.logFormat=text",
+            "gateway.logFormat must be one of the following",
+        ),
+        (
+            "executor.uninstallTimeout=5min",
+            "executor.uninstallTimeout: Does not match pattern",
+        ),
+        (
+            "gateway.hooks.beforeClusterDelete.timeoutSeconds=31",
+            "Must be less than or equal to 30",
+        ),
+        (
+            "certManager.issuerRef.kind=Vault",
+            "certManager.issuerRef.kind must be one of the following",
+        ),
+    ] {
+        let error = tools::render_chart(NS, &[set], &[]).expect_err(set).to_string();
+        assert!(
+            error.contains("values don't meet the specifications of the schema"),
+            "{set}: {error}"
+        );
+        assert!(error.contains(message), "{set}: expected {message:?} in {error}");
+    }
+    // Every toggle the tests use is valid, and so are the other-engineer-owned metrics values (any shape).
+    render(TOGGLES);
+    render(&["metrics.anything.goes=true"]);
+}
+
+#[test]
+fn every_object_has_the_standard_labels_and_stable_selectors() {
+    for sets in [&[][..], TOGGLES] {
+        let docs = render(sets);
+        for doc in &docs {
+            let what = format!("{} {}", doc["kind"], doc["metadata"]["name"]);
+            let labels = &doc["metadata"]["labels"];
+            for key in [
+                "app.kubernetes.io/name",
+                "app.kubernetes.io/instance",
+                "app.kubernetes.io/version",
+                "app.kubernetes.io/component",
+                "app.kubernetes.io/part-of",
+                "app.kubernetes.io/managed-by",
+                "helm.sh/chart",
+            ] {
+                assert!(
+                    labels[key].is_string(),
+                    "{what} lacks {key} (include \"konnector.labels\" with (dict \"root\" . \"component\" \"…\")): {labels}"
+                );
+            }
+            // Selectors: name, instance, component and nothing that changes with a release.
+            let selector = match doc["kind"].as_str().unwrap() {
+                "Deployment" | "PodDisruptionBudget" => &doc["spec"]["selector"]["matchLabels"],
+                "Service" => &doc["spec"]["selector"],
+                _ => continue,
+            };
+            let keys: Vec<&str> = selector.as_object().unwrap().keys().map(String::as_str).collect();
+            assert_eq!(
+                keys,
+                [
+                    "app.kubernetes.io/component",
+                    "app.kubernetes.io/instance",
+                    "app.kubernetes.io/name"
+                ],
+                "{what}"
+            );
+        }
+    }
+}
+
+#[test]
+fn scheduling_issuer_and_extra_values_reach_the_manifests() {
+    let docs = render(TOGGLES);
+    let gateway = &find(&docs, "Deployment", "konnector-gateway")["spec"]["template"];
+    assert_eq!(gateway["spec"]["nodeSelector"]["kubernetes.io/os"], "linux");
+    assert_eq!(gateway["spec"]["tolerations"][0]["effect"], "NoSchedule");
+    assert_eq!(gateway["spec"]["priorityClassName"], "system-cluster-critical");
+    assert_eq!(
+        gateway["metadata"]["annotations"]["example.com/owner"],
+        "platform"
+    );
+    assert_eq!(gateway["metadata"]["labels"]["team"], "platform");
+    let container = &gateway["spec"]["containers"][0];
+    assert!(
+        container["args"]
+            .as_array()
+            .unwrap()
+            .contains(&"--log-level=debug".into()),
+        "{container}"
+    );
+    assert!(
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "EXTRA" && e["value"] == "enabled"),
+        "{container}"
+    );
+    // The default spread is kept unless replaced.
+    assert_eq!(
+        gateway["spec"]["topologySpreadConstraints"][0]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    let executor = &find(&docs, "Deployment", "konnector-executor")["spec"]["template"]["spec"];
+    assert_eq!(
+        executor["topologySpreadConstraints"][0]["topologyKey"],
+        "topology.kubernetes.io/zone"
+    );
+    assert!(executor["affinity"]["nodeAffinity"].is_object());
+    let args = container_args(&docs, "konnector-executor");
+    assert!(args.contains(&"--log-level=debug".to_owned()), "{args:?}");
+    assert!(
+        args.contains(&"--prism-central-checks=block".to_owned()),
+        "{args:?}"
+    );
+    for name in ["konnector-gateway", "konnector-executor"] {
+        assert_eq!(
+            find(&docs, "Service", name)["spec"]["ipFamilyPolicy"],
+            "PreferDualStack"
+        );
+    }
+    // The user's ClusterIssuer signs every certificate; the chart's own CA is not rendered.
+    let certificates: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Certificate").collect();
+    assert_eq!(
+        certificates.len(),
+        4,
+        "serving, executor server, gateway client, CAPI client"
+    );
+    for cert in &certificates {
+        assert_eq!(
+            cert["spec"]["issuerRef"],
+            serde_json::json!({"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}),
+            "{}",
+            cert["metadata"]["name"]
+        );
+    }
+    assert!(!docs.iter().any(|d| d["kind"] == "Issuer"));
+    let capi = find(&docs, "Certificate", "konnector-gateway-capi-client");
+    assert_eq!(capi["metadata"]["namespace"], "capi-system");
+    assert_eq!(capi["spec"]["usages"][0], "client auth");
+    assert!(docs.iter().any(|d| d["kind"] == "HorizontalPodAutoscaler"));
+    // A namespaced Issuer cannot sign in CAPI's namespace: refused, saying why.
+    let error = tools::render_chart(
+        NS,
+        &[
+            "gateway.requireClientCert=true",
+            "gateway.capiClientCert.namespace=capi-system",
+        ],
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("needs certManager.issuerRef to name a ClusterIssuer"),
+        "{error}"
+    );
+}
+
+#[test]
+fn pod_disruption_budgets_never_block_a_drain_and_autoscaling_is_opt_in() {
+    let docs = render(&[]);
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "HorizontalPodAutoscaler"),
+        "HPA off by default"
+    );
+    for name in ["konnector-gateway", "konnector-executor"] {
+        let pdb = find(&docs, "PodDisruptionBudget", name);
+        assert_eq!(pdb["spec"]["maxUnavailable"], 1, "{name}");
+        assert!(pdb["spec"].get("minAvailable").is_none(), "{name}");
+    }
+    // One replica: no budget at all, so draining its node is never blocked.
+    let docs = render(&["gateway.replicas=1", "executor.replicas=1"]);
+    assert!(!docs.iter().any(|d| d["kind"] == "PodDisruptionBudget"));
+    // With the HPA, the budget follows its minimum.
+    let docs = render(&[
+        "gateway.autoscaling.enabled=true",
+        "gateway.autoscaling.minReplicas=1",
+    ]);
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "PodDisruptionBudget" && d["metadata"]["name"] == "konnector-gateway")
+    );
+}
+
+/// Every leaf key of values.yaml (a scalar, a list, or an empty map) as a dotted path.
+fn leaf_keys(prefix: &str, value: &serde_yaml_ng::Value, out: &mut Vec<String>) {
+    match value {
+        serde_yaml_ng::Value::Mapping(map) if !map.is_empty() => {
+            for (k, v) in map {
+                let key = k.as_str().unwrap();
+                let path = if prefix.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                leaf_keys(&path, v, out);
+            }
+        }
+        _ => out.push(prefix.to_owned()),
+    }
+}
+
+#[test]
+fn every_value_is_documented_in_the_chart_readme() {
+    let chart = tools::chart_dir();
+    let values: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(chart.join("values.yaml")).unwrap()).unwrap();
+    let mut keys = Vec::new();
+    leaf_keys("", &values, &mut keys);
+    assert!(keys.len() > 80, "{keys:?}");
+    let readme = std::fs::read_to_string(chart.join("README.md")).unwrap();
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|k| !readme.lines().any(|l| l.starts_with(&format!("| `{k}` |"))))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "values missing from deploy/chart/konnector/README.md's table (regenerate it with \
+         `python3 hack/chart-values-table.py`): {missing:?}"
+    );
+}
+
+#[test]
+fn notes_say_how_to_check_discovery_and_reach_the_executor() {
+    // helm template does not render NOTES.txt; a copy of the chart renders it into a ConfigMap instead.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("konnector");
+    let status = Command::new("cp")
+        .args(["-r"])
+        .arg(tools::chart_dir())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::rename(copy.join("templates/NOTES.txt"), copy.join("notes.txt")).unwrap();
+    std::fs::write(
+        copy.join("templates/zz-notes.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: {{ tpl (.Files.Get \"notes.txt\") . | quote }}\n",
+    )
+    .unwrap();
+    let out = Command::new(helm())
+        .args(["template", "konnector"])
+        .arg(&copy)
+        .args(["--namespace", NS, "--show-only", "templates/zz-notes.yaml"])
+        .args(["--set", "executor.networkPolicy.operatorNamespaces={ops}"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: Value = serde_yaml_ng::from_slice(&out.stdout).unwrap();
+    let notes = doc["data"]["notes"].as_str().unwrap();
+    for expected in [
+        "kubectl get extensionconfig konnector",
+        r#"@.type=="Discovered""#,
+        "konnector status <namespace>/<cluster>",
+        "kubectl konnector",
+        "secret konnector-gateway-client",
+        "port-forward svc/konnector-executor 8090:8090",
+        "konnector.executor.v1.AgentService/GetAgentStatus",
+        "namespaces ops",
+    ] {
+        assert!(notes.contains(expected), "{expected:?} not in NOTES:\n{notes}");
+    }
+}
+
 #[tokio::test]
 async fn manifests_apply_by_server_side_dry_run() {
     konnector_tests::init_test_logging();
@@ -377,7 +686,14 @@ async fn manifests_apply_by_server_side_dry_run() {
     let capi_1_10 = render(&["createNamespace=true", "capiVersion=1.10"]);
     let old_ext = find(&capi_1_10, "ExtensionConfig", "konnector");
     assert_eq!(old_ext["apiVersion"], "runtime.cluster.x-k8s.io/v1alpha1");
-    for doc in docs.iter().chain([old_ext]) {
+    // Every optional part on (scheduling, HPA, the user's ClusterIssuer, CAPI's client certificate in capi-system).
+    workload::ensure_namespace(&client, "capi-system").await.unwrap();
+    let toggled: Vec<&str> = TOGGLES.iter().copied().chain(["createNamespace=true"]).collect();
+    let toggled = render(&toggled);
+    for kind in ["HorizontalPodAutoscaler", "PodDisruptionBudget"] {
+        assert!(toggled.iter().any(|d| d["kind"] == kind), "{kind}");
+    }
+    for doc in docs.iter().chain([old_ext]).chain(toggled.iter()) {
         tools::apply_manifest(&client, doc, NS, &dry_run)
             .await
             .unwrap_or_else(|e| {

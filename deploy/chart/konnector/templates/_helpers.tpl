@@ -1,14 +1,105 @@
+{{/*
+The standard labels of every object. Call with the root context, or with (dict "root" $ "component" "gateway") to
+add app.kubernetes.io/component (every object of this chart names one; the root form stays for templates that
+add their own).
+*/}}
 {{- define "konnector.labels" -}}
+{{- $root := . }}
+{{- $component := "" }}
+{{- if hasKey . "root" }}{{ $root = .root }}{{ $component = .component }}{{ end }}
 app.kubernetes.io/name: konnector
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/version: {{ $root.Chart.AppVersion | quote }}
+{{- with $component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+app.kubernetes.io/part-of: konnector
+app.kubernetes.io/managed-by: {{ $root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name ($root.Chart.Version | replace "+" "_") }}
 {{- end }}
 
+{{/* The stable part of every selector (the component is added next to it); never add a label that changes. */}}
 {{- define "konnector.selector" -}}
 app.kubernetes.io/name: konnector
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Scheduling and pod-metadata values of one component. Call with (dict "root" $ "component" "gateway" "values"
+.Values.gateway). The default spread puts the replicas on different nodes when it can.
+*/}}
+{{- define "konnector.scheduling" -}}
+{{- $v := .values }}
+{{- with $v.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $v.nodeSelector }}
+nodeSelector: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.affinity }}
+affinity: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.tolerations }}
+tolerations: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if $v.topologySpreadConstraints }}
+topologySpreadConstraints: {{- toYaml $v.topologySpreadConstraints | nindent 2 }}
+{{- else }}
+topologySpreadConstraints:
+- maxSkew: 1
+  topologyKey: kubernetes.io/hostname
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels: {{- include "konnector.selector" .root | nindent 6 }}
+      app.kubernetes.io/component: {{ .component }}
+{{- end }}
+{{- end }}
+
+{{/* Pod template metadata: the selector labels, podLabels, podAnnotations. Same call as konnector.scheduling. */}}
+{{- define "konnector.podMetadata" -}}
+labels: {{- include "konnector.selector" .root | nindent 2 }}
+  app.kubernetes.io/component: {{ .component }}
+  app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+  app.kubernetes.io/part-of: konnector
+  {{- with .values.podLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with .values.podAnnotations }}
+annotations: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+A PodDisruptionBudget for one component, only when it runs more than one pod: with one replica any budget either
+blocks `kubectl drain` (minAvailable: 1) or allows everything, so none is rendered. Call with (dict "root" $
+"component" "gateway" "values" .Values.gateway "replicas" N).
+*/}}
+{{- define "konnector.pdb" -}}
+{{- if and .values.podDisruptionBudget.enabled (gt (int .replicas) 1) }}
+---
+apiVersion: {{ include "konnector.pdbApiVersion" .root }}
+kind: PodDisruptionBudget
+metadata:
+  name: {{ .root.Release.Name }}-{{ .component }}
+  namespace: {{ .root.Release.Namespace }}
+  labels: {{- include "konnector.labels" (dict "root" .root "component" .component) | nindent 4 }}
+spec:
+  maxUnavailable: {{ .values.podDisruptionBudget.maxUnavailable }}
+  selector:
+    matchLabels: {{- include "konnector.selector" .root | nindent 6 }}
+      app.kubernetes.io/component: {{ .component }}
+{{- end }}
+{{- end }}
+
+{{/* The cert-manager issuer that signs the leaf certificates: the user's, or the chart's own CA. */}}
+{{- define "konnector.issuerRef" -}}
+{{- with .Values.certManager.issuerRef }}
+{{- if .name }}
+{name: {{ .name }}, kind: {{ .kind | default "Issuer" }}, group: {{ .group | default "cert-manager.io" }}}
+{{- else }}
+{name: {{ $.Release.Name }}-ca, kind: Issuer, group: cert-manager.io}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- define "konnector.gateway" -}}{{ .Release.Name }}-gateway{{- end }}

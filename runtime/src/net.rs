@@ -1,0 +1,122 @@
+//! Binding listeners. Both binaries listen on `[::]:<port>` by default: on Linux an IPv6 wildcard socket also
+//! accepts IPv4 (as v4-mapped addresses) unless `net.ipv6.bindv6only` is set, so one default serves IPv4-only,
+//! IPv6-only and dual-stack clusters. A host (or pod network namespace) without IPv6 refuses that bind; then the
+//! listener falls back to `0.0.0.0:<port>` and says so in a warning, rather than failing a pod that would work.
+
+use std::{future::Future, io, net::SocketAddr};
+
+use tokio::net::TcpListener;
+
+/// The address to retry on when binding `addr` failed with `error`: the IPv4 wildcard on the same port, but only
+/// when `addr` is the IPv6 wildcard and the error says the host has no IPv6 (EAFNOSUPPORT: the kernel was built
+/// or booted without it; EADDRNOTAVAIL: IPv6 is disabled on every interface). A specific address, or any other
+/// error (port in use, permission denied), is the operator's to fix, so it is never papered over.
+pub fn ipv4_fallback(addr: SocketAddr, error: &io::Error) -> Option<SocketAddr> {
+    let SocketAddr::V6(v6) = addr else {
+        return None;
+    };
+    if !v6.ip().is_unspecified() {
+        return None;
+    }
+    let no_ipv6 = error.raw_os_error() == Some(libc::EAFNOSUPPORT)
+        || error.raw_os_error() == Some(libc::EADDRNOTAVAIL)
+        || error.kind() == io::ErrorKind::AddrNotAvailable;
+    no_ipv6.then(|| SocketAddr::from(([0, 0, 0, 0], addr.port())))
+}
+
+/// Binds `addr` with `bind`, falling back to the IPv4 wildcard (see [`ipv4_fallback`]) with a logged warning.
+/// Generic over the bind step so the fallback can be tested without a host that lacks IPv6.
+pub async fn bind_with<T, F, Fut>(addr: SocketAddr, mut bind: F) -> io::Result<T>
+where
+    F: FnMut(SocketAddr) -> Fut,
+    Fut: Future<Output = io::Result<T>>,
+{
+    match bind(addr).await {
+        Ok(bound) => Ok(bound),
+        Err(error) => match ipv4_fallback(addr, &error) {
+            Some(v4) => {
+                tracing::warn!(
+                    requested = %addr,
+                    listening = %v4,
+                    %error,
+                    "this host has no IPv6; listening on IPv4 only"
+                );
+                bind(v4).await
+            }
+            None => Err(error),
+        },
+    }
+}
+
+/// Binds a TCP listener on `addr`, with the IPv4 fallback of [`bind_with`].
+pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    bind_with(addr, TcpListener::bind).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    fn os(code: i32) -> io::Error {
+        io::Error::from_raw_os_error(code)
+    }
+
+    #[test]
+    fn only_the_ipv6_wildcard_without_ipv6_falls_back() {
+        let wildcard: SocketAddr = "[::]:9443".parse().unwrap();
+        let v4: SocketAddr = "0.0.0.0:9443".parse().unwrap();
+        assert_eq!(ipv4_fallback(wildcard, &os(libc::EAFNOSUPPORT)), Some(v4));
+        assert_eq!(ipv4_fallback(wildcard, &os(libc::EADDRNOTAVAIL)), Some(v4));
+        // Port in use or no permission: the same failure would follow on IPv4, and hiding it helps nobody.
+        assert_eq!(ipv4_fallback(wildcard, &os(libc::EADDRINUSE)), None);
+        assert_eq!(ipv4_fallback(wildcard, &os(libc::EACCES)), None);
+        // An address the operator chose is bound as given or not at all.
+        let specific: SocketAddr = "[fd00::1]:9443".parse().unwrap();
+        assert_eq!(ipv4_fallback(specific, &os(libc::EADDRNOTAVAIL)), None);
+        let ipv4: SocketAddr = "0.0.0.0:9443".parse().unwrap();
+        assert_eq!(ipv4_fallback(ipv4, &os(libc::EAFNOSUPPORT)), None);
+    }
+
+    #[tokio::test]
+    async fn bind_retries_on_ipv4_when_ipv6_is_missing() {
+        let tried = Mutex::new(Vec::new());
+        let bound = bind_with("[::]:8081".parse().unwrap(), |addr: SocketAddr| {
+            tried.lock().unwrap().push(addr);
+            let result = if addr.is_ipv6() {
+                Err(os(libc::EAFNOSUPPORT))
+            } else {
+                Ok(addr)
+            };
+            async move { result }
+        })
+        .await
+        .unwrap();
+        assert_eq!(bound, "0.0.0.0:8081".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            *tried.lock().unwrap(),
+            ["[::]:8081".parse::<SocketAddr>().unwrap(), bound]
+        );
+    }
+
+    #[tokio::test]
+    async fn other_errors_are_returned_without_a_retry() {
+        let mut calls = 0;
+        let error = bind_with("[::]:8081".parse().unwrap(), |_| {
+            calls += 1;
+            async { Err::<(), _>(os(libc::EADDRINUSE)) }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::EADDRINUSE));
+        assert_eq!(calls, 1);
+    }
+
+    #[tokio::test]
+    async fn the_default_wildcard_binds_here() {
+        // This host either has IPv6 (the wildcard binds) or not (the fallback binds); either way a listener.
+        let listener = bind("[::]:0".parse().unwrap()).await.unwrap();
+        assert!(listener.local_addr().unwrap().ip().is_unspecified());
+    }
+}
