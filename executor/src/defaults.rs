@@ -25,19 +25,44 @@ type Known = Option<Option<ConfigMap>>;
 #[derive(Clone, Default)]
 pub(crate) struct WatchedConfigMaps {
     known: Arc<Mutex<HashMap<String, Known>>>,
+    /// The watch tasks, aborted when the last clone goes (with the executor), so no watch outlives it.
+    _tasks: Arc<AbortOnDrop>,
+}
+
+/// Aborts its tasks when dropped.
+#[derive(Default)]
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Records what the watch of `name` knows. The tasks write through this rather than through a
+/// `WatchedConfigMaps` clone, which would keep their own abort guard alive.
+fn set_known(known: &Mutex<HashMap<String, Known>>, name: &str, value: Known) {
+    // A panic while holding this lock cannot leave the map inconsistent, so poisoning is ignored.
+    known
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(name.to_owned(), value);
 }
 
 impl WatchedConfigMaps {
-    /// Starts one watch per name (on the current Tokio runtime); they run until the runtime ends.
+    /// Starts one watch per name (on the current Tokio runtime); they run until the last clone is dropped.
     pub(crate) fn start(client: Client, namespace: &str, names: &[&str]) -> Self {
-        let this = Self::default();
+        let mut this = Self::default();
+        let mut tasks = Vec::new();
         for name in names {
             this.lock().insert((*name).to_owned(), None);
             let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
             let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-            let known = this.clone();
+            let known = this.known.clone();
             let name = (*name).to_owned();
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 let mut events = watcher(api, config).default_backoff().boxed();
                 // Objects seen since the last (re)list began; the list is complete at InitDone.
                 let mut listing: Option<Option<ConfigMap>> = None;
@@ -46,29 +71,27 @@ impl WatchedConfigMaps {
                         Ok(watcher::Event::Init) => listing = Some(None),
                         Ok(watcher::Event::InitApply(cm)) => listing = Some(Some(cm)),
                         Ok(watcher::Event::InitDone) => {
-                            known.set(&name, Some(listing.take().flatten()));
+                            set_known(&known, &name, Some(listing.take().flatten()));
                         }
-                        Ok(watcher::Event::Apply(cm)) => known.set(&name, Some(Some(cm))),
-                        Ok(watcher::Event::Delete(_)) => known.set(&name, Some(None)),
+                        Ok(watcher::Event::Apply(cm)) => set_known(&known, &name, Some(Some(cm))),
+                        Ok(watcher::Event::Delete(_)) => set_known(&known, &name, Some(None)),
                         Err(error) => {
                             // Until the watch lists again, callers read with a GET.
                             tracing::debug!(configmap = %name, %error, "defaults ConfigMap watch failed; falling back to reads");
-                            known.set(&name, None);
+                            set_known(&known, &name, None);
                         }
                     }
                 }
             });
+            tasks.push(task.abort_handle());
         }
+        this._tasks = Arc::new(AbortOnDrop(tasks));
         this
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
         // A panic while holding this lock cannot leave the map inconsistent, so poisoning is ignored.
         self.known.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn set(&self, name: &str, value: Known) {
-        self.lock().insert(name.to_owned(), value);
     }
 
     /// The ConfigMap as the watch knows it: `Some(None)` when it does not exist, `None` when the watch cannot say.

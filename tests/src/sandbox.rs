@@ -127,7 +127,8 @@ pub struct Sandbox {
     ca_pem: String,
     state_dir: PathBuf,
     _temp_state: Option<tempfile::TempDir>,
-    _caaph: CaaphStandIn,
+    /// Held for its watch task; dropped first on stop, so it never sees the API servers go away.
+    caaph: Option<CaaphStandIn>,
     prism_central: PrismCentralStandIn,
 }
 
@@ -252,7 +253,7 @@ impl Sandbox {
             ca_pem,
             state_dir,
             _temp_state: temp_state,
-            _caaph: caaph,
+            caaph: Some(caaph),
             prism_central,
         };
         progress("rendering deploy/chart with helm; applying its ExtensionConfig and default ConfigMaps…");
@@ -518,6 +519,9 @@ impl Sandbox {
 
     /// Stops the gateways, the executor and every control plane, and waits for them.
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        // Everything that watches the API servers stops before they do (a watch that sees its server vanish
+        // logs a warning the user would take for a fault).
+        drop(self.caaph.take());
         for (name, gateway) in self.gateways.drain(..) {
             match tokio::time::timeout(Duration::from_secs(30), gateway.stop()).await {
                 Ok(Ok(())) => {}
