@@ -3,7 +3,8 @@
 # saying on stderr what it installs and why it takes time. Tools:
 #   helm, buf   from npm, pinned in hack/tools/package.json (npm itself comes from Debian when missing);
 #   grpcurl     the Rust port (grpcurl-rs), compiled from crates.io into hack/tools/cargo (a few minutes, once);
-#   kubectl     Debian's kubernetes-client, unless a working kubectl is already on PATH.
+#   kubectl     Debian's kubernetes-client, unless a working kubectl is already on PATH;
+#   cargo-deny  compiled from crates.io into hack/tools/cargo (a few minutes, once).
 # With no arguments it installs helm and buf, what the tests that render the chart need.
 set -euo pipefail
 cd "$(dirname "$0")/tools"
@@ -41,13 +42,21 @@ for tool in "${tools[@]}"; do
         ln -sf "$PWD/cargo/bin/grpcurl" "$bin/grpcurl"
       fi
       ;;
+    cargo-deny)
+      if [[ ! -x $bin/cargo-deny ]]; then
+        say "compiling cargo-deny (0.20.2) from crates.io into hack/tools/cargo; this takes a few minutes, once"
+        cargo install --locked cargo-deny --version 0.20.2 --root "$PWD/cargo" >&2
+        mkdir -p "$bin"
+        ln -sf "$PWD/cargo/bin/cargo-deny" "$bin/cargo-deny"
+      fi
+      ;;
     kubectl)
       if ! kubectl version --client >/dev/null 2>&1; then
         say "installing kubectl from Debian (package kubernetes-client)"
         apt_install kubernetes-client
       fi
       ;;
-    *) say "unknown tool '$tool' (known: helm buf grpcurl kubectl)"; exit 2 ;;
+    *) say "unknown tool '$tool' (known: helm buf grpcurl kubectl cargo-deny)"; exit 2 ;;
   esac
 done
 echo "$bin"

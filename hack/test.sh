@@ -32,9 +32,9 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 promtool --version 2>&1 | awk 'NR == 1'
 
-step "developer tools (buf, helm, grpcurl, kubectl)"
+step "developer tools (buf, helm, grpcurl, kubectl, cargo-deny)"
 # grpcurl and kubectl run the commands the README and the sandbox print (executor_grpcurl.rs, sandbox_lifecycle.rs).
-PATH="$(bash hack/ensure-tools.sh helm buf grpcurl kubectl):$PATH"
+PATH="$(bash hack/ensure-tools.sh helm buf grpcurl kubectl cargo-deny):$PATH"
 export PATH
 
 step "cargo fmt --check"
@@ -45,6 +45,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "buf lint"
 buf lint
+
+step "cargo deny (licenses, bans, sources; deny.toml)"
+# Advisories are not checked here: they need the RustSec database from GitHub, which is not reachable (deny.toml).
+cargo deny check licenses bans sources
 
 step "static release binaries for the images (hack/build-static.sh)"
 KONNECTOR_STATIC_BIN_DIR="$(bash hack/build-static.sh)"
