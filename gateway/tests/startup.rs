@@ -1,24 +1,12 @@
 //! The gateway binary's start-up, run as the chart runs it (JSON logs): a deprecated flag is a warning line, and a
 //! fatal error, in the flags or in the configuration they describe, is one JSON error line and a non-zero exit.
 
-use std::process::Command;
+#[path = "../../tests/shared/json_run.rs"]
+mod json_run;
 
 /// Runs the binary with `args` and JSON logs; returns its exit code and its stdout lines parsed as JSON.
 fn run(args: &[&str]) -> (Option<i32>, Vec<serde_json::Value>) {
-    let out = Command::new(env!("CARGO_BIN_EXE_konnector-gateway"))
-        .args(args)
-        .env("KONNECTOR_LOG_FORMAT", "json")
-        .env_remove("RUST_LOG")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let lines = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
-        .collect();
-    (out.status.code(), lines)
+    json_run::run_json(env!("CARGO_BIN_EXE_konnector-gateway"), args)
 }
 
 #[test]

@@ -3,6 +3,10 @@
 
 mod common;
 
+#[path = "../../tests/shared/h2_raw.rs"]
+mod h2_raw;
+
+use h2_raw::{frame, literal, read_frame};
 use std::{path::Path, sync::Arc, time::Duration};
 
 use axum::body::Bytes;
@@ -511,34 +515,6 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
         .unwrap()
         .unwrap();
     assert_eq!(discovery_over(third).await.unwrap().0, 200);
-}
-
-/// One HTTP/2 frame header.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
-    let mut out = vec![len[1], len[2], len[3], kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-/// An HPACK "literal header field without indexing, new name" (RFC 7541 6.2.2), for names and values < 127 bytes.
-fn literal(name: &str, value: &str) -> Vec<u8> {
-    let mut out = vec![0u8, u8::try_from(name.len()).unwrap()];
-    out.extend_from_slice(name.as_bytes());
-    out.push(u8::try_from(value.len()).unwrap());
-    out.extend_from_slice(value.as_bytes());
-    out
-}
-
-async fn read_frame(tls: &mut Tls) -> std::io::Result<(u8, u8, u32, Vec<u8>)> {
-    let mut head = [0u8; 9];
-    tls.read_exact(&mut head).await?;
-    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-    let stream = u32::from_be_bytes([head[5] & 0x7f, head[6], head[7], head[8]]);
-    let mut payload = vec![0u8; len];
-    tls.read_exact(&mut payload).await?;
-    Ok((head[3], head[4], stream, payload))
 }
 
 #[tokio::test]

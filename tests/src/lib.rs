@@ -12,6 +12,8 @@ pub mod control_plane;
 pub mod crds;
 pub mod executor_fixture;
 pub mod gateway_fixture;
+#[path = "../shared/h2_raw.rs"]
+pub mod h2_raw;
 pub mod otlp;
 pub mod pki;
 pub mod prism_central_stand_in;

@@ -127,3 +127,10 @@ pub fn static_bin_dir() -> anyhow::Result<PathBuf> {
     anyhow::ensure!(out.status.success(), "{} failed", script.display());
     Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
 }
+
+/// The object of `kind` named `name` among rendered manifests; panics naming what is missing.
+pub fn find_object<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in the rendered chart"))
+}

@@ -15,11 +15,7 @@ fn render(sets: &[&str]) -> Vec<Value> {
     tools::render_chart(NS, sets, &[]).unwrap()
 }
 
-fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    docs.iter()
-        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} {name} in the rendered chart"))
-}
+use konnector_tests::tools::find_object as find;
 
 /// The binaries' defaults, from their own flag definitions.
 fn gateway_defaults() -> konnector_gateway::args::Args {

@@ -30,11 +30,7 @@ fn render(sets: &[&str]) -> Vec<Value> {
     tools::render_chart(NS, sets, &[]).unwrap()
 }
 
-fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    docs.iter()
-        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} {name} in the rendered chart"))
-}
+use konnector_tests::tools::find_object as find;
 
 fn pod_templates(docs: &[Value]) -> Vec<(&str, &Value)> {
     docs.iter()

@@ -17,7 +17,11 @@ use std::{
 
 use konnector_proto::v1::{ClusterRef, GetAgentStatusRequest, agent_service_client::AgentServiceClient};
 use konnector_tests::{
-    capi_stand_in::ExtensionClient, gateway_fixture::write_gateway_certs, pki::MtlsPki, tools,
+    capi_stand_in::ExtensionClient,
+    gateway_fixture::write_gateway_certs,
+    h2_raw::{frame, literal},
+    pki::MtlsPki,
+    tools,
 };
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -55,22 +59,6 @@ fn memory(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
-}
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
-    let mut out = vec![len[1], len[2], len[3], kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-fn literal(name: &str, value: &str) -> Vec<u8> {
-    let mut out = vec![0u8, u8::try_from(name.len()).unwrap()];
-    out.extend_from_slice(name.as_bytes());
-    out.push(u8::try_from(value.len()).unwrap());
-    out.extend_from_slice(value.as_bytes());
-    out
 }
 
 fn tls_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
