@@ -393,6 +393,14 @@ impl ExecutorEnv {
         cluster_ref(&self.cluster)
     }
 
+    /// The request's reference to the Cluster without its uid, which a request may leave out.
+    pub fn cluster_ref_without_uid(&self) -> ClusterRef {
+        ClusterRef {
+            uid: String::new(),
+            ..self.cluster_ref()
+        }
+    }
+
     /// Replaces the live Cluster's `clusterConfig`: the only place the executor takes it from.
     pub async fn set_cluster_config(&self, cluster_config: serde_json::Value) -> anyhow::Result<()> {
         crate::workload::set_cluster_config(&self.admin, TEST_NAMESPACE, TEST_CLUSTER, cluster_config).await

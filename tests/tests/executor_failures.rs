@@ -270,17 +270,7 @@ async fn unreachable_workload_is_unavailable_and_bounded() {
     );
 
     // GetAgentStatus reports the same problem as data, not as an error.
-    let _client = env.executor.client().await.unwrap();
-    let status = support::agent_status(
-        &env.executor,
-        // No uid: the request may leave it out.
-        ClusterRef {
-            namespace: TEST_NAMESPACE.into(),
-            name: "c1".into(),
-            uid: String::new(),
-        },
-    )
-    .await;
+    let status = support::agent_status(&env.executor, env.cluster_ref_without_uid()).await;
     assert!(!status.credentials_copied);
     assert!(
         status.credentials_error.contains("unreachable"),

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use konnector_executor::{ExecutorConfig, prism::PreflightMode};
-use konnector_proto::v1::{ApplyAgentRequest, ClusterRef, GetAgentStatusRequest, PlanAgentRequest, Trigger};
+use konnector_proto::v1::{ApplyAgentRequest, GetAgentStatusRequest, PlanAgentRequest, Trigger};
 use konnector_tests::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn},
     executor_fixture::{
@@ -107,16 +107,7 @@ async fn password_never_leaves_the_secret() {
         .await
         .unwrap();
     seen.push(format!("{plan:?}"));
-    let status = support::agent_status(
-        &env.executor,
-        // No uid: the request may leave it out.
-        ClusterRef {
-            namespace: TEST_NAMESPACE.into(),
-            name: "c1".into(),
-            uid: String::new(),
-        },
-    )
-    .await;
+    let status = support::agent_status(&env.executor, env.cluster_ref_without_uid()).await;
     assert!(
         status.last_preflight.is_some(),
         "the preflight of the apply above is reported"

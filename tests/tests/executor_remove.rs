@@ -45,17 +45,7 @@ async fn remove(env: &ExecutorEnv, ctx: ClusterRef) -> RemoveAgentResponse {
 }
 
 async fn status(env: &ExecutorEnv) -> GetAgentStatusResponse {
-    let _client = env.executor.client().await.unwrap();
-    support::agent_status(
-        &env.executor,
-        // No uid: the request may leave it out.
-        ClusterRef {
-            namespace: TEST_NAMESPACE.into(),
-            name: "c1".into(),
-            uid: String::new(),
-        },
-    )
-    .await
+    support::agent_status(&env.executor, env.cluster_ref_without_uid()).await
 }
 
 fn phase(p: i32) -> UninstallPhase {
