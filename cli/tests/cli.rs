@@ -343,17 +343,13 @@ async fn status_plan_and_doctor_for_a_healthy_then_broken_cluster() {
     );
 
     // The hook that runs next fails and records an Event; the README's Troubleshooting command finds it.
-    let refused = env
-        .executor
-        .client()
-        .await
-        .unwrap()
-        .apply_agent(ApplyAgentRequest {
-            cluster: Some(env.cluster_ref()),
-            trigger: Trigger::BeforeClusterUpgrade as i32,
-        })
-        .await
-        .unwrap_err();
+    let refused = konnector_tests::support::apply_agent(
+        &env.executor,
+        env.cluster_ref(),
+        Trigger::BeforeClusterUpgrade,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     let events = tokio::process::Command::new("kubectl")
         .arg(format!("--kubeconfig={}", env.mgmt.kubeconfig_path().display()))

@@ -4,9 +4,10 @@
 //! Counts only: nothing here depends on how fast the machine is.
 
 use konnector_executor::{ExecutorConfig, observe::ExecutorMetrics};
-use konnector_proto::v1::{ApplyAgentRequest, Trigger};
+use konnector_proto::v1::Trigger;
 use konnector_tests::{
     executor_fixture::{ExecutorEnv, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, executor_env},
+    support,
     workload::{ClusterOptions, put_credentials_secret},
 };
 
@@ -35,18 +36,9 @@ fn since(before: Calls, m: &ExecutorMetrics) -> Calls {
 /// One ApplyAgent through the executor's gRPC service, as the gateway sends it; returns what it cost.
 async fn apply(env: &ExecutorEnv, trigger: Trigger) -> Calls {
     let before = calls(&env.executor.metrics);
-    let answer = env
-        .executor
-        .client()
+    let answer = support::apply_agent(&env.executor, env.cluster_ref(), trigger)
         .await
-        .unwrap()
-        .apply_agent(ApplyAgentRequest {
-            cluster: Some(env.cluster_ref()),
-            trigger: trigger as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(answer.applied, "{answer:?}");
     since(before, &env.executor.metrics)
 }
