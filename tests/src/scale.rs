@@ -110,10 +110,30 @@ pub struct ReconcilerReport {
     pub api_calls_per_pass: f64,
     /// Passes with another result than in_sync over the whole run (expected 0: nothing drifted).
     pub passes_not_in_sync: u64,
+    /// Every pass of the run, by result (`konnector_executor_reconciles_total`).
+    pub passes_by_result: BTreeMap<String, u64>,
     /// Its resident memory at the end, MiB.
     pub final_rss_mib: f64,
     /// Its peak resident memory, MiB.
     pub peak_rss_mib: f64,
+}
+
+/// `konnector_executor_reconciles_total` by result, on an executor's admin port.
+async fn reconcile_results(admin_port: u16) -> anyhow::Result<BTreeMap<String, u64>> {
+    konnector_runtime::tls::install_crypto_provider();
+    let text = reqwest::get(format!("http://127.0.0.1:{admin_port}/metrics"))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("konnector_executor_reconciles_total{"))
+        .filter_map(|l| {
+            let result = l.split("result=\"").nth(1)?.split('"').next()?.to_owned();
+            let n = l.rsplit(' ').next()?.parse::<f64>().ok()? as u64;
+            Some((result, n))
+        })
+        .collect())
 }
 
 /// The sum of `konnector_executor_reconciles_total` (all results) on an executor's admin port.
@@ -524,6 +544,7 @@ pub async fn run(options: ScaleOptions) -> anyhow::Result<ScaleReport> {
     let not_in_sync = reconcile_passes(reconciler_admin).await?.saturating_sub(in_sync);
     let idle_api_calls_per_minute =
         (idle_calls / options.idle.as_secs_f64().max(1.0) * 60.0 * 10.0).round() / 10.0;
+    let passes_by_result = reconcile_results(reconciler_admin).await?;
     let (rec_final, rec_peak, _) = proc_stats(reconciler.pid())?;
     drop(reconciler);
     let reconciler = ReconcilerReport {
@@ -537,6 +558,7 @@ pub async fn run(options: ScaleOptions) -> anyhow::Result<ScaleReport> {
             0.0
         },
         passes_not_in_sync: not_in_sync,
+        passes_by_result,
         final_rss_mib: mib(rec_final),
         peak_rss_mib: mib(rec_peak),
     };
@@ -746,7 +768,7 @@ pub fn table(r: &ScaleReport) -> String {
     }
     let rec = &r.reconciler;
     out.push_str(&format!(
-        "reconciler: first pass over every Cluster {:.1} s; idle {:.1} API calls/minute over {} s ({} in-sync passes, {:.2} calls per pass, {} passes not in sync); RSS {:.1} MiB, peak {:.1} MiB\n",
+        "reconciler: first pass over every Cluster {:.1} s; idle {:.1} API calls/minute over {} s ({} in-sync passes, {:.2} calls per pass, {} passes not in sync); RSS {:.1} MiB, peak {:.1} MiB; passes by result {:?}\n",
         rec.first_pass_seconds,
         rec.idle_api_calls_per_minute,
         rec.idle_seconds,
@@ -754,7 +776,8 @@ pub fn table(r: &ScaleReport) -> String {
         rec.api_calls_per_pass,
         rec.passes_not_in_sync,
         rec.final_rss_mib,
-        rec.peak_rss_mib
+        rec.peak_rss_mib,
+        rec.passes_by_result
     ));
     for (name, v) in &r.ratios {
         out.push_str(&format!("{name:<40} {v:.2}x\n"));
