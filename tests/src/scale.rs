@@ -118,8 +118,10 @@ pub struct ReconcilerReport {
     pub peak_rss_mib: f64,
 }
 
-/// `konnector_executor_reconciles_total` by result, on an executor's admin port.
+/// `konnector_executor_reconciles_total` by result, on an executor's admin port: one scrape, so the counts are
+/// consistent with each other.
 async fn reconcile_results(admin_port: u16) -> anyhow::Result<BTreeMap<String, u64>> {
+    // reqwest is built without a default crypto provider; plain HTTP still needs one installed to build a client.
     konnector_runtime::tls::install_crypto_provider();
     let text = reqwest::get(format!("http://127.0.0.1:{admin_port}/metrics"))
         .await?
@@ -136,29 +138,14 @@ async fn reconcile_results(admin_port: u16) -> anyhow::Result<BTreeMap<String, u
         .collect())
 }
 
-/// The sum of `konnector_executor_reconciles_total` (all results) on an executor's admin port.
-async fn reconcile_passes(admin_port: u16) -> anyhow::Result<u64> {
-    reconcile_count(admin_port, None).await
+/// Passes of every result in a [`reconcile_results`] scrape.
+fn all_passes(results: &BTreeMap<String, u64>) -> u64 {
+    results.values().sum()
 }
 
-/// `konnector_executor_reconciles_total{result}` on an executor's admin port.
-async fn reconcile_passes_with(admin_port: u16, result: &str) -> anyhow::Result<u64> {
-    reconcile_count(admin_port, Some(result)).await
-}
-
-async fn reconcile_count(admin_port: u16, result: Option<&str>) -> anyhow::Result<u64> {
-    // reqwest is built without a default crypto provider; plain HTTP still needs one installed to build a client.
-    konnector_runtime::tls::install_crypto_provider();
-    let text = reqwest::get(format!("http://127.0.0.1:{admin_port}/metrics"))
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with("konnector_executor_reconciles_total{"))
-        .filter(|l| result.is_none_or(|r| l.contains(&format!("result=\"{r}\""))))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64)
+/// In-sync passes in a [`reconcile_results`] scrape.
+fn in_sync_passes(results: &BTreeMap<String, u64>) -> u64 {
+    results.get("in_sync").copied().unwrap_or(0)
 }
 
 /// The benchmark's result.
@@ -523,7 +510,10 @@ pub async fn run(options: ScaleOptions) -> anyhow::Result<ScaleReport> {
     let first_pass_started = Instant::now();
     let deadline = first_pass_started + Duration::from_secs(600);
     loop {
-        let passes = reconcile_passes(reconciler_admin).await.unwrap_or(0);
+        let passes = reconcile_results(reconciler_admin)
+            .await
+            .map(|r| all_passes(&r))
+            .unwrap_or(0);
         if passes >= n as u64 {
             break;
         }
@@ -534,17 +524,15 @@ pub async fn run(options: ScaleOptions) -> anyhow::Result<ScaleReport> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let first_pass_seconds = (first_pass_started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
-    let in_sync_before = reconcile_passes_with(reconciler_admin, "in_sync").await?;
+    let in_sync_before = in_sync_passes(&reconcile_results(reconciler_admin).await?);
     let before = counters.total().await?;
     tokio::time::sleep(options.idle).await;
     let idle_calls = counters.total().await? - before;
-    let idle_passes = reconcile_passes_with(reconciler_admin, "in_sync").await? - in_sync_before;
-    // In sync read first: a pass finishing between the two reads then only adds to the total.
-    let in_sync = reconcile_passes_with(reconciler_admin, "in_sync").await?;
-    let not_in_sync = reconcile_passes(reconciler_admin).await?.saturating_sub(in_sync);
+    let passes_by_result = reconcile_results(reconciler_admin).await?;
+    let idle_passes = in_sync_passes(&passes_by_result) - in_sync_before;
+    let not_in_sync = all_passes(&passes_by_result) - in_sync_passes(&passes_by_result);
     let idle_api_calls_per_minute =
         (idle_calls / options.idle.as_secs_f64().max(1.0) * 60.0 * 10.0).round() / 10.0;
-    let passes_by_result = reconcile_results(reconciler_admin).await?;
     let (rec_final, rec_peak, _) = proc_stats(reconciler.pid())?;
     drop(reconciler);
     let reconciler = ReconcilerReport {
