@@ -139,6 +139,12 @@ impl ExecutorMetrics {
     /// Kubernetes API requests counted so far on `side` (`management` or `workload`), all verbs and outcomes;
     /// only those on `resource` when given (e.g. `leases`). For tests and measurements.
     pub fn kube_request_count(&self, side: &str, resource: Option<&str>) -> u64 {
+        self.kube_request_count_by_verb(side, None, resource)
+    }
+
+    /// [`Self::kube_request_count`], only for `verb` when given (e.g. `watch`, counted once a watch is
+    /// established).
+    pub fn kube_request_count_by_verb(&self, side: &str, verb: Option<&str>, resource: Option<&str>) -> u64 {
         // prometheus-client offers no iteration over a family; encode it and sum the matching samples instead.
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register("k", "", self.kube_requests.clone());
@@ -147,9 +153,11 @@ impl ExecutorMetrics {
             return 0;
         }
         let side = format!("cluster=\"{side}\"");
+        let verb = verb.map(|v| format!("verb=\"{v}\""));
         let resource = resource.map(|r| format!("resource=\"{r}\""));
         text.lines()
             .filter(|l| l.starts_with("k_total{") && l.contains(&side))
+            .filter(|l| verb.as_ref().is_none_or(|v| l.contains(v.as_str())))
             .filter(|l| resource.as_ref().is_none_or(|r| l.contains(r.as_str())))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()

@@ -33,21 +33,6 @@ fn since(before: Calls, m: &ExecutorMetrics) -> Calls {
     }
 }
 
-/// WATCH requests the executor has made for ConfigMaps (a watch is counted when its response headers arrive, that
-/// is once it is established).
-fn configmap_watches(m: &ExecutorMetrics) -> u64 {
-    m.registry()
-        .encode()
-        .lines()
-        .filter(|l| {
-            l.starts_with("konnector_executor_kube_requests_total{")
-                && l.contains("verb=\"watch\"")
-                && l.contains("resource=\"configmaps\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 /// One ApplyAgent through the executor's gRPC service, as the gateway sends it; returns what it cost.
 async fn apply(env: &ExecutorEnv, trigger: Trigger) -> Calls {
     let before = calls(&env.executor.metrics);
@@ -78,9 +63,13 @@ async fn a_steady_state_re_apply_costs_at_most_four_api_calls() {
     );
 
     // The defaults ConfigMaps come from two watches the first apply started. Their own LIST and WATCH requests go
-    // through the same management client, so the steady state begins once both watches are established.
+    // through the same management client, so the steady state begins once both watches are established (a watch
+    // is counted when its response headers arrive).
     support::eventually("the defaults ConfigMap watches are established", || async {
-        configmap_watches(&env.executor.metrics) >= 2
+        env.executor
+            .metrics
+            .kube_request_count_by_verb("management", Some("watch"), Some("configmaps"))
+            >= 2
     })
     .await;
 
