@@ -1,28 +1,36 @@
 #!/usr/bin/env bash
-# Ensures etcd and kube-apiserver binaries exist and prints the directory that holds both
-# (the KUBEBUILDER_ASSETS convention) as the last line of stdout.
+# Ensures the control-plane binaries the tests and the sandbox run exist, and prints the directory that holds them
+# (the KUBEBUILDER_ASSETS convention) as the last line of stdout:
+#   kube-apiserver  built from the k8s.io/kubernetes Go module (hack/upstream/kubernetes/go.mod pins the release);
+#   etcd            built from the go.etcd.io/etcd/server/v3 Go module (hack/upstream/etcd/go.mod pins the release).
 #
 # Order of preference:
 #   1. $KUBEBUILDER_ASSETS, if it already holds both binaries;
-#   2. the per-user cache, keyed by Kubernetes version;
-#   3. a fresh build of kube-apiserver from Debian's `kubernetes` source package, plus etcd from `etcd-server`.
+#   2. the per-user cache, keyed by both versions (~/.cache/konnector/control-plane-<k8s>-etcd-<etcd>);
+#   3. a fresh build with the machine's Go (1.26 or newer), modules from the Go module proxy, checked against the
+#      go.sum files committed beside each go.mod.
 #
-# The build happens in a scratch directory and is moved into the cache with one rename, so an interrupted or failed
-# build never leaves a half-written binary behind. A lock serialises concurrent callers.
+# Builds share the user's one Go build cache, happen in a scratch directory and are moved into the cache with one
+# rename, so an interrupted or failed build never leaves a half-written binary behind. A lock serialises callers.
 set -euo pipefail
+cd "$(dirname "$0")/upstream"
 
-K8S_VERSION=v1.20.2
+# The pinned versions are read from the go.mod files, so there is one place to change them.
+K8S_VERSION=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" { print $3 }' kubernetes/go.mod)
+ETCD_VERSION=$(awk '$1 == "require" && $2 == "go.etcd.io/etcd/server/v3" { print $3 }' etcd/go.mod)
+# Bumped when the way the binaries are built changes, so old caches are not reused.
+RECIPE=1
+
 if [[ -n "${KUBEBUILDER_ASSETS:-}" && -x "$KUBEBUILDER_ASSETS/etcd" && -x "$KUBEBUILDER_ASSETS/kube-apiserver" ]]; then
   echo "$KUBEBUILDER_ASSETS"
   exit 0
 fi
 
 CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/konnector"
-ASSETS="$CACHE_ROOT/control-plane-$K8S_VERSION"
+ASSETS="$CACHE_ROOT/control-plane-$K8S_VERSION-etcd-$ETCD_VERSION-r$RECIPE"
 mkdir -p "$CACHE_ROOT"
 
 log() { echo "ensure-control-plane: $*" >&2; }
-
 have_assets() { [[ -x "$ASSETS/etcd" && -x "$ASSETS/kube-apiserver" ]]; }
 
 if have_assets; then echo "$ASSETS"; exit 0; fi
@@ -31,54 +39,30 @@ exec 9>"$CACHE_ROOT/.lock"
 flock 9
 if have_assets; then echo "$ASSETS"; exit 0; fi
 
-SUDO=""
-if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
-
-apt_updated=0
-apt_install() {
-  if [[ $apt_updated -eq 0 ]]; then $SUDO apt-get update -qq >&2; apt_updated=1; fi
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >&2
-}
-
-if ! command -v etcd >/dev/null 2>&1; then
-  log "installing etcd-server from Debian"
-  apt_install etcd-server
-fi
-ETCD_BIN=$(command -v etcd)
+# shellcheck source=go-env.sh
+. ./go-env.sh
 
 STAGE=$(mktemp -d "$CACHE_ROOT/.stage.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT
 
-log "building kube-apiserver $K8S_VERSION from Debian's kubernetes source package (about 4 minutes on 2 cores)"
-if [[ ! -f /etc/apt/sources.list.d/debian-src.sources ]]; then
-  sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources \
-    | $SUDO tee /etc/apt/sources.list.d/debian-src.sources >/dev/null
-  apt_updated=0
-fi
-apt_install golang-go rsync golang-github-modern-go-reflect2-dev dpkg-dev
+minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+# The apiserver reports its version from these variables; CAPI refuses management clusters whose version it cannot
+# parse or does not support, so an unstamped v0.0.0 build would not do.
+ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+done
 
-(
-  cd "$STAGE"
-  apt-get source --download-only kubernetes >&2
-  tar xzf kubernetes_*.orig.tar.gz
-  cd kubernetes-1.20.2
-  # The vendored reflect2 v1.0.1 crashes under Go >= 1.18 on the first custom-resource write; Debian's 1.0.2 does not.
-  R2=vendor/github.com/modern-go/reflect2
-  rm -rf "$R2" && mkdir "$R2"
-  cp /usr/share/gocode/src/github.com/modern-go/reflect2/*.go /usr/share/gocode/src/github.com/modern-go/reflect2/*.s "$R2"/
-  rm -f "$R2"/*_test.go
-  mkdir -p .go/src/k8s.io && ln -sfn ../../.. .go/src/k8s.io/kubernetes
-  export GOPATH=$PWD/.go CGO_ENABLED=0 GOCACHE="$CACHE_ROOT/gocache" \
-         KUBE_GIT_VERSION=$K8S_VERSION KUBE_GIT_TREE_STATE=clean GOFLAGS=
-  make WHAT=cmd/kube-apiserver >&2
-  mkdir -p "$STAGE/out"
-  install -m 0755 _output/local/bin/linux/amd64/kube-apiserver "$STAGE/out/kube-apiserver"
-)
+started=$SECONDS
+log "building etcd $ETCD_VERSION from go.etcd.io/etcd/server/v3 (first run: about 2 minutes on 2 cores)"
+(cd etcd && go build -trimpath -ldflags "-s -w" -o "$STAGE/out/etcd" .) >&2
+log "etcd built ($((SECONDS - started))s); building kube-apiserver $K8S_VERSION from k8s.io/kubernetes" \
+    "(first run: about 10 minutes on 2 cores, most of it compiling; later builds reuse Go's build cache)"
+(cd kubernetes && go build -trimpath -ldflags "$ldflags" -o "$STAGE/out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver) >&2
 "$STAGE/out/kube-apiserver" --version >&2
-ln -s "$ETCD_BIN" "$STAGE/out/etcd"
-rm -rf "$STAGE/kubernetes-1.20.2"
+"$STAGE/out/etcd" --version | awk 'NR == 1' >&2
 # Atomic publish: the cache directory appears complete or not at all.
 rm -rf "$ASSETS"
 mv "$STAGE/out" "$ASSETS"
-log "cached in $ASSETS"
+log "built in $((SECONDS - started))s; cached in $ASSETS"
 echo "$ASSETS"

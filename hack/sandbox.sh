@@ -12,10 +12,14 @@ for arg in "$@"; do
   case "$arg" in --keep) tools+=(grpcurl kubectl) ;; esac
 done
 
-say "control-plane binaries: etcd and kube-apiserver (cached after the first run; \$KUBEBUILDER_ASSETS wins when set)"
+say "control-plane binaries: etcd and kube-apiserver, built from their Go modules (first run: about 12 minutes on 2 cores; cached after it; \$KUBEBUILDER_ASSETS wins when set)"
 KUBEBUILDER_ASSETS="$(bash hack/ensure-control-plane.sh)"
 export KUBEBUILDER_ASSETS
 say "using $KUBEBUILDER_ASSETS"
+
+say "CAPI's CRDs from the sigs.k8s.io/cluster-api Go module (cached after the first run)"
+KONNECTOR_CRDS="$(bash hack/ensure-crds.sh)"
+export KONNECTOR_CRDS
 
 say "developer tools: ${tools[*]}"
 tools_bin="$(bash hack/ensure-tools.sh "${tools[@]}")"

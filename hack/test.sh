@@ -6,21 +6,23 @@ cd "$(dirname "$0")/.."
 started=$SECONDS
 step() { printf '\n==> %s (%ss)\n' "$*" "$((SECONDS - started))"; }
 
-step "control-plane binaries (etcd, kube-apiserver)"
+step "Go toolchain (1.26 or newer) for the upstream builds and the text/template differential test"
+# hack/upstream/go-env.sh uses the machine's Go when it is new enough, else takes Go from the Go module proxy.
+# tests/tests/template_differential.rs builds tests/go/render with it, so the reference is today's text/template.
+# shellcheck source=upstream/go-env.sh
+. hack/upstream/go-env.sh
+go version
+
+step "control-plane binaries (etcd, kube-apiserver; built from their Go modules once, then cached)"
 KUBEBUILDER_ASSETS="$(bash hack/ensure-control-plane.sh)"
 export KUBEBUILDER_ASSETS
 "$KUBEBUILDER_ASSETS/kube-apiserver" --version
 "$KUBEBUILDER_ASSETS/etcd" --version | awk 'NR == 1'
 
-step "Go toolchain (golang-go) for the text/template differential test"
-# tests/tests/template_differential.rs builds tests/go/render with Go's own text/template. ensure-control-plane.sh
-# pulls golang-go in too, but only while it builds kube-apiserver; this test needs it on its own.
-if ! command -v go >/dev/null 2>&1; then
-  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends golang-go
-fi
-go version
+step "CAPI's CRDs from sigs.k8s.io/cluster-api (hack/ensure-crds.sh)"
+KONNECTOR_CRDS="$(bash hack/ensure-crds.sh)"
+export KONNECTOR_CRDS
+cat "$KONNECTOR_CRDS"/*/VERSION
 
 step "promtool (Debian's prometheus package) for the metrics and alert-rule tests"
 # tests/tests/operator_prometheus.rs runs promtool check metrics on both binaries' /metrics, and promtool check rules

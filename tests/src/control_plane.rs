@@ -141,6 +141,9 @@ impl ControlPlane {
             Command::new(assets.kube_apiserver())
                 .args(["--etcd-servers", &etcd_url])
                 .args(["--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
+                // Since 1.29 the endpoint reconciler refuses a loopback advertise address; nothing in these
+                // clusters reaches the API server through the `kubernetes` Service, so it need not exist.
+                .args(["--endpoint-reconciler-type", "none"])
                 .args(["--secure-port", &port.to_string()])
                 .arg("--tls-cert-file")
                 .arg(d.join("certs/apiserver.crt"))

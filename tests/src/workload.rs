@@ -87,6 +87,21 @@ pub async fn ensure_namespace(client: &Client, namespace: &str) -> anyhow::Resul
     Ok(())
 }
 
+/// The spec of a topology Cluster of the ClusterClass `konnector-test`, spelled as CAPI's `version` of the Cluster
+/// API validates it: v1beta2 names the class with `classRef`, v1beta1 with `class`, and both refuse an empty
+/// `variables` list (so it is left out when there is no `clusterConfig`).
+pub fn default_spec(version: &str, port: u16, cluster_config: Option<&Value>) -> Value {
+    let mut topology = if version == "v1beta1" {
+        json!({"class": "konnector-test", "version": "v1.33.0"})
+    } else {
+        json!({"classRef": {"name": "konnector-test"}, "version": "v1.33.0"})
+    };
+    if let Some(cc) = cluster_config {
+        topology["variables"] = json!([{"name": "clusterConfig", "value": cc}]);
+    }
+    json!({"controlPlaneEndpoint": {"host": "127.0.0.1", "port": port}, "topology": topology})
+}
+
 /// Creates the `Cluster` `namespace/name` on `mgmt` and its kubeconfig Secret pointing at `workload`.
 pub async fn create_workload_cluster(
     mgmt: &Client,
@@ -100,17 +115,11 @@ pub async fn create_workload_cluster(
     if !options.without_name_label {
         labels.insert(CLUSTER_NAME_LABEL.to_owned(), name.to_owned());
     }
-    let variables = match &options.cluster_config {
-        Some(cc) => json!([{"name": "clusterConfig", "value": cc}]),
-        None => json!([]),
-    };
-    let spec = options.spec.clone().unwrap_or_else(|| {
-        json!({
-            "controlPlaneEndpoint": {"host": "127.0.0.1", "port": workload.port()},
-            "topology": {"classRef": {"name": "konnector-test"}, "version": "v1.33.0", "variables": variables}
-        })
-    });
     let version = served_cluster_version(mgmt).await?;
+    let spec = options
+        .spec
+        .clone()
+        .unwrap_or_else(|| default_spec(version, workload.port(), options.cluster_config.as_ref()));
     let ar = cluster_resource(version);
     let api: Api<DynamicObject> = Api::namespaced_with(mgmt.clone(), namespace, &ar);
     let cluster = json!({

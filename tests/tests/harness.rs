@@ -75,8 +75,8 @@ async fn crds_become_established_and_serve_both_cluster_versions() {
     let crd_api: Api<
         k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     > = Api::all(client.clone());
-    for yaml in crds::MANAGEMENT_CRDS {
-        let name = crds::parse(yaml).unwrap().metadata.name.unwrap();
+    for yaml in crds::ClusterApi::V1Beta2.management_crds().unwrap() {
+        let name = crds::parse(&yaml).unwrap().metadata.name.unwrap();
         let crd = crd_api.get(&name).await.unwrap();
         let conditions = crd.status.unwrap().conditions.unwrap();
         assert!(
@@ -91,7 +91,8 @@ async fn crds_become_established_and_serve_both_cluster_versions() {
     let v2: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), "ns1", &workload::cluster_resource("v1beta2"));
     let c = json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
-                   "metadata": {"name": "c1"}, "spec": {"topology": {"version": "v1.33.0"}}});
+                   "metadata": {"name": "c1"},
+                   "spec": {"topology": {"classRef": {"name": "cc"}, "version": "v1.33.0"}}});
     v2.patch("c1", &PatchParams::apply("test"), &Patch::Apply(&c))
         .await
         .unwrap();
