@@ -107,11 +107,21 @@ pub(super) fn is_print(c: char) -> bool {
         && !matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}')
 }
 
-/// The text Go's escapers (`html`, `js`, `urlquery`) work on: a lone string as is, else `fmt.Sprint`.
+/// The text Go's escapers (`html`, `js`, `urlquery`) work on: a lone string as is, else `fmt.Sprint` of the
+/// arguments with a missing value turned into the string `<no value>` first (as an action prints it).
 pub(super) fn escaper_text(args: &[Value]) -> String {
     match args {
         [Value::Str(s)] => s.clone(),
-        _ => sprint(args),
+        _ => {
+            let printable: Vec<Value> = args
+                .iter()
+                .map(|a| match a {
+                    Value::Nil => Value::Str("<no value>".to_owned()),
+                    a => a.clone(),
+                })
+                .collect();
+            sprint(&printable)
+        }
     }
 }
 
