@@ -131,7 +131,13 @@ impl Exec<'_> {
             other => return Err(format!("range can't iterate over {}", print_value(other))),
         };
         if count == 0 {
-            return self.scoped(else_body, dot);
+            // Go stops a {{break}} at the innermost range statement even when it comes from that range's
+            // {{else}} (which parses only inside an outer range): the statement ends, the outer loop goes on. A
+            // {{continue}} there goes on to the outer loop's next iteration.
+            return match self.scoped(else_body, dot)? {
+                Flow::Break => Ok(Flow::Normal),
+                flow => Ok(flow),
+            };
         }
         // The declared variable is the topmost one now (a parenthesized declaration inside the pipeline may sit
         // below it); each iteration's body is scoped, so it stays on top.

@@ -188,6 +188,19 @@ mod tests {
             ),
             "023"
         );
+        // A break in a range's {{else}} ends that range statement only; a continue there reaches the outer loop.
+        assert_eq!(
+            r(
+                "{{ range $i := 3 }}{{ range 0 }}{{ else }}{{ if eq $i 1 }}{{ break }}{{ end }}{{ end }}{{ $i }}{{ end }}"
+            ),
+            "012"
+        );
+        assert_eq!(
+            r(
+                "{{ range $i := 3 }}{{ range 0 }}{{ else }}{{ if eq $i 1 }}{{ continue }}{{ end }}{{ end }}{{ $i }}{{ end }}"
+            ),
+            "02"
+        );
         // Assignment to a variable checks that it exists when it runs, not when parsed.
         assert_eq!(r("{{ if false }}{{ $x = 1 }}{{ end }}ok"), "ok");
         assert!(fails("{{ $x = 1 }}"));
