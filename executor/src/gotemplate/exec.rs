@@ -358,7 +358,7 @@ pub(super) fn call_builtin(name: &str, args: &[Value]) -> Res<Value> {
             Ok(Value::Str(sprintf(format, &args[1..])?))
         }
         "html" => Ok(Value::Str(html_escape(&escaper_text(args)))),
-        "js" => Ok(Value::Str(js_escape(&escaper_text(args)))),
+        "js" => Ok(Value::Str(js_escape(&escaper_text(args))?)),
         "urlquery" => Ok(Value::Str(query_escape(&escaper_text(args)))),
         "eq" => {
             arity(name, args, 1, None)?;

@@ -239,6 +239,25 @@ mod tests {
     }
 
     #[test]
+    fn printf_of_the_struct_and_of_bad_verbs_as_go() {
+        // A struct is formatted field by field with the verb and width; %+v names the fields.
+        assert_eq!(
+            r("{{ printf \"%d\" . }}"),
+            "{%!d(string=my-cluster) 9440 %!d(bool=true) %!d(string=)}"
+        );
+        assert_eq!(
+            r("{{ printf \"%+v\" . }}"),
+            "{Name:my-cluster Port:9440 On:true Empty:}"
+        );
+        assert!(fails("{{ printf \"%#v\" . }}"));
+        // A bad verb shows its operand with the directive's width.
+        assert_eq!(r("{{ printf \"%4d\" \"a\" }}"), "%!d(string=   a)");
+        // %q escapes what Go does not print, and refuses code points it cannot classify.
+        assert_eq!(r("{{ printf \"%q %q\" 65535 8364 }}"), "'\\uffff' '€'");
+        assert!(fails("{{ printf \"%q\" 888 }}"));
+    }
+
+    #[test]
     fn functions() {
         assert_eq!(
             r("{{ and .On .Name }} {{ or .Empty \"d\" }} {{ not .On }}"),
