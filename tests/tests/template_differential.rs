@@ -270,6 +270,7 @@ fn corpus() -> Vec<(&'static str, String)> {
         ("printf-sharp-v", "{{ printf \"%#v\" . }}".into()),
         ("printf-q-known-code-points", "{{ printf \"%q %q %q %q %q %q\" 880 65535 57344 8364 9733 \"a\\u00ad✓€\" }}|{{ js \"✓\\u200b\" }}".into()),
         ("printf-q-unassigned", "{{ printf \"%q\" 888 }}".into()),
+        ("printf-sharp-x-string", "{{ printf \"[%#x][%#X][%#8x][%-#8x][%#.1x][%#x]\" .ClusterName \"ab\" \"a\" \"a\" \"ab\" .CategoryMappings }}".into()),
         ("printf-bad-verb-width", "{{ printf \"[%5d][%-4t][%.2d][%6x]\" .AgentName .PrismCentralPort .ClusterName .PrismCentralInsecure }}".into()),
         ("range-huge", "{{ range 1000001 }}{{ end }}ok".into()),
         ("range-at-limit", "{{ range 999 }}{{ range 1000 }}{{ end }}{{ end }}ok".into()),
@@ -807,7 +808,34 @@ impl Gen {
                 }
                 "not" | "call" | "joinQuoted" => args.push(self.term(depth)),
                 "printf" => {
-                    let format = self.pick(&["\"%v\"", "\"%d\"", "\"%s\"", "\"%q\"", "\"%t\"", "\"%v|%v\""]);
+                    let format = self.pick(&[
+                        "\"%v\"",
+                        "\"%d\"",
+                        "\"%s\"",
+                        "\"%q\"",
+                        "\"%t\"",
+                        "\"%v|%v\"",
+                        "\"%5v\"",
+                        "\"%-4s|\"",
+                        "\"%05d\"",
+                        "\"%x\"",
+                        "\"%X\"",
+                        "\"%o\"",
+                        "\"%c\"",
+                        "\"%U\"",
+                        "\"%e\"",
+                        "\"%.2f\"",
+                        "\"%8.3f\"",
+                        "\"%+d\"",
+                        "\"% d\"",
+                        "\"%#x\"",
+                        "\"%T\"",
+                        "\"%.1s\"",
+                        "\"%6.2v\"",
+                        "\"%g\"",
+                        "\"%b\"",
+                        "\"%%%v\"",
+                    ]);
                     args.push(format.to_owned());
                     for _ in 0..self.below(3) {
                         args.push(self.term(depth));
@@ -1002,4 +1030,94 @@ fn generated_templates_render_as_go_renders_them() {
         "{} generated cases, {go_ok} rendered by Go, {refused} refused by konnector as not supported",
         cases.len()
     );
+}
+
+/// Template text assembled from the lexer's and parser's tokens at random (delimiters, trim markers, comments,
+/// quotes, keywords, operators): parse errors and their absence must match Go's, and so must the output.
+#[test]
+fn token_soup_parses_and_renders_as_go_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build_go_renderer(dir.path());
+    let tokens = [
+        "{{",
+        "}}",
+        "{{- ",
+        " -}}",
+        "-",
+        " ",
+        "\n",
+        "/*",
+        "*/",
+        "\"",
+        "`",
+        "'",
+        ".",
+        ".ClusterName",
+        "$",
+        "$x",
+        ":=",
+        "=",
+        "(",
+        ")",
+        "|",
+        ",",
+        "1",
+        "x",
+        "if",
+        "else",
+        "end",
+        "range",
+        "with",
+        "break",
+        "continue",
+        "define",
+        "template",
+        "block",
+        "\"T\"",
+        "nil",
+        "true",
+        "print",
+        "and",
+        "not",
+        "\\",
+    ];
+    let mut generator = Gen(0x70C3_5009);
+    let texts: Vec<String> = (0..6000)
+        .map(|_| {
+            (0..1 + generator.below(10))
+                .map(|_| generator.pick(&tokens))
+                .collect::<String>()
+        })
+        .collect();
+    let v = inputs().remove(0);
+    let go = go_render(
+        &bin,
+        &Value::Array(
+            texts
+                .iter()
+                .map(|t| json!({"template": t, "values": values_json(&v)}))
+                .collect(),
+        ),
+    );
+    let (mut go_ok, mut wrong) = (0, Vec::new());
+    for (text, go) in texts.iter().zip(&go) {
+        let ours = render_values(text, &v);
+        go_ok += usize::from(go.is_ok());
+        let same = match (&ours, go) {
+            (Ok(a), Ok(b)) => a == b,
+            (Err(_), Err(_)) => true,
+            _ => false,
+        };
+        if !same {
+            wrong.push(format!("{text:?}\n konnector: {ours:?}\n go:        {go:?}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} differ:\n{}",
+        wrong.len(),
+        texts.len(),
+        wrong.iter().take(15).cloned().collect::<Vec<_>>().join("\n")
+    );
+    eprintln!("{} token soups, {go_ok} rendered by Go", texts.len());
 }

@@ -443,20 +443,26 @@ pub(super) fn format_one(spec: &Spec, verb: char, arg: &Value) -> Res<String> {
             match verb {
                 'v' | 's' if !spec.sharp => spec.pad(truncated),
                 'q' if !spec.sharp && !spec.plus => spec.pad(go_quote(&truncated)?),
-                'x' | 'X' if !spec.sharp && !spec.space => {
+                // Hex of the bytes; with '#', one 0x before them all (unless empty). The space flag (a prefix per
+                // byte) is not implemented.
+                'x' | 'X' if !spec.space => {
                     let bytes = match spec.precision {
                         Some(p) => &s.as_bytes()[..p.min(s.len())],
                         None => s.as_bytes(),
                     };
-                    let hex: String = bytes
-                        .iter()
-                        .map(|b| {
+                    let prefix = match verb {
+                        _ if !spec.sharp || bytes.is_empty() => "",
+                        'x' => "0x",
+                        _ => "0X",
+                    };
+                    let hex: String = std::iter::once(prefix.to_owned())
+                        .chain(bytes.iter().map(|b| {
                             if verb == 'x' {
                                 format!("{b:02x}")
                             } else {
                                 format!("{b:02X}")
                             }
-                        })
+                        }))
                         .collect();
                     spec.pad(hex)
                 }
