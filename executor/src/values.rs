@@ -1249,6 +1249,22 @@ kubeconfigUpload:
             ]
         }
 
+        proptest! {
+            /// Whatever text the rendered values hold, braces and template syntax included, a Go text/template
+            /// rendering of what konnector writes for CAAPH gives it back exactly.
+            #[test]
+            fn caaph_escaping_round_trips_any_text(
+                text in prop_oneof![
+                    "[{}\\-/* \"`.$a-z|()\n]{0,40}",
+                    ".{0,40}",
+                ],
+            ) {
+                let v = template_values(&request("c1"));
+                let written = caaph_values_template(&text);
+                prop_assert_eq!(render_values(&written, &v).unwrap(), text);
+            }
+        }
+
         /// How many renderings the property accepted, so the test can show it checked some.
         static ACCEPTED: AtomicUsize = AtomicUsize::new(0);
 
