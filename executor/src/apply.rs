@@ -379,7 +379,7 @@ impl Executor {
                 cluster_uid: &live.uid,
                 cluster_api_version: &cluster_api_version,
                 chart: &chart,
-                values: &rendered.yaml,
+                values: &rendered.values_template,
                 helm_repository_ca_namespace: &self.inner.config.helm_repository_ca_namespace,
             },
             &hcp_name,

@@ -306,7 +306,8 @@ pub struct HelmChartProxyInput<'a> {
     pub cluster_api_version: &'a str,
     /// The chart.
     pub chart: &'a ChartCoordinates,
-    /// Rendered values.
+    /// The `spec.valuesTemplate` text: the rendered values, escaped for CAAPH's second rendering
+    /// ([`crate::values::caaph_values_template`]).
     pub values: &'a str,
     /// Namespace of the `helm-repository-tls` Secret when the repository URL does not name it (see
     /// [`helm_repository_namespace`]); the executor passes its own namespace.

@@ -190,11 +190,6 @@ pub enum RenderError {
     /// The template parsed but could not be executed, e.g. it names an unknown variable.
     #[error("failed to execute the Helm values template: {0}")]
     Execute(String),
-    /// The output still contains `{{`, which CAAPH would try to render a second time.
-    #[error(
-        "the rendered Helm values contain \"{{{{\", which CAAPH would render again as a template; escape it in the values template"
-    )]
-    ContainsTemplateDelimiter,
     /// An input is not of the form its kind allows.
     #[error("input {input} is refused: {problem}")]
     InvalidInput {
@@ -226,21 +221,34 @@ pub enum RenderError {
     },
 }
 
-/// Renders `template` with `values`, with no checks beyond refusing `{{` in the output. Use [`render_checked`]
-/// before writing anything.
+/// Renders `template` with `values`, with no checks. Use [`render_checked`] before writing anything.
 pub fn render_values(template: &str, values: &TemplateValues) -> Result<String, RenderError> {
-    let out = crate::gotemplate::render(template, values.to_template_data())?;
-    if out.contains("{{") {
-        return Err(RenderError::ContainsTemplateDelimiter);
-    }
-    Ok(out)
+    crate::gotemplate::render(template, values.to_template_data())
+}
+
+/// What CAAPH renders back to exactly `{{`: an action printing the two braces as a string constant.
+const CAAPH_LEFT_DELIM: &str = "{{ \"{{\" }}";
+
+/// Turns rendered values into a `spec.valuesTemplate` that CAAPH's second rendering (Go `text/template` plus
+/// Sprig, against the Cluster) turns back into exactly `values`.
+///
+/// Go's template lexer treats only the left delimiter `{{` in text as special (a lone `}}` is text), so replacing
+/// each `{{` with an action that prints `{{` is enough: no text the operator or an input put in the values is ever
+/// executed by CAAPH (no `{{ .Cluster... }}` lookup, no Sprig function, no parse error from an unbalanced `{{`).
+/// Matches are taken left to right without overlap, so `{{{` becomes the action followed by a literal `{`, and the
+/// action's own closing `}}` cannot join a following `{` into a new delimiter.
+pub fn caaph_values_template(values: &str) -> String {
+    values.replace("{{", CAAPH_LEFT_DELIM)
 }
 
 /// Values that passed every check, and what the caller should tell the user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rendered {
-    /// The rendered values, for `spec.valuesTemplate`.
+    /// The rendered values, as the chart must receive them.
     pub yaml: String,
+    /// `yaml` escaped for CAAPH's second rendering ([`caaph_values_template`]): what goes into
+    /// `spec.valuesTemplate`.
+    pub values_template: String,
     /// Things the Cluster asks for that the configured chart version ignores; for the answer and an Event.
     pub notes: Vec<String>,
 }
@@ -256,7 +264,11 @@ pub fn render_checked(
     let yaml = render_values(template, values).map_err(|e| scrub(e, values))?;
     let parsed = check_structure(template, values, &yaml)?;
     let notes = check_contract(&parsed, values, chart_version)?;
-    Ok(Rendered { yaml, notes })
+    Ok(Rendered {
+        values_template: caaph_values_template(&yaml),
+        yaml,
+        notes,
+    })
 }
 
 /// Engine errors can quote the value a function choked on; replace any input value they contain.
@@ -893,10 +905,8 @@ kubeconfigUpload:
             render_values("{{ .NonExistentField }}", &v),
             Err(RenderError::Execute(_))
         ));
-        assert_eq!(
-            render_values("x: {{ \"{{\" }}", &v),
-            Err(RenderError::ContainsTemplateDelimiter)
-        );
+        // `{{` in the output is the operator's literal text; it is escaped for CAAPH, not refused.
+        assert_eq!(render_values("x: {{ \"{{\" }}", &v).unwrap(), "x: {{");
         assert_eq!(
             render_values(
                 "{{ if and .EnableKubeconfigUpload (eq .PrismCentralPort 9440) }}yes{{ end }}",
@@ -905,6 +915,67 @@ kubeconfigUpload:
             .unwrap(),
             "yes"
         );
+    }
+
+    /// Text that CAAPH would execute if it reached `spec.valuesTemplate` as is: Sprig and Cluster lookups,
+    /// functions CAAPH removes, comments, trim markers, and unbalanced or runs of braces.
+    const HOSTILE_BRACES: [&str; 12] = [
+        "{{ env \"HOME\" }}",
+        "{{ .Cluster.metadata.name }}",
+        "{{ .Cluster.metadata.annotations }}",
+        "{{ b64dec \"aGk=\" }}",
+        "{{",
+        "x {{ unbalanced",
+        "{{{",
+        "{{{{}}}}",
+        "}} {{- trim -}} {{",
+        "{{/* c */}}",
+        "{{ \"{{\" }}",
+        "{{ define \"T\" }}x{{ end }}{{ template \"T\" }}",
+    ];
+
+    #[test]
+    fn caaph_escaping_renders_back_to_the_literal() {
+        let v = template_values(&request("c"));
+        for hostile in HOSTILE_BRACES {
+            let escaped = caaph_values_template(hostile);
+            // Every `{{` left is the start of the escaping action itself.
+            assert_eq!(
+                escaped.matches("{{").count(),
+                escaped.matches(CAAPH_LEFT_DELIM).count() * 2,
+                "{escaped}"
+            );
+            // A Go text/template rendering (this engine, which the differential test holds to Go's) gives the
+            // literal back; tests/tests/template_differential.rs does the same through real Go and Sprig.
+            assert_eq!(render_values(&escaped, &v).unwrap(), hostile, "{escaped}");
+        }
+        // Text without `{{` is written as is, so templates that never print braces keep their exact bytes.
+        let plain = render_values(BUILTIN_VALUES_TEMPLATE, &v).unwrap();
+        assert_eq!(caaph_values_template(&plain), plain);
+    }
+
+    #[test]
+    fn literal_braces_from_the_template_reach_the_chart_escaped_for_caaph() {
+        let v = template_values(&request("c1"));
+        let template = format!(
+            "{BUILTIN_VALUES_TEMPLATE}\nextra: {{{{ printf \"%q\" \"{{{{ .Cluster.metadata.name }}}}\" }}}}\n"
+        );
+        let out = render_checked(&template, &v, "1.4.0").unwrap();
+        assert!(
+            out.yaml.ends_with("\nextra: \"{{ .Cluster.metadata.name }}\"\n"),
+            "{}",
+            out.yaml
+        );
+        assert!(
+            out.values_template
+                .ends_with("\nextra: \"{{ \"{{\" }} .Cluster.metadata.name }}\"\n"),
+            "{}",
+            out.values_template
+        );
+        assert_eq!(render_values(&out.values_template, &v).unwrap(), out.yaml);
+        // Values without braces go out unchanged.
+        let plain = checked(&v).unwrap();
+        assert_eq!(plain.values_template, plain.yaml);
     }
 
     fn checked(v: &TemplateValues) -> Result<Rendered, RenderError> {
@@ -1176,6 +1247,22 @@ kubeconfigUpload:
                 1 => "[a-z:#{}\\[\\]&*!|>'\"%@`,=\\- \n\t.]{0,30}",
                 1 => ".{0,20}",
             ]
+        }
+
+        proptest! {
+            /// Whatever text the rendered values hold, braces and template syntax included, a Go text/template
+            /// rendering of what konnector writes for CAAPH gives it back exactly.
+            #[test]
+            fn caaph_escaping_round_trips_any_text(
+                text in prop_oneof![
+                    "[{}\\-/* \"`.$a-z|()\n]{0,40}",
+                    ".{0,40}",
+                ],
+            ) {
+                let v = template_values(&request("c1"));
+                let written = caaph_values_template(&text);
+                prop_assert_eq!(render_values(&written, &v).unwrap(), text);
+            }
         }
 
         /// How many renderings the property accepted, so the test can show it checked some.

@@ -19,7 +19,6 @@ use kube::{
     api::{DynamicObject, ObjectMeta, PostParams},
 };
 use serde_json::json;
-use tonic::Code;
 
 async fn env(name: &str) -> ExecutorEnv {
     konnector_tests::init_test_logging();
@@ -206,25 +205,33 @@ async fn configmaps_supply_chart_and_template() {
         json!({"caSecret": {"name": "helm-repository-tls", "namespace": "caren-system"}})
     );
 
-    // A template whose output would be rendered again by CAAPH is refused.
+    // Braces the template prints literally reach the chart as written: CAAPH renders valuesTemplate again, so
+    // konnector writes each `{{` as `{{ "{{" }}`, which that rendering turns back into `{{`.
     cms.replace(
         "default-konnector-agent-helm-values-template",
         &PostParams::default(),
         &put(
             "default-konnector-agent-helm-values-template",
             "values.yaml",
-            "x: {{ \"{{ .Cluster.metadata.name }}\" }}",
+            &format!(
+                "{}\nextra: {{{{ printf \"%q\" \"{{{{ .Cluster.metadata.name }}}}\" }}}}\n",
+                konnector_executor::values::BUILTIN_VALUES_TEMPLATE
+            ),
         ),
     )
     .await
     .unwrap();
-    let err = apply(&env, env.cluster_ref()).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    apply(&env, env.cluster_ref()).await.unwrap();
+    let hcp = Api::<DynamicObject>::namespaced_with(env.admin.clone(), TEST_NAMESPACE, &hcp_resource())
+        .get("konnector-agent-c1")
+        .await
+        .unwrap();
+    let values = hcp.data["spec"]["valuesTemplate"].as_str().unwrap();
     assert!(
-        err.message().contains("CAAPH would render again"),
-        "{}",
-        err.message()
+        values.ends_with("\nextra: \"{{ \"{{\" }} .Cluster.metadata.name }}\"\n"),
+        "{values}"
     );
+    assert_eq!(values.matches("{{").count(), 2, "{values}");
 }
 
 #[tokio::test]

@@ -9,6 +9,10 @@ use super::{Res, Value};
 /// Deepest nesting of `{{template}}` calls, as a guard against recursion.
 const MAX_DEPTH: usize = 1000;
 
+/// Most `{{range}}` iterations one rendering may run. Go has no such limit, but a values template never needs a
+/// million iterations, and without one `{{ range 1000000000000 }}` would hold an executor task for hours.
+pub(super) const MAX_ITERATIONS: u64 = 1_000_000;
+
 /// Control flow out of a list of nodes.
 pub(super) enum Flow {
     Normal,
@@ -21,6 +25,8 @@ pub(super) struct Exec<'a> {
     pub(super) vars: Vec<(String, Value)>,
     pub(super) out: String,
     pub(super) depth: usize,
+    /// `{{range}}` iterations run so far, against [`MAX_ITERATIONS`].
+    pub(super) iterations: u64,
 }
 
 impl Exec<'_> {
@@ -66,45 +72,7 @@ impl Exec<'_> {
                 self.vars.truncate(mark);
                 return flow;
             }
-            Node::Range(pipe, body, else_body) => {
-                let mark = self.vars.len();
-                let iterable = Pipe {
-                    decl: Vec::new(),
-                    assign: false,
-                    cmds: pipe.cmds.clone(),
-                };
-                let v = self.pipe(&iterable, dot)?;
-                // The data holds no slices or maps, and Go 1.19 ranges over nothing else: only nil (no
-                // iterations) can come here without an error.
-                let items: Vec<Value> = match v {
-                    Value::Nil => Vec::new(),
-                    other => return Err(format!("range can't iterate over {}", print_value(&other))),
-                };
-                if items.is_empty() {
-                    let flow = self.scoped(else_body, dot);
-                    self.vars.truncate(mark);
-                    return flow;
-                }
-                for (i, item) in items.iter().enumerate() {
-                    let inner = self.vars.len();
-                    match pipe.decl.as_slice() {
-                        [] => {}
-                        [e] => self.set(e, item.clone(), pipe.assign),
-                        [k, e, ..] => {
-                            self.set(k, Value::Int(i64::try_from(i).unwrap_or(i64::MAX)), pipe.assign);
-                            self.set(e, item.clone(), pipe.assign);
-                        }
-                    }
-                    let flow = self.scoped(body, item)?;
-                    if !pipe.assign {
-                        self.vars.truncate(inner);
-                    }
-                    if matches!(flow, Flow::Break) {
-                        break;
-                    }
-                }
-                self.vars.truncate(mark);
-            }
+            Node::Range(pipe, body, else_body) => return self.range(pipe, body, else_body, dot),
             Node::Template(name, pipe) => {
                 let body = self
                     .defines
@@ -130,14 +98,88 @@ impl Exec<'_> {
         Ok(Flow::Normal)
     }
 
-    fn set(&mut self, name: &str, value: Value, assign: bool) {
-        if assign {
-            if let Some(slot) = self.vars.iter_mut().rev().find(|(n, _)| n == name) {
-                slot.1 = value;
+    /// `{{range}}`. The pipeline's variables are declared (or assigned) with the ranged value first, as in Go, so
+    /// an `{{else}}` sees them holding it. With the data a values template has (strings, one `uint16`, booleans,
+    /// and no maps, slices or functions), only nil and integers can be ranged over: an integer `n` yields `0..n`
+    /// in its own type (Go 1.22), one variable at most.
+    fn range(&mut self, pipe: &Pipe, body: &[Node], else_body: &[Node], dot: &Value) -> Res<Flow> {
+        let mark = self.vars.len();
+        let result = self.range_inner(pipe, body, else_body, dot);
+        self.vars.truncate(mark);
+        result
+    }
+
+    fn range_inner(&mut self, pipe: &Pipe, body: &[Node], else_body: &[Node], dot: &Value) -> Res<Flow> {
+        let value = self.pipe(pipe, dot)?;
+        let (count, make): (u64, Box<dyn Fn(u64) -> Value>) = match &value {
+            Value::Nil => (0, Box::new(|_| Value::Nil)),
+            Value::Int(_) | Value::Uint(..) if pipe.decl.len() > 1 => {
+                return Err(format!(
+                    "can't use {} to iterate over more than one variable",
+                    print_value(&value)
+                ));
             }
+            // A negative count runs no iteration, as in Go.
+            Value::Int(n) => (
+                u64::try_from(*n).unwrap_or(0),
+                Box::new(|i| Value::Int(i64::try_from(i).unwrap_or(i64::MAX))),
+            ),
+            Value::Uint(n, t) => {
+                let t = *t;
+                (*n, Box::new(move |i| Value::Uint(i, t)))
+            }
+            other => return Err(format!("range can't iterate over {}", print_value(other))),
+        };
+        if count == 0 {
+            // Go stops a {{break}} at the innermost range statement even when it comes from that range's
+            // {{else}} (which parses only inside an outer range): the statement ends, the outer loop goes on. A
+            // {{continue}} there goes on to the outer loop's next iteration.
+            return match self.scoped(else_body, dot)? {
+                Flow::Break => Ok(Flow::Normal),
+                flow => Ok(flow),
+            };
+        }
+        // The declared variable is the topmost one now (a parenthesized declaration inside the pipeline may sit
+        // below it); each iteration's body is scoped, so it stays on top.
+        let top = self.vars.len().saturating_sub(1);
+        for i in 0..count {
+            self.iterations += 1;
+            if self.iterations > MAX_ITERATIONS {
+                return Err(format!(
+                    "more than {MAX_ITERATIONS} range iterations; konnector stops a values template there"
+                ));
+            }
+            let elem = make(i);
+            if let Some(name) = pipe.decl.first() {
+                if pipe.assign {
+                    self.set(name, elem.clone(), true)?;
+                } else if let Some(slot) = self.vars.get_mut(top) {
+                    slot.1 = elem.clone();
+                }
+            }
+            match self.scoped(body, &elem)? {
+                Flow::Break => break,
+                Flow::Normal | Flow::Continue => {}
+            }
+        }
+        Ok(Flow::Normal)
+    }
+
+    /// Declares `name` (pushes it), or with `assign` changes the innermost variable of that name, which must
+    /// exist when the assignment runs.
+    fn set(&mut self, name: &str, value: Value, assign: bool) -> Res<()> {
+        if assign {
+            let slot = self
+                .vars
+                .iter_mut()
+                .rev()
+                .find(|(n, _)| n == name)
+                .ok_or_else(|| format!("undefined variable: {name}"))?;
+            slot.1 = value;
         } else {
             self.vars.push((name.to_owned(), value));
         }
+        Ok(())
     }
 
     fn var(&self, name: &str) -> Res<Value> {
@@ -156,7 +198,7 @@ impl Exec<'_> {
         }
         let value = value.unwrap_or(Value::Nil);
         for name in &pipe.decl {
-            self.set(name, value.clone(), pipe.assign);
+            self.set(name, value.clone(), pipe.assign)?;
         }
         Ok(value)
     }
@@ -190,26 +232,29 @@ impl Exec<'_> {
         }
     }
 
-    /// Evaluates a function's argument. `nil` is accepted only where Go's parameter type can be nil (`any`,
-    /// `[]string`), i.e. for `nil_ok` functions.
-    fn arg(&mut self, arg: &Arg, dot: &Value, nil_ok: bool) -> Res<Value> {
+    /// Evaluates a function's argument. The `nil` constant is a missing value, which every builtin takes (Go
+    /// passes most arguments as `reflect.Value` or `any`, both of which can be nil); `printf`'s format, a
+    /// `string`, refuses it when it is checked.
+    fn arg(&mut self, arg: &Arg, dot: &Value) -> Res<Value> {
         match arg {
-            Arg::Nil if nil_ok => Ok(Value::Nil),
-            Arg::Nil => Err("cannot assign nil to reflect.Value".into()),
+            Arg::Nil => Ok(Value::Nil),
             other => self.operand(other, dot),
         }
     }
 
     fn call(&mut self, name: &str, args: &[Arg], dot: &Value, piped: Option<Value>) -> Res<Value> {
-        // and/or evaluate lazily and return the deciding operand (Go 1.18+).
+        // Go checks the number of arguments before evaluating any.
+        let total = args.len() + usize::from(piped.is_some());
+        if let Some((min, max)) = arity_of(name)
+            && (total < min || max.is_some_and(|m| total > m))
+        {
+            return Err(format!("wrong number of args for {name}: got {total}"));
+        }
+        // and/or evaluate lazily and return the deciding operand (Go 1.18+); a piped value is the last operand.
         if name == "and" || name == "or" {
-            let total = args.len() + usize::from(piped.is_some());
-            if total == 0 {
-                return Err(format!("wrong number of args for {name}: want at least 1 got 0"));
-            }
             let mut last = Value::Nil;
             for a in args {
-                last = self.arg(a, dot, false)?;
+                last = self.arg(a, dot)?;
                 if last.truth() != (name == "and") {
                     return Ok(last);
                 }
@@ -219,17 +264,24 @@ impl Exec<'_> {
             }
             return Ok(last);
         }
-        let nil_ok = matches!(
-            name,
-            "print" | "printf" | "println" | "html" | "js" | "urlquery" | "joinQuoted"
-        );
-        let mut values = Vec::with_capacity(args.len() + 1);
+        let mut values = Vec::with_capacity(total);
         for a in args {
-            values.push(self.arg(a, dot, nil_ok)?);
+            values.push(self.arg(a, dot)?);
         }
         values.extend(piped);
         call_builtin(name, &values)
     }
+}
+
+/// Go's parameter counts of the builtins: (at least, at most).
+fn arity_of(name: &str) -> Option<(usize, Option<usize>)> {
+    Some(match name {
+        "and" | "or" | "index" | "slice" | "printf" | "eq" | "call" => (1, None),
+        "not" | "len" | "joinQuoted" => (1, Some(1)),
+        "ne" | "lt" | "le" | "gt" | "ge" => (2, Some(2)),
+        "print" | "println" | "html" | "js" | "urlquery" => (0, None),
+        _ => return None,
+    })
 }
 
 pub(super) fn fields(mut v: Value, chain: &[String]) -> Res<Value> {
@@ -275,6 +327,9 @@ pub(super) fn call_builtin(name: &str, args: &[Value]) -> Res<Value> {
         }
         "index" => {
             arity(name, args, 1, None)?;
+            if args[0] == Value::Nil {
+                return Err("index of untyped nil".into());
+            }
             let mut v = args[0].clone();
             for i in &args[1..] {
                 let idx = int_index(i)?;
@@ -303,30 +358,26 @@ pub(super) fn call_builtin(name: &str, args: &[Value]) -> Res<Value> {
             Ok(Value::Str(sprintf(format, &args[1..])?))
         }
         "html" => Ok(Value::Str(html_escape(&escaper_text(args)))),
-        "js" => Ok(Value::Str(js_escape(&escaper_text(args)))),
+        "js" => Ok(Value::Str(js_escape(&escaper_text(args))?)),
         "urlquery" => Ok(Value::Str(query_escape(&escaper_text(args)))),
         "eq" => {
             arity(name, args, 1, None)?;
-            if args.len() == 1 {
-                return Err("missing argument for comparison".into());
-            }
-            for other in &args[1..] {
-                if compare(&args[0], other, true)? == Some(std::cmp::Ordering::Equal) {
-                    return Ok(Value::Bool(true));
-                }
-            }
-            Ok(Value::Bool(false))
+            Ok(Value::Bool(eq(&args[0], &args[1..])?))
         }
-        "ne" | "lt" | "le" | "gt" | "ge" => {
+        "ne" => {
             arity(name, args, 2, Some(2))?;
-            let ord = compare(&args[0], &args[1], name == "ne")?;
-            use std::cmp::Ordering::*;
+            Ok(Value::Bool(!eq(&args[0], &args[1..])?))
+        }
+        "lt" | "le" | "gt" | "ge" => {
+            arity(name, args, 2, Some(2))?;
+            let (a, b) = (&args[0], &args[1]);
+            // As Go builds them: le is lt or eq, gt is not le, ge is not lt.
+            let le = || -> Res<bool> { Ok(lt(a, b)? || eq(a, std::slice::from_ref(b))?) };
             Ok(Value::Bool(match name {
-                "ne" => ord != Some(Equal),
-                "lt" => ord == Some(Less),
-                "le" => matches!(ord, Some(Less | Equal)),
-                "gt" => ord == Some(Greater),
-                _ => matches!(ord, Some(Greater | Equal)),
+                "lt" => lt(a, b)?,
+                "le" => le()?,
+                "gt" => !le()?,
+                _ => !lt(a, b)?,
             }))
         }
         "call" => {
@@ -389,53 +440,82 @@ pub(super) fn slice(args: &[Value]) -> Res<Value> {
     }
 }
 
-#[derive(PartialEq)]
+/// Go's basic kinds for comparison; `None` for the data struct, which has none.
+#[derive(Clone, Copy, PartialEq)]
 pub(super) enum Kind {
     Bool,
     Int,
     Uint,
     Float,
     Str,
-    Other,
 }
 
-pub(super) fn kind(v: &Value) -> Kind {
-    match v {
+pub(super) fn kind(v: &Value) -> Option<Kind> {
+    Some(match v {
         Value::Bool(_) => Kind::Bool,
         Value::Int(_) => Kind::Int,
         Value::Uint(..) => Kind::Uint,
         Value::Float(_) => Kind::Float,
         Value::Str(_) => Kind::Str,
-        _ => Kind::Other,
-    }
+        Value::Nil | Value::Struct(_) => return None,
+    })
 }
 
-/// Go's comparison of basic kinds; `Ok(None)` when unordered (bools). Mixed signed/unsigned integers compare by
-/// value; other mixed kinds are an error, as in Go.
-pub(super) fn compare(a: &Value, b: &Value, equality: bool) -> Res<Option<std::cmp::Ordering>> {
-    use Value::*;
-    Ok(match (a, b) {
-        (Int(x), Uint(y, _)) => Some(if *x < 0 {
-            std::cmp::Ordering::Less
-        } else {
-            (*x as u64).cmp(y)
-        }),
-        (Uint(x, _), Int(y)) => Some(if *y < 0 {
-            std::cmp::Ordering::Greater
-        } else {
-            x.cmp(&(*y as u64))
-        }),
-        _ if kind(a) != kind(b) => return Err("incompatible types for comparison".into()),
-        (Bool(x), Bool(y)) => {
-            if !equality {
-                return Err("invalid type for comparison".into());
+/// Go's `eq a b c...`: whether `a` equals any of the others, compared in order and stopping at the first that
+/// does. Signed and unsigned integers compare by value; other kinds must match (an error otherwise, unless an
+/// earlier operand already matched); two data structs compare field by field; nil equals only nil.
+pub(super) fn eq(a: &Value, others: &[Value]) -> Res<bool> {
+    if others.is_empty() {
+        return Err("missing argument for comparison".into());
+    }
+    for b in others {
+        let equal = match (a, b) {
+            // A missing value equals only another missing value, and compares with anything without error.
+            (Value::Nil, _) | (_, Value::Nil) => matches!((a, b), (Value::Nil, Value::Nil)),
+            (Value::Int(x), Value::Uint(y, _)) | (Value::Uint(y, _), Value::Int(x)) => {
+                u64::try_from(*x).is_ok_and(|x| x == *y)
             }
-            (x == y).then_some(std::cmp::Ordering::Equal)
+            _ if kind(a) != kind(b) => {
+                return Err(format!(
+                    "incompatible types for comparison: {} and {}",
+                    a.type_name(),
+                    b.type_name()
+                ));
+            }
+            (Value::Bool(x), Value::Bool(y)) => x == y,
+            (Value::Int(x), Value::Int(y)) => x == y,
+            (Value::Uint(x, _), Value::Uint(y, _)) => x == y,
+            (Value::Float(x), Value::Float(y)) => x == y,
+            (Value::Str(x), Value::Str(y)) => x == y,
+            (Value::Struct(x), Value::Struct(y)) => x == y,
+            _ => return Err("invalid type for comparison".into()),
+        };
+        if equal {
+            return Ok(true);
         }
-        (Int(x), Int(y)) => Some(x.cmp(y)),
-        (Uint(x, _), Uint(y, _)) => Some(x.cmp(y)),
-        (Float(x), Float(y)) => x.partial_cmp(y),
-        (Str(x), Str(y)) => Some(x.cmp(y)),
+    }
+    Ok(false)
+}
+
+/// Go's `lt a b`: ordered kinds only (not booleans, not the struct); signed and unsigned integers by value.
+pub(super) fn lt(a: &Value, b: &Value) -> Res<bool> {
+    let (Some(ka), Some(kb)) = (kind(a), kind(b)) else {
+        return Err("invalid type for comparison".into());
+    };
+    Ok(match (a, b) {
+        (Value::Int(x), Value::Uint(y, _)) => u64::try_from(*x).map_or(true, |x| x < *y),
+        (Value::Uint(x, _), Value::Int(y)) => u64::try_from(*y).is_ok_and(|y| *x < y),
+        _ if ka != kb => {
+            return Err(format!(
+                "incompatible types for comparison: {} and {}",
+                a.type_name(),
+                b.type_name()
+            ));
+        }
+        (Value::Int(x), Value::Int(y)) => x < y,
+        (Value::Uint(x, _), Value::Uint(y, _)) => x < y,
+        (Value::Float(x), Value::Float(y)) => x < y,
+        (Value::Str(x), Value::Str(y)) => x < y,
         _ => return Err("invalid type for comparison".into()),
     })
 }

@@ -62,17 +62,17 @@ pub(super) fn format_float_shortest(f: f64) -> String {
 }
 
 /// Go's `strconv.Quote`.
-pub(super) fn go_quote(s: &str) -> String {
+pub(super) fn go_quote(s: &str) -> Res<String> {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
-        quote_char_into(&mut out, c, '"');
+        quote_char_into(&mut out, c, '"')?;
     }
     out.push('"');
-    out
+    Ok(out)
 }
 
-pub(super) fn quote_char_into(out: &mut String, c: char, quote: char) {
+pub(super) fn quote_char_into(out: &mut String, c: char, quote: char) -> Res<()> {
     match c {
         c if c == quote || c == '\\' => {
             out.push('\\');
@@ -88,7 +88,7 @@ pub(super) fn quote_char_into(out: &mut String, c: char, quote: char) {
         c if (c as u32) < 0x20 || c == '\u{7f}' => {
             let _ = write!(out, "\\x{:02x}", c as u32);
         }
-        c if !is_print(c) => {
+        c if !is_print(c)? => {
             if (c as u32) < 0x10000 {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             } else {
@@ -97,21 +97,53 @@ pub(super) fn quote_char_into(out: &mut String, c: char, quote: char) {
         }
         c => out.push(c),
     }
+    Ok(())
 }
 
-/// An approximation of Go's `unicode.IsPrint` that is exact for ASCII: no control characters, and among
-/// spaces only U+0020.
-pub(super) fn is_print(c: char) -> bool {
-    !c.is_control()
-        && (c == ' ' || !c.is_whitespace())
-        && !matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}')
+/// Go's `unicode.IsPrint` (letters, marks, numbers, punctuation, symbols and the ASCII space), where Rust's
+/// standard library can tell: exactly for ASCII, letters and digits, controls, spaces, private use and
+/// noncharacters, and for the fully assigned punctuation and symbol blocks below. Anything else (an unassigned
+/// code point, say, from `printf "%q"` of a number) is an error rather than a guess.
+pub(super) fn is_print(c: char) -> Res<bool> {
+    let u = c as u32;
+    if c.is_ascii() {
+        return Ok(c == ' ' || c.is_ascii_graphic());
+    }
+    if c.is_control()
+        || c.is_whitespace()
+        || matches!(c, '\u{ad}' | '\u{600}'..='\u{605}' | '\u{61c}' | '\u{6dd}' | '\u{70f}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}')
+        || (0xE000..=0xF8FF).contains(&u)
+        || u >= 0xF_0000
+        || (0xFDD0..=0xFDEF).contains(&u)
+        || u & 0xFFFE == 0xFFFE
+    {
+        return Ok(false);
+    }
+    if c.is_alphanumeric()
+        || matches!(u, 0xA1..=0xBF | 0xD7 | 0xF7 | 0x2010..=0x2027 | 0x2030..=0x205E | 0x20A0..=0x20C0 | 0x2100..=0x214F | 0x2190..=0x23FF | 0x2460..=0x24FF | 0x2500..=0x27BF)
+    {
+        return Ok(true);
+    }
+    Err(format!(
+        "quoting U+{u:04X} is not supported: konnector cannot tell whether Go prints or escapes it"
+    ))
 }
 
-/// The text Go's escapers (`html`, `js`, `urlquery`) work on: a lone string as is, else `fmt.Sprint`.
+/// The text Go's escapers (`html`, `js`, `urlquery`) work on: a lone string as is, else `fmt.Sprint` of the
+/// arguments with a missing value turned into the string `<no value>` first (as an action prints it).
 pub(super) fn escaper_text(args: &[Value]) -> String {
     match args {
         [Value::Str(s)] => s.clone(),
-        _ => sprint(args),
+        _ => {
+            let printable: Vec<Value> = args
+                .iter()
+                .map(|a| match a {
+                    Value::Nil => Value::Str("<no value>".to_owned()),
+                    a => a.clone(),
+                })
+                .collect();
+            sprint(&printable)
+        }
     }
 }
 
@@ -131,7 +163,7 @@ pub(super) fn html_escape(s: &str) -> String {
     out
 }
 
-pub(super) fn js_escape(s: &str) -> String {
+pub(super) fn js_escape(s: &str) -> Res<String> {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -145,13 +177,13 @@ pub(super) fn js_escape(s: &str) -> String {
             c if (c as u32) < 0x20 => {
                 let _ = write!(out, "\\u00{:02X}", c as u32);
             }
-            c if !c.is_ascii() && !is_print(c) => {
+            c if !c.is_ascii() && !is_print(c)? => {
                 let _ = write!(out, "\\u{:04X}", c as u32);
             }
             c => out.push(c),
         }
     }
-    out
+    Ok(out)
 }
 
 /// Go's `url.QueryEscape`.
@@ -334,11 +366,13 @@ pub(super) fn sprintf(format: &str, args: &[Value]) -> Res<String> {
     Ok(out)
 }
 
-pub(super) fn bad_verb(verb: char, arg: &Value) -> String {
-    match arg {
+/// A verb that does not fit its operand: `%!d(string=x)`, the operand printed with `%v` and the directive's
+/// flags, width and precision, as Go does.
+pub(super) fn bad_verb(spec: &Spec, verb: char, arg: &Value) -> Res<String> {
+    Ok(match arg {
         Value::Nil => format!("%!{verb}(<nil>)"),
-        a => format!("%!{verb}({}={})", a.type_name(), print_value(a)),
-    }
+        a => format!("%!{verb}({}={})", a.type_name(), format_one(spec, 'v', a)?),
+    })
 }
 
 pub(super) fn format_one(spec: &Spec, verb: char, arg: &Value) -> Res<String> {
@@ -349,12 +383,12 @@ pub(super) fn format_one(spec: &Spec, verb: char, arg: &Value) -> Res<String> {
     Ok(match arg {
         Value::Nil => match verb {
             'v' => spec.pad("<nil>".to_owned()),
-            _ => bad_verb(verb, arg),
+            _ => bad_verb(spec, verb, arg)?,
         },
         Value::Bool(b) => match verb {
             'v' | 't' => spec.pad(b.to_string()),
             'd' | 's' | 'q' | 'x' | 'X' | 'o' | 'O' | 'b' | 'c' | 'U' | 'e' | 'E' | 'f' | 'F' | 'g' | 'G' => {
-                bad_verb(verb, arg)
+                bad_verb(spec, verb, arg)?
             }
             _ => return unsupported(),
         },
@@ -376,12 +410,12 @@ pub(super) fn format_one(spec: &Spec, verb: char, arg: &Value) -> Res<String> {
                 'q' if !spec.sharp && !spec.plus => {
                     let c = char::from_u32(u32::try_from(magnitude).unwrap_or(0xFFFD)).unwrap_or('\u{FFFD}');
                     let mut q = String::from('\'');
-                    quote_char_into(&mut q, c, '\'');
+                    quote_char_into(&mut q, c, '\'')?;
                     q.push('\'');
                     spec.pad(q)
                 }
                 'U' if !spec.sharp => spec.pad(format!("U+{magnitude:04X}")),
-                's' | 't' | 'e' | 'E' | 'f' | 'F' | 'g' | 'G' => bad_verb(verb, arg),
+                's' | 't' | 'e' | 'E' | 'f' | 'F' | 'g' | 'G' => bad_verb(spec, verb, arg)?,
                 _ => return unsupported(),
             }
         }
@@ -398,7 +432,7 @@ pub(super) fn format_one(spec: &Spec, verb: char, arg: &Value) -> Res<String> {
                 let s = if verb == 'E' { s.to_uppercase() } else { s };
                 sign_float(spec, s)
             }
-            'd' | 's' | 't' | 'c' | 'q' | 'U' | 'o' | 'O' => bad_verb(verb, arg),
+            'd' | 's' | 't' | 'c' | 'q' | 'U' | 'o' | 'O' => bad_verb(spec, verb, arg)?,
             _ => return unsupported(),
         },
         Value::Str(s) => {
@@ -408,34 +442,56 @@ pub(super) fn format_one(spec: &Spec, verb: char, arg: &Value) -> Res<String> {
             };
             match verb {
                 'v' | 's' if !spec.sharp => spec.pad(truncated),
-                'q' if !spec.sharp && !spec.plus => spec.pad(go_quote(&truncated)),
-                'x' | 'X' if !spec.sharp && !spec.space => {
+                'q' if !spec.sharp && !spec.plus => spec.pad(go_quote(&truncated)?),
+                // Hex of the bytes; with '#', one 0x before them all (unless empty). The space flag (a prefix per
+                // byte) is not implemented.
+                'x' | 'X' if !spec.space => {
                     let bytes = match spec.precision {
                         Some(p) => &s.as_bytes()[..p.min(s.len())],
                         None => s.as_bytes(),
                     };
-                    let hex: String = bytes
-                        .iter()
-                        .map(|b| {
+                    let prefix = match verb {
+                        _ if !spec.sharp || bytes.is_empty() => "",
+                        'x' => "0x",
+                        _ => "0X",
+                    };
+                    let hex: String = std::iter::once(prefix.to_owned())
+                        .chain(bytes.iter().map(|b| {
                             if verb == 'x' {
                                 format!("{b:02x}")
                             } else {
                                 format!("{b:02X}")
                             }
-                        })
+                        }))
                         .collect();
                     spec.pad(hex)
                 }
                 'd' | 't' | 'c' | 'U' | 'e' | 'E' | 'f' | 'F' | 'g' | 'G' | 'o' | 'O' | 'b' => {
-                    bad_verb(verb, arg)
+                    bad_verb(spec, verb, arg)?
                 }
                 _ => return unsupported(),
             }
         }
-        Value::Struct(_) => match verb {
-            'v' if !spec.sharp && !spec.plus => spec.pad(print_value(arg)),
-            _ => return unsupported(),
-        },
+        // Go formats a struct field by field with the same verb and flags (so a width pads each field), in
+        // braces; %+v names the fields (and its plus means only that), %#v (Go syntax) is not implemented.
+        Value::Struct(fields) => {
+            if verb == 'v' && spec.sharp {
+                return unsupported();
+            }
+            let names = verb == 'v' && spec.plus;
+            let field_spec = Spec {
+                plus: spec.plus && !names,
+                ..spec.clone_flags()
+            };
+            let parts = fields
+                .iter()
+                .map(|(name, field)| {
+                    let value = format_one(&field_spec, verb, field)?;
+                    Ok(if names { format!("{name}:{value}") } else { value })
+                })
+                .collect::<Res<Vec<_>>>()?;
+            format!("{{{}}}", parts.join(" "))
+        }
     })
 }
 

@@ -1,17 +1,19 @@
 //! A Go `text/template` implementation for values templates, with CAREN's one extra function, `joinQuoted`.
 //!
-//! CAREN renders values templates with Go's `text/template` (Go 1.19+ semantics: `break`/`continue`, variable
-//! reassignment, short-circuit `and`/`or`), and operators may replace the template with any text that works
-//! there. gtmpl, the Rust port konnector used before, differs from Go in ways a differential test exposed: it
-//! lacks `joinQuoted`, `slice`, `html`, `js`, `break`, `continue` and reassignment, mis-lexes `\"` in strings,
-//! hex constants and raw strings, and its `printf` ignores `%q`, `%-6d` and `%06d`, so `printf "%q"` (the
-//! obvious way to quote a scalar) silently rendered it bare. This module is written against Go's documented
-//! semantics instead, and `tests/tests/template_differential.rs` compares it byte for byte with Go's own
-//! `text/template`.
+//! CAREN renders values templates with Go's `text/template` (CAREN builds with Go 1.25; the reference here is Go
+//! 1.26: `{{else with}}`, `range` over an integer, `break`/`continue`, variable reassignment, short-circuit
+//! `and`/`or`), and operators may replace the template with any text that works there. gtmpl, the Rust port
+//! konnector used before, differs from Go in ways a differential test exposed: it lacks `joinQuoted`, `slice`,
+//! `html`, `js`, `break`, `continue` and reassignment, mis-lexes `\"` in strings, hex constants and raw strings, and
+//! its `printf` ignores `%q`, `%-6d` and `%06d`, so `printf "%q"` (the obvious way to quote a scalar) silently
+//! rendered it bare. This module is written against Go's semantics instead, and
+//! `tests/tests/template_differential.rs` compares it with Go's own `text/template`: the same bytes, or both fail.
 //!
-//! Scope: the data is always a flat struct of strings, one `uint16` and booleans, so there are no maps, methods
-//! or user functions. Anything outside what is implemented (an unknown `printf` verb, complex numbers) is an
-//! error, never a guess: a template konnector cannot render exactly like Go is refused.
+//! Scope: the data is always a flat struct of strings, one `uint16` and booleans, so there are no maps, slices,
+//! methods, function values or iterators (`range` over a function and `call` of one are unreachable: every `call`
+//! fails, and only integers and nil can be ranged over). Anything outside what is implemented (an unknown `printf`
+//! verb, complex numbers) is an error, never a guess: a template konnector cannot render exactly like Go is
+//! refused.
 
 use crate::values::RenderError;
 
@@ -76,6 +78,7 @@ pub(crate) fn render(template: &str, data: Value) -> Result<String, RenderError>
         vars: vec![("$".to_owned(), data.clone())],
         out: String::new(),
         depth: 0,
+        iterations: 0,
     };
     exec.list(&parsed.main, &data).map_err(RenderError::Execute)?;
     Ok(exec.out)
@@ -141,13 +144,117 @@ mod tests {
         assert_eq!(r("{{ block \"B\" .Name }}<{{ . }}>{{ end }}"), "<my-cluster>");
         assert!(
             fails("{{ range .Name }}x{{ end }}"),
-            "Go 1.19 cannot range over a string"
+            "Go cannot range over a string"
         );
         assert!(fails("{{ if .On }}{{ define \"T\" }}{{ end }}{{ end }}"));
         assert_eq!(
             r("{{ if false }}{{ range .Name }}{{ break }}{{ continue }}{{ end }}{{ end }}ok"),
             "ok"
         );
+    }
+
+    #[test]
+    fn go_1_22_to_1_26_features() {
+        // {{else with}} (Go 1.23), only in a with.
+        assert_eq!(
+            r("{{ with .Empty }}a{{ else with .Name }}{{ . }}{{ else }}c{{ end }}"),
+            "my-cluster"
+        );
+        assert_eq!(
+            r("{{ with .Empty }}a{{ else with .Empty }}b{{ else }}c{{ end }}"),
+            "c"
+        );
+        assert!(fails("{{ if .On }}a{{ else with .Name }}b{{ end }}"));
+        assert!(fails("{{ range 1 }}a{{ else if .Name }}b{{ end }}"));
+        // range over an integer (Go 1.22), in the integer's own type; one variable at most.
+        assert_eq!(
+            r("{{ range 3 }}{{ . }}{{ end }}|{{ range -1 }}x{{ else }}none{{ end }}"),
+            "012|none"
+        );
+        assert_eq!(
+            r("{{ range $p := .Port }}{{ printf \"%T\" $p }}{{ break }}{{ end }}"),
+            "uint16"
+        );
+        assert!(fails("{{ range $i, $e := 3 }}{{ end }}"));
+        assert!(fails("{{ range 1.5 }}{{ end }}"));
+        assert!(fails("{{ range .On }}{{ end }}"));
+        // The range pipeline's variable holds the ranged value in {{else}}, and assignment leaves the last element.
+        assert_eq!(r("{{ range $x := 0 }}x{{ else }}{{ $x }}{{ end }}"), "0");
+        assert_eq!(r("{{ $x := 9 }}{{ range $x = 3 }}{{ end }}{{ $x }}"), "2");
+        // break and continue, through nested control structures.
+        assert_eq!(
+            r(
+                "{{ range $i := 9 }}{{ if eq $i 1 }}{{ continue }}{{ end }}{{ with $i }}{{ if gt . 3 }}{{ break }}{{ end }}{{ end }}{{ $i }}{{ end }}"
+            ),
+            "023"
+        );
+        // A break in a range's {{else}} ends that range statement only; a continue there reaches the outer loop.
+        assert_eq!(
+            r(
+                "{{ range $i := 3 }}{{ range 0 }}{{ else }}{{ if eq $i 1 }}{{ break }}{{ end }}{{ end }}{{ $i }}{{ end }}"
+            ),
+            "012"
+        );
+        assert_eq!(
+            r(
+                "{{ range $i := 3 }}{{ range 0 }}{{ else }}{{ if eq $i 1 }}{{ continue }}{{ end }}{{ end }}{{ $i }}{{ end }}"
+            ),
+            "02"
+        );
+        // Assignment to a variable checks that it exists when it runs, not when parsed.
+        assert_eq!(r("{{ if false }}{{ $x = 1 }}{{ end }}ok"), "ok");
+        assert!(fails("{{ $x = 1 }}"));
+        // Runaway loops are stopped.
+        assert!(fails("{{ range 2000000 }}{{ end }}"));
+        assert_eq!(r("{{ range 1000 }}{{ range 999 }}{{ end }}{{ end }}ok"), "ok");
+    }
+
+    #[test]
+    fn nil_and_comparisons_as_go() {
+        // nil is a value builtins take: falsy, equal only to nil.
+        assert_eq!(
+            r("{{ eq nil nil }} {{ eq 1 nil }} {{ eq . nil }} {{ not nil }}"),
+            "true false false true"
+        );
+        assert_eq!(r("{{ and nil 1 }}|{{ or nil 0 }}"), "<no value>|0");
+        assert!(fails("{{ lt nil 1 }}"));
+        assert!(fails("{{ len nil }}"));
+        assert!(fails("{{ printf nil }}"));
+        // eq stops at the first match, so a later operand of another kind is no error.
+        assert_eq!(r("{{ eq 1 1 \"x\" }}"), "true");
+        assert!(fails("{{ eq 1 \"x\" 1 }}"));
+        assert_eq!(r("{{ eq . . }} {{ ne . $ }}"), "true false");
+        assert!(fails("{{ lt . . }}"));
+        assert!(fails("{{ eq . 1 }}"));
+        assert_eq!(
+            r("{{ lt -1 .Port }} {{ gt .Port -1 }} {{ le .Port 9440 }} {{ ge 1 .Port }}"),
+            "true true true false"
+        );
+        // Argument counts are checked before arguments are evaluated.
+        assert!(fails("{{ and }}"));
+        assert!(fails("{{ not 1 2 }}"));
+        assert!(fails("{{ lt 1 }}"));
+        assert_eq!(r("{{ and 0 .Missing }}|{{ or 1 .Missing }}"), "0|1");
+        assert!(fails("{{ and 1 .Missing }}"));
+    }
+
+    #[test]
+    fn printf_of_the_struct_and_of_bad_verbs_as_go() {
+        // A struct is formatted field by field with the verb and width; %+v names the fields.
+        assert_eq!(
+            r("{{ printf \"%d\" . }}"),
+            "{%!d(string=my-cluster) 9440 %!d(bool=true) %!d(string=)}"
+        );
+        assert_eq!(
+            r("{{ printf \"%+v\" . }}"),
+            "{Name:my-cluster Port:9440 On:true Empty:}"
+        );
+        assert!(fails("{{ printf \"%#v\" . }}"));
+        // A bad verb shows its operand with the directive's width.
+        assert_eq!(r("{{ printf \"%4d\" \"a\" }}"), "%!d(string=   a)");
+        // %q escapes what Go does not print, and refuses code points it cannot classify.
+        assert_eq!(r("{{ printf \"%q %q\" 65535 8364 }}"), "'\\uffff' '€'");
+        assert!(fails("{{ printf \"%q\" 888 }}"));
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub(super) enum Ending {
     End,
     Else,
     ElseIf,
+    ElseWith,
 }
 
 impl Parser {
@@ -138,9 +139,16 @@ impl Parser {
                         Some("else") => {
                             self.pos += 1;
                             self.skip_space();
-                            if matches!(self.peek(), Some(Tok::Ident(w)) if w == "if") {
-                                self.pos += 1;
-                                return Ok((nodes, Ending::ElseIf));
+                            match self.peek() {
+                                Some(Tok::Ident(w)) if w == "if" => {
+                                    self.pos += 1;
+                                    return Ok((nodes, Ending::ElseIf));
+                                }
+                                Some(Tok::Ident(w)) if w == "with" => {
+                                    self.pos += 1;
+                                    return Ok((nodes, Ending::ElseWith));
+                                }
+                                _ => {}
                             }
                             self.expect_close("else")?;
                             return Ok((nodes, Ending::Else));
@@ -208,10 +216,11 @@ impl Parser {
                 }
                 else_body
             }
-            // {{else if x}} is {{else}}{{if x}}...{{end}}, sharing the outer {{end}}; Go 1.19 allows it only
-            // in an {{if}}.
+            // {{else if x}} is {{else}}{{if x}}...{{end}}, sharing the outer {{end}}, and so is {{else with x}}
+            // (Go 1.23); each only in its own kind of block.
             Ending::ElseIf if kind == "if" => vec![self.control("if")?],
-            Ending::ElseIf => return Err(format!("unexpected <if> in {kind}")),
+            Ending::ElseWith if kind == "with" => vec![self.control("with")?],
+            Ending::ElseIf | Ending::ElseWith => return Err(format!("unexpected else-clause in {kind}")),
         };
         self.vars.truncate(vars);
         Ok(match kind {
@@ -280,39 +289,40 @@ impl Parser {
         let mut decl = Vec::new();
         let mut assign = false;
         self.skip_space();
-        // Declarations: $x := or $x = or (range) $i, $e :=
-        let start = self.pos;
-        if let Some(Tok::Var(v)) = self.peek().cloned() {
+        // Declarations: `$x :=`, `$x =`, and in a range `$i, $e :=` or `$i, $e =`. As in Go's parser, a
+        // variable is in scope from its declaration on (even within its own pipeline), and an assignment names
+        // it too: whether it exists is checked when the assignment runs.
+        loop {
+            let start = self.pos;
+            let Some(Tok::Var(v)) = self.peek().cloned() else {
+                break;
+            };
             self.pos += 1;
             self.skip_space();
             match self.peek() {
                 Some(Tok::Declare | Tok::Assign) => {
                     assign = self.peek() == Some(&Tok::Assign);
                     self.pos += 1;
-                    decl.push(v);
+                    decl.push(v.clone());
+                    self.vars.push(v);
+                    break;
                 }
-                Some(Tok::Comma) if context == "range" => {
+                Some(Tok::Comma) => {
                     self.pos += 1;
-                    self.skip_space();
-                    let Some(Tok::Var(v2)) = self.next() else {
+                    decl.push(v.clone());
+                    self.vars.push(v);
+                    if context == "range" && decl.len() < 2 {
+                        self.skip_space();
+                        if matches!(self.peek(), Some(Tok::Var(_) | Tok::Close | Tok::RParen)) {
+                            continue;
+                        }
                         return Err("range can only initialize variables".into());
-                    };
-                    self.skip_space();
-                    match self.next() {
-                        Some(Tok::Declare) => {}
-                        Some(Tok::Assign) => assign = true,
-                        _ => return Err("expected := in range".into()),
                     }
-                    decl.push(v);
-                    decl.push(v2);
+                    return Err(format!("too many declarations in {context}"));
                 }
-                _ => self.pos = start,
-            }
-        }
-        if assign {
-            for v in &decl {
-                if !self.vars.contains(v) {
-                    return Err(format!("undefined variable {v:?}"));
+                _ => {
+                    self.pos = start;
+                    break;
                 }
             }
         }
@@ -327,10 +337,6 @@ impl Parser {
                 Some(Tok::RParen) if context == "paren" => break,
                 _ => return Err(format!("unexpected token in {context}")),
             }
-        }
-        // A pipeline's own variables become visible after it.
-        if !assign {
-            self.vars.extend(decl.iter().cloned());
         }
         // Literal commands that cannot be piped into, and nil, are refused as Go's parser does.
         for (i, cmd) in cmds.iter().enumerate() {
@@ -487,6 +493,6 @@ pub(super) fn parse(src: &str) -> Res<Parsed> {
             defines: p.defines,
         }),
         Ending::End => Err("unexpected {{end}}".into()),
-        Ending::Else | Ending::ElseIf => Err("unexpected {{else}}".into()),
+        Ending::Else | Ending::ElseIf | Ending::ElseWith => Err("unexpected {{else}}".into()),
     }
 }
