@@ -140,6 +140,14 @@ pub struct Args {
     /// Bound on one whole check of Prism Central: resolve, connect, TLS and one request (e.g. 5s).
     #[arg(long, env = "KONNECTOR_PRISM_CENTRAL_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub prism_central_timeout: Duration,
+    /// Largest response body, in bytes, taken from a workload cluster's API server (for a watch: each event).
+    /// Anyone who can write a Cluster's kubeconfig Secret chooses that server; a larger answer fails the call.
+    #[arg(long, env = "KONNECTOR_WORKLOAD_RESPONSE_LIMIT_BYTES", default_value_t = crate::limits::DEFAULT_WORKLOAD_RESPONSE_LIMIT_BYTES, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub workload_response_limit_bytes: u64,
+    /// Largest response body, in bytes, taken from the management cluster's API server (for a watch: each
+    /// event).
+    #[arg(long, env = "KONNECTOR_MANAGEMENT_RESPONSE_LIMIT_BYTES", default_value_t = crate::limits::DEFAULT_MANAGEMENT_RESPONSE_LIMIT_BYTES, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub management_response_limit_bytes: u64,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub log: LogArgs,
@@ -206,6 +214,8 @@ impl Args {
             workload_client_idle_timeout: self.workload_client_idle_timeout,
             prism_central_checks: self.prism_central_checks,
             prism_central_timeout: self.prism_central_timeout,
+            workload_response_limit_bytes: self.workload_response_limit_bytes,
+            management_response_limit_bytes: self.management_response_limit_bytes,
         })
     }
 

@@ -236,7 +236,7 @@ impl Executor {
             Err(e) => ("error", format!("error: {e}")),
         };
         if let Err(e) = &result {
-            tracing::warn!(error = %e, "reconcile failed");
+            tracing::warn!(error = %crate::limits::brief(e), "reconcile failed");
         } else {
             tracing::debug!(result = %text, "reconciled");
         }
@@ -249,7 +249,8 @@ impl Executor {
             key.clone(),
             LastReconcile {
                 at: Timestamp::now(),
-                result: text,
+                // Kept for as long as the Cluster lives and answered by GetAgentStatus: bounded whatever it holds.
+                result: crate::limits::sanitize(&text, crate::limits::MAX_MESSAGE_CHARS),
             },
         );
     }
@@ -597,7 +598,7 @@ pub async fn run(executor: Executor, config: ReconcileConfig, shutdown: Cancella
         let leading = match elector.try_acquire_or_renew().await {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read or take the reconciler Lease");
+                tracing::warn!(error = %crate::limits::brief(&e), "cannot read or take the reconciler Lease");
                 false
             }
         };
@@ -627,7 +628,7 @@ pub async fn run(executor: Executor, config: ReconcileConfig, shutdown: Cancella
                     Err(e) => {
                         // Stepping down on the first failed renewal is conservative: two leaders are worse than a
                         // few seconds without one.
-                        tracing::warn!(error = %e, "cannot renew the reconciler Lease; stepping down");
+                        tracing::warn!(error = %crate::limits::brief(&e), "cannot renew the reconciler Lease; stepping down");
                         break;
                     }
                 }
@@ -715,7 +716,7 @@ async fn run_controller(executor: Executor, config: ReconcileConfig, stop: Cance
             .run(reconcile, error_policy, context.clone())
             .for_each(|result| async move {
                 if let Err(e) = result {
-                    tracing::debug!(error = %e, "reconciler controller event");
+                    tracing::debug!(error = %crate::limits::brief(&e), "reconciler controller event");
                 }
             })
     });

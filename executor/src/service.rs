@@ -245,7 +245,7 @@ impl Executor {
             Err(e) => {
                 span.record(attr::KONNECTOR_OUTCOME, code_name(code));
                 span.record("otel.status_code", "ERROR");
-                span.in_scope(|| tracing::warn!(rpc, code = ?e.code(), error = %e, "request failed"));
+                span.in_scope(|| tracing::warn!(rpc, code = ?e.code(), error = %crate::limits::brief(&e), "request failed"));
                 Err(e.into())
             }
         }
