@@ -42,6 +42,20 @@ pub struct Args {
     /// PEM CA bundle that client certificates must chain to (mutual TLS). Requires --tls-cert.
     #[arg(long, env = "KONNECTOR_CLIENT_CA", requires = "tls_cert")]
     pub client_ca: Option<PathBuf>,
+    /// With --client-ca: the DNS names (comma-separated) of which a client certificate must carry one as a
+    /// subjectAltName. The client CA may sign other identities than the gateway's; they are refused. Empty: any
+    /// certificate the client CA signed. The chart issues the gateway's client certificate with its name.
+    #[arg(
+        long,
+        env = "KONNECTOR_CLIENT_ALLOWED_NAMES",
+        value_delimiter = ',',
+        default_value = "konnector-gateway"
+    )]
+    pub client_allowed_names: Vec<String>,
+    /// Serve gRPC server reflection (v1 and v1alpha), which grpcurl uses to list and call the services without the
+    /// proto files (the README's and the sandbox's examples). `--reflection=false` turns it off.
+    #[arg(long, env = "KONNECTOR_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub reflection: bool,
     /// How often the certificate, key and client CA files are checked for changes; rotations are picked up
     /// without a restart (e.g. 5s).
     #[arg(long, env = "KONNECTOR_CERT_RELOAD_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -268,6 +282,8 @@ impl Args {
             max_concurrent_requests: self.max_concurrent_requests,
             request_timeout: self.request_timeout,
             max_connection_age: self.max_connection_age,
+            allowed_client_names: self.client_allowed_names.clone(),
+            reflection: self.reflection,
             ..ServerOptions::default()
         })
     }
