@@ -64,9 +64,9 @@ impl StdError for BodyTooLarge {}
 pub fn size(bytes: u64) -> String {
     const KIB: u64 = 1024;
     const MIB: u64 = 1024 * 1024;
-    if bytes >= MIB && bytes % MIB == 0 {
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
         format!("{} MiB", bytes / MIB)
-    } else if bytes >= KIB && bytes % KIB == 0 {
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
         format!("{} KiB", bytes / KIB)
     } else {
         format!("{bytes} bytes")
@@ -186,14 +186,12 @@ pub fn body_too_large(error: &(dyn StdError + 'static)) -> Option<BodyTooLarge> 
 /// with an ellipsis saying it was cut.
 pub fn sanitize(text: &str, max_chars: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max_chars.saturating_mul(4)));
-    let mut kept = 0;
-    for c in text.chars().filter(|c| !unsafe_char(*c)) {
+    for (kept, c) in text.chars().filter(|c| !unsafe_char(*c)).enumerate() {
         if kept == max_chars {
             out.push('…');
             return out;
         }
         out.push(c);
-        kept += 1;
     }
     out
 }

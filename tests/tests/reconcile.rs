@@ -454,13 +454,17 @@ async fn the_watches_list_metadata_only_in_bounded_pages() {
         .unwrap();
     }
     // As stored, a whole Cluster does carry its padding: three of them are over the limit below.
-    let version = konnector_tests::workload::served_cluster_version(&env.admin).await.unwrap();
+    let version = konnector_tests::workload::served_cluster_version(&env.admin)
+        .await
+        .unwrap();
     let stored: Api<DynamicObject> = Api::namespaced_with(
         env.admin.clone(),
         TEST_NAMESPACE,
         &konnector_tests::workload::cluster_resource(version),
     );
-    let whole = serde_json::to_vec(&stored.get("big-0").await.unwrap()).unwrap().len();
+    let whole = serde_json::to_vec(&stored.get("big-0").await.unwrap())
+        .unwrap()
+        .len();
     assert!(3 * whole > 256 * 1024 && whole < 200 * 1024, "{whole} bytes");
     let mut reconcile = fast_reconcile("meta-pages");
     reconcile.page_size = 3;
