@@ -42,6 +42,20 @@ pub struct Args {
     /// PEM CA bundle that client certificates must chain to (mutual TLS). Requires --tls-cert.
     #[arg(long, env = "KONNECTOR_CLIENT_CA", requires = "tls_cert")]
     pub client_ca: Option<PathBuf>,
+    /// With --client-ca: the DNS names (comma-separated) of which a client certificate must carry one as a
+    /// subjectAltName. The client CA may sign other identities than the gateway's; they are refused. Empty: any
+    /// certificate the client CA signed. The chart issues the gateway's client certificate with its name.
+    #[arg(
+        long,
+        env = "KONNECTOR_CLIENT_ALLOWED_NAMES",
+        value_delimiter = ',',
+        default_value = "konnector-gateway"
+    )]
+    pub client_allowed_names: Vec<String>,
+    /// Serve gRPC server reflection (v1 and v1alpha), which grpcurl uses to list and call the services without the
+    /// proto files (the README's and the sandbox's examples). `--reflection=false` turns it off.
+    #[arg(long, env = "KONNECTOR_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub reflection: bool,
     /// How often the certificate, key and client CA files are checked for changes; rotations are picked up
     /// without a restart (e.g. 5s).
     #[arg(long, env = "KONNECTOR_CERT_RELOAD_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -140,6 +154,14 @@ pub struct Args {
     /// Bound on one whole check of Prism Central: resolve, connect, TLS and one request (e.g. 5s).
     #[arg(long, env = "KONNECTOR_PRISM_CENTRAL_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub prism_central_timeout: Duration,
+    /// Largest response body, in bytes, taken from a workload cluster's API server (for a watch: each event).
+    /// Anyone who can write a Cluster's kubeconfig Secret chooses that server; a larger answer fails the call.
+    #[arg(long, env = "KONNECTOR_WORKLOAD_RESPONSE_LIMIT_BYTES", default_value_t = crate::limits::DEFAULT_WORKLOAD_RESPONSE_LIMIT_BYTES, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub workload_response_limit_bytes: u64,
+    /// Largest response body, in bytes, taken from the management cluster's API server (for a watch: each
+    /// event).
+    #[arg(long, env = "KONNECTOR_MANAGEMENT_RESPONSE_LIMIT_BYTES", default_value_t = crate::limits::DEFAULT_MANAGEMENT_RESPONSE_LIMIT_BYTES, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub management_response_limit_bytes: u64,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub log: LogArgs,
@@ -206,6 +228,8 @@ impl Args {
             workload_client_idle_timeout: self.workload_client_idle_timeout,
             prism_central_checks: self.prism_central_checks,
             prism_central_timeout: self.prism_central_timeout,
+            workload_response_limit_bytes: self.workload_response_limit_bytes,
+            management_response_limit_bytes: self.management_response_limit_bytes,
         })
     }
 
@@ -258,6 +282,8 @@ impl Args {
             max_concurrent_requests: self.max_concurrent_requests,
             request_timeout: self.request_timeout,
             max_connection_age: self.max_connection_age,
+            allowed_client_names: self.client_allowed_names.clone(),
+            reflection: self.reflection,
             ..ServerOptions::default()
         })
     }

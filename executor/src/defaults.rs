@@ -77,7 +77,7 @@ impl WatchedConfigMaps {
                         Ok(watcher::Event::Delete(_)) => set_known(&known, &name, Some(None)),
                         Err(error) => {
                             // Until the watch lists again, callers read with a GET.
-                            tracing::debug!(configmap = %name, %error, "defaults ConfigMap watch failed; falling back to reads");
+                            tracing::debug!(configmap = %name, error = %crate::limits::brief(&error), "defaults ConfigMap watch failed; falling back to reads");
                             set_known(&known, &name, None);
                         }
                     }

@@ -24,20 +24,26 @@ pub enum KubeFailure {
         /// Kubernetes `reason`, e.g. `Invalid` or `Conflict`.
         reason: String,
     },
+    /// The API server's answer was larger than the executor takes from it (see `limits`).
+    TooLarge(crate::limits::BodyTooLarge),
     /// Anything else, e.g. a response that does not deserialise.
     Other,
 }
 
 impl KubeFailure {
-    /// Classifies a kube client error.
+    /// Classifies a kube client error. The API server's own text is kept only as a bounded, sanitised `reason`:
+    /// its `message` (which can echo the object it rejected) and any non-Status body never are.
     pub fn from_kube(error: &kube::Error) -> Self {
+        if let Some(too_large) = crate::limits::body_too_large(error) {
+            return Self::TooLarge(too_large);
+        }
         match error {
             kube::Error::Api(status) if status.code == 404 => Self::NotFound,
             kube::Error::Api(status) if status.code == 401 || status.code == 403 => Self::Forbidden,
             kube::Error::Api(status) if status.code == 503 || status.code == 504 => Self::Unreachable,
             kube::Error::Api(status) => Self::Api {
                 code: status.code,
-                reason: status.reason.clone(),
+                reason: crate::limits::sanitize(&status.reason, crate::limits::MAX_REASON_CHARS),
             },
             kube::Error::HyperError(_) | kube::Error::Service(_) => Self::Unreachable,
             _ => Self::Other,
@@ -53,6 +59,7 @@ impl fmt::Display for KubeFailure {
             Self::Forbidden => f.write_str("the executor is not allowed to (check its RBAC)"),
             Self::Api { code, reason } if reason.is_empty() => write!(f, "the API server answered {code}"),
             Self::Api { code, reason } => write!(f, "the API server answered {code} {reason}"),
+            Self::TooLarge(too_large) => write!(f, "the API server's answer was refused: {too_large}"),
             Self::Other => f.write_str("the API server's answer could not be used"),
         }
     }
@@ -256,13 +263,35 @@ impl Error {
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
-        Status::new(error.code(), error.to_string())
+        // Bounded and free of control characters whatever a part of it came from (see `limits`).
+        Status::new(
+            error.code(),
+            crate::limits::sanitize(&error.to_string(), crate::limits::MAX_MESSAGE_CHARS),
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_api_reason_is_bounded_and_sanitised() {
+        let hostile = kube::core::Status::failure(
+            "message echoing an object",
+            &format!("Bad\n\x1b[2J{}", "x".repeat(1 << 20)),
+        )
+        .with_code(422);
+        let failure = KubeFailure::from_kube(&kube::Error::Api(hostile.boxed()));
+        let KubeFailure::Api { code, reason } = &failure else {
+            panic!("{failure:?}")
+        };
+        assert_eq!(*code, 422);
+        assert!(
+            reason.starts_with("Bad[2Jxxx") && reason.chars().count() <= crate::limits::MAX_REASON_CHARS + 1
+        );
+        assert!(!failure.to_string().contains("echoing"));
+    }
 
     #[test]
     fn codes() {
@@ -313,6 +342,19 @@ mod tests {
             failure: crate::prism::PreflightFailure::Connect,
         };
         assert_eq!(unreachable.code(), Code::Unavailable);
+        let too_large = Error::Kube {
+            action: "read Namespace ntnx-system".into(),
+            side: Side::Workload,
+            failure: KubeFailure::from_kube(&kube::Error::Service(Box::new(crate::limits::BodyTooLarge {
+                limit: 4 << 20,
+                per_event: false,
+            }))),
+        };
+        assert_eq!(
+            too_large.to_string(),
+            "cannot read Namespace ntnx-system on the workload cluster: the API server's answer was refused: the response exceeded the 4 MiB limit and was cut off"
+        );
+        assert_eq!(too_large.code(), Code::Internal);
         let status: Status = down.into();
         assert_eq!(status.code(), Code::Unavailable);
         assert_eq!(

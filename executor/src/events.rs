@@ -70,7 +70,8 @@ impl Executor {
         let event = Event {
             type_,
             reason: reason.to_owned(),
-            note: Some(note),
+            // The API server refuses a note over 1 kB; a sanitised, bounded note is always recorded.
+            note: Some(crate::limits::sanitize(&note, 1000)),
             action: action.to_owned(),
             secondary: None,
         };

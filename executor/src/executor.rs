@@ -64,7 +64,12 @@ impl Executor {
     /// that client (and through the workload clients it builds) is traced and counted.
     pub fn new(mgmt: Client, config: ExecutorConfig) -> Self {
         let metrics = ExecutorMetrics::default();
-        let mgmt = observed_client(mgmt, Side::Management, &metrics);
+        let mgmt = observed_client(
+            mgmt,
+            Side::Management,
+            &metrics,
+            config.management_response_limit_bytes,
+        );
         let recorder = crate::events::recorder(&mgmt);
         Self {
             inner: Arc::new(Inner {
@@ -99,6 +104,12 @@ impl Executor {
 
     pub(crate) fn mgmt(&self) -> Client {
         self.inner.mgmt.clone()
+    }
+
+    /// The management cluster client as the executor uses it (traced, counted, responses bounded), for the
+    /// binary's own calls such as the readiness check.
+    pub fn management_client(&self) -> Client {
+        self.mgmt()
     }
 
     /// Drops every per-Cluster memory of a Cluster that no longer exists, so those maps stay as large as the set of

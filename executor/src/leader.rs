@@ -137,7 +137,7 @@ impl LeaderElector {
                 .patch(&self.config.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
         {
-            tracing::warn!(error = %e, "cannot release the reconciler Lease");
+            tracing::warn!(error = %crate::limits::brief(&e), "cannot release the reconciler Lease");
         }
     }
 }

@@ -24,6 +24,7 @@ mod events;
 mod executor;
 mod gotemplate;
 mod leader;
+pub mod limits;
 pub mod names;
 pub mod objects;
 pub mod observe;

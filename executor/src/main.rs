@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Args = konnector_runtime::telemetry::parse_flags();
-    let log: LogArgs = args.log.clone();
+    let mut log: LogArgs = args.log.clone();
+    log.log_level = konnector_executor::limits::log_filter(&log.log_level);
     let warnings = args.deprecations();
     log.run_main("konnector-executor", warnings, run(args)).await
 }
@@ -27,13 +28,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let client = args.management_client().await?;
     let shutdown = konnector_runtime::shutdown::on_signal();
     let readiness = admin::Readiness::default();
+    // `serve` registers the server's metrics (build info, connections, TLS) beside the executor's.
+    let executor = Executor::new(client, config);
+    // Through the executor's client stack, so even /version answers are bounded.
     tokio::spawn(watch_readiness(
-        client.clone(),
+        executor.management_client(),
         readiness.clone(),
         shutdown.clone(),
     ));
-    // `serve` registers the server's metrics (build info, connections, TLS) beside the executor's.
-    let executor = Executor::new(client, config);
     let reconciler = args.reconcile.config(&args.pod_namespace).map(|config| {
         tokio::spawn(konnector_executor::reconcile::run(
             executor.clone(),

@@ -17,7 +17,10 @@ use kube::{Client, client::Body};
 use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram};
 use tracing::{Instrument, field::Empty};
 
-use crate::error::Side;
+use crate::{
+    error::Side,
+    limits::{Bound, Capped},
+};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -183,8 +186,14 @@ impl ExecutorMetrics {
 }
 
 /// Wraps `client` so that every request it sends is a `client` span (child of the current span) and is counted in
-/// `konnector_executor_kube_requests_total`.
-pub(crate) fn observed_client(client: Client, side: Side, metrics: &ExecutorMetrics) -> Client {
+/// `konnector_executor_kube_requests_total`, and every response body is bounded by `response_limit` bytes (each
+/// event of a watch, the whole body otherwise; see `limits`). Every client the executor uses goes through here.
+pub(crate) fn observed_client(
+    client: Client,
+    side: Side,
+    metrics: &ExecutorMetrics,
+    response_limit: u64,
+) -> Client {
     let namespace = client.default_namespace().to_owned();
     Client::new(
         Observed {
@@ -192,6 +201,7 @@ pub(crate) fn observed_client(client: Client, side: Side, metrics: &ExecutorMetr
             side,
             requests: metrics.kube_requests.clone(),
             durations: metrics.kube_duration.clone(),
+            response_limit,
         },
         namespace,
     )
@@ -203,14 +213,15 @@ struct Observed {
     side: Side,
     requests: Family<Labels, Counter>,
     durations: Family<Labels, Histogram, fn() -> Histogram>,
+    response_limit: u64,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl tower::Service<Request<Body>> for Observed {
-    type Response = Response<Body>;
+    type Response = Response<Capped<Body>>;
     type Error = kube::Error;
-    type Future = BoxFuture<Result<Response<Body>, kube::Error>>;
+    type Future = BoxFuture<Result<Response<Capped<Body>>, kube::Error>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -231,6 +242,12 @@ impl tower::Service<Request<Body>> for Observed {
             { attr::KONNECTOR_KUBE_RESOURCE } = %call.resource,
             { attr::KONNECTOR_KUBE_NAMESPACE } = call.namespace.as_deref().unwrap_or(""),
         );
+        let bound = if call.verb == "watch" {
+            Bound::PerLine
+        } else {
+            Bound::Whole
+        };
+        let limit = self.response_limit;
         let inner = self.inner.clone();
         let requests = self.requests.clone();
         let durations = self.durations.clone();
@@ -266,7 +283,7 @@ impl tower::Service<Request<Body>> for Observed {
                         ("outcome", outcome),
                     ])
                     .inc();
-                result
+                result.map(|resp| resp.map(|body| Capped::new(body, limit, bound)))
             }
             .instrument(span),
         )

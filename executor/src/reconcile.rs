@@ -79,6 +79,9 @@ pub struct ReconcileConfig {
     /// Set it when the executor's rights are confined to some namespaces (the chart's
     /// `executor.clusterNamespaces`), where a cluster-wide list is forbidden.
     pub namespaces: Vec<String>,
+    /// Objects per page when the watches list Clusters and HelmChartProxies (metadata only): bounds what one
+    /// list response may cost.
+    pub page_size: u32,
 }
 
 impl Default for ReconcileConfig {
@@ -90,6 +93,7 @@ impl Default for ReconcileConfig {
             lease: LeaseConfig::default(),
             concurrency: 8,
             namespaces: Vec::new(),
+            page_size: 50,
         }
     }
 }
@@ -119,6 +123,9 @@ pub struct ReconcileArgs {
     /// the executor may act only in some namespaces; empty: all namespaces.
     #[arg(long, env = "KONNECTOR_RECONCILE_NAMESPACES", value_delimiter = ',')]
     pub reconcile_namespaces: Vec<String>,
+    /// Objects per page when the reconciler lists Clusters and HelmChartProxies (metadata only).
+    #[arg(long, env = "KONNECTOR_RECONCILE_PAGE_SIZE", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub reconcile_page_size: u32,
     /// This replica's identity in the reconciler Lease. Default: $HOSTNAME (the pod name).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
@@ -147,6 +154,7 @@ impl ReconcileArgs {
             uninstall_removed: self.reconcile_uninstall_removed,
             concurrency: self.reconcile_concurrency,
             namespaces: self.reconcile_namespaces.clone(),
+            page_size: self.reconcile_page_size,
             lease: LeaseConfig {
                 namespace: namespace.to_owned(),
                 identity,
@@ -236,7 +244,7 @@ impl Executor {
             Err(e) => ("error", format!("error: {e}")),
         };
         if let Err(e) = &result {
-            tracing::warn!(error = %e, "reconcile failed");
+            tracing::warn!(error = %crate::limits::brief(e), "reconcile failed");
         } else {
             tracing::debug!(result = %text, "reconciled");
         }
@@ -249,7 +257,8 @@ impl Executor {
             key.clone(),
             LastReconcile {
                 at: Timestamp::now(),
-                result: text,
+                // Kept for as long as the Cluster lives and answered by GetAgentStatus: bounded whatever it holds.
+                result: crate::limits::sanitize(&text, crate::limits::MAX_MESSAGE_CHARS),
             },
         );
     }
@@ -597,7 +606,7 @@ pub async fn run(executor: Executor, config: ReconcileConfig, shutdown: Cancella
         let leading = match elector.try_acquire_or_renew().await {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read or take the reconciler Lease");
+                tracing::warn!(error = %crate::limits::brief(&e), "cannot read or take the reconciler Lease");
                 false
             }
         };
@@ -627,7 +636,7 @@ pub async fn run(executor: Executor, config: ReconcileConfig, shutdown: Cancella
                     Err(e) => {
                         // Stepping down on the first failed renewal is conservative: two leaders are worse than a
                         // few seconds without one.
-                        tracing::warn!(error = %e, "cannot renew the reconciler Lease; stepping down");
+                        tracing::warn!(error = %crate::limits::brief(&e), "cannot renew the reconciler Lease; stepping down");
                         break;
                     }
                 }
@@ -696,17 +705,21 @@ async fn run_controller(executor: Executor, config: ReconcileConfig, stop: Cance
         };
         // Metadata only, without managedFields: a pass re-reads the live Cluster anyway, so the cache needs no
         // more than the keys and owner references, and 1000 whole Clusters (status, managedFields) cost the
-        // process about a hundred MiB. HelmChartProxies are not cached at all, only mapped to their owner.
+        // process about a hundred MiB. An `Api` of `PartialObjectMeta` asks the API server for metadata only
+        // (PartialObjectMetadata; kube's `metadata_watcher` is this since kube 3.1), so a tenant's large Clusters
+        // never cross the wire here, and a list page holds at most `page_size` of them (kube's default is 500).
+        // HelmChartProxies are not cached at all, only mapped to their owner.
+        let watch_config = watcher::Config::default().page_size(context.config.page_size);
         let writer = reflector::store::Writer::<ClusterMeta>::new(version.resource());
         let reader = writer.as_reader();
         let cluster_events = reflector::reflector(
             writer,
-            watcher::watcher(clusters, watcher::Config::default())
+            watcher::watcher(clusters, watch_config.clone())
                 .modify(|m| m.managed_fields_mut().clear())
                 .default_backoff(),
         )
         .touched_objects();
-        let hcp_events = watcher::watcher(hcps, watcher::Config::default())
+        let hcp_events = watcher::watcher(hcps, watch_config)
             .default_backoff()
             .touched_objects();
         Controller::for_stream_with(cluster_events, reader, version.resource())
@@ -715,7 +728,7 @@ async fn run_controller(executor: Executor, config: ReconcileConfig, stop: Cance
             .run(reconcile, error_policy, context.clone())
             .for_each(|result| async move {
                 if let Err(e) = result {
-                    tracing::debug!(error = %e, "reconciler controller event");
+                    tracing::debug!(error = %crate::limits::brief(&e), "reconciler controller event");
                 }
             })
     });

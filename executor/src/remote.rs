@@ -270,7 +270,12 @@ impl Executor {
         config.write_timeout = Some(timeout);
         let client =
             Client::try_from(config).map_err(|_| unusable("no client can be built from its kubeconfig"))?;
-        let client = observed_client(client, Side::Workload, &self.inner.metrics);
+        let client = observed_client(
+            client,
+            Side::Workload,
+            &self.inner.metrics,
+            self.inner.config.workload_response_limit_bytes,
+        );
         let cached = self.inner.remotes.insert(key, version, client.clone());
         self.inner.metrics.remote_clients(cached);
         Ok(client)

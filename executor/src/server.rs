@@ -46,6 +46,13 @@ pub struct ServerOptions {
     pub connections_accepted: Counter,
     /// Failed handshakes, and the expiry of the certificates `tls` was built with (see `Args::server_options`).
     pub tls_metrics: TlsMetrics,
+    /// With mTLS, the DNS names a client certificate must carry (one of them, as a subjectAltName): the client CA
+    /// may sign other identities than the gateway's, and none of them may call the executor. Empty: any
+    /// certificate the client CA verifies.
+    pub allowed_client_names: Vec<String>,
+    /// Serve gRPC server reflection (v1 and v1alpha), so grpcurl can list and call the services without the
+    /// proto files.
+    pub reflection: bool,
 }
 
 impl Default for ServerOptions {
@@ -60,12 +67,14 @@ impl Default for ServerOptions {
             max_connection_age: Duration::from_secs(30 * 60),
             connections_accepted: Counter::default(),
             tls_metrics: TlsMetrics::default(),
+            allowed_client_names: Vec::new(),
+            reflection: true,
         }
     }
 }
 
 /// Serves `executor` on `listener` until `shutdown` is cancelled: the AgentService, gRPC health (AgentService
-/// reported SERVING) and server reflection (v1 and v1alpha). The server's own metrics (build info, connections,
+/// reported SERVING) and, unless turned off, server reflection (v1 and v1alpha). The server's own metrics (build info, connections,
 /// TLS) join the executor's registry here, so every way of serving it exports the same set.
 pub async fn serve(
     executor: Executor,
@@ -87,16 +96,21 @@ pub async fn serve(
     health_reporter
         .set_serving::<AgentServiceServer<Executor>>()
         .await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(konnector_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(konnector_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let (reflection_v1, reflection_v1alpha) = if options.reflection {
+        let v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(konnector_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(konnector_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        (Some(v1), Some(v1alpha))
+    } else {
+        (None, None)
+    };
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, tls = options.tls.is_some(), "executor gRPC server listening");
+    tracing::info!(%addr, tls = options.tls.is_some(), reflection = options.reflection, "executor gRPC server listening");
     let (incoming, accept_task) = incoming(listener, &options, shutdown.clone());
     Server::builder()
         .concurrency_limit_per_connection(options.max_concurrent_requests)
@@ -108,8 +122,8 @@ pub async fn serve(
         .http2_max_header_list_size(64 * 1024)
         .add_service(executor.into_service())
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
         .await?;
     accept_task.abort();
@@ -134,6 +148,12 @@ fn incoming(
     let handshake_timeout = options.handshake_timeout;
     let accepted = options.connections_accepted.clone();
     let tls_metrics = options.tls_metrics.clone();
+    let allowed_names: Arc<[String]> = options
+        .allowed_client_names
+        .iter()
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
     let task = tokio::spawn(async move {
         loop {
             let permit = tokio::select! {
@@ -165,8 +185,15 @@ fn incoming(
             let tx = tx.clone();
             let accepted = accepted.clone();
             let tls_metrics = tls_metrics.clone();
+            let allowed_names = allowed_names.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) if !client_allowed(&tls, &allowed_names) => {
+                        // The certificate verified, but names another identity than the gateway's: the
+                        // connection is dropped before a single request is read.
+                        tls_metrics.handshake_failed(HandshakeFailure::BadClientCertificate);
+                        tracing::debug!(%peer, "client certificate names no allowed identity; connection refused");
+                    }
                     Ok(Ok(tls)) => {
                         accepted.inc();
                         let _ = tx.send(Ok(Limited::tls(tls, permit))).await;
@@ -184,6 +211,40 @@ fn incoming(
         }
     });
     (tokio_stream::wrappers::ReceiverStream::new(rx), task)
+}
+
+/// Whether the client's certificate carries one of `allowed` as a DNS subjectAltName (compared without regard to
+/// case). Every client passes when `allowed` is empty, or without client authentication (no certificate was asked
+/// for).
+fn client_allowed(tls: &tokio_rustls::server::TlsStream<TcpStream>, allowed: &[String]) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
+        // mTLS requires a certificate, so none means the server does not authenticate clients at all.
+        return true;
+    };
+    dns_names(leaf.as_ref())
+        .iter()
+        .any(|n| allowed.iter().any(|a| a.eq_ignore_ascii_case(n)))
+}
+
+/// The DNS subjectAltNames of a DER certificate; none when it does not parse.
+pub(crate) fn dns_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(name) => Some((*name).to_owned()),
+            _ => None,
+        })
+        .collect()
 }
 
 enum Stream {

@@ -141,8 +141,9 @@ pub fn status_response(r: StatusReport) -> GetAgentStatusResponse {
         cluster_deleting: r.cluster_deleting,
         cluster_uid: r.cluster_uid,
         prism_central_registration: prism_registration(&r.registration) as i32,
+        // Both may carry what a Prism Central or an API server answered: bounded before they are answered.
         prism_central_registration_message: match r.registration {
-            Registration::Unknown(why) => why,
+            Registration::Unknown(why) => crate::limits::sanitize(&why, crate::limits::MAX_MESSAGE_CHARS),
             _ => String::new(),
         },
         last_preflight: r.last_preflight.map(preflight),
@@ -189,7 +190,7 @@ fn preflight(r: PreflightRecord) -> pb::PrismCentralPreflight {
         }),
         trigger: trigger_proto(r.trigger) as i32,
         outcome: preflight_outcome(&r.verdict) as i32,
-        message: r.message,
+        message: crate::limits::sanitize(&r.message, crate::limits::MAX_MESSAGE_CHARS),
     }
 }
 
@@ -245,7 +246,7 @@ impl Executor {
             Err(e) => {
                 span.record(attr::KONNECTOR_OUTCOME, code_name(code));
                 span.record("otel.status_code", "ERROR");
-                span.in_scope(|| tracing::warn!(rpc, code = ?e.code(), error = %e, "request failed"));
+                span.in_scope(|| tracing::warn!(rpc, code = ?e.code(), error = %crate::limits::brief(&e), "request failed"));
                 Err(e.into())
             }
         }

@@ -8,6 +8,7 @@ use crate::{
     domain::{ClusterKey, ClusterRef, agent_request},
     error::Error,
     executor::{Executor, on_workload},
+    limits::{MAX_MESSAGE_CHARS, MAX_REASON_CHARS, sanitize},
     names::{RELEASE_NAMESPACE, REMOTE_SECRET_NAME},
     prism::{PreflightRecord, Registration},
     uninstall::{UninstallPhase, candidate_names, decide},
@@ -91,7 +92,7 @@ impl Executor {
         let remains = self.remains(key, &names).await?;
         let (credentials_copied, credentials_error) = match self.remote_secret_exists(key).await {
             Ok(b) => (b, String::new()),
-            Err(e) => (false, e.to_string()),
+            Err(e) => (false, crate::limits::brief(&e)),
         };
         let observed = self.observed(key, &names, &remains, live.deletion_timestamp);
         let phase = decide(&observed, Timestamp::now(), &self.policy()).phase;
@@ -150,8 +151,9 @@ fn ready_condition(obj: &Value) -> Option<ConditionView> {
         (c["type"] == "Ready").then(|| ConditionView {
             type_: "Ready".to_owned(),
             status: c["status"].as_str().unwrap_or_default().to_owned(),
-            reason: c["reason"].as_str().unwrap_or_default().to_owned(),
-            message: c["message"].as_str().unwrap_or_default().to_owned(),
+            // Written by CAAPH from what helm said: bounded before it is answered.
+            reason: sanitize(c["reason"].as_str().unwrap_or_default(), MAX_REASON_CHARS),
+            message: sanitize(c["message"].as_str().unwrap_or_default(), MAX_MESSAGE_CHARS),
         })
     })
 }

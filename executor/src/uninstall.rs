@@ -20,7 +20,7 @@ use crate::{
     error::{Error, Side},
     executor::{Executor, humanize},
     names::{CLUSTER_NAME_LABEL, HCP_NAME_LABEL, hcp_resource, hrp_resource},
-    objects::candidate_helm_chart_proxy_names,
+    objects::{candidate_helm_chart_proxy_names, is_label_value},
 };
 
 /// Where the uninstall stands.
@@ -186,8 +186,8 @@ impl Executor {
     }
 
     /// What remains of the Cluster's install: the HelmChartProxies among `names`, and the HelmReleaseProxies of
-    /// the Cluster that belong to one of them. HelmReleaseProxies are listed by the cluster-name label alone and
-    /// filtered here, so that no HelmChartProxy name ever has to fit a label selector.
+    /// the Cluster that belong to one of them. HelmReleaseProxies are listed by a selector that is valid for every
+    /// Cluster name (see [`hrp_selector`]) and filtered here.
     pub(crate) async fn remains(&self, key: &ClusterKey, names: &[String]) -> Result<Remains, Error> {
         let hcp_api = Api::<DynamicObject>::namespaced_with(self.mgmt(), &key.namespace, &hcp_resource());
         let mut hcps = Vec::new();
@@ -205,8 +205,15 @@ impl Executor {
                 })?;
             hcps.extend(found);
         }
+        let Some(selector) = hrp_selector(&key.name, names) else {
+            // No name CAAPH could have put in a label: no HelmReleaseProxy can belong to these HelmChartProxies.
+            return Ok(Remains {
+                hcps,
+                hrps: Vec::new(),
+            });
+        };
         let hrps = Api::<DynamicObject>::namespaced_with(self.mgmt(), &key.namespace, &hrp_resource())
-            .list(&ListParams::default().labels(&format!("{CLUSTER_NAME_LABEL}={}", key.name)))
+            .list(&ListParams::default().labels(&selector))
             .instrument(tracing::debug_span!("list_helm_release_proxies"))
             .await
             .map_err(|e| {
@@ -347,9 +354,51 @@ impl Executor {
     }
 }
 
+/// The label selector that finds a Cluster's HelmReleaseProxies: CAPI's cluster-name label when the Cluster's name
+/// fits in a label value, else CAAPH's HelmChartProxy-name label over the candidate names that fit. A Cluster name
+/// over 63 characters is a valid object name but never a label value: selecting on it made the API server refuse
+/// the list, so RemoveAgent failed, and the Cluster's deletion waited, forever. `None` when no candidate fits.
+pub fn hrp_selector(cluster_name: &str, hcp_names: &[String]) -> Option<String> {
+    if is_label_value(cluster_name) {
+        return Some(format!("{CLUSTER_NAME_LABEL}={cluster_name}"));
+    }
+    let fitting: Vec<&str> = hcp_names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !n.is_empty() && is_label_value(n))
+        .collect();
+    (!fitting.is_empty()).then(|| format!("{HCP_NAME_LABEL} in ({})", fitting.join(",")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_release_selector_is_valid_for_every_cluster_name() {
+        let none = std::collections::BTreeMap::new();
+        let short = candidate_helm_chart_proxy_names("c1", &none);
+        assert_eq!(
+            hrp_selector("c1", &short).unwrap(),
+            "cluster.x-k8s.io/cluster-name=c1"
+        );
+        for len in [64, 100, 253] {
+            let name = "a".repeat(len);
+            let names = candidate_helm_chart_proxy_names(&name, &none);
+            let selector = hrp_selector(&name, &names).unwrap();
+            // Every value in the selector is a label value; the >63 cluster name and the legacy name are not in it.
+            let values = selector
+                .strip_prefix(&format!("{HCP_NAME_LABEL} in ("))
+                .and_then(|s| s.strip_suffix(')'))
+                .unwrap();
+            assert!(!values.is_empty());
+            for v in values.split(',') {
+                assert!(is_label_value(v) && names.contains(&v.to_owned()), "{v}");
+            }
+            assert!(!selector.contains(&name), "{selector}");
+        }
+        assert_eq!(hrp_selector(&"a".repeat(64), &[]), None);
+    }
 
     fn t(secs: i64) -> Timestamp {
         Timestamp::from_second(secs).unwrap()

@@ -54,11 +54,26 @@ impl TestCa {
     }
 }
 
+/// The DNS name the chart puts in the gateway's client certificate, and that the executor allows by default
+/// (`--client-allowed-names`).
+pub const GATEWAY_CLIENT_NAME: &str = "konnector-gateway";
+
 impl TestCa {
-    /// A client certificate named `common_name`, signed by this CA.
+    /// A client certificate named `common_name`, signed by this CA, with `common_name` as its DNS
+    /// subjectAltName.
     pub fn client_cert(&self, common_name: &str) -> anyhow::Result<ServingCert> {
+        self.client_cert_with_names(common_name, &[common_name])
+    }
+
+    /// A client certificate named `common_name` whose DNS subjectAltNames are `dns_names`, signed by this CA.
+    pub fn client_cert_with_names(
+        &self,
+        common_name: &str,
+        dns_names: &[&str],
+    ) -> anyhow::Result<ServingCert> {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut params =
+            CertificateParams::new(dns_names.iter().map(|n| (*n).to_owned()).collect::<Vec<String>>())?;
         params.distinguished_name.push(DnType::CommonName, common_name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(&key, &self.issuer)?;
@@ -113,9 +128,20 @@ impl MtlsPki {
         std::fs::read_to_string(self.server_dir().join("ca.crt")).unwrap_or_default()
     }
 
-    /// A client pair signed by the CA that signs new leaves, for test clients of the executor.
+    /// A client pair signed by the CA that signs new leaves, for test clients of the executor: it carries the
+    /// gateway's identity ([`GATEWAY_CLIENT_NAME`]), as the chart issues it.
     pub fn client_pair(&self, common_name: &str) -> anyhow::Result<ServingCert> {
-        self.signing_ca().client_cert(common_name)
+        self.signing_ca()
+            .client_cert_with_names(common_name, &[GATEWAY_CLIENT_NAME])
+    }
+
+    /// A client pair from the same CA carrying `dns_names` only: another identity than the gateway's.
+    pub fn client_pair_with_names(
+        &self,
+        common_name: &str,
+        dns_names: &[&str],
+    ) -> anyhow::Result<ServingCert> {
+        self.signing_ca().client_cert_with_names(common_name, dns_names)
     }
 
     fn signing_ca(&self) -> &TestCa {
@@ -132,7 +158,7 @@ impl MtlsPki {
     pub fn reissue_leaves(&self) -> anyhow::Result<()> {
         let ca = self.signing_ca();
         let server = ca.serving_cert("konnector-executor")?;
-        let client = ca.client_cert("konnector-gateway")?;
+        let client = ca.client_cert(GATEWAY_CLIENT_NAME)?;
         for (dir, pair) in [(self.server_dir(), server), (self.client_dir(), client)] {
             std::fs::write(dir.join("tls.crt"), &pair.cert_pem)?;
             std::fs::write(dir.join("tls.key"), &pair.key_pem)?;

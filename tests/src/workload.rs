@@ -216,7 +216,9 @@ pub async fn put_kubeconfig_secret(
         metadata: ObjectMeta {
             name: Some(format!("{cluster}-kubeconfig")),
             namespace: Some(namespace.to_owned()),
-            labels: Some([(CLUSTER_NAME_LABEL.to_owned(), cluster.to_owned())].into()),
+            // CAPI's label, when the name fits in a label value (a Cluster name may be longer).
+            labels: (cluster.len() <= 63)
+                .then(|| [(CLUSTER_NAME_LABEL.to_owned(), cluster.to_owned())].into()),
             ..Default::default()
         },
         type_: Some("cluster.x-k8s.io/secret".to_owned()),

@@ -317,3 +317,104 @@ async fn stuck_uninstall_blocks_after_timeout_when_asked() {
         r.message
     );
 }
+
+/// A Cluster name over 63 characters is a valid object name but never a label value. Selecting its
+/// HelmReleaseProxies by the cluster-name label made the API server refuse the list, so RemoveAgent failed on every
+/// call and the Cluster could never be deleted. Here one such Cluster, with the HelmChartProxy konnector names for
+/// it and a HelmReleaseProxy CAAPH labels with that name, goes through deletion: waiting while the release remains,
+/// done once it is gone.
+#[tokio::test]
+async fn a_cluster_name_over_63_characters_can_be_deleted() {
+    use konnector_executor::objects::helm_chart_proxy_name_for;
+    use konnector_tests::{executor_fixture::addon_cluster_config, workload};
+    use kube::api::{DeleteParams, PostParams};
+
+    let (env, _caaph) = env(
+        "longname",
+        ExecutorConfig::default(),
+        Uninstall::After(Duration::ZERO),
+    )
+    .await;
+    let long = format!("long-{}", "n".repeat(70));
+    assert!(long.len() > 63);
+    // CAPI cannot put the cluster-name label on it either (the value would be invalid).
+    let cluster = workload::create_workload_cluster(
+        &env.admin,
+        &env.workload,
+        TEST_NAMESPACE,
+        &long,
+        ClusterOptions {
+            without_name_label: true,
+            cluster_config: Some(addon_cluster_config(
+                konnector_tests::executor_fixture::TEST_CREDENTIALS_SECRET,
+            )),
+            ..ClusterOptions::initialized()
+        },
+    )
+    .await
+    .unwrap();
+    let hcp_name = helm_chart_proxy_name_for(&long, &Default::default());
+    assert!(hcp_name.len() <= 63, "{hcp_name}");
+    let hcps = Api::<DynamicObject>::namespaced_with(env.admin.clone(), TEST_NAMESPACE, &hcp_resource());
+    let hcp: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "addons.cluster.x-k8s.io/v1alpha1", "kind": "HelmChartProxy",
+        "metadata": {"name": hcp_name, "namespace": TEST_NAMESPACE},
+        "spec": {"clusterSelector": {"matchLabels": {}}, "chartName": "konnector-agent", "repoURL": "https://example.com"},
+    }))
+    .unwrap();
+    hcps.create(&PostParams::default(), &hcp).await.unwrap();
+    let hrps = Api::<DynamicObject>::namespaced_with(env.admin.clone(), TEST_NAMESPACE, &hrp_resource());
+    let hrp: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "addons.cluster.x-k8s.io/v1alpha1", "kind": "HelmReleaseProxy",
+        "metadata": {"name": "long-release", "namespace": TEST_NAMESPACE, "labels": {
+            "helmreleaseproxy.addons.cluster.x-k8s.io/helmchartproxy-name": hcp_name,
+        }},
+        "spec": {"clusterRef": {"name": long}, "chartName": "konnector-agent", "repoURL": "https://example.com"},
+    }))
+    .unwrap();
+    hrps.create(&PostParams::default(), &hrp).await.unwrap();
+    // Another Cluster's release, with another HelmChartProxy name, is not this Cluster's.
+    let mut other = hrp.clone();
+    other.metadata.name = Some("other-release".into());
+    other.metadata.labels = Some(
+        [(
+            "helmreleaseproxy.addons.cluster.x-k8s.io/helmchartproxy-name".to_owned(),
+            "konnector-agent-c1".to_owned(),
+        )]
+        .into(),
+    );
+    hrps.create(&PostParams::default(), &other).await.unwrap();
+
+    workload::start_cluster_deletion(&env.admin, TEST_NAMESPACE, &long)
+        .await
+        .unwrap();
+    let ctx = konnector_tests::executor_fixture::cluster_ref(&cluster);
+    let waiting = try_remove(&env, ctx.clone()).await.unwrap();
+    assert!(!waiting.done, "{waiting:?}");
+    assert_eq!(phase(waiting.phase), UninstallPhase::InProgress, "{waiting:?}");
+    assert!(
+        waiting.message.contains("1 HelmReleaseProxy object(s) remain"),
+        "{}",
+        waiting.message
+    );
+    assert!(hcps.get_opt(&hcp_name).await.unwrap().is_none());
+
+    // CAAPH finishes: the release goes.
+    hrps.delete("long-release", &DeleteParams::default())
+        .await
+        .unwrap();
+    let done = try_remove(&env, ctx.clone()).await.unwrap();
+    assert!(done.done, "{done:?}");
+    assert_eq!(phase(done.phase), UninstallPhase::Completed, "{done:?}");
+    assert!(hrps.get_opt("other-release").await.unwrap().is_some());
+    // GetAgentStatus lists the same way and answers too.
+    let s = support::agent_status(
+        &env.executor,
+        ClusterRef {
+            uid: String::new(),
+            ..ctx
+        },
+    )
+    .await;
+    assert!(s.helm_release_proxies.is_empty(), "{s:?}");
+}

@@ -50,13 +50,21 @@ async fn executor_with(flags: &[&str]) -> RunningExecutor {
 }
 
 fn tls_client(executor: &RunningExecutor, with_cert: bool) -> Arc<rustls::ClientConfig> {
+    let pair = with_cert.then(|| executor.pki.client_pair("test-client").unwrap());
+    tls_client_with(executor, pair)
+}
+
+/// A client presenting `pair` (none: no certificate).
+fn tls_client_with(
+    executor: &RunningExecutor,
+    pair: Option<konnector_tests::pki::ServingCert>,
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(executor.pki.trust_pem().as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
     let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
-    let mut config = if with_cert {
-        let pair = executor.pki.client_pair("test-client").unwrap();
+    let mut config = if let Some(pair) = pair {
         builder
             .with_client_auth_cert(
                 CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes())
@@ -132,6 +140,131 @@ async fn clients_without_a_certificate_are_refused() {
         !matches!(read, Ok(Ok(_)) if head[3] == 4),
         "plaintext HTTP/2 was served"
     );
+}
+
+/// The client CA may sign other identities than the gateway's (cert-manager issues every konnector leaf from one
+/// CA, and an operator's issuer signs much more). Only a certificate that carries an allowed DNS name is served;
+/// another one from the same CA, with another name (or the gateway's name as common name only), is dropped.
+#[tokio::test]
+async fn client_certificates_of_another_identity_are_refused() {
+    let executor = executor_with(&[]).await;
+    let refused = |executor: &RunningExecutor, names: &'static [&'static str], cn: &'static str| {
+        let pair = executor.pki.client_pair_with_names(cn, names).unwrap();
+        let config = tls_client_with(executor, Some(pair));
+        let addr = executor.addr;
+        async move {
+            match handshake(addr, config).await {
+                Err(_) => true,
+                Ok(mut tls) => !served(&mut tls).await,
+            }
+        }
+    };
+    // The gateway's identity, as the chart issues it: served.
+    let gateway = executor
+        .pki
+        .client_pair_with_names("anything", &[konnector_tests::pki::GATEWAY_CLIENT_NAME])
+        .unwrap();
+    let mut good = handshake(executor.addr, tls_client_with(&executor, Some(gateway)))
+        .await
+        .unwrap();
+    assert!(served(&mut good).await);
+    assert!(
+        refused(&executor, &["konnector-intruder"], "konnector-intruder").await,
+        "a certificate with another subjectAltName was served"
+    );
+    assert!(
+        refused(&executor, &[], "konnector-gateway").await,
+        "the gateway's name as a common name alone was accepted"
+    );
+    assert!(
+        refused(&executor, &["konnector-gateway.evil"], "x").await,
+        "a name that only starts like the gateway's was accepted"
+    );
+    // Through gRPC as the gateway connects: the other identity gets no answer (not even health), the gateway's
+    // does.
+    let dir = tempfile::tempdir().unwrap();
+    let other = grpc_channel(&executor, dir.path(), &["konnector-intruder"]);
+    assert!(!konnector_gateway::client::is_serving(other, Duration::from_secs(10)).await);
+    let gateway = grpc_channel(
+        &executor,
+        dir.path(),
+        &[konnector_tests::pki::GATEWAY_CLIENT_NAME],
+    );
+    assert!(konnector_gateway::client::is_serving(gateway, Duration::from_secs(10)).await);
+
+    // The allow-list is a flag: other names, several at once, or off (empty: any certificate of the CA).
+    let executor = executor_with(&["--client-allowed-names=ops-console,konnector-gateway"]).await;
+    assert!(!refused(&executor, &["ops-console"], "ops").await);
+    assert!(refused(&executor, &["konnector-intruder"], "x").await);
+    let executor = executor_with(&["--client-allowed-names="]).await;
+    assert!(!refused(&executor, &["konnector-intruder"], "x").await);
+}
+
+/// A gRPC channel to `executor`, as the gateway connects, presenting a certificate (from its CA) with `names`; the
+/// pair is written under `dir`.
+fn grpc_channel(
+    executor: &RunningExecutor,
+    dir: &std::path::Path,
+    names: &[&str],
+) -> tonic::transport::Channel {
+    let pair = executor.pki.client_pair_with_names("test", names).unwrap();
+    let (cert, key) = (
+        dir.join(format!("{}.crt", names.join("_"))),
+        dir.join(format!("{}.key", names.join("_"))),
+    );
+    std::fs::write(&cert, &pair.cert_pem).unwrap();
+    std::fs::write(&key, &pair.key_pem).unwrap();
+    let endpoint = konnector_gateway::ExecutorEndpoint {
+        url: executor.url(),
+        transport: konnector_gateway::ExecutorTransport::Tls {
+            ca: executor.pki.client_dir().join("ca.crt"),
+            client_identity: Some((cert, key)),
+            server_name: None,
+        },
+    };
+    konnector_gateway::client::channel(&endpoint, Duration::from_secs(1)).unwrap()
+}
+
+/// Server reflection (grpcurl's `list`) is on by default, as the README's examples need, and off with
+/// `--reflection=false`: then the reflection services are not served at all.
+#[tokio::test]
+async fn reflection_is_on_by_default_and_can_be_turned_off() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    async fn list(executor: &RunningExecutor) -> Result<Vec<String>, tonic::Status> {
+        let channel =
+            konnector_gateway::client::channel(&executor.endpoint(), Duration::from_secs(1)).unwrap();
+        let mut client = ServerReflectionClient::new(channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = client
+            .server_reflection_info(futures::stream::iter([request]))
+            .await?
+            .into_inner();
+        let answer = answers.message().await?.expect("one answer");
+        match answer.message_response {
+            Some(MessageResponse::ListServicesResponse(list)) => {
+                Ok(list.service.into_iter().map(|s| s.name).collect())
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let on = executor_with(&[]).await;
+    let services = list(&on).await.unwrap();
+    assert!(
+        services.iter().any(|s| s == "konnector.executor.v1.AgentService"),
+        "{services:?}"
+    );
+    let off = executor_with(&["--reflection=false"]).await;
+    let err = list(&off).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+    // The services themselves are still served.
+    let channel = konnector_gateway::client::channel(&off.endpoint(), Duration::from_secs(1)).unwrap();
+    assert!(konnector_gateway::client::is_serving(channel, Duration::from_secs(10)).await);
 }
 
 #[tokio::test]

@@ -422,3 +422,87 @@ async fn the_other_replica_takes_over_when_the_leader_dies() {
     passes(&follower, "repaired", repaired_before, 1).await;
     follower.stop().await.unwrap();
 }
+
+/// The watches list metadata only (PartialObjectMetadata), a bounded page at a time: a tenant's large Clusters
+/// never cross the wire in a list. Six of these seven Clusters weigh about 150 KiB each (a large topology
+/// variable); the executor here takes at most 256 KiB from the management API server in one response, which one
+/// whole Cluster fits in (a pass GETs it) but no page of three whole Clusters does, and it lists 3 Clusters a page.
+/// Every Cluster is reconciled, so every list page fit: only metadata was listed.
+#[tokio::test]
+async fn the_watches_list_metadata_only_in_bounded_pages() {
+    use konnector_tests::workload::create_workload_cluster;
+    let env = env("meta-pages", ClusterOptions::initialized()).await;
+    let padding = "x".repeat(150 * 1024);
+    for i in 0..6 {
+        create_workload_cluster(
+            &env.admin,
+            &env.workload,
+            TEST_NAMESPACE,
+            &format!("big-{i}"),
+            ClusterOptions {
+                spec: Some(json!({
+                    "controlPlaneEndpoint": {"host": "127.0.0.1", "port": env.workload.port()},
+                    "topology": {"classRef": {"name": "konnector-test"}, "version": "v1.33.0", "variables": [
+                        {"name": "clusterConfig", "value": addon_cluster_config(TEST_CREDENTIALS_SECRET)},
+                        {"name": "padding", "value": padding},
+                    ]},
+                })),
+                ..ClusterOptions::initialized()
+            },
+        )
+        .await
+        .unwrap();
+    }
+    // As stored, a whole Cluster does carry its padding: three of them are over the limit below.
+    let version = konnector_tests::workload::served_cluster_version(&env.admin)
+        .await
+        .unwrap();
+    let stored: Api<DynamicObject> = Api::namespaced_with(
+        env.admin.clone(),
+        TEST_NAMESPACE,
+        &konnector_tests::workload::cluster_resource(version),
+    );
+    let whole = serde_json::to_vec(&stored.get("big-0").await.unwrap())
+        .unwrap()
+        .len();
+    assert!(3 * whole > 256 * 1024 && whole < 200 * 1024, "{whole} bytes");
+    let mut reconcile = fast_reconcile("meta-pages");
+    reconcile.page_size = 3;
+    let executor = start_reconciling_executor(
+        &env.mgmt,
+        ExecutorConfig {
+            management_response_limit_bytes: 256 * 1024,
+            ..ExecutorConfig::default()
+        },
+        reconcile,
+    )
+    .await
+    .unwrap();
+    let m = executor.metrics.clone();
+    // Pages of whole Clusters would not fit the limit; the reconciler sees and installs all seven.
+    eventually("every Cluster installed by the reconciler", || async {
+        m.reconciles("installed") + m.reconciles("in_sync") >= 7
+    })
+    .await;
+    let status = executor
+        .client()
+        .await
+        .unwrap()
+        .get_agent_status(GetAgentStatusRequest {
+            cluster: Some(konnector_proto::v1::ClusterRef {
+                namespace: TEST_NAMESPACE.into(),
+                name: "big-5".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !status.last_reconcile_result.is_empty() && !status.last_reconcile_result.starts_with("error"),
+        "{status:?}"
+    );
+    // Seven Clusters at three a page: at least three list requests for the first list.
+    let lists = m.kube_request_count_by_verb("management", Some("list"), Some("clusters"));
+    assert!(lists >= 3, "{lists} list request(s) for 7 Clusters at 3 a page");
+}
