@@ -30,6 +30,21 @@ impl Assets {
         self.dir.join("kube-apiserver")
     }
 
+    /// The Kubernetes version the kube-apiserver binary reports (`v1.37.2`), so that what the tests render for
+    /// "the harness's API server" follows whichever binaries `KUBEBUILDER_ASSETS` names.
+    pub fn kube_version(&self) -> anyhow::Result<String> {
+        use anyhow::Context;
+        let out = std::process::Command::new(self.kube_apiserver())
+            .arg("--version")
+            .output()
+            .context("cannot run kube-apiserver --version")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .find(|w| w.starts_with('v'))
+            .map(str::to_owned)
+            .with_context(|| format!("kube-apiserver --version printed no version: {text:?}"))
+    }
+
     /// Locates the binaries, installing or building them on first use. The answer is computed once per process.
     pub fn get() -> anyhow::Result<Self> {
         static ASSETS: OnceLock<Result<PathBuf, String>> = OnceLock::new();

@@ -44,7 +44,8 @@ pub fn helm() -> anyhow::Result<PathBuf> {
     .map_err(anyhow::Error::msg)
 }
 
-/// Renders the chart with `helm template` for a Kubernetes 1.20 API server (the harness's), in `namespace`,
+/// Renders the chart with `helm template` for the harness's API server (its version, as the binary reports it), in
+/// `namespace`,
 /// with `--set` overrides and, when given, only the named templates. Returns the documents as JSON.
 pub fn render_chart(namespace: &str, sets: &[&str], show_only: &[&str]) -> anyhow::Result<Vec<Value>> {
     let mut cmd = Command::new(helm()?);
@@ -52,8 +53,8 @@ pub fn render_chart(namespace: &str, sets: &[&str], show_only: &[&str]) -> anyho
         "--namespace",
         namespace,
         "--kube-version",
-        "v1.20.2",
     ]);
+    cmd.arg(crate::assets::Assets::get()?.kube_version()?);
     for s in sets {
         cmd.args(["--set", s]);
     }

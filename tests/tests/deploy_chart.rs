@@ -25,7 +25,7 @@ fn repo() -> PathBuf {
     tools::repo_root()
 }
 
-/// Renders the chart as the tests' Kubernetes 1.20 API server would see it, with `--set` overrides.
+/// Renders the chart as the tests' API server would see it, with `--set` overrides.
 fn render(sets: &[&str]) -> Vec<Value> {
     tools::render_chart(NS, sets, &[]).unwrap()
 }
