@@ -1,23 +1,72 @@
 //! Request decoding: the body (bounded), the hook request JSON and CAPI's `?timeout=` query parameter.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, HttpBody};
+use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::capi::HookRequest;
 use crate::catalog::{HOOKS_API_VERSION, Hook};
 
-/// Reads the whole body, refusing more than `limit` bytes. The error is the Failure message.
-pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, String> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large =
-            std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            format!("request body exceeds the gateway's limit of {limit} bytes")
-        } else {
-            "request body could not be read".to_owned()
+/// A request body read whole, holding its room in the gateway's body budget until dropped.
+#[derive(Debug)]
+pub struct BufferedBody {
+    /// The body.
+    pub bytes: Vec<u8>,
+    _room: Option<OwnedSemaphorePermit>,
+}
+
+/// Reads the whole body, refusing more than `limit` bytes. Every byte takes room in `room` (one permit per byte)
+/// as it arrives, waiting while there is none, so all bodies being read or held together never exceed the
+/// budget. Room is taken for bytes received, never for a declared length: a client that announces a large body and
+/// trickles it holds only what it sent. The error is the Failure message.
+pub async fn read_body(mut body: Body, limit: usize, room: &Arc<Semaphore>) -> Result<BufferedBody, String> {
+    let too_large = || format!("request body exceeds the gateway's limit of {limit} bytes");
+    let announced = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
+    if announced > limit {
+        return Err(too_large());
+    }
+    // Frames are kept as hyper hands them over and joined once at the end: growing one buffer as bytes arrive
+    // would hold up to twice the room taken.
+    let mut chunks = Vec::new();
+    let mut len = 0usize;
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| "request body could not be read".to_owned())?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let need = len + data.len();
+        if need > limit {
+            return Err(too_large());
         }
-    })
+        let have = held.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+        if need > have {
+            let more = u32::try_from(need - have).map_err(|_| too_large())?;
+            let permit = room
+                .clone()
+                .acquire_many_owned(more)
+                .await
+                .map_err(|_| "the gateway is shutting down".to_owned())?;
+            match held.as_mut() {
+                Some(held) => held.merge(permit),
+                None => held = Some(permit),
+            }
+        }
+        len = need;
+        chunks.push(data);
+    }
+    let bytes = if chunks.len() == 1 {
+        Vec::from(chunks.pop().expect("one chunk"))
+    } else {
+        let mut bytes = Vec::with_capacity(len);
+        for chunk in chunks {
+            bytes.extend_from_slice(&chunk);
+        }
+        bytes
+    };
+    Ok(BufferedBody { bytes, _room: held })
 }
 
 /// Decodes a hook request body and checks its TypeMeta against the path. The error is the Failure message: it says
