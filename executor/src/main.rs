@@ -41,10 +41,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             shutdown.clone(),
         ))
     });
+    // The admin port outlives the gRPC port: while calls drain, probes see "not ready" rather than a refusal.
+    let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(
         args.admin_listen_addr(),
         admin::router(readiness, executor.metrics().registry().router()),
-        shutdown.clone(),
+        admin_stop.clone(),
     ));
     let listener = konnector_runtime::net::bind(args.listen_addr())
         .await
@@ -55,6 +57,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         // Gives the Lease up, so another replica takes over at once.
         let _ = reconciler.await;
     }
+    admin_stop.cancel();
     admin_task.await??;
     served
 }
@@ -70,7 +73,11 @@ async fn watch_readiness(client: kube::Client, readiness: admin::Readiness, shut
         }
         readiness.set(ok);
         tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => {
+                // Draining: not ready from now on, so the Service sends no new connections here.
+                readiness.set(false);
+                return;
+            }
             () = tokio::time::sleep(Duration::from_secs(if ok { 10 } else { 2 })) => {}
         }
     }
