@@ -17,21 +17,38 @@ pub struct BufferedBody {
     _room: Option<OwnedSemaphorePermit>,
 }
 
-/// Reads the whole body, refusing more than `limit` bytes. Every byte takes room in `room` (one permit per byte)
-/// as it arrives, waiting while there is none, so all bodies being read or held together never exceed the
-/// budget. Room is taken for bytes received, never for a declared length: a client that announces a large body and
-/// trickles it holds only what it sent. The error is the Failure message.
+/// Reads the whole body, refusing more than `limit` bytes. Bytes take room in `room` (one permit per byte), waiting
+/// while there is none, so all bodies being read or held together never exceed the budget. A body with a
+/// Content-Length (CAPI always sends one) takes room for all of it at once, before reading: bodies that each held
+/// part of the room while waiting for the rest could wait on each other until their read timeouts. A body without
+/// one takes room as its bytes arrive. The error is the Failure message.
+///
+/// What stays: a client that announces large bodies and sends them slowly holds their room until its read timeout,
+/// and bodies behind it wait their turn (in order, never beyond that timeout). It holds no request permit.
 pub async fn read_body(mut body: Body, limit: usize, room: &Arc<Semaphore>) -> Result<BufferedBody, String> {
     let too_large = || format!("request body exceeds the gateway's limit of {limit} bytes");
-    let announced = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
+    let shutting_down = |_| "the gateway is shutting down".to_owned();
+    let hint = body.size_hint();
+    let announced = usize::try_from(hint.lower()).unwrap_or(usize::MAX);
     if announced > limit {
         return Err(too_large());
     }
+    let mut held: Option<OwnedSemaphorePermit> = match hint.exact() {
+        Some(exact) if exact > 0 => {
+            let exact = u32::try_from(exact).map_err(|_| too_large())?;
+            Some(
+                room.clone()
+                    .acquire_many_owned(exact)
+                    .await
+                    .map_err(shutting_down)?,
+            )
+        }
+        _ => None,
+    };
     // Frames are kept as hyper hands them over and joined once at the end: growing one buffer as bytes arrive
     // would hold up to twice the room taken.
     let mut chunks = Vec::new();
     let mut len = 0usize;
-    let mut held: Option<OwnedSemaphorePermit> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| "request body could not be read".to_owned())?;
         let Ok(data) = frame.into_data() else {
@@ -48,7 +65,7 @@ pub async fn read_body(mut body: Body, limit: usize, room: &Arc<Semaphore>) -> R
                 .clone()
                 .acquire_many_owned(more)
                 .await
-                .map_err(|_| "the gateway is shutting down".to_owned())?;
+                .map_err(shutting_down)?;
             match held.as_mut() {
                 Some(held) => held.merge(permit),
                 None => held = Some(permit),
@@ -153,6 +170,29 @@ mod tests {
         }
         assert_eq!(query_timeout("a=b&timeout=20s"), Some(Duration::from_secs(20)));
         assert_eq!(query_timeout("timeout=0s"), None);
+    }
+
+    #[tokio::test]
+    async fn bodies_wait_for_room_in_the_budget_and_give_it_back() {
+        let room = Arc::new(Semaphore::new(10));
+        let first = read_body(Body::from(vec![b'x'; 10]), 100, &room).await.unwrap();
+        assert_eq!(first.bytes.len(), 10);
+        assert_eq!(room.available_permits(), 0, "a body holds room while it is held");
+        // The next body (its length announced) waits for all of its room at once, then reads.
+        let second = tokio::spawn({
+            let room = room.clone();
+            async move { read_body(Body::from(vec![b'y'; 6]), 100, &room).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!second.is_finished(), "a body was read without room");
+        drop(first);
+        assert_eq!(second.await.unwrap().unwrap().bytes, vec![b'y'; 6]);
+        assert_eq!(room.available_permits(), 10);
+        let err = read_body(Body::from(vec![b'z'; 101]), 100, &room)
+            .await
+            .unwrap_err();
+        assert!(err.contains("exceeds"), "{err}");
+        assert_eq!(room.available_permits(), 10);
     }
 
     #[test]
