@@ -140,6 +140,11 @@ pub struct Args {
     /// Bound on one whole check of Prism Central: resolve, connect, TLS and one request (e.g. 5s).
     #[arg(long, env = "KONNECTOR_PRISM_CENTRAL_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub prism_central_timeout: Duration,
+    /// The namespaces whose Clusters konnector serves (comma-separated; the chart's executor.clusterNamespaces,
+    /// where its rights are confined). A hook for a Cluster elsewhere is answered without reading it: nothing to
+    /// do, nothing to uninstall. Empty: every namespace.
+    #[arg(long, env = "KONNECTOR_CLUSTER_NAMESPACES", value_delimiter = ',')]
+    pub cluster_namespaces: Vec<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub log: LogArgs,
@@ -206,6 +211,12 @@ impl Args {
             workload_client_idle_timeout: self.workload_client_idle_timeout,
             prism_central_checks: self.prism_central_checks,
             prism_central_timeout: self.prism_central_timeout,
+            cluster_namespaces: self
+                .cluster_namespaces
+                .iter()
+                .filter(|n| !n.is_empty())
+                .cloned()
+                .collect(),
         })
     }
 

@@ -50,6 +50,25 @@ pub struct ExecutorConfig {
     /// Bound on one whole check of Prism Central (resolve, connect, TLS, one request): well inside the 10 s CAPI
     /// gives a hook, so a hook that checks and then applies still answers in time.
     pub prism_central_timeout: Duration,
+    /// The namespaces whose Clusters konnector serves; empty: all. With the chart's executor.clusterNamespaces the
+    /// executor may read nothing elsewhere, so a hook for a Cluster outside them is answered without reading it
+    /// (see [`ExecutorConfig::serves`]) rather than failing with a permission error that blocks its deletion.
+    pub cluster_namespaces: Vec<String>,
+}
+
+impl ExecutorConfig {
+    /// Whether Clusters in `namespace` are konnector's to serve.
+    pub fn serves(&self, namespace: &str) -> bool {
+        self.cluster_namespaces.is_empty() || self.cluster_namespaces.iter().any(|n| n == namespace)
+    }
+
+    /// The answer's sentence for a Cluster in `namespace`, which konnector does not serve.
+    pub fn not_served(&self, namespace: &str, what: &str) -> String {
+        format!(
+            "namespace {namespace} is not one konnector serves ({}); {what}",
+            self.cluster_namespaces.join(", ")
+        )
+    }
 }
 
 impl Default for ExecutorConfig {
@@ -70,6 +89,7 @@ impl Default for ExecutorConfig {
             workload_client_idle_timeout: Duration::from_secs(600),
             prism_central_checks: crate::prism::PreflightMode::Off,
             prism_central_timeout: Duration::from_secs(5),
+            cluster_namespaces: Vec::new(),
         }
     }
 }

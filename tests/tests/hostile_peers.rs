@@ -529,3 +529,77 @@ async fn sigterm_drains_an_in_flight_hook() {
         "the gateway did not exit cleanly after draining: {exit:?}"
     );
 }
+
+/// Item 6: confined mode (`--cluster-namespaces`, the chart's executor.clusterNamespaces, with rights only there).
+/// A Cluster elsewhere whose deletion started gets BeforeClusterDelete Success, nothing to uninstall, through the
+/// gateway, from an executor that may read nothing there; the same executor without the flag answers Failure (the
+/// permission error that blocked every such deletion before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confined_mode_lets_clusters_elsewhere_be_deleted() {
+    use konnector_tests::{
+        executor_fixture::{EXECUTOR_SERVICE_ACCOUNT, serve_executor},
+        gateway_fixture::start_gateway,
+        workload::{ensure_namespace, start_cluster_deletion},
+    };
+    konnector_tests::init_test_logging();
+    let (mgmt, admin) = konnector_tests::management_plane("confined").await.unwrap();
+    ensure_namespace(&admin, "elsewhere").await.unwrap();
+    let clusters: Api<DynamicObject> =
+        Api::namespaced_with(admin.clone(), "elsewhere", &cluster_resource("v1beta2"));
+    let cluster = json!({
+        "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+        "metadata": {"name": "c9", "namespace": "elsewhere"},
+        "spec": {"topology": {"classRef": {"name": "konnector-test"}, "version": "v1.33.0", "variables": [
+            {"name": "clusterConfig", "value": {"addons": {"konnectorAgent": {}}}}]}},
+    });
+    clusters
+        .patch(
+            "c9",
+            &kube::api::PatchParams::apply("konnector-test").force(),
+            &kube::api::Patch::Apply(&cluster),
+        )
+        .await
+        .unwrap();
+    start_cluster_deletion(&admin, "elsewhere", "c9").await.unwrap();
+    let stored = serde_json::to_value(clusters.get("c9").await.unwrap()).unwrap();
+    let body = hook_request(
+        &Hook::BeforeClusterDelete,
+        CapiShape::V1_14,
+        &stored,
+        &BTreeMap::new(),
+    );
+    let path = "/hooks.runtime.cluster.x-k8s.io/v1alpha1/beforeclusterdelete/konnector-bcd";
+    // The executor's ServiceAccount with no binding at all: in confined mode it has none outside its namespaces.
+    let (namespace, name) = EXECUTOR_SERVICE_ACCOUNT;
+    let no_rights = mgmt.service_account_client(namespace, name).await.unwrap();
+
+    let confined = ExecutorConfig {
+        cluster_namespaces: vec!["tenants".to_owned(), "team-b".to_owned()],
+        ..ExecutorConfig::default()
+    };
+    let executor = serve_executor(no_rights.clone(), confined).await.unwrap();
+    let gateway = start_gateway(&executor.endpoint(), "1.14").await.unwrap();
+    let answer = gateway.client().unwrap().post(path, &body, 10).await.unwrap();
+    println!("confined: {answer:?}");
+    assert!(
+        answer.is_done(),
+        "BeforeClusterDelete did not let the deletion go on: {answer:?}"
+    );
+    assert!(
+        answer.message.contains("nothing to uninstall") && answer.message.contains("elsewhere"),
+        "{answer:?}"
+    );
+    drop(gateway);
+    drop(executor);
+
+    let everywhere = serve_executor(no_rights, ExecutorConfig::default())
+        .await
+        .unwrap();
+    let gateway = start_gateway(&everywhere.endpoint(), "1.14").await.unwrap();
+    let before = gateway.client().unwrap().post(path, &body, 10).await.unwrap();
+    println!("not confined, same rights: {before:?}");
+    assert!(
+        !before.is_done(),
+        "without --cluster-namespaces the executor cannot read the Cluster, and must not say done: {before:?}"
+    );
+}
