@@ -105,6 +105,17 @@ impl RealPair {
         executor_flags: &[&str],
         gateway_flags: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::start_with_env(kubeconfig, executor_flags, gateway_flags, &[]).await
+    }
+
+    /// [`RealPair::start`] with extra environment variables for the gateway (settings a binary that lacks the
+    /// flag ignores, e.g. to run a test against an older build).
+    pub async fn start_with_env(
+        kubeconfig: &Path,
+        executor_flags: &[&str],
+        gateway_flags: &[&str],
+        gateway_env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         konnector_runtime::tls::install_crypto_provider();
         let bin = crate::tools::static_bin_dir()?;
         let dir = tempfile::tempdir()?;
@@ -147,6 +158,7 @@ impl RealPair {
                 .args(["--executor-client-key", &p(client.join("tls.key"))])
                 .args(["--capi-version", "v1.14"])
                 .args(gateway_flags)
+                .envs(gateway_env.iter().copied())
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
                 .spawn()

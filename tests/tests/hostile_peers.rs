@@ -164,9 +164,14 @@ async fn trickled_bodies_do_not_starve_a_real_hook() {
     let env = env_with("trickle", vec![]).await;
     // The body read timeout is raised so that only the hook deadline (18 s) could end an upload here: the test is
     // about permits, not about that bound, and must not depend on how fast this machine is.
-    let pair = RealPair::start(&env.mgmt.kubeconfig_path(), &[], &["--body-read-timeout=60s"])
-        .await
-        .unwrap();
+    let pair = RealPair::start_with_env(
+        &env.mgmt.kubeconfig_path(),
+        &[],
+        &[],
+        &[("KONNECTOR_BODY_READ_TIMEOUT", "60s")],
+    )
+    .await
+    .unwrap();
     let (path, body) = upgrade_call(&env, &pair).await;
     let warm = pair.hooks.post(&path, &body, 20).await.unwrap();
     assert!(warm.is_done(), "the first upgrade hook did not succeed: {warm:?}");
