@@ -413,3 +413,83 @@ impl Drop for GaugeGuard {
         self.0.dec();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn get_livez(addr: SocketAddr) -> String {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET /livez HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_full_evicting_server_makes_room_for_a_probe() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options = ServerOptions {
+            max_connections: 4,
+            ..ServerOptions::admin()
+        };
+        let open = options.connections.clone();
+        let stop = CancellationToken::new();
+        let router = Router::new().route("/livez", get(|| async { "ok" }));
+        let server = tokio::spawn(serve(router, listener, None, options, stop.clone()));
+        // Ten silent connections and ten idle after one request: never more than four are kept.
+        let mut held = Vec::new();
+        for i in 0..20 {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            if i % 2 == 1 {
+                tcp.write_all(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .await
+                    .unwrap();
+            }
+            held.push(tcp);
+        }
+        let answer = tokio::time::timeout(Duration::from_secs(10), get_livez(addr))
+            .await
+            .expect("the probe waited behind idle connections");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(open.get() <= 4, "{} connections open", open.get());
+        stop.cancel();
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn without_eviction_a_full_server_leaves_new_connections_waiting() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options = ServerOptions {
+            max_connections: 1,
+            header_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_millis(100),
+            ..ServerOptions::default()
+        };
+        let stop = CancellationToken::new();
+        let router = Router::new().route("/livez", get(|| async { "ok" }));
+        let server = tokio::spawn(serve(router, listener, None, options, stop.clone()));
+        let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let probe = tokio::spawn(get_livez(addr));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!probe.is_finished(), "a connection beyond the cap was served");
+        drop(silent);
+        let answer = tokio::time::timeout(Duration::from_secs(10), probe)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        stop.cancel();
+        server.await.unwrap().unwrap();
+    }
+}
