@@ -65,20 +65,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// Marks the executor ready while the management API server answers, re-checking every 10 seconds.
 async fn watch_readiness(client: kube::Client, readiness: admin::Readiness, shutdown: CancellationToken) {
     loop {
-        let ok = tokio::time::timeout(Duration::from_secs(5), client.apiserver_version())
-            .await
-            .is_ok_and(|r| r.is_ok());
+        let check = tokio::time::timeout(Duration::from_secs(5), client.apiserver_version());
+        let ok = tokio::select! {
+            // Draining: not ready from now on (even mid-check), so the Service sends no new connections here.
+            () = shutdown.cancelled() => break,
+            result = check => result.is_ok_and(|r| r.is_ok()),
+        };
         if ok != readiness.get() {
             tracing::info!(ready = ok, "management API server readiness changed");
         }
         readiness.set(ok);
         tokio::select! {
-            () = shutdown.cancelled() => {
-                // Draining: not ready from now on, so the Service sends no new connections here.
-                readiness.set(false);
-                return;
-            }
+            () = shutdown.cancelled() => break,
             () = tokio::time::sleep(Duration::from_secs(if ok { 10 } else { 2 })) => {}
         }
     }
+    readiness.set(false);
 }
