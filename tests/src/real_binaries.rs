@@ -139,7 +139,15 @@ impl RealPair {
                 .args(["--tls-key", &p(server.join("tls.key"))])
                 .args(["--client-ca", &p(server.join("ca.crt"))])
                 .args(["--kubeconfig", &p(kubeconfig.to_owned())])
-                .args(["--prism-central-checks", "off"])
+                // No Prism Central checks unless a test asks for them.
+                .args(
+                    (!executor_flags
+                        .iter()
+                        .any(|f| f.starts_with("--prism-central-checks")))
+                    .then_some(["--prism-central-checks", "off"])
+                    .into_iter()
+                    .flatten(),
+                )
                 .args(executor_flags)
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())

@@ -608,3 +608,97 @@ async fn confined_mode_lets_clusters_elsewhere_be_deleted() {
         "without --cluster-namespaces the executor cannot read the Cluster, and must not say done: {before:?}"
     );
 }
+
+/// Item 9, the executor: SIGTERM while an ApplyAgent is in flight (held up by a slow Prism Central). The executor
+/// turns not ready and refuses new gRPC connections at once, the in-flight call completes (the hook answers
+/// Success), and the process exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_executor_finish_an_in_flight_call() {
+    use konnector_tests::{
+        executor_fixture::TEST_PASSWORD,
+        prism_central_stand_in::{Behaviour, PrismCentralStandIn},
+    };
+    konnector_tests::init_test_logging();
+    let pc = PrismCentralStandIn::start("admin", TEST_PASSWORD, Behaviour::Normal)
+        .await
+        .unwrap();
+    let env = executor_env(
+        "exec-drain",
+        ExecutorConfig::default(),
+        ClusterOptions {
+            cluster_config: Some(pc.cluster_config(TEST_CREDENTIALS_SECRET)),
+            ..ClusterOptions::initialized()
+        },
+    )
+    .await
+    .unwrap();
+    let pair = RealPair::start(
+        &env.mgmt.kubeconfig_path(),
+        &["--prism-central-checks=warn", "--prism-central-timeout=15s"],
+        &[],
+    )
+    .await
+    .unwrap();
+    let (path, body) = upgrade_call(&env, &pair).await;
+    let warm = pair.hooks.post(&path, &body, 20).await.unwrap();
+    assert!(warm.is_done(), "{warm:?}");
+    pc.set_behaviour(Behaviour::Slow(Duration::from_secs(3)));
+    let asked = pc.seen().len();
+    let call = tokio::spawn({
+        let (hooks, path, body) = (pair.hooks.clone(), path.clone(), body.clone());
+        async move { hooks.post(&path, &body, 20).await }
+    });
+    let waited = Instant::now();
+    while pc.seen().len() == asked {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "the executor never checked Prism Central"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The ApplyAgent call is now waiting on Prism Central.
+    let signalled = Instant::now();
+    pair.executor.terminate();
+    let refused = loop {
+        match tokio::net::TcpStream::connect(pair.grpc_addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break true,
+            _ if signalled.elapsed() > Duration::from_secs(30) => break false,
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let readyz = http_get_status(pair.executor_admin, "/readyz", Duration::from_secs(5)).await;
+    let answer = call.await.unwrap().unwrap();
+    let answered_after = signalled.elapsed();
+    let mut executor = pair.executor;
+    let exit = loop {
+        if let Some(status) = executor.0.try_wait().unwrap() {
+            break Some(status);
+        }
+        if signalled.elapsed() > Duration::from_secs(60) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "executor_readyz_while_draining": readyz,
+            "in_flight_answered_after_ms": answered_after.as_millis(),
+            "exit": exit.map(|s| format!("{s}")),
+        }))
+        .unwrap()
+    );
+    assert!(
+        refused,
+        "the executor kept accepting gRPC connections after SIGTERM"
+    );
+    assert_eq!(readyz, Some(503), "executor readiness while draining");
+    assert!(
+        answer.is_done(),
+        "the in-flight call did not complete with Success: {answer:?}"
+    );
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "the executor did not exit cleanly after draining: {exit:?}"
+    );
+}
