@@ -83,6 +83,14 @@ impl Executor {
     #[tracing::instrument(skip_all, fields(konnector.cluster.namespace = %cluster.key.namespace, konnector.cluster.name = %cluster.key.name))]
     pub async fn apply(&self, cluster: &ClusterRef, trigger: Trigger) -> Result<ApplyOutcome, Error> {
         tracing::debug!(?trigger, "ApplyAgent");
+        if !self.config().serves(&cluster.key.namespace) {
+            return Ok(ApplyOutcome {
+                applied: false,
+                hcp_name: String::new(),
+                message: self.config().not_served(&cluster.key.namespace, "nothing to do"),
+                notes: Vec::new(),
+            });
+        }
         // Apply and Remove for one Cluster never interleave in this process (see `ClusterLocks`).
         let _guard = self.inner.locks.lock(&cluster.key).await;
         let live = self.existing_cluster(cluster).await?;

@@ -162,6 +162,11 @@ pub struct Args {
     /// event).
     #[arg(long, env = "KONNECTOR_MANAGEMENT_RESPONSE_LIMIT_BYTES", default_value_t = crate::limits::DEFAULT_MANAGEMENT_RESPONSE_LIMIT_BYTES, value_parser = clap::value_parser!(u64).range(1024..))]
     pub management_response_limit_bytes: u64,
+    /// The namespaces whose Clusters konnector serves (comma-separated; the chart's executor.clusterNamespaces,
+    /// where its rights are confined). A hook for a Cluster elsewhere is answered without reading it: nothing to
+    /// do, nothing to uninstall. Empty: every namespace.
+    #[arg(long, env = "KONNECTOR_CLUSTER_NAMESPACES", value_delimiter = ',')]
+    pub cluster_namespaces: Vec<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub log: LogArgs,
@@ -230,6 +235,12 @@ impl Args {
             prism_central_timeout: self.prism_central_timeout,
             workload_response_limit_bytes: self.workload_response_limit_bytes,
             management_response_limit_bytes: self.management_response_limit_bytes,
+            cluster_namespaces: self
+                .cluster_namespaces
+                .iter()
+                .filter(|n| !n.is_empty())
+                .cloned()
+                .collect(),
         })
     }
 

@@ -1,8 +1,12 @@
 //! Reading the live Cluster: the only source of what konnector does for it. A request names a Cluster; everything
 //! else comes from here.
 
+use k8s_openapi::jiff::Timestamp;
 use konnector_proto::capi;
-use kube::{Api, api::DynamicObject};
+use kube::{
+    Resource,
+    api::{DynamicObject, GetParams},
+};
 use tracing::Instrument;
 
 use crate::{
@@ -38,29 +42,37 @@ impl Executor {
     }
 
     /// Reads the Cluster `key`; `Ok(None)` when it does not exist.
+    ///
+    /// The object is decoded once, from the API server's JSON text straight into the Cluster model
+    /// ([`capi::Cluster::from_slice`]), which keeps only what konnector reads: no `DynamicObject` tree, no second
+    /// tree to convert it, whatever the Cluster's variables hold. Hooks and every reconcile pass read Clusters.
     pub(crate) async fn read_cluster(&self, key: &ClusterKey) -> Result<Option<LiveCluster>, Error> {
         let version = self.cluster_version().await?;
-        let object = Api::<DynamicObject>::namespaced_with(self.mgmt(), &key.namespace, &version.resource())
-            .get_opt(&key.name)
+        let failed = |failure| Error::ReadCluster {
+            cluster: key.to_string(),
+            failure,
+        };
+        let path = DynamicObject::url_path(&version.resource(), Some(&key.namespace));
+        let request = kube::core::Request::new(path)
+            .get(&key.name, &GetParams::default())
+            .map_err(|_| failed(KubeFailure::Other))?;
+        let text = match self
+            .mgmt()
+            .request_text(request)
             .instrument(tracing::debug_span!("read_cluster"))
             .await
-            .map_err(|e| Error::ReadCluster {
-                cluster: key.to_string(),
-                failure: KubeFailure::from_kube(&e),
-            })?;
-        let Some(object) = object else {
-            return Ok(None);
+        {
+            Ok(text) => text,
+            Err(kube::Error::Api(status)) if status.is_not_found() => return Ok(None),
+            Err(e) => return Err(failed(KubeFailure::from_kube(&e))),
         };
-        let uid = object.metadata.uid.clone().unwrap_or_default();
-        let deletion_timestamp = object.metadata.deletion_timestamp.as_ref().map(|t| t.0);
-        let json = serde_json::to_value(&object).map_err(|_| Error::ReadCluster {
-            cluster: key.to_string(),
-            failure: KubeFailure::Other,
-        })?;
-        let cluster = capi::Cluster::from_json(json).map_err(|_| Error::ReadCluster {
-            cluster: key.to_string(),
-            failure: KubeFailure::Other,
-        })?;
+        let cluster = capi::Cluster::from_slice(text.as_bytes()).map_err(|_| failed(KubeFailure::Other))?;
+        drop(text);
+        let uid = cluster.uid().to_owned();
+        let deletion_timestamp = match cluster.deletion_timestamp() {
+            Some(t) => Some(t.parse::<Timestamp>().map_err(|_| failed(KubeFailure::Other))?),
+            None => None,
+        };
         Ok(Some(LiveCluster {
             key: key.clone(),
             uid,

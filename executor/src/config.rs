@@ -55,6 +55,25 @@ pub struct ExecutorConfig {
     pub workload_response_limit_bytes: u64,
     /// Largest response body taken from the management cluster's API server (each event, for a watch).
     pub management_response_limit_bytes: u64,
+    /// The namespaces whose Clusters konnector serves; empty: all. With the chart's executor.clusterNamespaces the
+    /// executor may read nothing elsewhere, so a hook for a Cluster outside them is answered without reading it
+    /// (see [`ExecutorConfig::serves`]) rather than failing with a permission error that blocks its deletion.
+    pub cluster_namespaces: Vec<String>,
+}
+
+impl ExecutorConfig {
+    /// Whether Clusters in `namespace` are konnector's to serve.
+    pub fn serves(&self, namespace: &str) -> bool {
+        self.cluster_namespaces.is_empty() || self.cluster_namespaces.iter().any(|n| n == namespace)
+    }
+
+    /// The answer's sentence for a Cluster in `namespace`, which konnector does not serve.
+    pub fn not_served(&self, namespace: &str, what: &str) -> String {
+        format!(
+            "namespace {namespace} is not one konnector serves ({}); {what}",
+            self.cluster_namespaces.join(", ")
+        )
+    }
 }
 
 impl Default for ExecutorConfig {
@@ -77,6 +96,7 @@ impl Default for ExecutorConfig {
             prism_central_timeout: Duration::from_secs(5),
             workload_response_limit_bytes: crate::limits::DEFAULT_WORKLOAD_RESPONSE_LIMIT_BYTES,
             management_response_limit_bytes: crate::limits::DEFAULT_MANAGEMENT_RESPONSE_LIMIT_BYTES,
+            cluster_namespaces: Vec::new(),
         }
     }
 }

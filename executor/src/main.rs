@@ -43,10 +43,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             shutdown.clone(),
         ))
     });
+    // The admin port outlives the gRPC port: while calls drain, probes see "not ready" rather than a refusal.
+    let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(
         args.admin_listen_addr(),
         admin::router(readiness, executor.metrics().registry().router()),
-        shutdown.clone(),
+        admin_stop.clone(),
     ));
     let listener = konnector_runtime::net::bind(args.listen_addr())
         .await
@@ -57,6 +59,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         // Gives the Lease up, so another replica takes over at once.
         let _ = reconciler.await;
     }
+    admin_stop.cancel();
     admin_task.await??;
     served
 }
@@ -64,16 +67,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// Marks the executor ready while the management API server answers, re-checking every 10 seconds.
 async fn watch_readiness(client: kube::Client, readiness: admin::Readiness, shutdown: CancellationToken) {
     loop {
-        let ok = tokio::time::timeout(Duration::from_secs(5), client.apiserver_version())
-            .await
-            .is_ok_and(|r| r.is_ok());
+        let check = tokio::time::timeout(Duration::from_secs(5), client.apiserver_version());
+        let ok = tokio::select! {
+            // Draining: not ready from now on (even mid-check), so the Service sends no new connections here.
+            () = shutdown.cancelled() => break,
+            result = check => result.is_ok_and(|r| r.is_ok()),
+        };
         if ok != readiness.get() {
             tracing::info!(ready = ok, "management API server readiness changed");
         }
         readiness.set(ok);
         tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => break,
             () = tokio::time::sleep(Duration::from_secs(if ok { 10 } else { 2 })) => {}
         }
     }
+    readiness.set(false);
 }

@@ -279,6 +279,17 @@ impl Executor {
     /// Starts or continues the uninstall for a Cluster that is being deleted.
     #[tracing::instrument(skip_all, fields(konnector.cluster.namespace = %cluster.key.namespace, konnector.cluster.name = %cluster.key.name))]
     pub async fn remove(&self, cluster: &ClusterRef) -> Result<RemoveOutcome, Error> {
+        // Outside konnector's namespaces it installed nothing and may read nothing: the deletion goes on.
+        if !self.config().serves(&cluster.key.namespace) {
+            return Ok(RemoveOutcome {
+                done: true,
+                retry_after_seconds: 0,
+                message: self
+                    .config()
+                    .not_served(&cluster.key.namespace, "nothing to uninstall"),
+                phase: UninstallPhase::NotNeeded,
+            });
+        }
         let _guard = self.inner.locks.lock(&cluster.key).await;
         let Some(live) = self.live_cluster(cluster).await? else {
             // The Cluster is gone: nothing more to remember about it.

@@ -84,6 +84,16 @@ pub struct Args {
     /// Hook requests handled at once; more wait, inside their hook's deadline, for a turn.
     #[arg(long, env = "KONNECTOR_MAX_CONCURRENT_REQUESTS", default_value_t = 16)]
     pub max_concurrent_requests: usize,
+    /// Of those, how many one connection may hold at once, so one client cannot take every turn.
+    #[arg(long, env = "KONNECTOR_MAX_REQUESTS_PER_CONNECTION", default_value_t = 8)]
+    pub max_requests_per_connection: usize,
+    /// Request bodies held in memory at once, all connections together, in bytes; a body waits for room as it
+    /// arrives.
+    #[arg(long, env = "KONNECTOR_MAX_BUFFERED_BODY_BYTES", default_value_t = crate::config::DEFAULT_MAX_BUFFERED_BODY_BYTES)]
+    pub max_buffered_body_bytes: usize,
+    /// How long a client may take to send a request body once its headers arrived (e.g. 10s).
+    #[arg(long, env = "KONNECTOR_BODY_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Duration,
     /// Open HTTPS connections; further connections wait in the listen backlog.
     #[arg(long, env = "KONNECTOR_MAX_CONNECTIONS", default_value_t = 128)]
     pub max_connections: usize,
@@ -371,6 +381,9 @@ impl Args {
             .cert_reload_seconds
             .map_or(self.cert_reload_interval, Duration::from_secs);
         config.max_concurrent_requests = self.max_concurrent_requests;
+        config.max_requests_per_connection = self.max_requests_per_connection;
+        config.max_buffered_body_bytes = self.max_buffered_body_bytes;
+        config.body_read_timeout = self.body_read_timeout;
         config.max_connections = self.max_connections;
         config.max_concurrent_streams = self.max_concurrent_streams;
         config.max_header_bytes = self.max_header_bytes;

@@ -3,14 +3,13 @@
 //! vocabulary. Every field is optional and no struct denies unknown fields, so a new CAPI field never breaks
 //! decoding.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{HOOKS_API_VERSION, Hook};
 
 /// The fields of any lifecycle hook request that konnector reads. `settings`, the upgrade plan arrays and
-/// `from/toKubernetesVersion` are accepted and ignored.
+/// `from/toKubernetesVersion` are accepted and skipped unparsed, as is everything in the Cluster konnector does not
+/// read (see `konnector_proto::capi`): a body costs about its own size to decode, whatever its shape.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HookRequest {
@@ -18,8 +17,6 @@ pub struct HookRequest {
     pub api_version: Option<String>,
     /// `<Hook>Request` when present.
     pub kind: Option<String>,
-    /// ExtensionConfig settings; accepted, unused.
-    pub settings: Option<BTreeMap<String, String>>,
     /// The Cluster the hook is about, decoded by the CAPI vocabulary shared with the executor.
     pub cluster: Option<konnector_proto::capi::Cluster>,
 }

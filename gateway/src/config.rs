@@ -13,6 +13,10 @@ use crate::catalog::{CapiVersion, Hook};
 /// 128 MiB memory limit.
 pub const DEFAULT_BODY_LIMIT_BYTES: usize = 2 * 1024 * 1024;
 
+/// The default bound on request bodies held at once, all connections together: 32 MiB, sixteen bodies at the limit
+/// (a quarter of the chart's 128 MiB memory limit).
+pub const DEFAULT_MAX_BUFFERED_BODY_BYTES: usize = 32 * 1024 * 1024;
+
 /// Timeout and failure policy advertised for one handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HookPolicy {
@@ -94,10 +98,20 @@ pub struct GatewayConfig {
     pub hooks: HookPolicies,
     /// Largest accepted request body, in bytes.
     pub body_limit_bytes: usize,
-    /// Hook requests handled at once; further ones wait, within their deadline, for a turn. With the body limit it
-    /// bounds the bodies held in memory (16 × 2 MiB by default, a quarter of the chart's 128 MiB limit); CAPI calls
+    /// Hook requests handled at once (decoded and calling the executor); further ones wait, within their deadline,
+    /// for a turn. A turn is taken only once the body has been read, so slow uploads never hold one. CAPI calls
     /// hooks from its controllers' workers, 10 per controller by default.
     pub max_concurrent_requests: usize,
+    /// Turns (of `max_concurrent_requests`) one connection may hold at once: CAPI multiplexes its calls over few
+    /// HTTP/2 connections, and one client must not take every turn.
+    pub max_requests_per_connection: usize,
+    /// Bytes of request bodies held at once, all requests together. A body takes room as its bytes arrive and
+    /// waits (within its read timeout) when there is none, so bodies cost at most this much memory whatever the
+    /// number of connections and streams.
+    pub max_buffered_body_bytes: usize,
+    /// How long a request body may take to arrive, from the moment its headers did (and never beyond the hook's
+    /// deadline).
+    pub body_read_timeout: Duration,
     /// Open connections; further ones wait in the listen backlog.
     pub max_connections: usize,
     /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`.
@@ -129,6 +143,9 @@ impl GatewayConfig {
             hooks: HookPolicies::default(),
             body_limit_bytes: DEFAULT_BODY_LIMIT_BYTES,
             max_concurrent_requests: 16,
+            max_requests_per_connection: 8,
+            max_buffered_body_bytes: DEFAULT_MAX_BUFFERED_BODY_BYTES,
+            body_read_timeout: Duration::from_secs(10),
             max_connections: 128,
             max_concurrent_streams: 32,
             max_header_bytes: 16 * 1024,
@@ -156,12 +173,23 @@ impl GatewayConfig {
             "the request body limit must be positive"
         );
         anyhow::ensure!(
-            !self.header_read_timeout.is_zero() && !self.idle_timeout.is_zero(),
-            "the header read and idle timeouts must be positive"
+            !self.header_read_timeout.is_zero()
+                && !self.idle_timeout.is_zero()
+                && !self.body_read_timeout.is_zero(),
+            "the header read, body read and idle timeouts must be positive"
         );
         anyhow::ensure!(
-            self.max_concurrent_requests > 0 && self.max_connections > 0 && self.max_concurrent_streams > 0,
-            "the request, connection and stream limits must be positive"
+            self.max_concurrent_requests > 0
+                && self.max_requests_per_connection > 0
+                && self.max_connections > 0
+                && self.max_concurrent_streams > 0,
+            "the request, per-connection request, connection and stream limits must be positive"
+        );
+        anyhow::ensure!(
+            self.max_buffered_body_bytes >= self.body_limit_bytes,
+            "the buffered body bytes ({}) must be at least the body limit ({}), or a body at the limit never fits",
+            self.max_buffered_body_bytes,
+            self.body_limit_bytes
         );
         anyhow::ensure!(
             self.max_header_bytes >= 8192,

@@ -1,23 +1,89 @@
 //! Request decoding: the body (bounded), the hook request JSON and CAPI's `?timeout=` query parameter.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, HttpBody};
+use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::capi::HookRequest;
 use crate::catalog::{HOOKS_API_VERSION, Hook};
 
-/// Reads the whole body, refusing more than `limit` bytes. The error is the Failure message.
-pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, String> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large =
-            std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            format!("request body exceeds the gateway's limit of {limit} bytes")
-        } else {
-            "request body could not be read".to_owned()
+/// A request body read whole, holding its room in the gateway's body budget until dropped.
+#[derive(Debug)]
+pub struct BufferedBody {
+    /// The body.
+    pub bytes: Vec<u8>,
+    _room: Option<OwnedSemaphorePermit>,
+}
+
+/// Reads the whole body, refusing more than `limit` bytes. Bytes take room in `room` (one permit per byte), waiting
+/// while there is none, so all bodies being read or held together never exceed the budget. A body with a
+/// Content-Length (CAPI always sends one) takes room for all of it at once, before reading: bodies that each held
+/// part of the room while waiting for the rest could wait on each other until their read timeouts. A body without
+/// one takes room as its bytes arrive. The error is the Failure message.
+///
+/// What stays: a client that announces large bodies and sends them slowly holds their room until its read timeout,
+/// and bodies behind it wait their turn (in order, never beyond that timeout). It holds no request permit.
+pub async fn read_body(mut body: Body, limit: usize, room: &Arc<Semaphore>) -> Result<BufferedBody, String> {
+    let too_large = || format!("request body exceeds the gateway's limit of {limit} bytes");
+    let shutting_down = |_| "the gateway is shutting down".to_owned();
+    let hint = body.size_hint();
+    let announced = usize::try_from(hint.lower()).unwrap_or(usize::MAX);
+    if announced > limit {
+        return Err(too_large());
+    }
+    let mut held: Option<OwnedSemaphorePermit> = match hint.exact() {
+        Some(exact) if exact > 0 => {
+            let exact = u32::try_from(exact).map_err(|_| too_large())?;
+            Some(
+                room.clone()
+                    .acquire_many_owned(exact)
+                    .await
+                    .map_err(shutting_down)?,
+            )
         }
-    })
+        _ => None,
+    };
+    // Frames are kept as hyper hands them over and joined once at the end: growing one buffer as bytes arrive
+    // would hold up to twice the room taken.
+    let mut chunks = Vec::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| "request body could not be read".to_owned())?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let need = len + data.len();
+        if need > limit {
+            return Err(too_large());
+        }
+        let have = held.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+        if need > have {
+            let more = u32::try_from(need - have).map_err(|_| too_large())?;
+            let permit = room
+                .clone()
+                .acquire_many_owned(more)
+                .await
+                .map_err(shutting_down)?;
+            match held.as_mut() {
+                Some(held) => held.merge(permit),
+                None => held = Some(permit),
+            }
+        }
+        len = need;
+        chunks.push(data);
+    }
+    let bytes = if chunks.len() == 1 {
+        Vec::from(chunks.pop().expect("one chunk"))
+    } else {
+        let mut bytes = Vec::with_capacity(len);
+        for chunk in chunks {
+            bytes.extend_from_slice(&chunk);
+        }
+        bytes
+    };
+    Ok(BufferedBody { bytes, _room: held })
 }
 
 /// Decodes a hook request body and checks its TypeMeta against the path. The error is the Failure message: it says
@@ -104,6 +170,29 @@ mod tests {
         }
         assert_eq!(query_timeout("a=b&timeout=20s"), Some(Duration::from_secs(20)));
         assert_eq!(query_timeout("timeout=0s"), None);
+    }
+
+    #[tokio::test]
+    async fn bodies_wait_for_room_in_the_budget_and_give_it_back() {
+        let room = Arc::new(Semaphore::new(10));
+        let first = read_body(Body::from(vec![b'x'; 10]), 100, &room).await.unwrap();
+        assert_eq!(first.bytes.len(), 10);
+        assert_eq!(room.available_permits(), 0, "a body holds room while it is held");
+        // The next body (its length announced) waits for all of its room at once, then reads.
+        let second = tokio::spawn({
+            let room = room.clone();
+            async move { read_body(Body::from(vec![b'y'; 6]), 100, &room).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!second.is_finished(), "a body was read without room");
+        drop(first);
+        assert_eq!(second.await.unwrap().unwrap().bytes, vec![b'y'; 6]);
+        assert_eq!(room.available_permits(), 10);
+        let err = read_body(Body::from(vec![b'z'; 101]), 100, &room)
+            .await
+            .unwrap_err();
+        assert!(err.contains("exceeds"), "{err}");
+        assert_eq!(room.available_permits(), 10);
     }
 
     #[test]

@@ -12,11 +12,12 @@ use std::{
 use axum::{
     Router,
     body::{Body, Bytes},
-    extract::State,
+    extract::{Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
     response::{IntoResponse, Response},
     routing::post,
 };
+use konnector_runtime::http_server::ConnectionPermits;
 use konnector_runtime::metrics::Metrics;
 use konnector_runtime::telemetry::attr;
 use tokio::sync::Semaphore;
@@ -46,9 +47,11 @@ struct Inner {
     client: ExecutorClient,
     discovery: Bytes,
     metrics: GatewayMetrics,
-    /// One permit per hook request being handled: bounds the gateway's work (and memory) whatever the number of
-    /// connections and streams.
+    /// One permit per hook request being handled (decoded, calling the executor): bounds the gateway's work
+    /// whatever the number of connections and streams. Taken only once the body is in, so slow uploads hold none.
     permits: Semaphore,
+    /// The body budget: one permit per byte of request body held (see [`read_body`]).
+    body_room: Arc<Semaphore>,
 }
 
 impl GatewayState {
@@ -61,6 +64,7 @@ impl GatewayState {
     pub fn with_metrics(config: GatewayConfig, channel: Channel, metrics: &GatewayMetrics) -> Self {
         let discovery = Bytes::from(serde_json::to_vec(&discovery(&config)).expect("discovery serialises"));
         let permits = Semaphore::new(config.max_concurrent_requests);
+        let body_room = Arc::new(Semaphore::new(config.max_buffered_body_bytes));
         let client = ExecutorClient::new(channel, &config.executor.url);
         Self {
             inner: Arc::new(Inner {
@@ -69,6 +73,7 @@ impl GatewayState {
                 discovery,
                 metrics: metrics.clone(),
                 permits,
+                body_room,
             }),
         }
     }
@@ -97,11 +102,20 @@ pub fn router(state: GatewayState) -> Router {
         let route: Arc<str> = format!("{prefix}{}", hook.path()).into();
         router = router.route(
             &route.clone(),
-            post(
-                move |State(state): State<GatewayState>, uri: Uri, headers: HeaderMap, body: Body| {
-                    hook_handler(state, hook, route.clone(), uri, headers, body)
-                },
-            ),
+            post(move |State(state): State<GatewayState>, request: Request| {
+                let (parts, body) = request.into_parts();
+                // Set by the bounded server (one per connection); absent when the router is called directly.
+                let connection = parts.extensions.get::<ConnectionPermits>().cloned();
+                hook_handler(
+                    state,
+                    hook,
+                    route.clone(),
+                    parts.uri,
+                    parts.headers,
+                    body,
+                    connection,
+                )
+            }),
         );
     }
     router
@@ -137,6 +151,7 @@ async fn hook_handler(
     uri: Uri,
     headers: HeaderMap,
     body: Body,
+    connection: Option<ConnectionPermits>,
 ) -> Response {
     let started = Instant::now();
     let span = tracing::info_span!(
@@ -157,7 +172,8 @@ async fn hook_handler(
     let caller_timeout = uri.query().and_then(query_timeout);
     let deadline = state.config().executor_deadline(hook, caller_timeout);
     let mut cluster = None;
-    let answer = match tokio::time::timeout(deadline, handle(&state, hook, body, deadline, &mut cluster))
+    let work = handle(&state, hook, body, connection, deadline, &mut cluster);
+    let answer = match tokio::time::timeout(deadline, work)
         .instrument(span.clone())
         .await
     {
@@ -199,48 +215,75 @@ async fn hook_handler(
 pub const NOT_CONFIGURED: &str =
     "the Konnector Agent addon is not configured for this Cluster; nothing to do";
 
-/// Decodes, translates and forwards one hook request; returns the answer to send.
+/// Reads, decodes, translates and forwards one hook request; returns the answer to send.
 /// `cluster` is set to the Cluster's namespace and name as soon as they are known, for the summary log line.
+///
+/// The order bounds what a slow or hostile client can hold: the body is read first, under its own time bound
+/// and the shared body budget, without a request permit; it is decoded to a `ClusterRef` and dropped before any
+/// wait; only then are a permit of the connection and one of the gateway taken, for the executor call alone.
 async fn handle(
     state: &GatewayState,
     hook: Hook,
     body: Body,
+    connection: Option<ConnectionPermits>,
     deadline: Duration,
     cluster: &mut Option<(String, String)>,
 ) -> HookResponse {
-    // Wait (inside the hook's deadline) for a permit before reading the body, so the bodies held in memory are
-    // bounded by the permits times the body limit.
-    let Ok(_permit) = state.inner.permits.acquire().await else {
-        return HookResponse::failure(hook, "the gateway is shutting down");
+    let config = state.config();
+    let read = read_body(body, config.body_limit_bytes, &state.inner.body_room);
+    let body = match tokio::time::timeout(config.body_read_timeout, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(message)) => return HookResponse::failure(hook, message),
+        Err(_) => {
+            return HookResponse::failure(
+                hook,
+                format!(
+                    "request body did not arrive within the gateway's {}s body read timeout",
+                    config.body_read_timeout.as_secs_f64()
+                ),
+            );
+        }
     };
-    let bytes = match read_body(body, state.config().body_limit_bytes).await {
-        Ok(b) => b,
-        Err(message) => return HookResponse::failure(hook, message),
-    };
-    let request = match decode(hook, &bytes) {
-        Ok(r) => r,
-        Err(message) => return HookResponse::failure(hook, message),
-    };
-    let Some(capi_cluster) = request.cluster.as_ref() else {
-        return HookResponse::failure(hook, "the request has no cluster");
-    };
-    if let Some(meta) = &capi_cluster.metadata {
-        let namespace = meta.namespace.clone().unwrap_or_default();
-        let name = meta.name.clone().unwrap_or_default();
-        tracing::Span::current().record(attr::KONNECTOR_CLUSTER_NAMESPACE, namespace.as_str());
-        tracing::Span::current().record(attr::KONNECTOR_CLUSTER_NAME, name.as_str());
-        *cluster = Some((namespace, name));
-    }
-    let ctx = match cluster_ref(capi_cluster) {
-        Ok(ctx) => ctx,
-        Err(e) => return HookResponse::failure(hook, format!("{}: {e}", context(hook))),
+    let (ctx, configured) = {
+        let request = match decode(hook, &body.bytes) {
+            Ok(r) => r,
+            Err(message) => return HookResponse::failure(hook, message),
+        };
+        drop(body);
+        let Some(capi_cluster) = request.cluster.as_ref() else {
+            return HookResponse::failure(hook, "the request has no cluster");
+        };
+        if let Some(meta) = &capi_cluster.metadata {
+            let namespace = meta.namespace.clone().unwrap_or_default();
+            let name = meta.name.clone().unwrap_or_default();
+            tracing::Span::current().record(attr::KONNECTOR_CLUSTER_NAMESPACE, namespace.as_str());
+            tracing::Span::current().record(attr::KONNECTOR_CLUSTER_NAME, name.as_str());
+            *cluster = Some((namespace, name));
+        }
+        let ctx = match cluster_ref(capi_cluster) {
+            Ok(ctx) => ctx,
+            Err(e) => return HookResponse::failure(hook, format!("{}: {e}", context(hook))),
+        };
+        (ctx, addon_configured(capi_cluster))
     };
     // A Cluster that does not use the addon is never blocked by konnector, even with the executor down. Never for
     // BeforeClusterDelete: an uninstall must not be skipped because of what a request body says (the addon may have
     // been removed from the topology after the agent was installed).
-    if hook != Hook::BeforeClusterDelete && !addon_configured(capi_cluster) {
+    if hook != Hook::BeforeClusterDelete && !configured {
         return HookResponse::success(hook, NOT_CONFIGURED);
     }
+    // The connection's turn first, then the gateway's: a connection at its cap waits without holding a turn
+    // another connection could use.
+    let _connection_permit = match &connection {
+        Some(ConnectionPermits(permits)) => match permits.acquire().await {
+            Ok(permit) => Some(permit),
+            Err(_) => return HookResponse::failure(hook, "the gateway is shutting down"),
+        },
+        None => None,
+    };
+    let Ok(_permit) = state.inner.permits.acquire().await else {
+        return HookResponse::failure(hook, "the gateway is shutting down");
+    };
     tracing::debug!(hook = hook.name(), namespace = %ctx.namespace, cluster = %ctx.name, "calling executor");
     let started = Instant::now();
     let reply = state.inner.client.call(hook, ctx, deadline).await;

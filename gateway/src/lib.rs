@@ -63,8 +63,7 @@ pub async fn serve_with_metrics(
     let tls_config = server::rustls_config_observed(&tls, config.cert_reload_interval, &metrics.tls)?;
     let channel =
         client::channel_observed(&config.executor, config.cert_reload_interval, Some(&metrics.tls))?;
-    let options =
-        server::ServerOptions::from_config(&config, metrics.connections.clone(), metrics.tls.clone());
+    let options = server::server_options(&config, metrics.connections.clone(), metrics.tls.clone());
     let probe = tokio::spawn(client::watch_health(
         channel.clone(),
         metrics.executor_up.clone(),
@@ -73,15 +72,19 @@ pub async fn serve_with_metrics(
     ));
     let app = router(GatewayState::with_metrics(config, channel, &metrics));
     readiness.set(true);
+    // Draining, in order: not ready first (so the Service stops sending new connections here), then the listener
+    // closes (new connections are refused), then in-flight requests finish within `shutdown_grace`.
+    let serving = CancellationToken::new();
     let drain = {
-        let (shutdown, readiness) = (shutdown.clone(), readiness.clone());
-        // Not ready from the moment draining starts, so the Service stops sending new connections here.
+        let (shutdown, readiness, serving) = (shutdown.clone(), readiness.clone(), serving.clone());
         tokio::spawn(async move {
             shutdown.cancelled().await;
             readiness.set(false);
+            tracing::info!("draining: not ready, no longer accepting connections, finishing in-flight hooks");
+            serving.cancel();
         })
     };
-    let result = server::serve_https(app, listener, tls_config, options, shutdown.clone()).await;
+    let result = server::serve_https(app, listener, tls_config, options, serving.clone()).await;
     shutdown.cancel();
     let _ = probe.await;
     let _ = drain.await;

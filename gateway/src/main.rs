@@ -28,10 +28,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = konnector_runtime::shutdown::on_signal();
     let readiness = Readiness::default();
     let metrics = Metrics::default();
+    // The admin port outlives the hook port: while hooks drain, probes see "not ready" rather than a refusal.
+    let admin_stop = tokio_util::sync::CancellationToken::new();
     let admin = tokio::spawn(admin::serve(
         args.admin_listen,
         admin::router(readiness.clone(), metrics.router()),
-        shutdown.clone(),
+        admin_stop.clone(),
     ));
     let listener = konnector_runtime::net::bind(args.listen)
         .await
@@ -46,6 +48,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )
     .await;
     shutdown.cancel();
+    admin_stop.cancel();
     admin.await??;
     served
 }

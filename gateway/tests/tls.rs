@@ -644,3 +644,73 @@ async fn oversized_bodies_and_headers_are_refused() {
     };
     assert!(refused, "an oversized HTTP/2 header block was served");
 }
+
+/// One HTTP/2 connection holds at most `max_requests_per_connection` of the gateway's request permits: with twelve
+/// slow hooks on it, four reach the executor at a time, and a hook on a second connection still gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_holds_at_most_its_share_of_the_request_permits() {
+    let ca = Ca::new("serving-ca");
+    let fake = FakeExecutor::default();
+    fake.0.lock().unwrap().delay = Some(Duration::from_secs(2));
+    let stop = CancellationToken::new();
+    let executor = spawn_fake(fake.clone(), stop.clone()).await;
+    let options = ServerOptions {
+        max_requests_per_connection: Some(4),
+        shutdown_grace: Duration::from_secs(1),
+        ..ServerOptions::default()
+    };
+    let (served, _) = start_with(&ca, None, options, plaintext_config(executor)).await;
+    let sender = |served_addr| {
+        let config = client_config(&ca.pem(), None, &[b"h2"]);
+        async move {
+            let tls = connect(served_addr, config).await.unwrap();
+            let (sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            sender
+        }
+    };
+    let body = request(Hook::AfterControlPlaneInitialized, cluster());
+    let send = |mut sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>, body: String| async move {
+        let req = http::Request::post(format!(
+            "https://localhost{}",
+            path(Hook::AfterControlPlaneInitialized)
+        ))
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        resp.into_body().collect().await.unwrap().to_bytes()
+    };
+    let first = sender(served.addr).await;
+    let calls: Vec<_> = (0..12)
+        .map(|_| tokio::spawn(send(first.clone(), body.clone())))
+        .collect();
+    let in_flight = || fake.0.lock().unwrap().in_flight;
+    let waited = std::time::Instant::now();
+    while in_flight() < 4 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "the hooks never reached the executor"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The first connection is at its cap; a second connection's hook is let through beside it.
+    let second = tokio::spawn(send(sender(served.addr).await, body.clone()));
+    while in_flight() < 5 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "a second connection's hook never reached the executor"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for call in calls {
+        call.await.unwrap();
+    }
+    second.await.unwrap();
+    let max = fake.0.lock().unwrap().max_in_flight;
+    // Four from the first connection and one from the second at most, however the calls interleaved.
+    assert_eq!(max, 5, "executor calls in flight at once");
+    stop.cancel();
+}

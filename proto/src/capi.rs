@@ -7,12 +7,21 @@
 //! meaning in all of them are modelled, every field is optional, and unknown fields are ignored, so a new CAPI
 //! field never breaks decoding. Decoding errors name a variable and a path, never a value: values are whatever a
 //! user typed, and konnector never repeats them.
+//!
+//! Decoding costs about the size of what konnector reads, never a multiple of the object's size: a Cluster's
+//! variables may hold anything a ClusterClass allows, and a hook body is written by whoever can reach the gateway.
+//! Only the variables konnector reads are kept, as raw JSON text, and only the paths konnector reads inside them
+//! are ever parsed; other variables, machineDeployments without them, and every unknown field are skipped while
+//! the JSON is scanned, without building a tree. Labels, annotations and the status are kept raw too, and parsed
+//! when asked for.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 
 /// CAPI's API group.
 pub const GROUP: &str = "cluster.x-k8s.io";
@@ -20,6 +29,11 @@ pub const GROUP: &str = "cluster.x-k8s.io";
 pub const CLUSTER_CONFIG: &str = "clusterConfig";
 /// CAREN's per-worker variable, read only for categories.
 pub const WORKER_CONFIG: &str = "workerConfig";
+/// The variables a decoded Cluster keeps; every other variable is skipped unparsed.
+pub const READ_VARIABLES: [&str; 2] = [CLUSTER_CONFIG, WORKER_CONFIG];
+
+/// Raw JSON text, as kept for the parts of a Cluster konnector parses only on demand.
+pub type Raw = Box<RawValue>;
 
 /// A CAPI `Cluster`, as much of it as konnector reads.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -33,8 +47,9 @@ pub struct Cluster {
     pub metadata: Option<ObjectMeta>,
     /// The spec.
     pub spec: Option<ClusterSpec>,
-    /// The status, kept as JSON because its shape differs between v1beta1 and v1beta2.
-    pub status: Option<Value>,
+    /// The status, kept raw because its shape differs between v1beta1 and v1beta2; see
+    /// [`Cluster::control_plane_initialized`].
+    pub status: Option<Raw>,
 }
 
 /// The metadata fields konnector reads.
@@ -47,10 +62,12 @@ pub struct ObjectMeta {
     pub namespace: Option<String>,
     /// UID.
     pub uid: Option<String>,
-    /// Labels.
-    pub labels: Option<BTreeMap<String, String>>,
-    /// Annotations.
-    pub annotations: Option<BTreeMap<String, String>>,
+    /// Labels, raw (checked to be a map of strings); see [`Cluster::labels`].
+    #[serde(default, deserialize_with = "string_map_raw")]
+    pub labels: Option<Raw>,
+    /// Annotations, raw (checked to be a map of strings); see [`Cluster::annotations`].
+    #[serde(default, deserialize_with = "string_map_raw")]
+    pub annotations: Option<Raw>,
     /// Set once deletion has been requested.
     pub deletion_timestamp: Option<String>,
 }
@@ -77,26 +94,30 @@ pub struct ApiEndpoint {
 /// `spec.topology`, reduced to its variables.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct Topology {
-    /// Cluster-level variables.
+    /// Cluster-level variables: only those in [`READ_VARIABLES`], in their order.
+    #[serde(default, deserialize_with = "read_variables")]
     pub variables: Option<Vec<ClusterVariable>>,
     /// Worker topology.
     pub workers: Option<Workers>,
 }
 
-/// One `{name, value}` topology variable. v1beta1's `definitionFrom` is ignored.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// One `{name, value}` topology variable. v1beta1's `definitionFrom` is ignored. When decoded inside a Cluster,
+/// the value of a variable konnector does not read is skipped unparsed (when `name` comes first, as the API server
+/// writes it) or dropped.
+#[derive(Clone, Debug, Default)]
 pub struct ClusterVariable {
     /// Variable name.
     pub name: Option<String>,
-    /// Variable value, any JSON.
-    pub value: Option<Value>,
+    /// Variable value, raw JSON; `None` when absent or `null`.
+    pub value: Option<Raw>,
 }
 
 /// `spec.topology.workers`.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Workers {
-    /// MachineDeployment topologies, in order.
+    /// MachineDeployment topologies, in order: only those overriding a variable in [`READ_VARIABLES`].
+    #[serde(default, deserialize_with = "read_machine_deployments")]
     pub machine_deployments: Option<Vec<MachineDeploymentTopology>>,
 }
 
@@ -112,7 +133,9 @@ pub struct MachineDeploymentTopology {
 /// `machineDeployments[].variables`.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct MachineDeploymentVariables {
-    /// Variables that override the cluster-level ones for this MachineDeployment.
+    /// Variables that override the cluster-level ones for this MachineDeployment: only those in
+    /// [`READ_VARIABLES`].
+    #[serde(default, deserialize_with = "read_variables")]
     pub overrides: Option<Vec<ClusterVariable>>,
 }
 
@@ -167,9 +190,14 @@ pub enum DecodeError {
 }
 
 impl Cluster {
-    /// Decodes a Cluster from JSON (a live object or a hook body's `cluster`).
-    pub fn from_json(value: Value) -> Result<Self, DecodeError> {
+    /// Decodes a Cluster from a JSON tree (tests, and callers that already hold one).
+    pub fn from_json(value: serde_json::Value) -> Result<Self, DecodeError> {
         serde_json::from_value(value).map_err(|_| DecodeError::NotACluster)
+    }
+
+    /// Decodes a Cluster from JSON text (a live object as the API server sends it), without building a tree.
+    pub fn from_slice(json: &[u8]) -> Result<Self, DecodeError> {
+        serde_json::from_slice(json).map_err(|_| DecodeError::NotACluster)
     }
 
     fn meta(&self) -> Option<&ObjectMeta> {
@@ -197,16 +225,14 @@ impl Cluster {
         self.meta().and_then(|m| m.uid.as_deref()).unwrap_or_default()
     }
 
-    /// `metadata.labels`.
+    /// `metadata.labels`; empty when absent or not a map of strings.
     pub fn labels(&self) -> BTreeMap<String, String> {
-        self.meta().and_then(|m| m.labels.clone()).unwrap_or_default()
+        string_map(self.meta().and_then(|m| m.labels.as_deref()))
     }
 
-    /// `metadata.annotations`.
+    /// `metadata.annotations`; empty when absent or not a map of strings.
     pub fn annotations(&self) -> BTreeMap<String, String> {
-        self.meta()
-            .and_then(|m| m.annotations.clone())
-            .unwrap_or_default()
+        string_map(self.meta().and_then(|m| m.annotations.as_deref()))
     }
 
     /// Whether deletion has been requested (`metadata.deletionTimestamp` is set).
@@ -235,8 +261,8 @@ impl Cluster {
             .unwrap_or_default()
     }
 
-    /// The `clusterConfig` variable's value, if any.
-    pub fn cluster_config(&self) -> Option<&Value> {
+    /// The `clusterConfig` variable's value, raw, if any.
+    pub fn cluster_config(&self) -> Option<&RawValue> {
         variable(self.variables(), CLUSTER_CONFIG)
     }
 
@@ -249,18 +275,17 @@ impl Cluster {
         let Some(addons) = lookup(CLUSTER_CONFIG, cc, &["addons"])? else {
             return Ok(None);
         };
-        let addons = match addons {
-            Value::Null => return Ok(None),
-            Value::Object(map) => map,
-            _ => return Err(malformed(CLUSTER_CONFIG, &["addons"])),
-        };
-        let Some(agent) = addons.get("konnectorAgent") else {
+        let Some(agent) =
+            field(addons, "konnectorAgent").map_err(|()| malformed(CLUSTER_CONFIG, &["addons"]))?
+        else {
+            // `addons` is null, or has no konnectorAgent.
             return Ok(None);
         };
-        let agent: KonnectorAgentJson = match agent {
-            Value::Null => KonnectorAgentJson::default(),
-            v => KonnectorAgentJson::deserialize(v)
-                .map_err(|_| malformed(CLUSTER_CONFIG, &["addons", "konnectorAgent"]))?,
+        let agent: KonnectorAgentJson = if is_null(agent) {
+            KonnectorAgentJson::default()
+        } else {
+            serde_json::from_str(agent.get())
+                .map_err(|_| malformed(CLUSTER_CONFIG, &["addons", "konnectorAgent"]))?
         };
         Ok(Some(KonnectorAgent {
             strategy: agent.strategy.unwrap_or_default(),
@@ -319,46 +344,337 @@ impl Cluster {
     /// `status.initialization.controlPlaneInitialized`, v1beta1's `status.controlPlaneReady`, or a
     /// `ControlPlaneInitialized=True` condition in `status.conditions` or `status.v1beta2.conditions`.
     pub fn control_plane_initialized(&self) -> bool {
-        let Some(status) = &self.status else {
+        let Some(status) = self.status.as_deref() else {
             return false;
         };
-        let condition_true = |conditions: &Value| {
-            conditions.as_array().is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c["type"] == "ControlPlaneInitialized" && c["status"] == "True")
-            })
-        };
-        status["initialization"]["controlPlaneInitialized"] == true
-            || status["controlPlaneReady"] == true
-            || condition_true(&status["conditions"])
-            || condition_true(&status["v1beta2"]["conditions"])
+        let at = |path: &[&str]| path_of(status, path).ok().flatten();
+        let is_true = |path: &[&str]| at(path).is_some_and(|v| v.get() == "true");
+        is_true(&["initialization", "controlPlaneInitialized"])
+            || is_true(&["controlPlaneReady"])
+            || at(&["conditions"]).is_some_and(control_plane_initialized_condition)
+            || at(&["v1beta2", "conditions"]).is_some_and(control_plane_initialized_condition)
     }
 }
 
 /// The first variable called `name`, if any. A `null` value counts as absent.
-pub fn variable<'a>(variables: &'a [ClusterVariable], name: &str) -> Option<&'a Value> {
+pub fn variable<'a>(variables: &'a [ClusterVariable], name: &str) -> Option<&'a RawValue> {
     variables
         .iter()
         .find(|v| v.name.as_deref() == Some(name))
-        .and_then(|v| v.value.as_ref())
-        .filter(|v| !v.is_null())
+        .and_then(|v| v.value.as_deref())
+        .filter(|v| !is_null(v))
+}
+
+fn is_null(raw: &RawValue) -> bool {
+    raw.get() == "null"
+}
+
+/// The value at `key` of a raw JSON object, borrowed from it: `Ok(None)` when the object is `null` or has no such
+/// key, `Err` when it is not an object. Other keys are skipped without being parsed. A repeated key counts as its
+/// last occurrence, as in any JSON map.
+fn field<'a>(raw: &'a RawValue, key: &str) -> Result<Option<&'a RawValue>, ()> {
+    struct Field<'k>(&'k str);
+
+    impl<'de> Visitor<'de> for Field<'_> {
+        type Value = Option<&'de RawValue>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object or null")
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(wanted) = map.next_key_seed(KeyIs(self.0))? {
+                if wanted {
+                    found = Some(map.next_value::<&'de RawValue>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    de.deserialize_any(Field(key)).map_err(|_| ())
+}
+
+/// A map key, compared with the one wanted without being kept.
+struct KeyIs<'k>(&'k str);
+
+impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
+        Ok(key == self.0)
+    }
+}
+
+/// Follows `path` through raw objects: `Ok(None)` when a step is absent or null, `Err(i)` when step `i` is not
+/// an object.
+fn path_of<'a>(raw: &'a RawValue, path: &[&str]) -> Result<Option<&'a RawValue>, usize> {
+    let mut cur = raw;
+    for (i, key) in path.iter().enumerate() {
+        match field(cur, key) {
+            Ok(Some(next)) => cur = next,
+            Ok(None) => return Ok(None),
+            Err(()) => return Err(i),
+        }
+    }
+    Ok(Some(cur))
 }
 
 /// Looks up `path` inside a variable value. `Ok(None)` when a step is absent or null; an error when a step exists
 /// but is not an object, because then the variable does not have the shape konnector reads.
-fn lookup<'a>(variable: &str, value: &'a Value, path: &[&str]) -> Result<Option<&'a Value>, DecodeError> {
-    let mut cur = value;
-    for (i, key) in path.iter().enumerate() {
-        match cur {
-            Value::Null => return Ok(None),
-            Value::Object(map) => match map.get(*key) {
-                Some(next) => cur = next,
-                None => return Ok(None),
-            },
-            _ => return Err(malformed(variable, &path[..i])),
+fn lookup<'a>(
+    variable: &str,
+    value: &'a RawValue,
+    path: &[&str],
+) -> Result<Option<&'a RawValue>, DecodeError> {
+    path_of(value, path).map_err(|i| malformed(variable, &path[..i]))
+}
+
+/// Whether a raw `conditions` list has `ControlPlaneInitialized=True`, scanning it one condition at a time (and
+/// only their `type` and `status`). Anything but a list of objects has none.
+fn control_plane_initialized_condition(conditions: &RawValue) -> bool {
+    #[derive(Deserialize)]
+    struct Condition {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        status: Option<String>,
+    }
+
+    struct Any;
+
+    impl<'de> Visitor<'de> for Any {
+        type Value = bool;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of conditions")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+            let mut found = false;
+            while let Some(c) = seq.next_element::<Condition>()? {
+                found |= c.kind.as_deref() == Some("ControlPlaneInitialized")
+                    && c.status.as_deref() == Some("True");
+            }
+            Ok(found)
         }
     }
-    Ok(Some(cur))
+
+    let mut de = serde_json::Deserializer::from_str(conditions.get());
+    de.deserialize_any(Any).unwrap_or(false)
+}
+
+/// A map of strings kept raw: checked while decoding (so a Cluster whose labels are not strings is not a Cluster,
+/// as before), without keeping a single entry.
+fn string_map_raw<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Raw>, D::Error> {
+    struct Strings;
+
+    impl<'de> Visitor<'de> for Strings {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of strings")
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            Ok(())
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while map.next_key_seed(AnyStr)?.is_some() {
+                map.next_value_seed(AnyStr)?;
+            }
+            Ok(())
+        }
+    }
+
+    /// A string, looked at and not kept.
+    struct AnyStr;
+
+    impl<'de> DeserializeSeed<'de> for AnyStr {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+            deserializer.deserialize_str(self)
+        }
+    }
+
+    impl Visitor<'_> for AnyStr {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+    }
+
+    let raw = Option::<Raw>::deserialize(deserializer)?;
+    if let Some(raw) = &raw {
+        let mut de = serde_json::Deserializer::from_str(raw.get());
+        de.deserialize_any(Strings)
+            .map_err(|_| de::Error::custom("not a map of strings"))?;
+    }
+    Ok(raw)
+}
+
+/// A raw map of strings (labels, annotations); empty when absent or of another shape.
+fn string_map(raw: Option<&RawValue>) -> BTreeMap<String, String> {
+    raw.and_then(|raw| serde_json::from_str::<Option<BTreeMap<String, String>>>(raw.get()).ok())
+        .flatten()
+        .unwrap_or_default()
+}
+
+impl<'de> Deserialize<'de> for ClusterVariable {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(VariableVisitor)
+    }
+}
+
+struct VariableVisitor;
+
+impl<'de> Visitor<'de> for VariableVisitor {
+    type Value = ClusterVariable;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a {name, value} variable")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ClusterVariable, A::Error> {
+        let mut name: Option<String> = None;
+        let mut value: Option<Raw> = None;
+        while let Some(key) = map.next_key::<VariableKey>()? {
+            match key {
+                VariableKey::Name => name = map.next_value()?,
+                // The name came first and konnector does not read this variable: skip the value unparsed.
+                VariableKey::Value if name.as_deref().is_some_and(|n| !READ_VARIABLES.contains(&n)) => {
+                    map.next_value::<IgnoredAny>()?;
+                    value = None;
+                }
+                VariableKey::Value => value = map.next_value()?,
+                VariableKey::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(ClusterVariable { name, value })
+    }
+}
+
+enum VariableKey {
+    Name,
+    Value,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for VariableKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+
+        impl Visitor<'_> for V {
+            type Value = VariableKey;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<VariableKey, E> {
+                Ok(match key {
+                    "name" => VariableKey::Name,
+                    "value" => VariableKey::Value,
+                    _ => VariableKey::Other,
+                })
+            }
+        }
+
+        deserializer.deserialize_str(V)
+    }
+}
+
+/// A list of `T`, keeping only the elements `keep` accepts as they are decoded one by one (`null` is `None`).
+struct Kept<T> {
+    keep: fn(&T) -> bool,
+    _t: PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for Kept<T> {
+    type Value = Option<Vec<T>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list or null")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut kept = Vec::new();
+        while let Some(item) = seq.next_element::<T>()? {
+            if (self.keep)(&item) {
+                kept.push(item);
+            }
+        }
+        Ok(Some(kept))
+    }
+}
+
+fn kept<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+    keep: fn(&T) -> bool,
+) -> Result<Option<Vec<T>>, D::Error> {
+    deserializer.deserialize_option(Kept {
+        keep,
+        _t: PhantomData,
+    })
+}
+
+fn read_variables<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<ClusterVariable>>, D::Error> {
+    kept(deserializer, |v: &ClusterVariable| {
+        v.name.as_deref().is_some_and(|n| READ_VARIABLES.contains(&n))
+    })
+}
+
+fn read_machine_deployments<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<MachineDeploymentTopology>>, D::Error> {
+    kept(deserializer, |md: &MachineDeploymentTopology| {
+        md.variables
+            .as_ref()
+            .and_then(|v| v.overrides.as_ref())
+            .is_some_and(|o| !o.is_empty())
+    })
 }
 
 fn malformed(variable: &str, path: &[&str]) -> DecodeError {
@@ -374,12 +690,15 @@ fn malformed(variable: &str, path: &[&str]) -> DecodeError {
 
 fn decode_at<T: DeserializeOwned>(
     variable: &str,
-    value: &Value,
+    value: &RawValue,
     path: &[&str],
 ) -> Result<Option<T>, DecodeError> {
     match lookup(variable, value, path)? {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => T::deserialize(v).map(Some).map_err(|_| malformed(variable, path)),
+        None => Ok(None),
+        Some(v) if is_null(v) => Ok(None),
+        Some(v) => serde_json::from_str(v.get())
+            .map(Some)
+            .map_err(|_| malformed(variable, path)),
     }
 }
 
@@ -452,7 +771,7 @@ fn collect_categories(vars: &[ClusterVariable], out: &mut Vec<Category>) -> Resu
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -548,6 +867,66 @@ mod tests {
         }));
         let got: Vec<_> = c.categories().unwrap().into_iter().map(|c| c.key).collect();
         assert_eq!(got, ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn only_the_variables_konnector_reads_are_kept() {
+        let json = serde_json::to_vec(&json!({
+            "metadata": {"name": "c", "namespace": "ns", "labels": {"a": "b"}},
+            "spec": {"topology": {
+                "variables": [
+                    {"name": "padding", "value": [0, 0, 0, {"deep": [1, 2]}]},
+                    {"value": {"addons": {"konnectorAgent": {}}}, "name": "clusterConfig"},
+                    {"value": [0, 0], "name": "other"},
+                    {"name": "workerConfig", "value": null}],
+                "workers": {"machineDeployments": [
+                    {"name": "plain", "variables": {"overrides": [{"name": "padding", "value": [0]}]}},
+                    {"name": "md", "variables": {"overrides": [{"name": "workerConfig", "value": {}}]}}]}}}
+        }))
+        .unwrap();
+        let c = Cluster::from_slice(&json).unwrap();
+        let topology = c.spec.as_ref().unwrap().topology.as_ref().unwrap();
+        let names: Vec<_> = topology
+            .variables
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_deref().unwrap())
+            .collect();
+        assert_eq!(names, ["clusterConfig", "workerConfig"]);
+        let mds = topology
+            .workers
+            .as_ref()
+            .unwrap()
+            .machine_deployments
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            mds.len(),
+            1,
+            "a MachineDeployment without a variable konnector reads is dropped"
+        );
+        // The value came before the name and is still read.
+        assert_eq!(c.konnector_agent().unwrap(), Some(KonnectorAgent::default()));
+        assert_eq!(c.labels().get("a").map(String::as_str), Some("b"));
+        // The same from a tree.
+        let tree: Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(
+            Cluster::from_json(tree).unwrap().konnector_agent().unwrap(),
+            Some(KonnectorAgent::default())
+        );
+    }
+
+    #[test]
+    fn labels_must_be_strings_and_objects_must_be_objects() {
+        assert!(Cluster::from_json(json!({"metadata": {"labels": 3}})).is_err());
+        assert!(Cluster::from_json(json!({"metadata": {"annotations": {"a": 1}}})).is_err());
+        assert!(Cluster::from_json(json!({"metadata": {"labels": null}})).is_ok());
+        // A repeated key counts as its last occurrence, as in any JSON map.
+        let c = Cluster::from_slice(
+            br#"{"spec":{"topology":{"variables":[{"name":"clusterConfig","value":{"addons":3,"addons":null}}]}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.konnector_agent().unwrap(), None);
     }
 
     #[test]

@@ -7,10 +7,17 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
 
 use axum::{Router, http::StatusCode, routing::get};
 use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::http_server::{self, ServerOptions};
+
+/// Bound on one admin request (a `/metrics` scrape is the slowest); nothing on the admin port runs longer.
+pub const ADMIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Readiness flag shared between the admin server and whatever decides readiness. Starts not ready.
 #[derive(Clone, Debug, Default)]
@@ -50,11 +57,26 @@ pub fn router(readiness: Readiness, extra: Router) -> Router {
 
 /// Serves the admin router on `addr` until `shutdown` is cancelled (IPv4 only, with a warning, when `addr` is
 /// `[::]` on a host without IPv6: [`crate::net::bind`]).
+///
+/// Every pod may reach the admin port, so it is served by the same bounded server as the hooks
+/// ([`http_server::serve`] with [`ServerOptions::admin`]): a few connections at most, the oldest idle one closed
+/// to make room for a new one, a short wait for the first byte, and [`ADMIN_REQUEST_TIMEOUT`] per request. Idle
+/// connections by the thousand cost neither file descriptors nor memory, and a probe still gets through.
 pub async fn serve(addr: SocketAddr, router: Router, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listener = crate::net::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "admin server listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
-    Ok(())
+    serve_on(listener, router, shutdown).await
+}
+
+/// [`serve`] on a bound listener.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let router = router.layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        ADMIN_REQUEST_TIMEOUT,
+    ));
+    http_server::serve(router, listener, None, ServerOptions::admin(), shutdown).await
 }

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod grpc;
+pub mod http_server;
 pub mod metrics;
 pub mod net;
 pub mod propagation;

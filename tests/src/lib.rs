@@ -17,6 +17,7 @@ pub mod h2_raw;
 pub mod otlp;
 pub mod pki;
 pub mod prism_central_stand_in;
+pub mod real_binaries;
 pub mod sandbox;
 pub mod scale;
 pub mod scenario;

@@ -48,13 +48,24 @@ pub fn helm() -> anyhow::Result<PathBuf> {
 /// `namespace`,
 /// with `--set` overrides and, when given, only the named templates. Returns the documents as JSON.
 pub fn render_chart(namespace: &str, sets: &[&str], show_only: &[&str]) -> anyhow::Result<Vec<Value>> {
+    let version = crate::assets::Assets::get()?.kube_version()?;
+    render_chart_for(&version, namespace, sets, show_only)
+}
+
+/// [`render_chart`] for an API server of `kube_version` (e.g. `v1.30.0`), for what the chart renders only there.
+pub fn render_chart_for(
+    kube_version: &str,
+    namespace: &str,
+    sets: &[&str],
+    show_only: &[&str],
+) -> anyhow::Result<Vec<Value>> {
     let mut cmd = Command::new(helm()?);
     cmd.args(["template", "konnector"]).arg(chart_dir()).args([
         "--namespace",
         namespace,
         "--kube-version",
+        kube_version,
     ]);
-    cmd.arg(crate::assets::Assets::get()?.kube_version()?);
     for s in sets {
         cmd.args(["--set", s]);
     }

@@ -917,3 +917,81 @@ async fn executor_rbac_can_be_confined_to_cluster_namespaces() {
     }
     assert!(executor_may_in(&client, NS, "update", "coordination.k8s.io", "leases").await);
 }
+
+/// A pod being replaced keeps serving while endpoints forget it (a preStop sleep, with the Kubernetes >= 1.30 sleep
+/// action: the images have no shell), then drains on SIGTERM within its grace period. Older clusters get no
+/// preStop (the field would be refused) and rely on the binaries' drain alone.
+#[test]
+fn pods_sleep_before_sigterm_and_have_time_to_drain() {
+    let docs = tools::render_chart_for("v1.30.0", NS, &[], &[]).unwrap();
+    for (name, pod) in pod_templates(&docs) {
+        let container = &pod["containers"][0];
+        assert_eq!(
+            container["lifecycle"]["preStop"]["sleep"]["seconds"], 5,
+            "{name}: {container}"
+        );
+        let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+        let shutdown_grace = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|a| a.as_str()?.strip_prefix("--shutdown-grace="))
+            .map_or(0, |d| humantime::parse_duration(d).unwrap().as_secs());
+        assert!(
+            grace > 5 + shutdown_grace,
+            "{name}: terminationGracePeriodSeconds {grace} leaves no time to drain after a 5 s preStop and \
+             {shutdown_grace} s of shutdown grace"
+        );
+    }
+    for (name, pod) in pod_templates(&tools::render_chart_for("v1.29.0", NS, &[], &[]).unwrap()) {
+        assert!(pod["containers"][0]["lifecycle"].is_null(), "{name} on 1.29");
+    }
+    for (name, pod) in pod_templates(
+        &tools::render_chart_for(
+            "v1.30.0",
+            NS,
+            &["gateway.preStopSleepSeconds=0", "executor.preStopSleepSeconds=0"],
+            &[],
+        )
+        .unwrap(),
+    ) {
+        assert!(pod["containers"][0]["lifecycle"].is_null(), "{name} with 0");
+    }
+}
+
+/// Confined to some namespaces, the ExtensionConfig selects them (CAPI calls for no Cluster elsewhere) unless the
+/// operator set a selector, and the executor is told which namespaces it serves.
+#[test]
+fn confined_mode_selects_its_namespaces() {
+    let docs = render(&["executor.clusterNamespaces={tenants,team-b}"]);
+    let ext = find(&docs, "ExtensionConfig", "konnector");
+    assert_eq!(
+        ext["spec"]["namespaceSelector"],
+        serde_json::json!({"matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["tenants", "team-b"]}]})
+    );
+    let (_, executor) = pod_templates(&docs)
+        .into_iter()
+        .find(|(n, _)| *n == "konnector-executor")
+        .unwrap();
+    let args: Vec<&str> = executor["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(args.contains(&"--cluster-namespaces=tenants,team-b"), "{args:?}");
+    let own = render(&[
+        "executor.clusterNamespaces={tenants}",
+        "extensionConfig.namespaceSelector.matchLabels.konnector=yes",
+    ]);
+    assert_eq!(
+        find(&own, "ExtensionConfig", "konnector")["spec"]["namespaceSelector"],
+        serde_json::json!({"matchLabels": {"konnector": "yes"}})
+    );
+    let all = render(&[]);
+    assert_eq!(
+        find(&all, "ExtensionConfig", "konnector")["spec"]["namespaceSelector"],
+        serde_json::json!({})
+    );
+}

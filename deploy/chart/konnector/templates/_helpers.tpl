@@ -170,3 +170,18 @@ Call with (dict "root" $ "service" "konnector-gateway").
   secret: {secretName: {{ .Values.otel.caSecret }}, items: [{key: ca.crt, path: ca.crt}]}
 {{- end }}
 {{- end }}
+
+{{/*
+A container's preStop: sleep `seconds` before SIGTERM, while endpoints stop sending the pod new connections, so an
+upgrade or scale-down drops no hook call. The sleep action needs Kubernetes >= 1.30 (the images are distroless,
+with no shell or sleep binary to exec); on older clusters nothing is rendered and the binaries' own drain on
+SIGTERM (not ready, stop accepting, finish in-flight calls) is all there is.
+*/}}
+{{- define "konnector.preStop" -}}
+{{- $seconds := int .seconds }}
+{{- if and (gt $seconds 0) (semverCompare ">=1.30-0" .root.Capabilities.KubeVersion.Version) }}
+lifecycle:
+  preStop:
+    sleep: {seconds: {{ $seconds }}}
+{{- end }}
+{{- end }}
