@@ -230,6 +230,7 @@ impl tower::Service<Request<Body>> for Observed {
             { attr::KONNECTOR_KUBE_VERB } = call.verb,
             { attr::KONNECTOR_KUBE_RESOURCE } = %call.resource,
             { attr::KONNECTOR_KUBE_NAMESPACE } = call.namespace.as_deref().unwrap_or(""),
+            { attr::ERROR_TYPE } = Empty,
         );
         let inner = self.inner.clone();
         let requests = self.requests.clone();
@@ -249,12 +250,15 @@ impl tower::Service<Request<Body>> for Observed {
                         let code = resp.status().as_u16();
                         tracing::Span::current().record(attr::HTTP_RESPONSE_STATUS_CODE, code);
                         if code >= 400 {
+                            // The HTTP client convention: the status code is the error's class.
                             tracing::Span::current().record("otel.status_code", "ERROR");
+                            tracing::Span::current().record(attr::ERROR_TYPE, code.to_string());
                         }
                         code.to_string()
                     }
-                    Err(_) => {
+                    Err(error) => {
                         tracing::Span::current().record("otel.status_code", "ERROR");
+                        tracing::Span::current().record(attr::ERROR_TYPE, kube_error_type(error));
                         "error".to_owned()
                     }
                 };
@@ -270,6 +274,24 @@ impl tower::Service<Request<Body>> for Observed {
             }
             .instrument(span),
         )
+    }
+}
+
+/// `error.type` of an API request that got no HTTP answer: a small fixed set, so the attribute stays
+/// low-cardinality (the error's text goes to the logs, never here).
+fn kube_error_type(error: &kube::Error) -> &'static str {
+    let timed_out = std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| e.source())
+        .any(|e| {
+            e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        });
+    match error {
+        _ if timed_out => "timeout",
+        kube::Error::HyperError(_) | kube::Error::Service(_) => "transport",
+        kube::Error::RustlsTls(_) | kube::Error::TlsRequired => "tls",
+        kube::Error::Auth(_) => "auth",
+        // OpenTelemetry's value for a class outside the known set.
+        _ => "_OTHER",
     }
 }
 

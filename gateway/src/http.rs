@@ -17,6 +17,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
+use konnector_runtime::grpc::code_name;
 use konnector_runtime::metrics::Metrics;
 use konnector_runtime::telemetry::attr;
 use tokio::sync::Semaphore;
@@ -147,6 +148,10 @@ async fn hook_handler(
         { attr::HTTP_REQUEST_METHOD } = "POST",
         { attr::HTTP_ROUTE } = %route,
         { attr::HTTP_RESPONSE_STATUS_CODE } = 200,
+        // The router is only ever served over TLS (server.rs), so the scheme is a constant.
+        { attr::URL_SCHEME } = "https",
+        { attr::URL_PATH } = uri.path(),
+        { attr::ERROR_TYPE } = Empty,
         { attr::KONNECTOR_HOOK } = hook.name(),
         { attr::KONNECTOR_CLUSTER_NAMESPACE } = Empty,
         { attr::KONNECTOR_CLUSTER_NAME } = Empty,
@@ -164,7 +169,10 @@ async fn hook_handler(
         Ok(answer) => answer,
         // Waiting for a permit or reading a slow body used up the budget; the executor was not (or not fully)
         // asked.
-        Err(_) => hook_answer(hook, Err(tonic::Status::deadline_exceeded(""))),
+        Err(_) => {
+            span.record(attr::ERROR_TYPE, code_name(tonic::Code::DeadlineExceeded));
+            hook_answer(hook, Err(tonic::Status::deadline_exceeded("")))
+        }
     };
     let elapsed = started.elapsed();
     let status = match answer.status {
@@ -211,18 +219,18 @@ async fn handle(
     // Wait (inside the hook's deadline) for a permit before reading the body, so the bodies held in memory are
     // bounded by the permits times the body limit.
     let Ok(_permit) = state.inner.permits.acquire().await else {
-        return HookResponse::failure(hook, "the gateway is shutting down");
+        return failed(hook, ERROR_SHUTTING_DOWN, "the gateway is shutting down");
     };
     let bytes = match read_body(body, state.config().body_limit_bytes).await {
         Ok(b) => b,
-        Err(message) => return HookResponse::failure(hook, message),
+        Err(message) => return failed(hook, ERROR_INVALID_REQUEST, message),
     };
     let request = match decode(hook, &bytes) {
         Ok(r) => r,
-        Err(message) => return HookResponse::failure(hook, message),
+        Err(message) => return failed(hook, ERROR_INVALID_REQUEST, message),
     };
     let Some(capi_cluster) = request.cluster.as_ref() else {
-        return HookResponse::failure(hook, "the request has no cluster");
+        return failed(hook, ERROR_INVALID_REQUEST, "the request has no cluster");
     };
     if let Some(meta) = &capi_cluster.metadata {
         let namespace = meta.namespace.clone().unwrap_or_default();
@@ -233,7 +241,7 @@ async fn handle(
     }
     let ctx = match cluster_ref(capi_cluster) {
         Ok(ctx) => ctx,
-        Err(e) => return HookResponse::failure(hook, format!("{}: {e}", context(hook))),
+        Err(e) => return failed(hook, ERROR_INVALID_REQUEST, format!("{}: {e}", context(hook))),
     };
     // A Cluster that does not use the addon is never blocked by konnector, even with the executor down. Never for
     // BeforeClusterDelete: an uninstall must not be skipped because of what a request body says (the addon may have
@@ -248,5 +256,21 @@ async fn handle(
         .inner
         .metrics
         .executor_call(hook, reply.as_ref().err(), started.elapsed().as_secs_f64());
+    if let Err(status) = &reply {
+        // The executor's gRPC code is the class of a failure it caused: low-cardinality, and the same name its
+        // own span and the hook metrics use.
+        tracing::Span::current().record(attr::ERROR_TYPE, code_name(status.code()));
+    }
     hook_answer(hook, reply)
+}
+
+/// `error.type` of a hook the gateway itself refused (a body it cannot read, decode or use).
+const ERROR_INVALID_REQUEST: &str = "invalid_request";
+/// `error.type` of a hook that arrived while the gateway drains.
+const ERROR_SHUTTING_DOWN: &str = "shutting_down";
+
+/// A Failure answer the gateway gives on its own, with `error_type` on the hook span.
+fn failed(hook: Hook, error_type: &'static str, message: impl Into<String>) -> HookResponse {
+    tracing::Span::current().record(attr::ERROR_TYPE, error_type);
+    HookResponse::failure(hook, message)
 }

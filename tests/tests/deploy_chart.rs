@@ -269,6 +269,7 @@ fn fatal_errors_become_the_termination_message_and_otel_values_reach_both_binari
     let docs = render(&[
         "otel.endpoint=https://otel-collector.monitoring:4318",
         "otel.protocol=http/protobuf",
+        "otel.compression=gzip",
         "otel.caSecret=otel-ca",
         "otel.resourceAttributes.deployment\\.environment\\.name=production",
     ]);
@@ -295,6 +296,11 @@ fn fatal_errors_become_the_termination_message_and_otel_values_reach_both_binari
             "{name}"
         );
         assert_eq!(env.get("OTEL_SERVICE_NAME"), Some(&name), "{name}");
+        assert_eq!(
+            env.get("OTEL_EXPORTER_OTLP_COMPRESSION"),
+            Some(&"gzip"),
+            "{name}"
+        );
         assert_eq!(
             env.get("OTEL_RESOURCE_ATTRIBUTES"),
             Some(&"deployment.environment.name=production"),
