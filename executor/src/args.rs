@@ -140,6 +140,11 @@ pub struct Args {
     /// Bound on one whole check of Prism Central: resolve, connect, TLS and one request (e.g. 5s).
     #[arg(long, env = "KONNECTOR_PRISM_CENTRAL_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub prism_central_timeout: Duration,
+    /// Prism Central hosts the executor may contact, comma-separated: host names or addresses, or `*.domain` for
+    /// any name under a domain. A Cluster naming another host fails its preflight (NOT_ALLOWED) and nothing is
+    /// sent to it. Empty (the default) allows any host.
+    #[arg(long, env = "KONNECTOR_PRISM_CENTRAL_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub prism_central_allowed_hosts: Vec<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub log: LogArgs,
@@ -206,6 +211,7 @@ impl Args {
             workload_client_idle_timeout: self.workload_client_idle_timeout,
             prism_central_checks: self.prism_central_checks,
             prism_central_timeout: self.prism_central_timeout,
+            prism_central_allowed_hosts: crate::prism::AllowedHosts::new(&self.prism_central_allowed_hosts),
         })
     }
 

@@ -50,6 +50,8 @@ pub struct ExecutorConfig {
     /// Bound on one whole check of Prism Central (resolve, connect, TLS, one request): well inside the 10 s CAPI
     /// gives a hook, so a hook that checks and then applies still answers in time.
     pub prism_central_timeout: Duration,
+    /// The Prism Central hosts the checks may contact; empty allows any.
+    pub prism_central_allowed_hosts: crate::prism::AllowedHosts,
 }
 
 impl Default for ExecutorConfig {
@@ -70,6 +72,7 @@ impl Default for ExecutorConfig {
             workload_client_idle_timeout: Duration::from_secs(600),
             prism_central_checks: crate::prism::PreflightMode::Off,
             prism_central_timeout: Duration::from_secs(5),
+            prism_central_allowed_hosts: crate::prism::AllowedHosts::default(),
         }
     }
 }

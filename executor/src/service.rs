@@ -177,6 +177,7 @@ pub fn preflight_outcome(v: &PreflightVerdict) -> pb::PreflightOutcome {
             PreflightFailure::Unauthorized { .. } => pb::PreflightOutcome::Unauthorized,
             PreflightFailure::UnexpectedAnswer(_) => pb::PreflightOutcome::UnexpectedAnswer,
             PreflightFailure::Timeout { .. } => pb::PreflightOutcome::Timeout,
+            PreflightFailure::NotAllowed => pb::PreflightOutcome::NotAllowed,
         },
     }
 }
