@@ -58,7 +58,7 @@ impl Default for ExecutorMetrics {
             );
             r.register(
                 "kube_requests",
-                "Kubernetes API requests, by cluster (management or workload), verb, resource and outcome (HTTP status code, or error)",
+                "Kubernetes API requests, by kube_cluster (management or workload), verb, resource and outcome (HTTP status code, or error)",
                 m.kube_requests.clone(),
             );
             r.register(
@@ -90,7 +90,7 @@ impl Default for ExecutorMetrics {
             );
             r.register(
                 "kube_request_duration_seconds",
-                "Time for a Kubernetes API request to answer (headers received), by cluster (management or workload) and verb",
+                "Time for a Kubernetes API request to answer (headers received), by kube_cluster (management or workload) and verb",
                 m.kube_duration.clone(),
             );
             r.register(
@@ -152,7 +152,7 @@ impl ExecutorMetrics {
         if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
             return 0;
         }
-        let side = format!("cluster=\"{side}\"");
+        let side = format!("kube_cluster=\"{side}\"");
         let verb = verb.map(|v| format!("verb=\"{v}\""));
         let resource = resource.map(|r| format!("resource=\"{r}\""));
         text.lines()
@@ -241,7 +241,7 @@ impl tower::Service<Request<Body>> for Observed {
                 let result = inner.send(req).await;
                 durations
                     .get_or_create(&vec![
-                        ("cluster", side.to_owned()),
+                        ("kube_cluster", side.to_owned()),
                         ("verb", call.verb.to_owned()),
                     ])
                     .observe(started.elapsed().as_secs_f64());
@@ -264,7 +264,7 @@ impl tower::Service<Request<Body>> for Observed {
                 };
                 requests
                     .get_or_create(&vec![
-                        ("cluster", side.to_owned()),
+                        ("kube_cluster", side.to_owned()),
                         ("verb", call.verb.to_owned()),
                         ("resource", call.resource),
                         ("outcome", outcome),

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod grpc;
 pub mod metrics;
 pub mod net;
+pub mod process;
 pub mod propagation;
 pub mod shutdown;
 pub mod telemetry;

@@ -424,6 +424,34 @@ fn the_executor_allow_list_and_egress_policy_reach_the_manifests() {
 }
 
 #[test]
+fn the_grafana_dashboard_ships_as_a_configmap_for_the_sidecar() {
+    assert!(
+        !render(&[])
+            .iter()
+            .any(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "konnector-grafana-dashboard"),
+        "the dashboard ConfigMap is opt-in"
+    );
+    let docs = render(&[
+        "metrics.grafanaDashboard.enabled=true",
+        "metrics.grafanaDashboard.namespace=monitoring",
+        "metrics.grafanaDashboard.annotations.grafana_folder=konnector",
+    ]);
+    let cm = find(&docs, "ConfigMap", "konnector-grafana-dashboard");
+    assert_eq!(cm["metadata"]["namespace"], "monitoring");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(cm["metadata"]["labels"]["app.kubernetes.io/part-of"], "konnector");
+    assert_eq!(cm["metadata"]["annotations"]["grafana_folder"], "konnector");
+    // The data is the dashboard file, byte for byte as JSON.
+    let shipped: Value = serde_json::from_str(cm["data"]["konnector.json"].as_str().unwrap()).unwrap();
+    let file: Value = serde_json::from_slice(
+        &std::fs::read(tools::chart_dir().join("files/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(shipped, file);
+    assert_eq!(shipped["uid"], "konnector");
+}
+
+#[test]
 fn the_schema_refuses_mistyped_keys_and_wrong_types_by_name() {
     for (set, message) in [
         (
@@ -726,6 +754,7 @@ async fn manifests_apply_by_server_side_dry_run() {
         "createNamespace=true",
         "metrics.serviceMonitor.enabled=true",
         "metrics.prometheusRule.enabled=true",
+        "metrics.grafanaDashboard.enabled=true",
     ]);
     assert!(docs.len() > 15, "rendered {} documents", docs.len());
     for (kind, name) in [
@@ -734,6 +763,7 @@ async fn manifests_apply_by_server_side_dry_run() {
         ("PrometheusRule", "konnector"),
         ("Service", "konnector-gateway-metrics"),
         ("Service", "konnector-executor-metrics"),
+        ("ConfigMap", "konnector-grafana-dashboard"),
     ] {
         find(&docs, kind, name);
     }

@@ -443,9 +443,9 @@ async fn assert_admin_routers_count_the_hook(gateway: &gateway_fixture::RunningG
     assert_eq!(status, 200);
     for needle in [
         "konnector_executor_rpc_requests_total{method=\"ApplyAgent\",code=\"OK\"} 1",
-        "konnector_executor_kube_requests_total{cluster=\"management\",verb=\"get\",resource=\"secrets\",outcome=\"200\"}",
-        "konnector_executor_kube_requests_total{cluster=\"management\",verb=\"patch\",resource=\"helmchartproxies\",outcome=\"201\"} 1",
-        "konnector_executor_kube_requests_total{cluster=\"workload\",verb=\"patch\",resource=\"secrets\",outcome=\"201\"} 1",
+        "konnector_executor_kube_requests_total{kube_cluster=\"management\",verb=\"get\",resource=\"secrets\",outcome=\"200\"}",
+        "konnector_executor_kube_requests_total{kube_cluster=\"management\",verb=\"patch\",resource=\"helmchartproxies\",outcome=\"201\"} 1",
+        "konnector_executor_kube_requests_total{kube_cluster=\"workload\",verb=\"patch\",resource=\"secrets\",outcome=\"201\"} 1",
         "konnector_executor_remote_clients 1",
     ] {
         assert!(text.contains(needle), "{needle} in {text}");
