@@ -38,6 +38,7 @@ use serde_json::Value;
 struct Proc {
     child: Child,
     stdout: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -49,7 +50,7 @@ impl Proc {
             .expect("cannot start the binary");
         let stdout = Arc::new(Mutex::new(String::new()));
         let (mut pipe, sink) = (child.stdout.take().unwrap(), stdout.clone());
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
             while let Ok(n) = pipe.read(&mut buf) {
                 if n == 0 {
@@ -58,11 +59,23 @@ impl Proc {
                 sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        Self { child, stdout }
+        Self {
+            child,
+            stdout,
+            reader: Some(reader),
+        }
     }
 
     fn logs(&self) -> String {
         self.stdout.lock().unwrap().clone()
+    }
+
+    /// Everything the process wrote, once it has exited (the reader thread has seen the pipe close).
+    fn all_logs(&mut self) -> String {
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        self.logs()
     }
 
     /// SIGTERM, as Kubernetes stops a pod, then waits for the exit; the exporter flushes on the way out.
@@ -75,6 +88,8 @@ impl Proc {
         let deadline = tokio::time::Instant::now() + support::HANG_GUARD;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                // Its last lines too: the reader ends when the pipe closes.
+                self.all_logs();
                 return status;
             }
             assert!(
@@ -511,9 +526,7 @@ async fn a_compression_the_exporter_cannot_do_stops_the_binary_at_start_up() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    // Wait for the reader thread to see the pipe close.
-    std::thread::sleep(Duration::from_millis(200));
-    let logs = gateway.logs();
+    let logs = gateway.all_logs();
     assert_eq!(status.code(), Some(1), "{logs}");
     let line: Value = serde_json::from_str(logs.lines().last().expect("a fatal line")).unwrap();
     assert!(
