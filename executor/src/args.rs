@@ -167,6 +167,11 @@ pub struct Args {
     /// do, nothing to uninstall. Empty: every namespace.
     #[arg(long, env = "KONNECTOR_CLUSTER_NAMESPACES", value_delimiter = ',')]
     pub cluster_namespaces: Vec<String>,
+    /// Prism Central hosts the executor may contact, comma-separated: host names or addresses, or `*.domain` for
+    /// any name under a domain. A Cluster naming another host fails its preflight (NOT_ALLOWED) and nothing is
+    /// sent to it. Empty (the default) allows any host.
+    #[arg(long, env = "KONNECTOR_PRISM_CENTRAL_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub prism_central_allowed_hosts: Vec<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub log: LogArgs,
@@ -241,6 +246,7 @@ impl Args {
                 .filter(|n| !n.is_empty())
                 .cloned()
                 .collect(),
+            prism_central_allowed_hosts: crate::prism::AllowedHosts::new(&self.prism_central_allowed_hosts),
         })
     }
 

@@ -59,6 +59,8 @@ pub struct ExecutorConfig {
     /// executor may read nothing elsewhere, so a hook for a Cluster outside them is answered without reading it
     /// (see [`ExecutorConfig::serves`]) rather than failing with a permission error that blocks its deletion.
     pub cluster_namespaces: Vec<String>,
+    /// The Prism Central hosts the checks may contact; empty allows any.
+    pub prism_central_allowed_hosts: crate::prism::AllowedHosts,
 }
 
 impl ExecutorConfig {
@@ -97,6 +99,7 @@ impl Default for ExecutorConfig {
             workload_response_limit_bytes: crate::limits::DEFAULT_WORKLOAD_RESPONSE_LIMIT_BYTES,
             management_response_limit_bytes: crate::limits::DEFAULT_MANAGEMENT_RESPONSE_LIMIT_BYTES,
             cluster_namespaces: Vec::new(),
+            prism_central_allowed_hosts: crate::prism::AllowedHosts::default(),
         }
     }
 }

@@ -61,7 +61,7 @@ impl Default for ExecutorMetrics {
             );
             r.register(
                 "kube_requests",
-                "Kubernetes API requests, by cluster (management or workload), verb, resource and outcome (HTTP status code, or error)",
+                "Kubernetes API requests, by kube_cluster (management or workload), verb, resource and outcome (HTTP status code, or error)",
                 m.kube_requests.clone(),
             );
             r.register(
@@ -93,7 +93,7 @@ impl Default for ExecutorMetrics {
             );
             r.register(
                 "kube_request_duration_seconds",
-                "Time for a Kubernetes API request to answer (headers received), by cluster (management or workload) and verb",
+                "Time for a Kubernetes API request to answer (headers received), by kube_cluster (management or workload) and verb",
                 m.kube_duration.clone(),
             );
             r.register(
@@ -155,7 +155,7 @@ impl ExecutorMetrics {
         if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
             return 0;
         }
-        let side = format!("cluster=\"{side}\"");
+        let side = format!("kube_cluster=\"{side}\"");
         let verb = verb.map(|v| format!("verb=\"{v}\""));
         let resource = resource.map(|r| format!("resource=\"{r}\""));
         text.lines()
@@ -241,6 +241,7 @@ impl tower::Service<Request<Body>> for Observed {
             { attr::KONNECTOR_KUBE_VERB } = call.verb,
             { attr::KONNECTOR_KUBE_RESOURCE } = %call.resource,
             { attr::KONNECTOR_KUBE_NAMESPACE } = call.namespace.as_deref().unwrap_or(""),
+            { attr::ERROR_TYPE } = Empty,
         );
         let bound = if call.verb == "watch" {
             Bound::PerLine
@@ -257,7 +258,7 @@ impl tower::Service<Request<Body>> for Observed {
                 let result = inner.send(req).await;
                 durations
                     .get_or_create(&vec![
-                        ("cluster", side.to_owned()),
+                        ("kube_cluster", side.to_owned()),
                         ("verb", call.verb.to_owned()),
                     ])
                     .observe(started.elapsed().as_secs_f64());
@@ -266,18 +267,21 @@ impl tower::Service<Request<Body>> for Observed {
                         let code = resp.status().as_u16();
                         tracing::Span::current().record(attr::HTTP_RESPONSE_STATUS_CODE, code);
                         if code >= 400 {
+                            // The HTTP client convention: the status code is the error's class.
                             tracing::Span::current().record("otel.status_code", "ERROR");
+                            tracing::Span::current().record(attr::ERROR_TYPE, code.to_string());
                         }
                         code.to_string()
                     }
-                    Err(_) => {
+                    Err(error) => {
                         tracing::Span::current().record("otel.status_code", "ERROR");
+                        tracing::Span::current().record(attr::ERROR_TYPE, kube_error_type(error));
                         "error".to_owned()
                     }
                 };
                 requests
                     .get_or_create(&vec![
-                        ("cluster", side.to_owned()),
+                        ("kube_cluster", side.to_owned()),
                         ("verb", call.verb.to_owned()),
                         ("resource", call.resource),
                         ("outcome", outcome),
@@ -287,6 +291,24 @@ impl tower::Service<Request<Body>> for Observed {
             }
             .instrument(span),
         )
+    }
+}
+
+/// `error.type` of an API request that got no HTTP answer: a small fixed set, so the attribute stays
+/// low-cardinality (the error's text goes to the logs, never here).
+fn kube_error_type(error: &kube::Error) -> &'static str {
+    let timed_out = std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| e.source())
+        .any(|e| {
+            e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        });
+    match error {
+        _ if timed_out => "timeout",
+        kube::Error::HyperError(_) | kube::Error::Service(_) => "transport",
+        kube::Error::RustlsTls(_) | kube::Error::TlsRequired => "tls",
+        kube::Error::Auth(_) => "auth",
+        // OpenTelemetry's value for a class outside the known set.
+        _ => "_OTHER",
     }
 }
 

@@ -36,6 +36,10 @@ impl Executor {
         let pc = &req.prism_central;
         let endpoint = prism::endpoint(&pc.host, pc.port);
         let verdict = match Credentials::from_secret(secret) {
+            // Before any connection: a host off the allow-list is never resolved, let alone sent credentials.
+            Some(_) if !self.inner.config.prism_central_allowed_hosts.allows(&pc.host) => {
+                PreflightVerdict::Failed(prism::PreflightFailure::NotAllowed)
+            }
             Some(credentials) => {
                 prism::preflight(pc, &credentials, self.inner.config.prism_central_timeout).await
             }
@@ -112,6 +116,17 @@ impl Executor {
                 return Registration::Unknown(format!("invalid Konnector Agent configuration: {e}"));
             }
         };
+        if !self
+            .inner
+            .config
+            .prism_central_allowed_hosts
+            .allows(&req.prism_central.host)
+        {
+            return Registration::Unknown(
+                prism::PreflightFailure::NotAllowed
+                    .describe(&prism::endpoint(&req.prism_central.host, req.prism_central.port)),
+            );
+        }
         let key = &live.key;
         let secret_ref = format!("{}/{}", key.namespace, req.credentials_secret);
         let secret = match Api::<Secret>::namespaced(self.mgmt(), &key.namespace)

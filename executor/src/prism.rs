@@ -9,6 +9,13 @@
 //! The credentials' values live in [`Credentials`], whose `Debug` prints no value, and they only ever leave it as
 //! the request's `Authorization` header. No message built here contains them, nor the username.
 //!
+//! **Trust** is the agent's, which is a Go program using `crypto/x509`: unless the Cluster says `insecure: true`,
+//! the server's certificate must verify against the system's roots plus `additionalTrustBundle` (either may be
+//! empty), for the URL's host. As in Go, a certificate of the bundle that the server presents as its own is
+//! trusted as itself, whatever its CA flag: a self-signed certificate given as the bundle is enough. The request,
+//! and so the credentials, is only written after the handshake verified; a server that fails verification gets
+//! nothing but a TLS alert.
+//!
 //! **The authenticated read** is `GET /api/nutanix/v3/users/me`: it answers the caller's own user, so it needs no
 //! permission beyond being authenticated (any role can read itself), it reads one small object, it has no side
 //! effect, and the v3 API is served by every Prism Central release the agent supports. A 401 or 403 there means the
@@ -186,6 +193,8 @@ pub enum PreflightFailure {
         /// Where it was.
         step: Step,
     },
+    /// The host is not in the executor's `--prism-central-allowed-hosts`; nothing was sent to it.
+    NotAllowed,
 }
 
 impl PreflightFailure {
@@ -199,6 +208,7 @@ impl PreflightFailure {
             Self::Unauthorized { .. } => "UNAUTHORIZED",
             Self::UnexpectedAnswer { .. } => "UNEXPECTED_ANSWER",
             Self::Timeout { .. } => "TIMEOUT",
+            Self::NotAllowed => "NOT_ALLOWED",
         }
     }
 
@@ -220,7 +230,7 @@ impl PreflightFailure {
                 "Prism Central {endpoint} is not reachable: the connection was refused or failed; check the URL's port and the network between the management cluster and Prism Central"
             ),
             Self::Tls { reason } => format!(
-                "Prism Central {endpoint} failed the TLS check: {reason}; check nutanix.prismCentralEndpoint.additionalTrustBundle (or insecure)"
+                "Prism Central {endpoint} failed TLS verification: {reason}; the credentials were not sent; check nutanix.prismCentralEndpoint.additionalTrustBundle (or insecure)"
             ),
             Self::Unauthorized { status } => format!(
                 "Prism Central {endpoint} refused the credentials (HTTP {status} to GET {AUTH_CHECK_PATH}); check the username and password in the credentials Secret"
@@ -241,6 +251,9 @@ impl PreflightFailure {
             Self::Timeout { after, step } => format!(
                 "Prism Central {endpoint} did not answer within {} (while {step})",
                 humanize_short(*after)
+            ),
+            Self::NotAllowed => format!(
+                "Prism Central {endpoint} is not among the executor's allowed Prism Central hosts (--prism-central-allowed-hosts); nothing was sent to it; check nutanix.prismCentralEndpoint.url or the executor's allow-list"
             ),
         }
     }
@@ -264,29 +277,65 @@ pub fn endpoint(host: &str, port: u16) -> String {
     }
 }
 
+/// Which Prism Central hosts the executor may contact (`--prism-central-allowed-hosts`): empty allows every host.
+/// An entry is a host name or address, compared without case, or `*.domain` for any name under `domain`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllowedHosts(Vec<String>);
+
+impl AllowedHosts {
+    /// The allow-list of `entries` (blank ones ignored); empty allows every host.
+    pub fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(entries: I) -> Self {
+        Self(
+            entries
+                .into_iter()
+                .map(|e| e.as_ref().trim().trim_end_matches('.').to_ascii_lowercase())
+                .filter(|e| !e.is_empty())
+                .collect(),
+        )
+    }
+
+    /// Whether `host` (as the Cluster's URL names it) may be contacted.
+    pub fn allows(&self, host: &str) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.0.iter().any(|entry| match entry.strip_prefix("*.") {
+            Some(domain) => host
+                .strip_suffix(domain)
+                .is_some_and(|label| label.len() > 1 && label.ends_with('.')),
+            None => *entry == host,
+        })
+    }
+}
+
 /// Where and how to reach Prism Central, derived from the Cluster's `prismCentralEndpoint`.
 #[derive(Clone, Debug)]
 pub struct Target {
     host: String,
     port: u16,
-    /// Verify against these roots; `None` skips verification.
-    roots: Option<Arc<RootCertStore>>,
+    /// Verify with this; `None` is the Cluster's `insecure: true`.
+    verifier: Option<Arc<AgentVerifier>>,
 }
 
 impl Target {
-    /// Applies the same rule as the Helm values: verification uses `additionalTrustBundle` when `insecure` is
-    /// false and a bundle is given; otherwise (insecure, or no bundle) the agent does not verify, and neither does
-    /// this check, so that it tests what the agent will do.
+    /// Applies the agent's rule: `insecure: true` verifies nothing; otherwise the certificate must verify against
+    /// the system's roots plus `additionalTrustBundle` (see the module documentation).
     pub fn new(pc: &PrismCentral) -> Result<Self, PreflightFailure> {
-        let roots = if !pc.insecure && !pc.trust_bundle.is_empty() {
-            Some(Arc::new(roots_from_bundle(&pc.trust_bundle)?))
-        } else {
+        let verifier = if pc.insecure {
             None
+        } else {
+            let bundle = if pc.trust_bundle.trim().is_empty() {
+                Vec::new()
+            } else {
+                certs_from_bundle(&pc.trust_bundle)?
+            };
+            Some(Arc::new(AgentVerifier::new(bundle)?))
         };
         Ok(Self {
             host: pc.host.clone(),
             port: pc.port,
-            roots,
+            verifier,
         })
     }
 
@@ -297,25 +346,202 @@ impl Target {
 
     /// Whether the server certificate is verified.
     pub fn verifies(&self) -> bool {
-        self.roots.is_some()
+        self.verifier.is_some()
     }
 }
 
-fn roots_from_bundle(bundle: &str) -> Result<RootCertStore, PreflightFailure> {
+/// The certificates of a base64-encoded PEM bundle; at least one.
+fn certs_from_bundle(bundle: &str) -> Result<Vec<CertificateDer<'static>>, PreflightFailure> {
     let compact: String = bundle.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     let pem = base64::engine::general_purpose::STANDARD
         .decode(compact)
         .map_err(|_| PreflightFailure::TrustBundle)?;
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        roots
-            .add(cert.map_err(|_| PreflightFailure::TrustBundle)?)
-            .map_err(|_| PreflightFailure::TrustBundle)?;
-    }
-    if roots.is_empty() {
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| PreflightFailure::TrustBundle)?;
+    if certs.is_empty() {
         return Err(PreflightFailure::TrustBundle);
     }
-    Ok(roots)
+    Ok(certs)
+}
+
+/// The system's trust anchors, read once: what Go's `crypto/x509` reads on Linux (the distribution's bundle, or
+/// `SSL_CERT_FILE`/`SSL_CERT_DIR`). Unreadable or unparsable entries are skipped, as Go skips them.
+fn system_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        if found.certs.is_empty() {
+            tracing::debug!(
+                errors = found.errors.len(),
+                "no system CA certificates found; Prism Central is verified against additionalTrustBundle only"
+            );
+        }
+        found.certs
+    })
+}
+
+/// The agent's verification (Go's `crypto/x509`, as the module documentation describes), for rustls.
+#[derive(Debug)]
+struct AgentVerifier {
+    /// Chains to the system's roots or a certificate of the bundle.
+    chains: Arc<dyn ServerCertVerifier>,
+    /// The bundle's certificates, each trusted as itself when the server presents it.
+    bundle: Vec<CertificateDer<'static>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl AgentVerifier {
+    fn new(bundle: Vec<CertificateDer<'static>>) -> Result<Self, PreflightFailure> {
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(system_roots().iter().cloned());
+        for cert in &bundle {
+            roots
+                .add(cert.clone())
+                .map_err(|_| PreflightFailure::TrustBundle)?;
+        }
+        let provider = provider();
+        let chains: Arc<dyn ServerCertVerifier> = if roots.is_empty() {
+            // No anchor at all (no bundle, and a system without CA certificates): nothing can verify.
+            Arc::new(Untrusted)
+        } else {
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|_| PreflightFailure::TrustBundle)?
+        };
+        Ok(Self {
+            chains,
+            bundle,
+            provider,
+        })
+    }
+
+    /// Go's rule for a leaf that is itself a root: a chain of one, with its validity period, its extended key
+    /// usage (server authentication, when it restricts any) and its names still checked.
+    fn verify_pinned(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        server_name: &ServerName<'_>,
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError;
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let bad = |e: CertificateError| rustls::Error::InvalidCertificate(e);
+        let (_, cert) =
+            X509Certificate::from_der(end_entity.as_ref()).map_err(|_| bad(CertificateError::BadEncoding))?;
+        let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        if now < cert.validity().not_before.timestamp() {
+            return Err(bad(CertificateError::NotValidYet));
+        }
+        if now > cert.validity().not_after.timestamp() {
+            return Err(bad(CertificateError::Expired));
+        }
+        if let Ok(Some(eku)) = cert.extended_key_usage()
+            && !eku.value.any
+            && !eku.value.server_auth
+        {
+            return Err(bad(CertificateError::InvalidPurpose));
+        }
+        let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_name(&parsed, server_name)?;
+        Ok(ServerCertVerified::assertion())
+    }
+}
+
+impl ServerCertVerifier for AgentVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.bundle.iter().any(|c| c.as_ref() == end_entity.as_ref()) {
+            return self.verify_pinned(end_entity, server_name, now);
+        }
+        self.chains
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Refuses every chain: verification with no trust anchor at all.
+#[derive(Debug)]
+struct Untrusted;
+
+impl ServerCertVerifier for Untrusted {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider().signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// The parts of an HTTP answer the checks look at.
@@ -412,7 +638,7 @@ fn tls_reason(error: &std::io::Error) -> &'static str {
     match error.get_ref().and_then(|e| e.downcast_ref::<TlsError>()) {
         Some(TlsError::InvalidCertificate(c)) => match c {
             CertificateError::UnknownIssuer => {
-                "its certificate is not signed by a CA in additionalTrustBundle"
+                "its certificate is not signed by a CA in additionalTrustBundle or the system's roots"
             }
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
                 "its certificate does not name the URL's host"
@@ -439,9 +665,10 @@ fn client_config(target: &Target) -> ClientConfig {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions");
-    match &target.roots {
-        Some(roots) => builder
-            .with_root_certificates(roots.clone())
+    match &target.verifier {
+        Some(verifier) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
             .with_no_client_auth(),
         None => builder
             .dangerous()
@@ -725,8 +952,8 @@ mod tests {
             insecure,
             trust_bundle: bundle.into(),
         };
-        // The values' fallback: no bundle, or insecure, means no verification.
-        assert!(!Target::new(&pc(false, "")).unwrap().verifies());
+        // Only the Cluster's insecure: true turns verification off; without a bundle the system's roots verify.
+        assert!(Target::new(&pc(false, "")).unwrap().verifies());
         assert!(!Target::new(&pc(true, "bm90IGEgYnVuZGxl")).unwrap().verifies());
         assert_eq!(
             Target::new(&pc(false, "%%%")).unwrap_err(),

@@ -84,6 +84,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let registry = executor.metrics().registry();
     konnector_runtime::metrics::register_build_info(registry, "executor");
+    konnector_runtime::process::register_process_metrics(registry);
     registry.register(|r| {
         r.register(
             "grpc_connections_accepted",

@@ -178,6 +178,7 @@ pub fn preflight_outcome(v: &PreflightVerdict) -> pb::PreflightOutcome {
             PreflightFailure::Unauthorized { .. } => pb::PreflightOutcome::Unauthorized,
             PreflightFailure::UnexpectedAnswer(_) => pb::PreflightOutcome::UnexpectedAnswer,
             PreflightFailure::Timeout { .. } => pb::PreflightOutcome::Timeout,
+            PreflightFailure::NotAllowed => pb::PreflightOutcome::NotAllowed,
         },
     }
 }
@@ -209,6 +210,7 @@ fn server_span(method: &'static str, metadata: &MetadataMap) -> Span {
         { attr::KONNECTOR_OUTCOME } = Empty,
         { attr::KONNECTOR_UNINSTALL_PHASE } = Empty,
         { attr::KONNECTOR_TRIGGER } = Empty,
+        { attr::ERROR_TYPE } = Empty,
     );
     konnector_runtime::propagation::set_parent_from_metadata(&span, metadata);
     span
@@ -245,6 +247,7 @@ impl Executor {
             }
             Err(e) => {
                 span.record(attr::KONNECTOR_OUTCOME, code_name(code));
+                span.record(attr::ERROR_TYPE, code_name(code));
                 span.record("otel.status_code", "ERROR");
                 span.in_scope(|| tracing::warn!(rpc, code = ?e.code(), error = %crate::limits::brief(&e), "request failed"));
                 Err(e.into())

@@ -175,6 +175,7 @@ impl ExecutorClient {
             { attr::RPC_RESPONSE_STATUS_CODE } = Empty,
             { attr::SERVER_ADDRESS } = executor.as_ref().and_then(http::Uri::host),
             { attr::SERVER_PORT } = executor.as_ref().and_then(http::Uri::port_u16),
+            { attr::ERROR_TYPE } = Empty,
         );
         let started = tokio::time::Instant::now();
         let outcome = async {
@@ -203,6 +204,7 @@ impl ExecutorClient {
         );
         if code != tonic::Code::Ok {
             span.record("otel.status_code", "ERROR");
+            span.record(attr::ERROR_TYPE, konnector_runtime::grpc::code_name(code));
         }
         if let Err(status) = &outcome {
             tracing::warn!(hook = hook.name(), code = ?status.code(), "executor call failed");

@@ -17,6 +17,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
+use konnector_runtime::grpc::code_name;
 use konnector_runtime::http_server::ConnectionPermits;
 use konnector_runtime::metrics::Metrics;
 use konnector_runtime::telemetry::attr;
@@ -162,6 +163,10 @@ async fn hook_handler(
         { attr::HTTP_REQUEST_METHOD } = "POST",
         { attr::HTTP_ROUTE } = %route,
         { attr::HTTP_RESPONSE_STATUS_CODE } = 200,
+        // The router is only ever served over TLS (server.rs), so the scheme is a constant.
+        { attr::URL_SCHEME } = "https",
+        { attr::URL_PATH } = uri.path(),
+        { attr::ERROR_TYPE } = Empty,
         { attr::KONNECTOR_HOOK } = hook.name(),
         { attr::KONNECTOR_CLUSTER_NAMESPACE } = Empty,
         { attr::KONNECTOR_CLUSTER_NAME } = Empty,
@@ -180,7 +185,10 @@ async fn hook_handler(
         Ok(answer) => answer,
         // Waiting for a permit or reading a slow body used up the budget; the executor was not (or not fully)
         // asked.
-        Err(_) => hook_answer(hook, Err(tonic::Status::deadline_exceeded(""))),
+        Err(_) => {
+            span.record(attr::ERROR_TYPE, code_name(tonic::Code::DeadlineExceeded));
+            hook_answer(hook, Err(tonic::Status::deadline_exceeded("")))
+        }
     };
     let elapsed = started.elapsed();
     let status = match answer.status {
@@ -233,10 +241,11 @@ async fn handle(
     let read = read_body(body, config.body_limit_bytes, &state.inner.body_room);
     let body = match tokio::time::timeout(config.body_read_timeout, read).await {
         Ok(Ok(body)) => body,
-        Ok(Err(message)) => return HookResponse::failure(hook, message),
+        Ok(Err(message)) => return failed(hook, ERROR_INVALID_REQUEST, message),
         Err(_) => {
-            return HookResponse::failure(
+            return failed(
                 hook,
+                ERROR_INVALID_REQUEST,
                 format!(
                     "request body did not arrive within the gateway's {}s body read timeout",
                     config.body_read_timeout.as_secs_f64()
@@ -247,11 +256,11 @@ async fn handle(
     let (ctx, configured) = {
         let request = match decode(hook, &body.bytes) {
             Ok(r) => r,
-            Err(message) => return HookResponse::failure(hook, message),
+            Err(message) => return failed(hook, ERROR_INVALID_REQUEST, message),
         };
         drop(body);
         let Some(capi_cluster) = request.cluster.as_ref() else {
-            return HookResponse::failure(hook, "the request has no cluster");
+            return failed(hook, ERROR_INVALID_REQUEST, "the request has no cluster");
         };
         if let Some(meta) = &capi_cluster.metadata {
             let namespace = meta.namespace.clone().unwrap_or_default();
@@ -262,7 +271,7 @@ async fn handle(
         }
         let ctx = match cluster_ref(capi_cluster) {
             Ok(ctx) => ctx,
-            Err(e) => return HookResponse::failure(hook, format!("{}: {e}", context(hook))),
+            Err(e) => return failed(hook, ERROR_INVALID_REQUEST, format!("{}: {e}", context(hook))),
         };
         (ctx, addon_configured(capi_cluster))
     };
@@ -277,12 +286,12 @@ async fn handle(
     let _connection_permit = match &connection {
         Some(ConnectionPermits(permits)) => match permits.acquire().await {
             Ok(permit) => Some(permit),
-            Err(_) => return HookResponse::failure(hook, "the gateway is shutting down"),
+            Err(_) => return failed(hook, ERROR_SHUTTING_DOWN, "the gateway is shutting down"),
         },
         None => None,
     };
     let Ok(_permit) = state.inner.permits.acquire().await else {
-        return HookResponse::failure(hook, "the gateway is shutting down");
+        return failed(hook, ERROR_SHUTTING_DOWN, "the gateway is shutting down");
     };
     tracing::debug!(hook = hook.name(), namespace = %ctx.namespace, cluster = %ctx.name, "calling executor");
     let started = Instant::now();
@@ -291,5 +300,21 @@ async fn handle(
         .inner
         .metrics
         .executor_call(hook, reply.as_ref().err(), started.elapsed().as_secs_f64());
+    if let Err(status) = &reply {
+        // The executor's gRPC code is the class of a failure it caused: low-cardinality, and the same name its
+        // own span and the hook metrics use.
+        tracing::Span::current().record(attr::ERROR_TYPE, code_name(status.code()));
+    }
     hook_answer(hook, reply)
+}
+
+/// `error.type` of a hook the gateway itself refused (a body it cannot read, decode or use).
+const ERROR_INVALID_REQUEST: &str = "invalid_request";
+/// `error.type` of a hook that arrived while the gateway drains.
+const ERROR_SHUTTING_DOWN: &str = "shutting_down";
+
+/// A Failure answer the gateway gives on its own, with `error_type` on the hook span.
+fn failed(hook: Hook, error_type: &'static str, message: impl Into<String>) -> HookResponse {
+    tracing::Span::current().record(attr::ERROR_TYPE, error_type);
+    HookResponse::failure(hook, message)
 }

@@ -59,6 +59,7 @@ pub async fn serve_with_metrics(
     konnector_runtime::tls::install_crypto_provider();
     let config = config.validate()?;
     konnector_runtime::metrics::register_build_info(metrics, "gateway");
+    konnector_runtime::process::register_process_metrics(metrics);
     let metrics = metrics::GatewayMetrics::register(metrics);
     let tls_config = server::rustls_config_observed(&tls, config.cert_reload_interval, &metrics.tls)?;
     let channel =

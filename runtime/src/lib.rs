@@ -7,6 +7,7 @@ pub mod grpc;
 pub mod http_server;
 pub mod metrics;
 pub mod net;
+pub mod process;
 pub mod propagation;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,18 +1,23 @@
 //! Structured logging and tracing.
 //!
 //! Logs are one line per event, plain or JSON, filtered by a `RUST_LOG`-style directive. A line written inside a
-//! traced request carries that request's `trace_id`, whichever binary writes it.
+//! traced request carries that request's `trace_id`, whichever binary writes it, whether or not spans are exported:
+//! an operator correlates a hook's log lines across the gateway and the executor by it. Plain lines are coloured
+//! only when stdout is a terminal and `NO_COLOR` is unset, so pipes and log files get no escape codes.
 //!
 //! Traces go to an OTLP collector when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) variable is set, and are off otherwise. The transport follows
-//! `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`: `grpc` (konnector's default, as before) or `http/protobuf`. An
-//! `https://` endpoint is verified against `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE` when set, else the system's
-//! roots, and `OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_CERTIFICATE`/`_CLIENT_KEY` add a client certificate. The exporter
-//! reads the other `OTEL_*` variables itself (timeout, headers, compression). The resource carries `service.name`,
-//! `service.version` (the binary's [`crate::VERSION`]) and whatever `OTEL_RESOURCE_ATTRIBUTES` adds or overrides.
-//! W3C `traceparent` is the propagation format.
+//! `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`: `grpc` (konnector's default, as before) or `http/protobuf`. For
+//! OTLP/HTTP the generic endpoint is a base URL that gets `/v1/traces` appended, path or not, and the
+//! traces-specific one is used as it is, as the OTLP exporter specification says. An `https://` endpoint is
+//! verified against `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE` when set, else the system's roots, and
+//! `OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_CERTIFICATE`/`_CLIENT_KEY` add a client certificate.
+//! `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION` is `gzip` or `none`; anything else stops the binary at start-up
+//! rather than being ignored. The exporter reads the other `OTEL_*` variables itself (timeout, headers). The
+//! resource carries `service.name`, `service.version` (the binary's [`crate::VERSION`]) and whatever
+//! `OTEL_RESOURCE_ATTRIBUTES` adds or overrides. W3C `traceparent` is the propagation format.
 
-use std::{future::Future, path::PathBuf, process::ExitCode};
+use std::{future::Future, io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
@@ -40,8 +45,8 @@ use tracing_subscriber::{
 /// a namespace OpenTelemetry reserves (such as `k8s.`).
 pub mod attr {
     pub use opentelemetry_semantic_conventions::attribute::{
-        HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE, RPC_METHOD, RPC_RESPONSE_STATUS_CODE,
-        RPC_SYSTEM_NAME, SERVER_ADDRESS, SERVER_PORT,
+        ERROR_TYPE, HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE, RPC_METHOD,
+        RPC_RESPONSE_STATUS_CODE, RPC_SYSTEM_NAME, SERVER_ADDRESS, SERVER_PORT, URL_PATH, URL_SCHEME,
     };
     pub use opentelemetry_semantic_conventions::resource::{SERVICE_NAME, SERVICE_VERSION};
 
@@ -99,18 +104,20 @@ pub struct LogArgs {
 #[derive(Debug)]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    exporting: bool,
 }
 
 impl Telemetry {
     /// Keeps `provider` alive until dropped, then flushes it: for a process that builds its own subscriber
     /// around [`tracing_layer`].
     pub fn from_provider(provider: Option<SdkTracerProvider>) -> Self {
-        Self { provider }
+        let exporting = provider.is_some();
+        Self { provider, exporting }
     }
 
     /// Whether spans are exported.
     pub fn tracing_enabled(&self) -> bool {
-        self.provider.is_some()
+        self.exporting
     }
 }
 
@@ -193,6 +200,9 @@ impl LogArgs {
         warnings: Vec<String>,
         run: impl Future<Output = anyhow::Result<()>>,
     ) -> ExitCode {
+        // Before anything builds a TLS client: the OTLP/HTTP exporter's client is built below, and reqwest's rustls
+        // takes the process-wide provider, which must exist by then.
+        crate::tls::install_crypto_provider();
         let telemetry = match self.init_with_tracing(service_name) {
             Ok(telemetry) => telemetry,
             Err(error) => {
@@ -231,15 +241,27 @@ impl LogArgs {
         let filter = EnvFilter::try_new(&self.log_level)?;
         let fmt_layer = match self.log_format {
             LogFormat::Plain => fmt::layer()
+                .with_ansi(colour_stdout())
                 .with_target(true)
                 .event_format(WithTraceId::plain())
                 .boxed(),
             LogFormat::Json => fmt::layer().json().event_format(WithTraceId::json()).boxed(),
         };
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-        let provider = match service_name {
-            Some(name) if otlp_configured() => Some((otlp_provider(name)?, name.to_owned())),
-            _ => None,
+        // A binary always gets trace context, exported or not: without a tracer there are no trace ids, and log
+        // lines could not be correlated across the gateway and the executor (the traceparent still crosses the
+        // hop, so both write the same id). Without an exporter the provider has no processor, and a finished span
+        // is dropped.
+        let (provider, exporting) = match service_name {
+            Some(name) if otlp_configured() => (Some((otlp_provider(name)?, name.to_owned())), true),
+            Some(name) => (
+                Some((
+                    SdkTracerProvider::builder().with_resource(resource(name)).build(),
+                    name.to_owned(),
+                )),
+                false,
+            ),
+            None => (None, false),
         };
         let otel_layer = provider.as_ref().map(|(p, name)| tracing_layer(p, name));
         let provider = provider.map(|(p, _)| p);
@@ -248,8 +270,14 @@ impl LogArgs {
             .with(fmt_layer)
             .with(otel_layer)
             .try_init()?;
-        Ok(Telemetry { provider })
+        Ok(Telemetry { provider, exporting })
     }
+}
+
+/// Whether plain log lines may carry ANSI colours: only for a terminal, and not when `NO_COLOR` is set
+/// (<https://no-color.org>). Pipes, files and container logs get none, so grep and log pipelines see the text.
+fn colour_stdout() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// An event format that adds the current OpenTelemetry trace id to every line written inside a traced span:
@@ -327,9 +355,10 @@ pub fn otlp_provider(service_name: &str) -> anyhow::Result<SdkTracerProvider> {
 }
 
 /// The OTLP transport.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OtlpProtocol {
     /// OTLP/gRPC (`grpc`), usually port 4317.
+    #[default]
     Grpc,
     /// OTLP/HTTP with protobuf bodies (`http/protobuf`), usually port 4318, path `/v1/traces`.
     HttpProtobuf,
@@ -348,24 +377,64 @@ impl OtlpProtocol {
     }
 }
 
+/// The OTLP payload compression (`OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OtlpCompression {
+    /// Uncompressed (`none`, or unset).
+    #[default]
+    None,
+    /// gzip (`Content-Encoding: gzip` over HTTP, `grpc-encoding: gzip` over gRPC).
+    Gzip,
+}
+
+impl OtlpCompression {
+    /// What `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION` asks for. A value konnector's exporter cannot do (`zstd`, a
+    /// typo) is an error, so the binary refuses to start instead of silently sending uncompressed.
+    pub fn from_env() -> anyhow::Result<Self> {
+        match otlp_env("COMPRESSION")
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("none") => Ok(Self::None),
+            Some("gzip") => Ok(Self::Gzip),
+            Some(other) => {
+                anyhow::bail!("OTEL_EXPORTER_OTLP_COMPRESSION={other:?} is not supported: use gzip or none")
+            }
+        }
+    }
+
+    fn exporter(self) -> Option<opentelemetry_otlp::Compression> {
+        match self {
+            Self::None => None,
+            Self::Gzip => Some(opentelemetry_otlp::Compression::Gzip),
+        }
+    }
+}
+
 /// Where and how spans are exported: what the `OTEL_EXPORTER_OTLP_*` variables say ([`OtlpExport::from_env`]),
 /// or set in code (the sandbox's `--otlp-endpoint`, the tests' receivers).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct OtlpExport {
-    /// The collector, e.g. `http://127.0.0.1:4317`; `None` leaves it to the exporter's own variables and defaults.
-    /// For OTLP/HTTP, an endpoint without a path gets `/v1/traces`.
+    /// The collector's base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` gives it, e.g. `http://127.0.0.1:4317`. For
+    /// OTLP/HTTP, `/v1/traces` is appended to it, whatever path it has (the specification's rule for the generic
+    /// variable). `None` (with no `traces_endpoint`) leaves it to the exporter's own defaults.
     pub endpoint: Option<String>,
+    /// The traces URL, as `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` gives it: used as it is, and it wins over
+    /// `endpoint`.
+    pub traces_endpoint: Option<String>,
     /// gRPC or HTTP/protobuf.
     pub protocol: OtlpProtocol,
     /// PEM CA bundle an `https://` collector's certificate must chain to; the system's roots when `None`.
     pub ca: Option<PathBuf>,
     /// PEM client certificate and key presented to the collector.
     pub client_identity: Option<(PathBuf, PathBuf)>,
+    /// Payload compression.
+    pub compression: OtlpCompression,
 }
 
 impl OtlpExport {
     /// What the environment says: `OTEL_EXPORTER_OTLP_[TRACES_]{ENDPOINT,PROTOCOL,CERTIFICATE,CLIENT_CERTIFICATE,
-    /// CLIENT_KEY}`.
+    /// CLIENT_KEY,COMPRESSION}`.
     pub fn from_env() -> anyhow::Result<Self> {
         let client_identity = match (otlp_env("CLIENT_CERTIFICATE"), otlp_env("CLIENT_KEY")) {
             (Some(cert), Some(key)) => Some((cert.into(), key.into())),
@@ -374,11 +443,14 @@ impl OtlpExport {
                 "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY must be set together"
             ),
         };
+        let var = |name: &str| std::env::var(name).ok().filter(|s| !s.trim().is_empty());
         Ok(Self {
-            endpoint: otlp_env("ENDPOINT"),
+            endpoint: var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            traces_endpoint: var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
             protocol: OtlpProtocol::from_env()?,
             ca: otlp_env("CERTIFICATE").map(PathBuf::from),
             client_identity,
+            compression: OtlpCompression::from_env()?,
         })
     }
 
@@ -386,10 +458,21 @@ impl OtlpExport {
         std::fs::read(path).with_context(|| format!("cannot read OTLP TLS file {}", path.display()))
     }
 
+    /// The URL spans are sent to, by the specification's rules for `protocol`; `None` for the exporter's default.
+    pub fn url(&self) -> Option<String> {
+        if let Some(url) = &self.traces_endpoint {
+            return Some(url.trim().to_owned());
+        }
+        let base = self.endpoint.as_deref()?.trim();
+        Some(match self.protocol {
+            OtlpProtocol::Grpc => base.to_owned(),
+            OtlpProtocol::HttpProtobuf => http_traces_url(base),
+        })
+    }
+
     fn https(&self) -> bool {
-        self.endpoint
-            .as_deref()
-            .is_some_and(|e| e.trim().to_ascii_lowercase().starts_with("https://"))
+        self.url()
+            .is_some_and(|e| e.to_ascii_lowercase().starts_with("https://"))
     }
 
     fn tonic_tls(&self) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
@@ -408,6 +491,9 @@ impl OtlpExport {
     /// A blocking client: the SDK's batch processor exports from its own thread, outside any async runtime. It is
     /// built on a thread of its own because reqwest's blocking client must not be built inside one.
     fn http_client(&self) -> anyhow::Result<reqwest::blocking::Client> {
+        // reqwest's rustls takes the process-wide crypto provider and panics without one; whoever calls this
+        // (a binary's start-up, a test, the sandbox) gets ring, the tree's only provider.
+        crate::tls::install_crypto_provider();
         let ca = self.ca.as_ref().map(Self::read).transpose()?;
         let identity = match &self.client_identity {
             Some((cert, key)) => {
@@ -437,14 +523,18 @@ impl OtlpExport {
     /// A tracer provider exporting as described, with konnector's [`resource`] for `service_name`. Must be
     /// called inside a Tokio runtime, which then carries the gRPC exporter's connection.
     pub fn provider(&self, service_name: &str) -> anyhow::Result<SdkTracerProvider> {
+        let url = self.url();
         let exporter = match self.protocol {
             OtlpProtocol::Grpc => {
                 let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
-                if let Some(endpoint) = &self.endpoint {
-                    exporter = exporter.with_endpoint(endpoint);
+                if let Some(url) = url {
+                    exporter = exporter.with_endpoint(url);
                 }
                 if self.https() {
                     exporter = exporter.with_tls_config(self.tonic_tls()?);
+                }
+                if let Some(compression) = self.compression.exporter() {
+                    exporter = exporter.with_compression(compression);
                 }
                 exporter.build()?
             }
@@ -453,8 +543,11 @@ impl OtlpExport {
                     .with_http()
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                     .with_http_client(self.http_client()?);
-                if let Some(endpoint) = &self.endpoint {
-                    exporter = exporter.with_endpoint(http_traces_url(endpoint));
+                if let Some(url) = url {
+                    exporter = exporter.with_endpoint(url);
+                }
+                if let Some(compression) = self.compression.exporter() {
+                    exporter = exporter.with_compression(compression);
                 }
                 exporter.build()?
             }
@@ -466,27 +559,23 @@ impl OtlpExport {
     }
 }
 
-/// Like [`otlp_provider`], but exporting to `endpoint` (e.g. `http://127.0.0.1:4317`) when given, whatever the
-/// environment says; the other settings still come from the environment. Must be called inside a Tokio runtime.
+/// Like [`otlp_provider`], but exporting to `endpoint` (a base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` would give
+/// it, e.g. `http://127.0.0.1:4317`) when given, whatever the environment says; the other settings still come from
+/// the environment. Must be called inside a Tokio runtime.
 pub fn otlp_provider_to(service_name: &str, endpoint: Option<&str>) -> anyhow::Result<SdkTracerProvider> {
     let mut export = OtlpExport::from_env()?;
     if let Some(endpoint) = endpoint {
         export.endpoint = Some(endpoint.to_owned());
+        export.traces_endpoint = None;
     }
     export.provider(service_name)
 }
 
-/// `endpoint` with the OTLP/HTTP traces path when it has no path of its own.
+/// The OTLP/HTTP traces URL of a base `endpoint` (`OTEL_EXPORTER_OTLP_ENDPOINT`): the base with `v1/traces`
+/// appended as a path segment, whatever path it already has, as the OTLP exporter specification says
+/// (`http://collector:4318/otlp` sends to `http://collector:4318/otlp/v1/traces`).
 fn http_traces_url(endpoint: &str) -> String {
-    let trimmed = endpoint.trim_end_matches('/');
-    let has_path = trimmed
-        .split_once("://")
-        .is_some_and(|(_, rest)| rest.contains('/'));
-    if has_path {
-        endpoint.to_owned()
-    } else {
-        format!("{trimmed}/v1/traces")
-    }
+    format!("{}/v1/traces", endpoint.trim_end_matches('/'))
 }
 
 /// The resource of konnector's spans: the SDK's detectors (which read `OTEL_SERVICE_NAME` and
@@ -516,19 +605,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn http_endpoints_get_the_traces_path_only_when_they_have_none() {
+    fn the_generic_endpoint_gets_the_traces_path_and_the_traces_endpoint_is_used_as_is() {
+        let http = |endpoint: Option<&str>, traces: Option<&str>| OtlpExport {
+            endpoint: endpoint.map(str::to_owned),
+            traces_endpoint: traces.map(str::to_owned),
+            protocol: OtlpProtocol::HttpProtobuf,
+            ..OtlpExport::default()
+        };
+        let url = |e: OtlpExport| e.url().unwrap();
         assert_eq!(
-            http_traces_url("https://collector:4318"),
+            url(http(Some("https://collector:4318"), None)),
             "https://collector:4318/v1/traces"
         );
         assert_eq!(
-            http_traces_url("https://collector:4318/"),
+            url(http(Some("https://collector:4318/"), None)),
             "https://collector:4318/v1/traces"
         );
+        // A base with a path keeps it, and still gets the signal's path (the specification's own example).
         assert_eq!(
-            http_traces_url("http://collector/otlp/v1/traces"),
+            url(http(Some("http://collector/otlp"), None)),
             "http://collector/otlp/v1/traces"
         );
+        assert_eq!(
+            url(http(Some("http://collector/otlp/"), None)),
+            "http://collector/otlp/v1/traces"
+        );
+        // The traces-specific variable is the whole URL, and wins.
+        assert_eq!(
+            url(http(
+                Some("http://generic:4318"),
+                Some("http://collector/custom/spans")
+            )),
+            "http://collector/custom/spans"
+        );
+        assert_eq!(
+            url(http(None, Some("http://collector:4318"))),
+            "http://collector:4318"
+        );
+        assert_eq!(http(None, None).url(), None);
+        // gRPC has no path: the generic endpoint is the whole target.
+        let grpc = OtlpExport {
+            endpoint: Some("http://collector:4317".into()),
+            protocol: OtlpProtocol::Grpc,
+            ..OtlpExport::default()
+        };
+        assert_eq!(url(grpc), "http://collector:4317");
     }
 
     #[test]

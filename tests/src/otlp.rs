@@ -1,6 +1,8 @@
 //! An OTLP trace receiver for tests, standing in for an OpenTelemetry collector: it keeps every span it is sent,
-//! with its resource's attributes. Plain OTLP/gRPC on loopback, or in its TLS mode OTLP/gRPC or OTLP/HTTP
-//! (protobuf, `POST /v1/traces`) over `https://` with a serving certificate from a throwaway CA.
+//! with its resource's attributes. Plain OTLP/gRPC or plain OTLP/HTTP on loopback, or in its TLS mode OTLP/gRPC
+//! or OTLP/HTTP over `https://` with a serving certificate from a throwaway CA. Its OTLP/HTTP face takes
+//! protobuf bodies, gzip-compressed or not, on any path, and records each request's path and encodings
+//! ([`HttpRequests`]), so a test can check where and how an exporter sent.
 
 use std::{
     path::{Path, PathBuf},
@@ -19,6 +21,26 @@ use opentelemetry_proto::tonic::{
 
 /// What a receiver was sent: each span with its resource's attributes.
 pub type Received = Arc<Mutex<Vec<(Vec<KeyValue>, Span)>>>;
+
+/// One OTLP/HTTP export request, as it arrived.
+#[derive(Clone, Debug)]
+pub struct HttpExport {
+    /// The request path, e.g. `/v1/traces`.
+    pub path: String,
+    /// `Content-Encoding`, when sent (`gzip`).
+    pub content_encoding: Option<String>,
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// The body's size on the wire.
+    pub wire_bytes: usize,
+    /// The `service.name` of the resources in it.
+    pub services: Vec<String>,
+    /// How many spans it carried.
+    pub spans: usize,
+}
+
+/// Every OTLP/HTTP request a receiver was sent, in order.
+pub type HttpRequests = Arc<Mutex<Vec<HttpExport>>>;
 
 /// The string (or number, or boolean) value of attribute `key` in `attributes`.
 pub fn attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
@@ -113,26 +135,7 @@ pub async fn serve_tls(protocol: OtlpProtocol, dir: &Path) -> anyhow::Result<(St
                     konnector_runtime::tls::load_key(&key)?,
                 )?;
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-            let sink = received.clone();
-            let app = axum::Router::new().route(
-                "/v1/traces",
-                axum::routing::post(move |body: axum::body::Bytes| {
-                    let sink = sink.clone();
-                    async move {
-                        let Ok(request) = <ExportTraceServiceRequest as prost::Message>::decode(body) else {
-                            return Err(http::StatusCode::BAD_REQUEST);
-                        };
-                        keep(request, &sink);
-                        let answer = ExportTraceServiceResponse {
-                            partial_success: None,
-                        };
-                        Ok((
-                            [(http::header::CONTENT_TYPE, "application/x-protobuf")],
-                            prost::Message::encode_to_vec(&answer),
-                        ))
-                    }
-                }),
-            );
+            let app = http_app(received.clone(), HttpRequests::default());
             tokio::spawn(async move {
                 loop {
                     let Ok((tcp, _)) = listener.accept().await else {
@@ -157,4 +160,84 @@ pub async fn serve_tls(protocol: OtlpProtocol, dir: &Path) -> anyhow::Result<(St
         }
     }
     Ok((endpoint, ca_file, received))
+}
+
+/// Serves plain OTLP/HTTP (protobuf) on a loopback port, on the current runtime, taking exports on any path.
+/// Returns the base URL (`http://127.0.0.1:<port>`), the spans it receives and the requests that brought them.
+pub async fn serve_http() -> anyhow::Result<(String, Received, HttpRequests)> {
+    let received: Received = Arc::default();
+    let requests = HttpRequests::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    let app = http_app(received.clone(), requests.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((endpoint, received, requests))
+}
+
+/// The OTLP/HTTP face: every POST, whatever its path, is decoded as an `ExportTraceServiceRequest` (gunzipped
+/// first when `Content-Encoding: gzip`), recorded in `requests`, and its spans kept in `received`. A body that
+/// does not decode is answered 400, as a collector would, and still recorded.
+fn http_app(received: Received, requests: HttpRequests) -> axum::Router {
+    axum::Router::new().fallback(axum::routing::post(
+        move |uri: http::Uri, headers: http::HeaderMap, body: axum::body::Bytes| {
+            let (received, requests) = (received.clone(), requests.clone());
+            async move {
+                let header = |name: http::header::HeaderName| {
+                    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+                };
+                let content_encoding = header(http::header::CONTENT_ENCODING);
+                let decoded = match content_encoding.as_deref() {
+                    Some("gzip") => {
+                        let mut plain = Vec::new();
+                        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
+                            .ok()
+                            .map(|_| plain)
+                    }
+                    None | Some("identity") => Some(body.to_vec()),
+                    Some(_) => None,
+                };
+                let request = decoded
+                    .and_then(|bytes| <ExportTraceServiceRequest as prost::Message>::decode(&bytes[..]).ok());
+                let (services, spans) = request.as_ref().map_or((Vec::new(), 0), |r| {
+                    (
+                        r.resource_spans
+                            .iter()
+                            .map(|rs| {
+                                service_name(
+                                    &rs.resource
+                                        .as_ref()
+                                        .map(|r| r.attributes.clone())
+                                        .unwrap_or_default(),
+                                )
+                            })
+                            .collect(),
+                        r.resource_spans
+                            .iter()
+                            .flat_map(|rs| &rs.scope_spans)
+                            .map(|ss| ss.spans.len())
+                            .sum(),
+                    )
+                });
+                requests.lock().unwrap().push(HttpExport {
+                    path: uri.path().to_owned(),
+                    content_encoding,
+                    content_type: header(http::header::CONTENT_TYPE),
+                    wire_bytes: body.len(),
+                    services,
+                    spans,
+                });
+                let Some(request) = request else {
+                    return Err(http::StatusCode::BAD_REQUEST);
+                };
+                keep(request, &received);
+                let answer = ExportTraceServiceResponse {
+                    partial_success: None,
+                };
+                Ok((
+                    [(http::header::CONTENT_TYPE, "application/x-protobuf")],
+                    prost::Message::encode_to_vec(&answer),
+                ))
+            }
+        },
+    ))
 }

@@ -57,6 +57,27 @@ impl TestCa {
 /// The DNS name the chart puts in the gateway's client certificate, and that the executor allows by default
 /// (`--client-allowed-names`).
 pub const GATEWAY_CLIENT_NAME: &str = "konnector-gateway";
+/// A self-signed serving certificate for `localhost` and `127.0.0.1`, its own issuer: with `ca` false it says it
+/// is not a CA (basicConstraints cA=false), as the self-signed certificate of an appliance often does.
+pub fn self_signed_serving_cert(common_name: &str, ca: bool) -> anyhow::Result<ServingCert> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.is_ca = if ca {
+        IsCa::Ca(BasicConstraints::Unconstrained)
+    } else {
+        IsCa::ExplicitNoCa
+    };
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.self_signed(&key)?;
+    Ok(ServingCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
 
 impl TestCa {
     /// A client certificate named `common_name`, signed by this CA, with `common_name` as its DNS

@@ -7,8 +7,9 @@
 //!   401 without the credentials.
 //!
 //! [`Behaviour`] makes it slow, answer a fixed status, or redirect elsewhere; its certificate is signed by its own
-//! CA, so a bundle of another CA makes it "untrusted". It records what it was asked (path, whether credentials
-//! came with the request), never the credentials themselves.
+//! CA, so a bundle of another CA makes it "untrusted" (or, [`PrismCentralStandIn::start_self_signed`], it is
+//! self-signed, as appliances often are). It records what it was asked (path, whether credentials came with the
+//! request), never the credentials themselves, and how many TLS handshakes clients abandoned.
 //!
 //! [registered]: PrismCentralStandIn::register
 
@@ -26,7 +27,7 @@ use hyper::{Request, Response, body::Bytes, service::service_fn};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tokio_util::sync::CancellationToken;
 
-use crate::pki::TestCa;
+use crate::pki::{ServingCert, TestCa};
 
 /// The preflight's authenticated read.
 pub const USERS_ME_PATH: &str = "/api/nutanix/v3/users/me";
@@ -82,6 +83,8 @@ impl Accept {
 
 struct State {
     accept: Accept,
+    /// Handshakes that did not complete (e.g. a client refused the certificate).
+    refused_handshakes: std::sync::atomic::AtomicUsize,
     behaviour: Mutex<Behaviour>,
     registered: Mutex<HashSet<String>>,
     seen: Mutex<Vec<SeenRequest>>,
@@ -90,7 +93,8 @@ struct State {
 /// A running Prism Central stand-in. Dropping it stops it.
 pub struct PrismCentralStandIn {
     addr: SocketAddr,
-    ca: TestCa,
+    /// What `additionalTrustBundle` must hold to trust it: its CA, or its self-signed certificate.
+    trust_pem: String,
     state: Arc<State>,
     shutdown: CancellationToken,
 }
@@ -102,17 +106,53 @@ impl PrismCentralStandIn {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
         );
-        Self::serve(Accept::Exactly(header), behaviour).await
+        let ca = TestCa::new("prism-central-stand-in-ca")?;
+        let serving = ca.serving_cert("prism-central-stand-in")?;
+        Self::serve(
+            Accept::Exactly(header),
+            behaviour,
+            ca.cert_pem().to_owned(),
+            serving,
+        )
+        .await
+    }
+
+    /// Starts a stand-in that accepts `username`/`password` and serves a self-signed certificate (for
+    /// `127.0.0.1`), a CA certificate or not as `ca` says; [`Self::trust_bundle`] is that certificate.
+    pub async fn start_self_signed(username: &str, password: &str, ca: bool) -> anyhow::Result<Self> {
+        let header = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+        );
+        let serving = crate::pki::self_signed_serving_cert("prism-central-stand-in", ca)?;
+        Self::serve(
+            Accept::Exactly(header),
+            Behaviour::Normal,
+            serving.cert_pem.clone(),
+            serving,
+        )
+        .await
     }
 
     /// Starts a stand-in that accepts `username` with any non-empty password.
     pub async fn start_any_password(username: &str, behaviour: Behaviour) -> anyhow::Result<Self> {
-        Self::serve(Accept::AnyPasswordFor(username.to_owned()), behaviour).await
-    }
-
-    async fn serve(accept: Accept, behaviour: Behaviour) -> anyhow::Result<Self> {
         let ca = TestCa::new("prism-central-stand-in-ca")?;
         let serving = ca.serving_cert("prism-central-stand-in")?;
+        Self::serve(
+            Accept::AnyPasswordFor(username.to_owned()),
+            behaviour,
+            ca.cert_pem().to_owned(),
+            serving,
+        )
+        .await
+    }
+
+    async fn serve(
+        accept: Accept,
+        behaviour: Behaviour,
+        trust_pem: String,
+        serving: ServingCert,
+    ) -> anyhow::Result<Self> {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(serving.cert_pem.as_bytes())
             .collect::<Result<_, _>>()
             .context("stand-in certificate")?;
@@ -127,6 +167,7 @@ impl PrismCentralStandIn {
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             accept,
+            refused_handshakes: Default::default(),
             behaviour: Mutex::new(behaviour),
             registered: Mutex::default(),
             seen: Mutex::default(),
@@ -146,6 +187,8 @@ impl PrismCentralStandIn {
                 tokio::spawn(async move {
                     // A client that refuses the certificate ends the handshake; nothing more to do.
                     let Ok(tls) = acceptor.accept(tcp).await else {
+                        st.refused_handshakes
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         return;
                     };
                     let service = service_fn(move |req| {
@@ -163,7 +206,7 @@ impl PrismCentralStandIn {
         });
         Ok(Self {
             addr,
-            ca,
+            trust_pem,
             state,
             shutdown,
         })
@@ -179,9 +222,16 @@ impl PrismCentralStandIn {
         self.addr
     }
 
-    /// Its CA, base64-encoded PEM: the `additionalTrustBundle` that trusts it.
+    /// Its CA (or its self-signed certificate), base64-encoded PEM: the `additionalTrustBundle` that trusts it.
     pub fn trust_bundle(&self) -> String {
-        base64::engine::general_purpose::STANDARD.encode(self.ca.cert_pem())
+        base64::engine::general_purpose::STANDARD.encode(&self.trust_pem)
+    }
+
+    /// How many TLS handshakes did not complete: a client that refused the certificate ends it with an alert.
+    pub fn refused_handshakes(&self) -> usize {
+        self.state
+            .refused_handshakes
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A `clusterConfig` with the addon configured for credentials Secret `secret` and Prism Central at this

@@ -269,6 +269,7 @@ fn fatal_errors_become_the_termination_message_and_otel_values_reach_both_binari
     let docs = render(&[
         "otel.endpoint=https://otel-collector.monitoring:4318",
         "otel.protocol=http/protobuf",
+        "otel.compression=gzip",
         "otel.caSecret=otel-ca",
         "otel.resourceAttributes.deployment\\.environment\\.name=production",
     ]);
@@ -295,6 +296,7 @@ fn fatal_errors_become_the_termination_message_and_otel_values_reach_both_binari
             "{name}"
         );
         assert_eq!(env.get("OTEL_SERVICE_NAME"), Some(&name), "{name}");
+        assert_eq!(env.get("OTEL_EXPORTER_OTLP_COMPRESSION"), Some(&"gzip"), "{name}");
         assert_eq!(
             env.get("OTEL_RESOURCE_ATTRIBUTES"),
             Some(&"deployment.environment.name=production"),
@@ -354,7 +356,100 @@ const TOGGLES: &[&str] = &[
     "executor.topologySpreadConstraints[0].labelSelector.matchLabels.app\\.kubernetes\\.io/component=executor",
     "executor.extraArgs[0]=--log-level=debug",
     "executor.prismCentralChecks=block",
+    "executor.prismCentralAllowedHosts[0]=prism.example.com",
+    "executor.prismCentralAllowedHosts[1]=*.pc.example.net",
+    "executor.networkPolicy.egress.enabled=true",
 ];
+
+#[test]
+fn the_executor_allow_list_and_egress_policy_reach_the_manifests() {
+    use clap::Parser;
+    let docs = render(TOGGLES);
+    let args = container_args(&docs, "konnector-executor");
+    assert!(
+        args.contains(&"--prism-central-allowed-hosts=prism.example.com,*.pc.example.net".to_owned()),
+        "{args:?}"
+    );
+    let parsed = konnector_executor::args::Args::try_parse_from(
+        std::iter::once("konnector-executor".to_owned()).chain(args.iter().cloned()),
+    )
+    .unwrap();
+    let allowed = parsed.executor_config().unwrap().prism_central_allowed_hosts;
+    assert!(allowed.allows("prism.example.com") && allowed.allows("a.pc.example.net"));
+    assert!(!allowed.allows("attacker.example.org"));
+
+    let policy = find(&docs, "NetworkPolicy", "konnector-executor");
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress", "Egress"])
+    );
+    let egress = policy["spec"]["egress"].as_array().unwrap();
+    let ports = |rule: &Value| -> Vec<i64> {
+        rule["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["port"].as_i64().unwrap())
+            .collect()
+    };
+    // DNS anywhere; the API servers on 443/6443; Prism Central on 9440; nothing else, and no rule that opens all.
+    assert_eq!(egress.len(), 3, "{egress:?}");
+    assert_eq!(ports(&egress[0]), [53, 53]);
+    assert_eq!(ports(&egress[1]), [443, 6443]);
+    assert_eq!(ports(&egress[2]), [9440]);
+    assert!(egress.iter().all(|r| r.get("ports").is_some()), "{egress:?}");
+    // Off by default: no egress rule, and no allow-list flag.
+    let docs = render(&[]);
+    let policy = find(&docs, "NetworkPolicy", "konnector-executor");
+    assert_eq!(policy["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
+    assert!(policy["spec"].get("egress").is_none());
+    assert!(
+        !container_args(&docs, "konnector-executor")
+            .iter()
+            .any(|a| a.starts_with("--prism-central-allowed-hosts"))
+    );
+    // An OTLP collector opens egress again (its address is not known to the chart).
+    let with_otel = render(&[
+        "executor.networkPolicy.egress.enabled=true",
+        "otel.endpoint=http://collector.monitoring:4318",
+    ]);
+    let policy = find(&with_otel, "NetworkPolicy", "konnector-executor");
+    assert!(
+        policy["spec"]["egress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == &serde_json::json!({}))
+    );
+}
+
+#[test]
+fn the_grafana_dashboard_ships_as_a_configmap_for_the_sidecar() {
+    assert!(
+        !render(&[])
+            .iter()
+            .any(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "konnector-grafana-dashboard"),
+        "the dashboard ConfigMap is opt-in"
+    );
+    let docs = render(&[
+        "metrics.grafanaDashboard.enabled=true",
+        "metrics.grafanaDashboard.namespace=monitoring",
+        "metrics.grafanaDashboard.annotations.grafana_folder=konnector",
+    ]);
+    let cm = find(&docs, "ConfigMap", "konnector-grafana-dashboard");
+    assert_eq!(cm["metadata"]["namespace"], "monitoring");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(cm["metadata"]["labels"]["app.kubernetes.io/part-of"], "konnector");
+    assert_eq!(cm["metadata"]["annotations"]["grafana_folder"], "konnector");
+    // The data is the dashboard file, byte for byte as JSON.
+    let shipped: Value = serde_json::from_str(cm["data"]["konnector.json"].as_str().unwrap()).unwrap();
+    let file: Value = serde_json::from_slice(
+        &std::fs::read(tools::chart_dir().join("files/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(shipped, file);
+    assert_eq!(shipped["uid"], "konnector");
+}
 
 #[test]
 fn the_schema_refuses_mistyped_keys_and_wrong_types_by_name() {
@@ -659,6 +754,7 @@ async fn manifests_apply_by_server_side_dry_run() {
         "createNamespace=true",
         "metrics.serviceMonitor.enabled=true",
         "metrics.prometheusRule.enabled=true",
+        "metrics.grafanaDashboard.enabled=true",
     ]);
     assert!(docs.len() > 15, "rendered {} documents", docs.len());
     for (kind, name) in [
@@ -667,6 +763,7 @@ async fn manifests_apply_by_server_side_dry_run() {
         ("PrometheusRule", "konnector"),
         ("Service", "konnector-gateway-metrics"),
         ("Service", "konnector-executor-metrics"),
+        ("ConfigMap", "konnector-grafana-dashboard"),
     ] {
         find(&docs, kind, name);
     }

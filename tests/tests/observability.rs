@@ -443,9 +443,9 @@ async fn assert_admin_routers_count_the_hook(gateway: &gateway_fixture::RunningG
     assert_eq!(status, 200);
     for needle in [
         "konnector_executor_rpc_requests_total{method=\"ApplyAgent\",code=\"OK\"} 1",
-        "konnector_executor_kube_requests_total{cluster=\"management\",verb=\"get\",resource=\"secrets\",outcome=\"200\"}",
-        "konnector_executor_kube_requests_total{cluster=\"management\",verb=\"patch\",resource=\"helmchartproxies\",outcome=\"201\"} 1",
-        "konnector_executor_kube_requests_total{cluster=\"workload\",verb=\"patch\",resource=\"secrets\",outcome=\"201\"} 1",
+        "konnector_executor_kube_requests_total{kube_cluster=\"management\",verb=\"get\",resource=\"secrets\",outcome=\"200\"}",
+        "konnector_executor_kube_requests_total{kube_cluster=\"management\",verb=\"patch\",resource=\"helmchartproxies\",outcome=\"201\"} 1",
+        "konnector_executor_kube_requests_total{kube_cluster=\"workload\",verb=\"patch\",resource=\"secrets\",outcome=\"201\"} 1",
         "konnector_executor_remote_clients 1",
     ] {
         assert!(text.contains(needle), "{needle} in {text}");
@@ -621,6 +621,9 @@ fn check_semantic_conventions(gateway: &Span, client: &Span, server: &Span, kube
         semconv::RPC_RESPONSE_STATUS_CODE,
         semconv::SERVER_ADDRESS,
         semconv::SERVER_PORT,
+        semconv::URL_PATH,
+        semconv::URL_SCHEME,
+        semconv::ERROR_TYPE,
     ];
     for span in [gateway, client, server].into_iter().chain(kube.iter().copied()) {
         for kv in &span.attributes {
@@ -670,6 +673,20 @@ fn check_semantic_conventions(gateway: &Span, client: &Span, server: &Span, kube
     assert_eq!(string(client, semconv::SERVER_ADDRESS), "127.0.0.1");
     assert!(attr(client, semconv::SERVER_PORT).is_some_and(|p| p.parse::<u16>().is_ok()));
     assert_eq!(string(gateway, semconv::HTTP_REQUEST_METHOD), "POST");
+    assert_eq!(string(gateway, semconv::URL_SCHEME), "https");
+    assert!(
+        string(gateway, semconv::URL_PATH).starts_with("/hooks.runtime.cluster.x-k8s.io/v1alpha1/"),
+        "url.path is the request's path"
+    );
+    for span in [gateway, client, server].into_iter().chain(kube.iter().copied()) {
+        if span.status.as_ref().is_none_or(|s| s.code != 2) {
+            assert!(
+                attr(span, semconv::ERROR_TYPE).is_none(),
+                "{}: error.type on a span that did not fail",
+                span.name
+            );
+        }
+    }
     assert_eq!(
         format!("POST {}", string(gateway, semconv::HTTP_ROUTE)),
         gateway.name
@@ -702,7 +719,7 @@ async fn export_over_tls(protocol: OtlpProtocol) {
         endpoint: Some(endpoint),
         protocol,
         ca: Some(ca_file),
-        client_identity: None,
+        ..OtlpExport::default()
     };
     let provider = export.provider("konnector-tls-export").unwrap();
     let subscriber = tracing_subscriber::registry().with(konnector_runtime::telemetry::tracing_layer(

@@ -147,8 +147,9 @@ fn label_names(sample: &str) -> Vec<String> {
     names
 }
 
-/// Every way `text` breaks konnector's naming conventions (Prometheus's, plus: one `konnector_` prefix, latencies
-/// in seconds, no label that names a cluster, an object or a peer).
+/// Every way `text` breaks konnector's naming conventions (Prometheus's, plus: one `konnector_` prefix, or the
+/// standard `process_` collector's names, latencies in seconds, no label that names a cluster, an object or a peer,
+/// and no `cluster` label, which a multi-cluster Prometheus (federation, Thanos, remote write) adds itself).
 fn convention_violations(text: &str) -> Vec<String> {
     let mut problems = Vec::new();
     let snake = |s: &str| {
@@ -158,7 +159,7 @@ fn convention_violations(text: &str) -> Vec<String> {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     };
     for (name, kind) in families(text) {
-        if !name.starts_with("konnector_") || !snake(&name) {
+        if !(name.starts_with("konnector_") || name.starts_with("process_")) || !snake(&name) {
             problems.push(format!("{name}: not a snake_case konnector_ name"));
         }
         match kind.as_str() {
@@ -193,6 +194,11 @@ fn convention_violations(text: &str) -> Vec<String> {
         for label in label_names(&sample) {
             if !snake(&label) && label != "le" {
                 problems.push(format!("label {label} in {sample}"));
+            }
+            if label == "cluster" {
+                problems.push(format!(
+                    "label cluster collides with the multi-cluster label: {sample}"
+                ));
             }
             if [
                 "name",
@@ -280,6 +286,8 @@ konnector_seen_total{name=\"c1\"} 1
 other_thing{clusterName=\"x\"} 1
 # TYPE konnector_cert_expiry_timestamp gauge
 konnector_cert_expiry_timestamp 1
+# TYPE konnector_requests_total counter
+konnector_requests_total{cluster=\"management\"} 1
 ";
     let problems = convention_violations(bad);
     for expected in [
@@ -290,6 +298,7 @@ konnector_cert_expiry_timestamp 1
         "other_thing: not a snake_case konnector_ name",
         "label clusterName",
         "konnector_cert_expiry_timestamp: a timestamp is in unix seconds",
+        "label cluster collides with the multi-cluster label",
     ] {
         assert!(
             problems.iter().any(|p| p.starts_with(expected)),
@@ -697,12 +706,12 @@ async fn live_metrics_pass_promtool_and_follow_the_conventions() {
     // The dashboard and the alert rules read only what the binaries export.
     let exported = exported_names(&[&gateway_text, &executor_text, &reconciler_text]);
     let dashboard: Value = serde_json::from_slice(
-        &std::fs::read(tools::repo_root().join("deploy/grafana/konnector.json")).unwrap(),
+        &std::fs::read(tools::chart_dir().join("files/grafana-dashboard.json")).unwrap(),
     )
     .unwrap();
     let queries = dashboard_queries(&dashboard);
     assert!(queries.len() >= 20, "{queries:#?}");
-    assert_queries_use_exported_metrics("deploy/grafana/konnector.json", &queries, &exported);
+    assert_queries_use_exported_metrics("the chart's files/grafana-dashboard.json", &queries, &exported);
     let (rule, _) = rendered_rule_groups(&["metrics.prometheusRule.enabled=true"]);
     let rule_exprs: Vec<String> = rule["spec"]["groups"][0]["rules"]
         .as_array()
@@ -726,11 +735,27 @@ async fn live_metrics_pass_promtool_and_follow_the_conventions() {
     ] {
         assert!(gateway_text.contains(needle), "{needle} in\n{gateway_text}");
     }
+    // The standard process collector, in both binaries, as every Prometheus client library names it.
+    for text in [&gateway_text, &executor_text] {
+        for family in [
+            "# TYPE process_cpu_seconds_total counter",
+            "# TYPE process_resident_memory_bytes gauge",
+            "# TYPE process_open_fds gauge",
+            "# TYPE process_max_fds gauge",
+            "# TYPE process_start_time_seconds gauge",
+        ] {
+            assert!(text.contains(family), "{family} in\n{text}");
+        }
+        assert!(
+            value(text, "process_resident_memory_bytes ").is_some_and(|v| v > 0.0),
+            "{text}"
+        );
+    }
     for needle in [
         "konnector_build_info{component=\"executor\",version=\"",
         "konnector_executor_rpc_duration_seconds_count{method=\"ApplyAgent\"} 2",
-        "konnector_executor_kube_request_duration_seconds_count{cluster=\"management\",verb=\"get\"}",
-        "konnector_executor_kube_request_duration_seconds_count{cluster=\"workload\",verb=\"patch\"}",
+        "konnector_executor_kube_request_duration_seconds_count{kube_cluster=\"management\",verb=\"get\"}",
+        "konnector_executor_kube_request_duration_seconds_count{kube_cluster=\"workload\",verb=\"patch\"}",
         "konnector_executor_prism_central_preflights_total{outcome=\"",
         "konnector_executor_tls_handshake_failures_total{reason=\"protocol\"} 1",
         "konnector_executor_grpc_connections_accepted_total ",
@@ -830,6 +855,49 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
             "no runbook line for {alert} in the README"
         );
     }
+
+    // By default every alert links to its runbook line in the README, through an anchor the README has.
+    let base = "https://github.com/mesosphere/konnector/blob/main/README.md";
+    for r in rule["spec"]["groups"][0]["rules"].as_array().unwrap() {
+        let alert = r["alert"].as_str().unwrap();
+        let anchor = alert.to_lowercase();
+        assert_eq!(r["annotations"]["runbook_url"], format!("{base}#{anchor}"), "{r}");
+        assert!(
+            runbook.contains(&format!("<a id=\"{anchor}\"></a>**{alert}**")),
+            "no README anchor {anchor} on the runbook line of {alert}"
+        );
+    }
+    // The new alerts are there; the Lease alert only with the reconciler.
+    for alert in [
+        "KonnectorGatewayAbsent",
+        "KonnectorTLSHandshakeFailures",
+        "KonnectorReconcilerLeaseUnheld",
+    ] {
+        assert!(alerts.contains(&alert), "{alert} in {alerts:?}");
+    }
+    let (no_reconciler, _) = rendered_rule_groups(&[
+        "metrics.prometheusRule.enabled=true",
+        "executor.reconcile.enabled=false",
+    ]);
+    assert!(
+        !no_reconciler["spec"]["groups"][0]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["alert"] == "KonnectorReconcilerLeaseUnheld"),
+        "the Lease alert would fire forever without a reconciler"
+    );
+    let (unlinked, _) = rendered_rule_groups(&[
+        "metrics.prometheusRule.enabled=true",
+        "metrics.prometheusRule.runbookURL=",
+    ]);
+    assert!(
+        unlinked["spec"]["groups"][0]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["annotations"].get("runbook_url").is_none())
+    );
 
     // runbookURL gives every alert a link to its runbook line.
     let (linked, _) = rendered_rule_groups(&[

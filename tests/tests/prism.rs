@@ -11,8 +11,8 @@ use konnector_executor::{
     ExecutorConfig,
     domain::PrismCentral,
     prism::{
-        Credentials, PreflightFailure, PreflightMode, PreflightVerdict, Registration, Step, Unexpected,
-        preflight, registration,
+        AllowedHosts, Credentials, PreflightFailure, PreflightMode, PreflightVerdict, Registration, Step,
+        Unexpected, preflight, registration,
     },
 };
 use konnector_proto::v1::{GetAgentStatusRequest, PreflightOutcome, PrismCentralRegistration, Trigger};
@@ -82,20 +82,94 @@ async fn preflight_passes_with_good_credentials_verified_tls() {
 }
 
 #[tokio::test]
-async fn preflight_follows_the_values_tls_fallback() {
-    // insecure=false without a bundle, and insecure=true with a bundle of another CA: the agent does not verify,
-    // so neither does the check.
+async fn without_a_bundle_an_unverifiable_server_gets_no_credentials() {
+    // insecure=false and no bundle: the agent (Go) verifies against the system's roots, which do not sign the
+    // stand-in's certificate. The check must fail the same way, before any request: the stand-in sees a refused
+    // handshake and no request, so no Authorization header.
     let pc = stand_in(Behaviour::Normal).await;
+    let endpoint = format!("127.0.0.1:{}", pc.addr().port());
+    let f = match preflight(&pc_at(&pc, ""), &good(), BOUND).await {
+        PreflightVerdict::Failed(f) => f,
+        other => panic!("an unverifiable server passed: {other:?}"),
+    };
     assert_eq!(
-        preflight(&pc_at(&pc, ""), &good(), BOUND).await,
-        PreflightVerdict::Passed
+        f,
+        PreflightFailure::Tls {
+            reason: "its certificate is not signed by a CA in additionalTrustBundle or the system's roots"
+        }
     );
+    assert_eq!(
+        f.describe(&endpoint),
+        format!(
+            "Prism Central {endpoint} failed TLS verification: its certificate is not signed by a CA in additionalTrustBundle or the system's roots; the credentials were not sent; check nutanix.prismCentralEndpoint.additionalTrustBundle (or insecure)"
+        )
+    );
+    assert!(
+        pc.seen().is_empty(),
+        "a request reached an unverified server: {:?}",
+        pc.seen()
+    );
+    // The stand-in counts the refused handshake when its side of it ends, which may be just after the client's.
+    support::eventually("the stand-in saw the client refuse the handshake", || async {
+        pc.refused_handshakes() == 1
+    })
+    .await;
+
+    // The same with API-key credentials: nothing sent.
+    let f = preflight(&pc_at(&pc, ""), &Credentials::ApiKey("an-api-key".into()), BOUND).await;
+    assert!(
+        matches!(f, PreflightVerdict::Failed(PreflightFailure::Tls { .. })),
+        "{f:?}"
+    );
+    // And the registration lookup, which also carries the credentials.
+    let Registration::Unknown(why) = registration(&pc_at(&pc, ""), &good(), "0b9f2a52", BOUND).await else {
+        panic!("the lookup went through an unverified server");
+    };
+    assert!(why.contains("failed TLS verification"), "{why}");
+    assert!(pc.seen().is_empty(), "{:?}", pc.seen());
+
+    // Only insecure: true, the Cluster's own choice, sends them unverified (the agent does the same), even with
+    // a bundle of another CA.
     let mut insecure = pc_at(&pc, &untrusted_bundle().unwrap());
     insecure.insecure = true;
     assert_eq!(
         preflight(&insecure, &good(), BOUND).await,
         PreflightVerdict::Passed
     );
+    assert_eq!(pc.seen().len(), 1);
+    assert!(pc.seen()[0].carried_credentials);
+}
+
+#[tokio::test]
+async fn a_self_signed_certificate_given_as_the_bundle_is_trusted_as_itself() {
+    // As Go's crypto/x509 trusts a root that is the leaf itself: whatever its CA flag.
+    for ca in [false, true] {
+        let pc = PrismCentralStandIn::start_self_signed(USER, TEST_PASSWORD, ca)
+            .await
+            .unwrap();
+        assert_eq!(
+            preflight(&pc_at(&pc, &pc.trust_bundle()), &good(), BOUND).await,
+            PreflightVerdict::Passed,
+            "a self-signed certificate (CA flag {ca}) given as the bundle"
+        );
+        let seen = pc.seen();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].authenticated);
+        // Not given: unverifiable, and nothing sent.
+        let fresh = PrismCentralStandIn::start_self_signed(USER, TEST_PASSWORD, ca)
+            .await
+            .unwrap();
+        assert!(matches!(
+            preflight(&pc_at(&fresh, ""), &good(), BOUND).await,
+            PreflightVerdict::Failed(PreflightFailure::Tls { .. })
+        ));
+        // Another self-signed certificate as the bundle does not trust it either.
+        assert!(matches!(
+            preflight(&pc_at(&fresh, &pc.trust_bundle()), &good(), BOUND).await,
+            PreflightVerdict::Failed(PreflightFailure::Tls { .. })
+        ));
+        assert!(fresh.seen().is_empty(), "{:?}", fresh.seen());
+    }
 }
 
 #[tokio::test]
@@ -138,7 +212,7 @@ async fn preflight_names_each_failure() {
     assert_eq!(
         f,
         PreflightFailure::Tls {
-            reason: "its certificate is not signed by a CA in additionalTrustBundle"
+            reason: "its certificate is not signed by a CA in additionalTrustBundle or the system's roots"
         }
     );
     assert!(pc.seen().is_empty(), "a request went out over refused TLS");
@@ -458,4 +532,112 @@ async fn api_keys_are_checked_for_reachability_only() {
         preflight(&refused, &Credentials::ApiKey("k".into()), BOUND).await,
         PreflightVerdict::Failed(PreflightFailure::Connect)
     );
+}
+
+#[tokio::test]
+async fn the_executor_refuses_an_unverifiable_prism_central_and_sends_it_nothing() {
+    konnector_tests::init_test_logging();
+    let env = executor_env(
+        "prism-trust",
+        config(PreflightMode::Block),
+        ClusterOptions::initialized(),
+    )
+    .await
+    .unwrap();
+    let pc = stand_in(Behaviour::Normal).await;
+    let hcps: Api<DynamicObject> = Api::namespaced_with(env.admin.clone(), TEST_NAMESPACE, &hcp_resource());
+    // The Cluster names the stand-in with no bundle and insecure unset: the system's roots must verify it.
+    let mut no_bundle = pc.cluster_config(TEST_CREDENTIALS_SECRET);
+    let endpoint_config = no_bundle["nutanix"]["prismCentralEndpoint"]
+        .as_object_mut()
+        .unwrap();
+    endpoint_config.remove("additionalTrustBundle");
+    endpoint_config.remove("insecure");
+    env.set_cluster_config(no_bundle).await.unwrap();
+
+    let err = apply(&env, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let endpoint = format!("127.0.0.1:{}", pc.addr().port());
+    assert_eq!(
+        err.message(),
+        format!(
+            "Prism Central {endpoint} failed TLS verification: its certificate is not signed by a CA in additionalTrustBundle or the system's roots; the credentials were not sent; check nutanix.prismCentralEndpoint.additionalTrustBundle (or insecure); nothing was applied (the Prism Central preflight is blocking)"
+        )
+    );
+    assert!(hcps.list(&Default::default()).await.unwrap().items.is_empty());
+    let s = status(&env).await;
+    assert_eq!(s.last_preflight.unwrap().outcome, PreflightOutcome::Tls as i32);
+    assert_eq!(
+        s.prism_central_registration,
+        PrismCentralRegistration::Unknown as i32
+    );
+    assert!(
+        pc.seen().is_empty(),
+        "the stand-in received requests (with credentials) over unverified TLS: {:?}",
+        pc.seen()
+    );
+    // Both the preflight and the registration lookup were refused at the handshake.
+    support::eventually("the stand-in saw both handshakes refused", || async {
+        pc.refused_handshakes() >= 2
+    })
+    .await;
+    assert!(pc.seen().is_empty(), "{:?}", pc.seen());
+}
+
+#[tokio::test]
+async fn a_host_off_the_allow_list_is_never_contacted() {
+    konnector_tests::init_test_logging();
+    let allowed = ExecutorConfig {
+        prism_central_allowed_hosts: AllowedHosts::new(["prism.example.com", "*.pc.example.net"]),
+        ..config(PreflightMode::Block)
+    };
+    let env = executor_env("prism-allow", allowed, ClusterOptions::initialized())
+        .await
+        .unwrap();
+    let pc = stand_in(Behaviour::Normal).await;
+    env.set_cluster_config(pc.cluster_config(TEST_CREDENTIALS_SECRET))
+        .await
+        .unwrap();
+    let err = apply(&env, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let endpoint = format!("127.0.0.1:{}", pc.addr().port());
+    assert!(
+        err.message().starts_with(&format!(
+            "Prism Central {endpoint} is not among the executor's allowed Prism Central hosts (--prism-central-allowed-hosts); nothing was sent to it"
+        )),
+        "{}",
+        err.message()
+    );
+    let s = status(&env).await;
+    assert_eq!(
+        s.last_preflight.unwrap().outcome,
+        PreflightOutcome::NotAllowed as i32
+    );
+    assert!(
+        s.prism_central_registration_message
+            .contains("not among the executor's allowed"),
+        "{}",
+        s.prism_central_registration_message
+    );
+    // Not even a TCP connection: no request, no handshake.
+    assert!(pc.seen().is_empty());
+    assert_eq!(pc.refused_handshakes(), 0);
+}
+
+#[test]
+fn the_allow_list_matches_hosts_and_subdomains() {
+    let list = AllowedHosts::new(["Prism.Example.com", "*.pc.example.net", " "]);
+    assert!(list.allows("prism.example.com"));
+    assert!(list.allows("PRISM.example.com."));
+    assert!(list.allows("a.pc.example.net"));
+    assert!(list.allows("b.a.pc.example.net"));
+    assert!(
+        !list.allows("pc.example.net"),
+        "the wildcard is for names under the domain"
+    );
+    assert!(!list.allows("evilpc.example.net"));
+    assert!(!list.allows("prism.example.com.evil.org"));
+    assert!(!list.allows("127.0.0.1"));
+    assert!(AllowedHosts::default().allows("anything"));
+    assert!(AllowedHosts::new(Vec::<String>::new()).allows("anything"));
 }

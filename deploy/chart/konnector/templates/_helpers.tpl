@@ -143,6 +143,9 @@ Call with (dict "root" $ "service" "konnector-gateway").
 {{- if .endpoint }}
 - {name: OTEL_EXPORTER_OTLP_ENDPOINT, value: {{ .endpoint | quote }}}
 - {name: OTEL_EXPORTER_OTLP_PROTOCOL, value: {{ .protocol | default "grpc" | quote }}}
+{{- if .compression }}
+- {name: OTEL_EXPORTER_OTLP_COMPRESSION, value: {{ .compression | quote }}}
+{{- end }}
 - {name: OTEL_SERVICE_NAME, value: {{ $service | quote }}}
 {{- $attrs := list }}
 {{- range $k, $v := .resourceAttributes }}
