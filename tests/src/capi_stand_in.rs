@@ -154,7 +154,7 @@ pub fn embedded_cluster(shape: CapiShape, stored: &Value) -> Value {
 
 /// The v1beta1 spelling of a v1beta2 Cluster spec: `topology.classRef` becomes `topology.class` and
 /// `classNamespace`, and contract-versioned refs become ObjectReferences.
-fn v1beta1_spec(spec: &Value, namespace: &str) -> Value {
+pub(crate) fn v1beta1_spec(spec: &Value, namespace: &str) -> Value {
     let mut spec = spec.clone();
     if let Some(topology) = spec.get_mut("topology").and_then(Value::as_object_mut)
         && let Some(class_ref) = topology.remove("classRef")

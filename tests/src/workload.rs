@@ -116,10 +116,12 @@ pub async fn create_workload_cluster(
         labels.insert(CLUSTER_NAME_LABEL.to_owned(), name.to_owned());
     }
     let version = served_cluster_version(mgmt).await?;
-    let spec = options
-        .spec
-        .clone()
-        .unwrap_or_else(|| default_spec(version, workload.port(), options.cluster_config.as_ref()));
+    let spec = match &options.spec {
+        // Specs are written in v1beta2's spelling; CAPI's v1beta1 schema refuses `classRef`.
+        Some(spec) if version == "v1beta1" => crate::capi_stand_in::v1beta1_spec(spec, namespace),
+        Some(spec) => spec.clone(),
+        None => default_spec(version, workload.port(), options.cluster_config.as_ref()),
+    };
     let ar = cluster_resource(version);
     let api: Api<DynamicObject> = Api::namespaced_with(mgmt.clone(), namespace, &ar);
     let cluster = json!({
