@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the developer tools named as arguments and prints the directory to put on PATH (hack/tools/node_modules/.bin),
 # saying on stderr what it installs and why it takes time. Tools:
-#   helm, buf   from npm, pinned in hack/tools/package.json (npm itself comes from Debian when missing);
+#   helm        built from the helm.sh/helm/v4 Go module (hack/upstream/helm/go.mod pins the release), cached per
+#               version in ~/.cache/konnector (about 3 minutes on 2 cores, once; Go as hack/upstream/go-env.sh finds it);
+#   buf         from npm, pinned in hack/tools/package.json (npm itself comes from Debian when missing);
 #   grpcurl     the Rust port (grpcurl-rs), compiled from crates.io into hack/tools/cargo (a few minutes, once);
 #   kubectl     Debian's kubernetes-client, unless a working kubectl is already on PATH;
 #   cargo-deny  compiled from crates.io into hack/tools/cargo (a few minutes, once).
@@ -21,18 +23,38 @@ tools=("$@")
 [[ ${#tools[@]} -eq 0 ]] && tools=(helm buf)
 for tool in "${tools[@]}"; do
   case "$tool" in
-    helm|buf)
-      if [[ ! -x $bin/buf || ! -x $bin/helm ]]; then
+    buf)
+      if [[ ! -x $bin/buf ]]; then
         if ! command -v npm >/dev/null 2>&1; then
-          say "installing npm from Debian (to install helm and buf)"
+          say "installing npm from Debian (to install buf)"
           apt_install nodejs npm
         fi
-        # Both packages are pinned to exact versions in package.json and depend on nothing else (buf's
-        # per-platform binaries are pinned by buf itself), so no lockfile is needed; a lockfile written on one
-        # machine also lists only that platform's optional packages, which makes `npm ci` refuse it elsewhere.
-        say "installing helm and buf from npm (pinned in hack/tools/package.json)"
+        # Pinned to an exact version in package.json, and it depends on nothing else (buf's per-platform binaries
+        # are pinned by buf itself), so no lockfile is needed; a lockfile written on one machine also lists only
+        # that platform's optional packages, which makes `npm ci` refuse it elsewhere.
+        say "installing buf from npm (pinned in hack/tools/package.json)"
         npm install --no-audit --no-fund --no-package-lock --loglevel=error >&2
       fi
+      ;;
+    helm)
+      helm_version=$(awk '$1 == "require" && $2 == "helm.sh/helm/v4" { print $3 }' ../upstream/helm/go.mod)
+      helm_cache="${XDG_CACHE_HOME:-$HOME/.cache}/konnector/helm-$helm_version"
+      if [[ ! -x $helm_cache/helm ]]; then
+        say "building helm $helm_version from the helm.sh/helm/v4 Go module (about 3 minutes on 2 cores, once)"
+        (
+          cd ../upstream/helm
+          # shellcheck source=../upstream/go-env.sh
+          . ../go-env.sh
+          stage=$(mktemp -d "${helm_cache}.XXXXXX")
+          go build -trimpath -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$helm_version \
+            -X helm.sh/helm/v4/internal/version.gitTreeState=clean" -o "$stage/helm" helm.sh/helm/v4/cmd/helm >&2
+          # One rename publishes it: a failed build leaves no half-written binary in the cache.
+          rm -rf "$helm_cache"
+          mv "$stage" "$helm_cache"
+        )
+      fi
+      # Linked after every other tool: an npm install (buf) may prune links in node_modules/.bin it does not own.
+      link_helm="$helm_cache/helm"
       ;;
     grpcurl)
       if [[ ! -x $bin/grpcurl ]]; then
@@ -59,4 +81,8 @@ for tool in "${tools[@]}"; do
     *) say "unknown tool '$tool' (known: helm buf grpcurl kubectl cargo-deny)"; exit 2 ;;
   esac
 done
+if [[ -n ${link_helm:-} ]]; then
+  mkdir -p "$bin"
+  ln -sfn "$link_helm" "$bin/helm"
+fi
 echo "$bin"

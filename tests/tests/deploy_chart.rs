@@ -453,35 +453,36 @@ fn the_grafana_dashboard_ships_as_a_configmap_for_the_sidecar() {
 
 #[test]
 fn the_schema_refuses_mistyped_keys_and_wrong_types_by_name() {
+    // The messages are helm 4's (its JSON Schema validator names the value by its JSON pointer).
     for (set, message) in [
         (
             "gateway.hoks.afterControlPlaneInitialized.timeoutSeconds=5",
-            "Additional property hoks is not allowed",
+            "at '/gateway': additional properties 'hoks' not allowed",
         ),
-        ("replicas=2", "Additional property replicas is not allowed"),
+        ("replicas=2", "at '': additional properties 'replicas' not allowed"),
         (
             "gateway.replicas=two",
-            "gateway.replicas: Invalid type. Expected: integer, given: string",
+            "at '/gateway/replicas': got string, want integer",
         ),
         (
             "executor.uninstallTimeoutPolicy=maybe",
-            "executor.uninstallTimeoutPolicy must be one of the following",
+            "at '/executor/uninstallTimeoutPolicy': value must be one of",
         ),
         (
             "gateway.logFormat=text",
-            "gateway.logFormat must be one of the following",
+            "at '/gateway/logFormat': value must be one of",
         ),
         (
             "executor.uninstallTimeout=5min",
-            "executor.uninstallTimeout: Does not match pattern",
+            "at '/executor/uninstallTimeout': '5min' does not match pattern",
         ),
         (
             "gateway.hooks.beforeClusterDelete.timeoutSeconds=31",
-            "Must be less than or equal to 30",
+            "at '/gateway/hooks/beforeClusterDelete/timeoutSeconds': maximum: got 31, want 30",
         ),
         (
             "certManager.issuerRef.kind=Vault",
-            "certManager.issuerRef.kind must be one of the following",
+            "at '/certManager/issuerRef/kind': value must be one of",
         ),
     ] {
         let error = tools::render_chart(NS, &[set], &[]).expect_err(set).to_string();
