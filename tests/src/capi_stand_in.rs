@@ -118,7 +118,8 @@ pub fn hook_request(
     Value::Object(body)
 }
 
-/// Converts the stored v1beta2 Cluster into the object `shape` embeds in hook requests.
+/// Converts the stored Cluster (v1beta2; v1beta1 where the management cluster serves only that, as for 1.10)
+/// into the object `shape` embeds in hook requests.
 pub fn embedded_cluster(shape: CapiShape, stored: &Value) -> Value {
     let mut metadata = stored["metadata"].clone();
     if let Some(m) = metadata.as_object_mut()
@@ -180,13 +181,16 @@ pub(crate) fn v1beta1_spec(spec: &Value, namespace: &str) -> Value {
     spec
 }
 
-/// The v1beta1 status CAPI ≤ 1.10 sends: phase, the two readiness booleans and v1beta1 conditions.
+/// The v1beta1 status CAPI ≤ 1.10 sends: phase, the two readiness booleans and v1beta1 conditions. `status` is
+/// v1beta2's, or already v1beta1's where the management cluster serves only v1beta1 (the 1.10 shape's).
 fn v1beta1_status(status: &Value) -> Value {
     let cp_initialized = status["initialization"]["controlPlaneInitialized"]
         .as_bool()
+        .or_else(|| status["controlPlaneReady"].as_bool())
         .unwrap_or(false);
     let infra = status["initialization"]["infrastructureProvisioned"]
         .as_bool()
+        .or_else(|| status["infrastructureReady"].as_bool())
         .unwrap_or(false);
     let conditions: Vec<Value> = status["conditions"]
         .as_array()
@@ -416,6 +420,18 @@ mod tests {
         assert!(c["metadata"].get("managedFields").is_some());
         assert_eq!(c["status"]["controlPlaneReady"], true);
         assert_eq!(c["status"]["phase"], "Provisioned");
+    }
+
+    #[test]
+    fn v1_10_keeps_the_readiness_of_a_cluster_stored_as_v1beta1() {
+        // CAPI 1.10's management cluster serves v1beta1 only, so that is what the stand-in reads there.
+        let mut stored = stored();
+        stored["apiVersion"] = json!("cluster.x-k8s.io/v1beta1");
+        stored["status"] =
+            json!({"phase": "Provisioned", "infrastructureReady": true, "controlPlaneReady": true});
+        let c = embedded_cluster(CapiShape::V1_10, &stored);
+        assert_eq!(c["status"]["controlPlaneReady"], true);
+        assert_eq!(c["status"]["infrastructureReady"], true);
     }
 
     #[test]

@@ -418,13 +418,17 @@ impl Sandbox {
             from: "v1.32.4".into(),
             to: "v1.33.0".into(),
         };
+        // Read the Cluster at the version the management cluster serves, as the scenario does: CAPI 1.10
+        // serves v1beta1 only, so asking for v1beta2 there is a 404.
+        let served = workload::served_cluster_version(&self.mgmt_client).await?;
         let stored = Api::<DynamicObject>::namespaced_with(
             self.mgmt_client.clone(),
             CLUSTERS_NAMESPACE,
-            &workload::cluster_resource("v1beta2"),
+            &workload::cluster_resource(served),
         )
         .get(name)
-        .await?;
+        .await
+        .with_context(|| format!("cannot read the kept Cluster {CLUSTERS_NAMESPACE}/{name} at {served}"))?;
         let body = hook_request(
             &hook,
             self.options.shape,

@@ -91,6 +91,20 @@ async fn run_printed(command: &str) -> String {
 /// stops everything and the sandbox exits cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_leaves_one_cluster_installed_and_every_printed_command_works() {
+    keep_and_run_every_printed_command(&[]).await;
+}
+
+/// The same with `--capi-version 1.10`, whose management cluster serves the Cluster at v1beta1 only: the --keep
+/// phase reads the kept Cluster to build the hook body it prints, and must read it at the version served (it
+/// once asked for v1beta2 and exited 1 with a 404 after the scenario had passed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_with_capi_1_10_shape_prints_commands_that_work() {
+    keep_and_run_every_printed_command(&["--capi-version", "1.10"]).await;
+}
+
+/// Runs `konnector-sandbox --keep --clusters 2` with `extra_args`, executes every command it prints for the kept
+/// cluster and checks what each shows, then interrupts it and expects a clean exit.
+async fn keep_and_run_every_printed_command(extra_args: &[&str]) {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let missing: Vec<&str> = ["kubectl", "grpcurl", "curl"]
         .into_iter()
@@ -105,6 +119,8 @@ async fn keep_leaves_one_cluster_installed_and_every_printed_command_works() {
     let mut sandbox = tokio::process::Command::new(env!("CARGO_BIN_EXE_konnector-sandbox"))
         .args(["--keep", "--clusters", "2", "--state-dir"])
         .arg(state.path())
+        .args(extra_args)
+        .env_remove("KONNECTOR_SANDBOX_CAPI_VERSION")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .env_remove("KONNECTOR_SANDBOX_JSON")

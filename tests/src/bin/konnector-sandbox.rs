@@ -189,7 +189,15 @@ async fn main() -> anyhow::Result<()> {
     );
 
     if args.keep && summary.ok {
-        let commands = sandbox.try_commands().await?;
+        // Stop everything before reporting a failure here too, so the error is not buried under the warnings
+        // of watches and Lease renewals whose API servers vanish as the process exits.
+        let commands = match sandbox.try_commands().await {
+            Ok(c) => c,
+            Err(e) => {
+                sandbox.stop().await?;
+                return Err(e);
+            }
+        };
         let root = konnector_tests::tools::repo_root();
         let tools = root.canonicalize().unwrap_or(root).join("hack");
         println!(
