@@ -459,7 +459,10 @@ fn the_schema_refuses_mistyped_keys_and_wrong_types_by_name() {
             "gateway.hoks.afterControlPlaneInitialized.timeoutSeconds=5",
             "at '/gateway': additional properties 'hoks' not allowed",
         ),
-        ("replicas=2", "at '': additional properties 'replicas' not allowed"),
+        (
+            "replicas=2",
+            "at '': additional properties 'replicas' not allowed",
+        ),
         (
             "gateway.replicas=two",
             "at '/gateway/replicas': got string, want integer",
