@@ -46,9 +46,14 @@ impl Drop for Proc {
     }
 }
 
-/// (VmRSS, VmHWM) of `pid`, in KiB.
+/// (VmRSS, VmHWM) of `pid`, in KiB; zeros once the process is gone.
 pub fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    live_memory_kib(pid).unwrap_or((0, 0))
+}
+
+/// (VmRSS, VmHWM) of `pid`, in KiB; `None` once the process is gone, for tests that assert it survived.
+pub fn live_memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
         status
             .lines()
@@ -57,7 +62,7 @@ pub fn memory_kib(pid: u32) -> (u64, u64) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    (field("VmRSS:"), field("VmHWM:"))
+    Some((field("VmRSS:"), field("VmHWM:")))
 }
 
 /// Open file descriptors of `pid`.

@@ -11,7 +11,7 @@
 //! chart's memory limit for that pod.
 
 use std::{
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::Arc,
     time::Duration,
 };
@@ -22,44 +22,14 @@ use konnector_tests::{
     gateway_fixture::write_gateway_certs,
     h2_raw::{frame, literal},
     pki::MtlsPki,
+    real_binaries::{Proc, free_port, memory_kib},
     tools,
 };
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn release_bin_dir() -> std::path::PathBuf {
     tools::static_bin_dir().unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// (VmRSS, VmHWM) in KiB.
-fn memory(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 fn tls_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
@@ -175,8 +145,8 @@ async fn peak_memory_under_hostile_load() {
     };
     let _ = status(channel.clone()).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (gw_idle, _) = memory(gateway.0.id());
-    let (exec_idle, _) = memory(executor.0.id());
+    let (gw_idle, _) = memory_kib(gateway.0.id());
+    let (exec_idle, _) = memory_kib(executor.0.id());
 
     // --- The load. ---
     let config = tls_config(&gateway_ca);
@@ -273,8 +243,8 @@ async fn peak_memory_under_hostile_load() {
         .map(|r| r.unwrap_or(0))
         .sum();
     let calls_done = futures::future::join_all(calls).await.len();
-    let (gw_now, gw_peak) = memory(gateway.0.id());
-    let (exec_now, exec_peak) = memory(executor.0.id());
+    let (gw_now, gw_peak) = memory_kib(gateway.0.id());
+    let (exec_now, exec_peak) = memory_kib(executor.0.id());
     drop(held);
     drop(silent);
     // Both still serve.

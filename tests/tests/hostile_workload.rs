@@ -10,7 +10,7 @@
 //! the chart's 256 MiB limit, and never write the server's text into its logs. `--nocapture` prints the numbers.
 
 use std::{
-    process::{Child, Command},
+    process::Command,
     sync::{
         Arc,
         atomic::{AtomicU8, AtomicU64, Ordering},
@@ -28,6 +28,7 @@ use konnector_tests::{
     executor_fixture::{TEST_PASSWORD, addon_cluster_config},
     gateway_fixture::start_gateway,
     pki::{MtlsPki, TestCa},
+    real_binaries::{Proc, free_port, live_memory_kib},
     tools, workload,
 };
 use kube::{
@@ -59,37 +60,6 @@ enum Mode {
     HugeReason = 1,
     /// 200 with a MiB (under the limit) of text that is not JSON.
     Junk = 2,
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// (VmRSS, VmHWM) in KiB; `None` once the process is gone.
-fn memory(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Some((field("VmRSS:"), field("VmHWM:")))
 }
 
 /// The hostile API server: TLS with a certificate from `ca`, HTTP/1.1, one answer per connection as `mode` says.
@@ -307,7 +277,7 @@ async fn a_hostile_workload_api_server_cannot_exhaust_the_executor() {
     };
     // Idle: up and serving, before the server is reached (the reconciler reaches it within a second, so this
     // is taken at once).
-    let (idle_rss, _) = memory(pid).unwrap();
+    let (idle_rss, _) = live_memory_kib(pid).unwrap();
 
     // 1. The endless body, through a real hook: BeforeClusterUpgrade via an in-process gateway.
     let gateway = start_gateway(&endpoint, "v1.14").await.unwrap();
@@ -388,7 +358,7 @@ async fn a_hostile_workload_api_server_cannot_exhaust_the_executor() {
         status.credentials_error.contains("exceeded the 4 MiB limit"),
         "{status:?}"
     );
-    let (after_endless_rss, after_endless_peak) = memory(pid).expect("the executor died");
+    let (after_endless_rss, after_endless_peak) = live_memory_kib(pid).expect("the executor died");
     let endless_sent = sent.swap(0, Ordering::Relaxed);
     let endless_requests = requests.load(Ordering::Relaxed);
 
@@ -453,7 +423,7 @@ async fn a_hostile_workload_api_server_cannot_exhaust_the_executor() {
     );
 
     // Still alive and serving, its peak far below the chart's limit.
-    let (final_rss, peak) = memory(pid).expect("the executor died");
+    let (final_rss, peak) = live_memory_kib(pid).expect("the executor died");
     assert!(
         konnector_gateway::client::is_serving(channel, Duration::from_secs(10)).await,
         "the executor stopped serving"
