@@ -161,17 +161,8 @@ fn incoming(
                 _ = shutdown.cancelled() => return,
                 permit = slots.clone().acquire_owned() => permit.expect("the connection semaphore is never closed"),
             };
-            let (tcp, peer) = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(error) => {
-                        // Usually EMFILE; back off instead of spinning.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
+            let Some((tcp, peer)) = konnector_runtime::net::accept(&listener, &shutdown).await else {
+                return;
             };
             // tonic applies its TCP_NODELAY default only to sockets it binds itself. Without it, a response written
             // as several small frames waits on the client's delayed ACK: about 40 ms added to most calls.

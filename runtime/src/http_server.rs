@@ -193,17 +193,8 @@ pub async fn serve(
                 permit = connections.clone().acquire_owned() => Some(permit.expect("the connection semaphore is never closed")),
             }
         };
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // Usually EMFILE; back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let Some((tcp, peer)) = crate::net::accept(&listener, &shutdown).await else {
+            break;
         };
         let permit = match early {
             Some(permit) => permit,

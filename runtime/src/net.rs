@@ -1,11 +1,30 @@
-//! Binding listeners. Both binaries listen on `[::]:<port>` by default: on Linux an IPv6 wildcard socket also
+//! Binding listeners, and accepting on them. Both binaries listen on `[::]:<port>` by default: on Linux an IPv6 wildcard socket also
 //! accepts IPv4 (as v4-mapped addresses) unless `net.ipv6.bindv6only` is set, so one default serves IPv4-only,
 //! IPv6-only and dual-stack clusters. A host (or pod network namespace) without IPv6 refuses that bind; then the
 //! listener falls back to `0.0.0.0:<port>` and says so in a warning, rather than failing a pod that would work.
 
-use std::{future::Future, io, net::SocketAddr};
+use std::{future::Future, io, net::SocketAddr, time::Duration};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// The next connection on `listener`, or `None` once `shutdown` is cancelled. A failed accept (usually EMFILE:
+/// out of file descriptors) is logged and retried after 100 ms rather than in a tight loop that would spin a core
+/// while the condition lasts.
+pub async fn accept(listener: &TcpListener, shutdown: &CancellationToken) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => return Some(pair),
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
 
 /// The address to retry on when binding `addr` failed with `error`: the IPv4 wildcard on the same port, but only
 /// when `addr` is the IPv6 wildcard and the error says the host has no IPv6 (EAFNOSUPPORT: the kernel was built
