@@ -17,6 +17,32 @@ pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// What a client sends first: the connection preface (RFC 9113 §3.4), its own empty SETTINGS, and the ACK of the
+/// server's SETTINGS, sent ahead without waiting for them.
+pub fn client_preface() -> Vec<u8> {
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(4, 0, 0, &[]));
+    out.extend(frame(4, 1, 0, &[]));
+    out
+}
+
+/// The HPACK block of a POST to `path` on `localhost` over https, followed by the `extra` fields.
+pub fn post_header_block(path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (n, v) in [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":authority", "localhost"),
+        (":path", path),
+    ]
+    .iter()
+    .chain(extra)
+    {
+        block.extend(literal(n, v));
+    }
+    block
+}
+
 /// An HPACK "literal header field without indexing, new name" (RFC 7541 §6.2.2), for names and values shorter than
 /// 127 bytes.
 pub fn literal(name: &str, value: &str) -> Vec<u8> {

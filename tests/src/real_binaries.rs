@@ -39,6 +39,21 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// Waits for the process to exit, polling until `deadline`; `None` if it is still running then.
+    pub async fn exit_by(&mut self, deadline: std::time::Instant) -> Option<std::process::ExitStatus> {
+        loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait on a child") {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();

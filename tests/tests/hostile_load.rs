@@ -20,7 +20,7 @@ use konnector_proto::v1::{ClusterRef, GetAgentStatusRequest, agent_service_clien
 use konnector_tests::{
     capi_stand_in::ExtensionClient,
     gateway_fixture::write_gateway_certs,
-    h2_raw::{frame, literal},
+    h2_raw::{client_preface, frame, post_header_block},
     pki::MtlsPki,
     real_binaries::{Proc, free_port, memory_kib},
     tools,
@@ -164,18 +164,8 @@ async fn peak_memory_under_hostile_load() {
             let Ok(mut tls) = tls_connect(gw_addr, config).await else {
                 return 0;
             };
-            let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-            out.extend(frame(4, 0, 0, &[]));
-            out.extend(frame(4, 1, 0, &[]));
-            let mut block = Vec::new();
-            for (n, v) in [
-                (":method", "POST"),
-                (":scheme", "https"),
-                (":authority", "localhost"),
-                (":path", acpi),
-            ] {
-                block.extend(literal(n, v));
-            }
+            let mut out = client_preface();
+            let block = post_header_block(acpi, &[]);
             for i in 0..100u32 {
                 out.extend(frame(1, 0x4, 2 * i + 1, &block));
             }

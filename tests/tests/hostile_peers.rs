@@ -17,7 +17,7 @@ use konnector_executor::ExecutorConfig;
 use konnector_tests::{
     capi_stand_in::{CapiShape, Hook, HookAnswer, hook_path, hook_request},
     executor_fixture::{ExecutorEnv, TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, executor_env},
-    h2_raw::{frame, literal, read_frame},
+    h2_raw::{client_preface, frame, post_header_block, read_frame},
     real_binaries::{RealPair, http_get_status, memory_kib, open_fds},
     scenario::cluster_spec,
     workload::{ClusterOptions, cluster_resource},
@@ -86,19 +86,9 @@ impl Trickler {
         );
         let target = format!("{path}?timeout=20s");
         let head = if h2 {
-            let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-            out.extend(frame(4, 0, 0, &[]));
-            out.extend(frame(4, 1, 0, &[]));
-            let mut block = Vec::new();
-            for (n, v) in [
-                (":method", "POST"),
-                (":scheme", "https"),
-                (":authority", "localhost"),
-                (":path", target.as_str()),
-                ("content-length", body.len().to_string().as_str()),
-            ] {
-                block.extend(literal(n, v));
-            }
+            let mut out = client_preface();
+            let length = body.len().to_string();
+            let block = post_header_block(&target, &[("content-length", length.as_str())]);
             out.extend(frame(1, 0x4, 1, &block));
             out
         } else {
@@ -500,15 +490,7 @@ async fn sigterm_drains_an_in_flight_hook() {
     let answered = HookAnswer::parse(status, answer.as_bytes());
     let answered_after = signalled.elapsed();
     let mut gateway = pair.gateway;
-    let exit = loop {
-        if let Some(status) = gateway.0.try_wait().unwrap() {
-            break Some(status);
-        }
-        if signalled.elapsed() > Duration::from_secs(60) {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exit = gateway.exit_by(signalled + Duration::from_secs(60)).await;
     println!(
         "{}",
         serde_json::to_string_pretty(&json!({
@@ -670,15 +652,7 @@ async fn sigterm_lets_the_executor_finish_an_in_flight_call() {
     let answer = call.await.unwrap().unwrap();
     let answered_after = signalled.elapsed();
     let mut executor = pair.executor;
-    let exit = loop {
-        if let Some(status) = executor.0.try_wait().unwrap() {
-            break Some(status);
-        }
-        if signalled.elapsed() > Duration::from_secs(60) {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exit = executor.exit_by(signalled + Duration::from_secs(60)).await;
     println!(
         "{}",
         serde_json::to_string_pretty(&json!({
