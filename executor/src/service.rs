@@ -270,7 +270,15 @@ impl AgentService for Executor {
         span.record(attr::KONNECTOR_TRIGGER, trigger_name(trigger));
         let result = async {
             let cluster = cluster_ref(req.cluster.as_ref())?;
-            self.apply(&cluster, trigger).await.map(apply_response)
+            // A task of its own, which the caller going away (the gateway's deadline, a reset stream) does not
+            // cancel: cancelled between its HelmChartProxy write and its take-back check (apply.rs), an apply
+            // could leave an install behind for a Cluster whose deletion another replica has let proceed. Its own
+            // bounds (the management and workload timeouts) still end it.
+            let executor = self.clone();
+            tokio::spawn(async move { executor.apply(&cluster, trigger).await }.in_current_span())
+                .await
+                .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+                .map(apply_response)
         }
         .instrument(span.clone())
         .await;

@@ -438,6 +438,11 @@ pub fn server_config_observed(
     };
     let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // No session resumption: a resumed session skips both certificates and carries the first handshake's
+    // verdict past a rotation, so a client renewed since would never present its new certificate and one whose
+    // CA was dropped would still be let in. Connections are long-lived, so the full handshakes cost little.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(config)
 }
 
@@ -485,6 +490,9 @@ pub fn client_config_observed(
         }
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // No session resumption (see `server_config_observed`): every connection presents and verifies the
+    // certificates on disk now.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
 }
 

@@ -108,15 +108,11 @@ impl TestCa {
 /// The gateway↔executor mTLS files, laid out as the chart mounts cert-manager's Secrets: `server/` is the
 /// executor's (`tls.crt`, `tls.key`, and `ca.crt`, the CA its clients must chain to) and `client/` is the gateway's
 /// client pair (with `ca.crt`, the CA the executor must chain to).
-///
-/// It rotates the files as cert-manager would: [`MtlsPki::reissue_leaves`] renews both leaves with new keys; a CA
-/// change goes through a bundle of both CAs ([`MtlsPki::begin_ca_rotation`], then `reissue_leaves`, then
-/// [`MtlsPki::finish_ca_rotation`]), because peers that trust only one CA at a time cannot both be right while
-/// they roll.
+/// [`MtlsPki::reissue_leaves`] renews both leaves with new keys, from the same CA; [`CertManagerPki`] renews the CA
+/// too, one Secret at a time, as cert-manager does.
 pub struct MtlsPki {
     dir: std::path::PathBuf,
     ca: TestCa,
-    next_ca: Option<TestCa>,
 }
 
 impl MtlsPki {
@@ -127,7 +123,6 @@ impl MtlsPki {
         let pki = Self {
             dir: dir.to_owned(),
             ca: TestCa::new("konnector-test-mtls-ca")?,
-            next_ca: None,
         };
         pki.write_trust(pki.ca.cert_pem())?;
         pki.reissue_leaves()?;
@@ -166,7 +161,7 @@ impl MtlsPki {
     }
 
     fn signing_ca(&self) -> &TestCa {
-        self.next_ca.as_ref().unwrap_or(&self.ca)
+        &self.ca
     }
 
     fn write_trust(&self, pem: &str) -> anyhow::Result<()> {
@@ -186,20 +181,139 @@ impl MtlsPki {
         }
         Ok(())
     }
+}
 
-    /// A new CA: both sides trust the old and the new one; leaves are still the old CA's until reissued.
-    pub fn begin_ca_rotation(&mut self) -> anyhow::Result<()> {
-        let next = TestCa::new("konnector-test-mtls-ca-next")?;
-        self.write_trust(&format!("{}{}", self.ca.cert_pem(), next.cert_pem()))?;
-        self.next_ca = Some(next);
+/// One of the chart's leaf certificates, each in its own Secret (a directory here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leaf {
+    /// The gateway's serving pair (`<release>-gateway-serving`), whose `ca.crt` CAPI trusts.
+    GatewayServing,
+    /// The gateway's client pair towards the executor (`<release>-gateway-client`).
+    GatewayClient,
+    /// The executor's serving pair (`<release>-executor-server`).
+    ExecutorServer,
+}
+
+impl Leaf {
+    /// Every leaf, in the order the tests renew them.
+    pub const ALL: [Leaf; 3] = [Leaf::ExecutorServer, Leaf::GatewayClient, Leaf::GatewayServing];
+
+    fn dir_name(self) -> &'static str {
+        match self {
+            Self::GatewayServing => "gateway-serving",
+            Self::GatewayClient => "gateway-client",
+            Self::ExecutorServer => "executor-server",
+        }
+    }
+}
+
+/// The chart's PKI as cert-manager keeps it: one CA, and a Secret per leaf holding `tls.crt`, `tls.key` and
+/// `ca.crt`, where `ca.crt` is the CA certificate current when that leaf was issued. cert-manager renews the CA
+/// and each leaf on its own schedule and never rewrites a leaf's Secret when the CA changes, so between renewals
+/// the peers hold different `ca.crt` files: that is what [`CertManagerPki::renew_ca`] followed by
+/// [`CertManagerPki::renew`] of each leaf in turn reproduces. No file ever holds two CAs.
+pub struct CertManagerPki {
+    dir: std::path::PathBuf,
+    ca_key_pem: String,
+    ca_cert_pem: String,
+    ca_not_after: i64,
+    issued: u32,
+}
+
+impl CertManagerPki {
+    /// A CA and the three leaves under `dir` (one directory per Secret, see [`CertManagerPki::dir`]).
+    pub fn create(dir: &std::path::Path) -> anyhow::Result<Self> {
+        let key = KeyPair::generate()?;
+        let mut pki = Self {
+            dir: dir.to_owned(),
+            ca_key_pem: key.serialize_pem(),
+            ca_cert_pem: String::new(),
+            ca_not_after: 0,
+            issued: 0,
+        };
+        pki.issue_ca()?;
+        for leaf in Leaf::ALL {
+            std::fs::create_dir_all(pki.dir(leaf))?;
+            pki.renew(leaf)?;
+        }
+        Ok(pki)
+    }
+
+    /// The directory standing for `leaf`'s Secret.
+    pub fn dir(&self, leaf: Leaf) -> std::path::PathBuf {
+        self.dir.join(leaf.dir_name())
+    }
+
+    /// The current CA certificate (PEM), as the CA's own Secret holds it.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_cert_pem
+    }
+
+    /// The current CA certificate's notAfter (unix seconds).
+    pub fn ca_not_after(&self) -> i64 {
+        self.ca_not_after
+    }
+
+    fn ca_params(&self) -> anyhow::Result<CertificateParams> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, "konnector-ca");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        Ok(params)
+    }
+
+    /// Each issuance gets its own notAfter (one more day), so the expiry gauges tell which certificate a process
+    /// has loaded.
+    fn next_offset(&mut self) -> std::time::Duration {
+        self.issued += 1;
+        std::time::Duration::from_secs(u64::from(self.issued) * 86_400)
+    }
+
+    fn issue_ca(&mut self) -> anyhow::Result<()> {
+        let key = KeyPair::from_pem(&self.ca_key_pem)?;
+        let mut params = self.ca_params()?;
+        params.not_after = rcgen::date_time_ymd(2040, 1, 1) + self.next_offset();
+        self.ca_not_after = params.not_after.unix_timestamp();
+        self.ca_cert_pem = params.self_signed(&key)?.pem();
         Ok(())
     }
 
-    /// Drops the old CA from both sides' trust.
-    pub fn finish_ca_rotation(&mut self) -> anyhow::Result<()> {
-        if let Some(next) = self.next_ca.take() {
-            self.ca = next;
+    /// cert-manager renews the CA certificate: with the same key (the chart's `rotationPolicy: Never`) or a new
+    /// one (`Always`, cert-manager's default since 1.18). No leaf Secret changes.
+    pub fn renew_ca(&mut self, new_key: bool) -> anyhow::Result<()> {
+        if new_key {
+            self.ca_key_pem = KeyPair::generate()?.serialize_pem();
         }
-        self.write_trust(self.ca.cert_pem())
+        self.issue_ca()
+    }
+
+    /// cert-manager renews `leaf` (a new key, `rotationPolicy: Always`) from the current CA and writes its Secret:
+    /// `ca.crt`, then the pair. Returns the new certificate's notAfter (unix seconds).
+    pub fn renew(&mut self, leaf: Leaf) -> anyhow::Result<i64> {
+        let key = KeyPair::generate()?;
+        let (mut params, usage) = match leaf {
+            Leaf::GatewayServing | Leaf::ExecutorServer => {
+                let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
+                params
+                    .subject_alt_names
+                    .push(SanType::IpAddress([127, 0, 0, 1].into()));
+                (params, ExtendedKeyUsagePurpose::ServerAuth)
+            }
+            Leaf::GatewayClient => (
+                CertificateParams::new(vec![GATEWAY_CLIENT_NAME.to_owned()])?,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ),
+        };
+        params
+            .distinguished_name
+            .push(DnType::CommonName, leaf.dir_name());
+        params.extended_key_usages = vec![usage];
+        params.not_after = rcgen::date_time_ymd(2040, 1, 1) + self.next_offset();
+        let issuer = Issuer::new(self.ca_params()?, KeyPair::from_pem(&self.ca_key_pem)?);
+        let cert = params.signed_by(&key, &issuer)?;
+        let dir = self.dir(leaf);
+        std::fs::write(dir.join("ca.crt"), &self.ca_cert_pem)?;
+        std::fs::write(dir.join("tls.crt"), cert.pem())?;
+        std::fs::write(dir.join("tls.key"), key.serialize_pem())?;
+        Ok(params.not_after.unix_timestamp())
     }
 }

@@ -495,14 +495,14 @@ fn the_schema_refuses_mistyped_keys_and_wrong_types_by_name() {
         );
         assert!(error.contains(message), "{set}: expected {message:?} in {error}");
     }
-    // Every toggle the tests use is valid, and so are the other-engineer-owned metrics values (any shape).
+    // Every toggle the tests use is valid, and so are a platform team's values.
     render(TOGGLES);
-    render(&["metrics.anything.goes=true"]);
+    render(PLATFORM);
 }
 
 #[test]
 fn every_object_has_the_standard_labels_and_stable_selectors() {
-    for sets in [&[][..], TOGGLES] {
+    for sets in [&[][..], TOGGLES, PLATFORM] {
         let docs = render(sets);
         for doc in &docs {
             let what = format!("{} {}", doc["kind"], doc["metadata"]["name"]);
@@ -790,7 +790,19 @@ async fn manifests_apply_by_server_side_dry_run() {
     for kind in ["HorizontalPodAutoscaler", "PodDisruptionBudget"] {
         assert!(toggled.iter().any(|d| d["kind"] == kind), "{kind}");
     }
-    for doc in docs.iter().chain([old_ext]).chain(toggled.iter()) {
+    // A platform team's values (renamed, relabelled, OpenShift's security contexts, extra volumes) too; its
+    // ExtensionConfig is the default one's, already in the list.
+    let platform: Vec<&str> = PLATFORM.iter().copied().chain(["createNamespace=true"]).collect();
+    let platform: Vec<Value> = render(&platform)
+        .into_iter()
+        .filter(|d| d["kind"] != "ExtensionConfig")
+        .collect();
+    for doc in docs
+        .iter()
+        .chain([old_ext])
+        .chain(toggled.iter())
+        .chain(platform.iter())
+    {
         tools::apply_manifest(&client, doc, NS, &dry_run)
             .await
             .unwrap_or_else(|e| {
@@ -1095,4 +1107,296 @@ fn confined_mode_selects_its_namespaces() {
         find(&all, "ExtensionConfig", "konnector")["spec"]["namespaceSelector"],
         serde_json::json!({})
     );
+}
+
+/// Values a platform team sets when the chart is one part of theirs: names, labels, a registry mirror, OpenShift's
+/// security contexts, annotations, extra volumes and certificate lifetimes.
+const PLATFORM: &[&str] = &[
+    "fullnameOverride=platform-konnector",
+    "commonLabels.team=platform",
+    "commonLabels.cost-center=42",
+    "global.imageRegistry=mirror.example.com",
+    "global.imagePullSecrets[0]=mirror-pull",
+    "global.someOtherChartsValue=anything",
+    "image.gateway.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    "runAsFixedUser=false",
+    "podSecurityContext.supplementalGroups[0]=1000",
+    "containerSecurityContext.privileged=false",
+    "gateway.deploymentAnnotations.example\\.com/owner=platform",
+    "gateway.serviceAnnotations.example\\.com/lb=internal",
+    "executor.deploymentAnnotations.example\\.com/owner=platform",
+    "executor.serviceAnnotations.example\\.com/lb=internal",
+    "gateway.extraVolumes[0].name=scratch",
+    "gateway.extraVolumes[0].emptyDir.medium=Memory",
+    "gateway.extraVolumeMounts[0].name=scratch",
+    "gateway.extraVolumeMounts[0].mountPath=/scratch",
+    "executor.extraVolumes[0].name=bundle",
+    "executor.extraVolumes[0].configMap.name=corp-bundle",
+    "executor.extraVolumeMounts[0].name=bundle",
+    "executor.extraVolumeMounts[0].mountPath=/etc/corp",
+    "executor.extraVolumeMounts[0].readOnly=true",
+    "certManager.caDuration=43800h",
+    "certManager.caRenewBefore=8760h",
+    "certManager.leafDuration=720h",
+    "certManager.leafRenewBefore=240h",
+    "metrics.serviceMonitor.enabled=true",
+    "metrics.prometheusRule.enabled=true",
+    "metrics.prometheusRule.hookFailureRatio=0.1",
+    "metrics.grafanaDashboard.enabled=true",
+];
+
+#[test]
+fn the_schema_validates_metrics_and_accepts_global() {
+    for (set, message) in [
+        (
+            "metrics.serviceMonitor.enable=true",
+            "at '/metrics/serviceMonitor': additional properties 'enable' not allowed",
+        ),
+        (
+            "metrics.prometheusRule.hookFailureRatio=abc",
+            "at '/metrics/prometheusRule/hookFailureRatio'",
+        ),
+        // Anything but a share would be pasted into PromQL as it is.
+        (
+            "metrics.prometheusRule.hookFailureRatio=0.2) or vector(1",
+            "at '/metrics/prometheusRule/hookFailureRatio'",
+        ),
+        (
+            "metrics.prometheusRule.managementAPIErrorRatio=2",
+            "at '/metrics/prometheusRule/managementAPIErrorRatio'",
+        ),
+        (
+            "metrics.prometheusRule.certificateExpiryDays=ten",
+            "at '/metrics/prometheusRule/certificateExpiryDays': got string, want integer",
+        ),
+        (
+            "metrics.serviceMonitor.interval=30 seconds",
+            "at '/metrics/serviceMonitor/interval'",
+        ),
+        (
+            "metrics.grafana.enabled=true",
+            "additional properties 'grafana' not allowed",
+        ),
+        ("image.gateway.digest=latest", "at '/image/gateway/digest'"),
+        ("fullnameOverride=Platform_Konnector", "at '/fullnameOverride'"),
+        ("certManager.leafDuration=90d", "at '/certManager/leafDuration'"),
+        (
+            "runAsFixedUser=no",
+            "at '/runAsFixedUser': got string, want boolean",
+        ),
+    ] {
+        let error = tools::render_chart(NS, &[set], &[]).expect_err(set).to_string();
+        assert!(
+            error.contains("values don't meet the specifications of the schema"),
+            "{set}: {error}"
+        );
+        assert!(error.contains(message), "{set}: expected {message:?} in {error}");
+    }
+    // A decimal from --set arrives as a string, and is rendered as given.
+    let docs = render(&[
+        "metrics.prometheusRule.enabled=true",
+        "metrics.prometheusRule.hookFailureRatio=0.1",
+    ]);
+    let rule = serde_json::to_string(find(&docs, "PrometheusRule", "konnector")).unwrap();
+    assert!(rule.contains("> 0.1"), "{rule}");
+    // As a subchart: a parent's globals, whatever they are, pass.
+    render(&["global.imageRegistry=mirror.example.com", "global.parentOnly.x=1"]);
+}
+
+#[test]
+fn a_platform_teams_values_reach_every_object() {
+    let docs = render(PLATFORM);
+    for doc in &docs {
+        let what = format!("{} {}", doc["kind"], doc["metadata"]["name"]);
+        let name = doc["metadata"]["name"].as_str().unwrap();
+        // Every object is renamed, except the cluster-wide ExtensionConfig (its own value), the namespace and
+        // the ConfigMaps whose names the executor and CAREN share.
+        if !["ExtensionConfig", "ConfigMap", "Namespace"].contains(&doc["kind"].as_str().unwrap())
+            || name.ends_with("grafana-dashboard")
+        {
+            assert!(
+                name.starts_with("platform-konnector")
+                    || name.starts_with(&format!("{NS}-platform-konnector")),
+                "{what} is not named from fullnameOverride"
+            );
+        }
+        assert_eq!(doc["metadata"]["labels"]["team"], "platform", "{what}");
+        assert_eq!(doc["metadata"]["labels"]["cost-center"], "42", "{what}");
+        // The selector label the CLI and alerts use stays.
+        assert_eq!(
+            doc["metadata"]["labels"]["app.kubernetes.io/name"], "konnector",
+            "{what}"
+        );
+    }
+    for component in ["gateway", "executor"] {
+        let name = format!("platform-konnector-{component}");
+        let deployment = find(&docs, "Deployment", &name);
+        assert_eq!(
+            deployment["metadata"]["annotations"]["example.com/owner"], "platform",
+            "{name}"
+        );
+        let service = find(&docs, "Service", &name);
+        assert_eq!(
+            service["metadata"]["annotations"]["example.com/lb"], "internal",
+            "{name}"
+        );
+        let template = &deployment["spec"]["template"];
+        assert_eq!(template["metadata"]["labels"]["team"], "platform", "{name}");
+        let pod = &template["spec"];
+        // OpenShift's restricted SCC assigns the UID: none is fixed, the rest of the restricted profile stays.
+        let pod_sc = &pod["securityContext"];
+        for fixed in ["runAsUser", "runAsGroup", "fsGroup"] {
+            assert!(pod_sc.get(fixed).is_none(), "{name}: {fixed} in {pod_sc}");
+        }
+        assert_eq!(pod_sc["runAsNonRoot"], true, "{name}");
+        assert_eq!(pod_sc["seccompProfile"]["type"], "RuntimeDefault", "{name}");
+        assert_eq!(pod_sc["supplementalGroups"], serde_json::json!([1000]), "{name}");
+        let container = &pod["containers"][0];
+        let sc = &container["securityContext"];
+        assert_eq!(sc["privileged"], false, "{name}");
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
+        assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{name}");
+        assert!(sc.get("runAsUser").is_none(), "{name}");
+        assert_eq!(
+            pod["imagePullSecrets"],
+            serde_json::json!([{"name": "mirror-pull"}]),
+            "{name}"
+        );
+        // The mirror replaces the registry host and keeps the path.
+        let image = container["image"].as_str().unwrap();
+        assert!(
+            image.starts_with(&format!("mirror.example.com/konnector/konnector-{component}:")),
+            "{image}"
+        );
+    }
+    let image = |name: &str| {
+        find(&docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        image("platform-konnector-gateway")
+            .ends_with(":0.1.0@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+        "{}",
+        image("platform-konnector-gateway")
+    );
+    assert!(!image("platform-konnector-executor").contains('@'));
+    let pod = |name: &str| find(&docs, "Deployment", name)["spec"]["template"]["spec"].clone();
+    let gateway = pod("platform-konnector-gateway");
+    assert!(
+        gateway["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "scratch" && v["emptyDir"]["medium"] == "Memory")
+    );
+    assert!(
+        gateway["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "scratch" && m["mountPath"] == "/scratch")
+    );
+    let executor = pod("platform-konnector-executor");
+    assert!(
+        executor["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/etc/corp" && m["readOnly"] == true)
+    );
+    // The renamed pieces still fit together: the executor allows the renamed gateway's client certificate, the
+    // gateway calls the renamed executor, and CAPI trusts the renamed serving Secret.
+    let args = container_args(&docs, "platform-konnector-executor");
+    assert!(
+        args.contains(&"--client-allowed-names=platform-konnector-gateway".to_owned()),
+        "{args:?}"
+    );
+    let client = find(&docs, "Certificate", "platform-konnector-gateway-client");
+    assert_eq!(client["spec"]["dnsNames"][0], "platform-konnector-gateway");
+    let args = container_args(&docs, "platform-konnector-gateway");
+    assert!(
+        args.contains(&format!(
+            "--executor-url=https://platform-konnector-executor.{NS}.svc:8090"
+        )),
+        "{args:?}"
+    );
+    let ext = find(&docs, "ExtensionConfig", "konnector");
+    assert_eq!(
+        ext["metadata"]["annotations"]["runtime.cluster.x-k8s.io/inject-ca-from-secret"],
+        format!("{NS}/platform-konnector-gateway-serving")
+    );
+    assert_eq!(
+        ext["spec"]["clientConfig"]["service"]["name"],
+        "platform-konnector-gateway"
+    );
+    // Certificate lifetimes from the values, and the renamed CA signs.
+    let ca = find(&docs, "Certificate", "platform-konnector-ca");
+    find(&docs, "Issuer", "platform-konnector-ca");
+    assert_eq!(
+        find(&docs, "Certificate", "platform-konnector-gateway-serving")["spec"]["issuerRef"]["name"],
+        "platform-konnector-ca"
+    );
+    assert_eq!(ca["spec"]["duration"], "43800h");
+    assert_eq!(ca["spec"]["renewBefore"], "8760h");
+    for leaf in ["gateway-serving", "executor-server", "gateway-client"] {
+        let cert = find(&docs, "Certificate", &format!("platform-konnector-{leaf}"));
+        assert_eq!(cert["spec"]["duration"], "720h", "{leaf}");
+        assert_eq!(cert["spec"]["renewBefore"], "240h", "{leaf}");
+    }
+
+    // nameOverride: <release>-<nameOverride>, or the release name alone when it contains it.
+    let docs = render(&["nameOverride=kn"]);
+    find(&docs, "Deployment", "konnector-kn-gateway");
+    let docs = render(&["nameOverride=konn"]);
+    find(&docs, "Deployment", "konnector-gateway");
+    // The defaults keep today's names and the fixed non-root user.
+    let docs = render(&[]);
+    let pod = &find(&docs, "Deployment", "konnector-executor")["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    assert_eq!(pod["securityContext"]["fsGroup"], 65532);
+    assert!(pod.get("imagePullSecrets").is_none());
+}
+
+#[test]
+fn the_ca_keeps_its_key_and_every_leaf_rotates_its_own() {
+    let docs = render(&[]);
+    let ca = find(&docs, "Certificate", "konnector-ca");
+    assert_eq!(ca["spec"]["isCA"], true);
+    // cert-manager >= 1.18 gives a renewed certificate a new key unless told otherwise; a CA with a new key
+    // breaks every peer still holding the old ca.crt.
+    assert_eq!(ca["spec"]["privateKey"]["rotationPolicy"], "Never");
+    let mut leaves = 0;
+    for cert in docs
+        .iter()
+        .filter(|d| d["kind"] == "Certificate" && d["spec"]["isCA"] != true)
+    {
+        leaves += 1;
+        let what = cert["metadata"]["name"].as_str().unwrap();
+        assert_eq!(cert["spec"]["privateKey"]["rotationPolicy"], "Always", "{what}");
+        assert_eq!(cert["spec"]["issuerRef"]["name"], "konnector-ca", "{what}");
+        assert_eq!(cert["spec"]["duration"], "2160h", "{what}");
+        assert_eq!(cert["spec"]["renewBefore"], "360h", "{what}");
+    }
+    assert_eq!(
+        leaves, 4,
+        "gateway serving and client, executor server, CAPI's client"
+    );
+    // Every peer's trust is the ca.crt of a Secret issued by that one CA: CAPI's (the serving Secret), the
+    // gateway's towards the executor (its client Secret) and the executor's towards the gateway (its server
+    // Secret).
+    let ext = find(&docs, "ExtensionConfig", "konnector");
+    assert_eq!(
+        ext["metadata"]["annotations"]["runtime.cluster.x-k8s.io/inject-ca-from-secret"],
+        format!("{NS}/konnector-gateway-serving")
+    );
+    let gateway = container_args(&docs, "konnector-gateway");
+    assert!(gateway.contains(&"--executor-ca=/certs/client/ca.crt".to_owned()));
+    let executor = container_args(&docs, "konnector-executor");
+    assert!(executor.contains(&"--client-ca=/certs/server/ca.crt".to_owned()));
+    // And the expiry alert's threshold stays below the leaves' renewBefore (15 days).
+    let docs = render(&["metrics.prometheusRule.enabled=true"]);
+    let rule = serde_json::to_string(find(&docs, "PrometheusRule", "konnector")).unwrap();
+    assert!(rule.contains("< 10 * 86400"), "{rule}");
 }

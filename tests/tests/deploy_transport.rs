@@ -108,9 +108,22 @@ fn requiring_capi_client_certificates_wires_the_ca_and_issues_capis_certificate(
             .iter()
             .any(|a| a.starts_with("--client-ca"))
     );
-    assert!(find(&docs, "Certificate", "konnector-gateway-capi-client").is_none());
+    // Issued before it is required, so that CAPI can have it before the gateway demands it: turning the
+    // requirement on then fails no handshake.
+    let ahead = find(&docs, "Certificate", "konnector-gateway-capi-client").expect("issued ahead");
+    assert!(
+        find(
+            &render(&["gateway.capiClientCert.issue=false"]),
+            "Certificate",
+            "konnector-gateway-capi-client"
+        )
+        .is_none()
+    );
 
     let docs = render(&["gateway.requireClientCert=true"]);
+    // The same certificate (same Secret, same issuer) as the one issued ahead: nothing CAPI holds changes.
+    let required = find(&docs, "Certificate", "konnector-gateway-capi-client").unwrap();
+    assert_eq!(ahead["spec"], required["spec"]);
     assert!(
         args(&docs, "konnector-gateway").contains(&"--client-ca=/certs/serving/ca.crt".to_owned()),
         "the gateway verifies CAPI against the chart's CA"

@@ -16,6 +16,7 @@ app.kubernetes.io/component: {{ . }}
 app.kubernetes.io/part-of: konnector
 app.kubernetes.io/managed-by: {{ $root.Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name ($root.Chart.Version | replace "+" "_") }}
+{{- include "konnector.commonLabels" $root }}
 {{- end }}
 
 {{/* The stable part of every selector (the component is added next to it); never add a label that changes. */}}
@@ -61,6 +62,9 @@ labels: {{- include "konnector.selector" .root | nindent 2 }}
   app.kubernetes.io/component: {{ .component }}
   app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
   app.kubernetes.io/part-of: konnector
+  {{- range $k, $v := .root.Values.commonLabels }}
+  {{ $k }}: {{ $v | toString | quote }}
+  {{- end }}
   {{- with .values.podLabels }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -80,7 +84,7 @@ blocks `kubectl drain` (minAvailable: 1) or allows everything, so none is render
 apiVersion: {{ include "konnector.pdbApiVersion" .root }}
 kind: PodDisruptionBudget
 metadata:
-  name: {{ .root.Release.Name }}-{{ .component }}
+  name: {{ include "konnector.fullname" .root }}-{{ .component }}
   namespace: {{ .root.Release.Namespace }}
   labels: {{- include "konnector.labels" (dict "root" .root "component" .component) | nindent 4 }}
 spec:
@@ -97,13 +101,13 @@ spec:
 {{- if .name }}
 {name: {{ .name }}, kind: {{ .kind | default "Issuer" }}, group: {{ .group | default "cert-manager.io" }}}
 {{- else }}
-{name: {{ $.Release.Name }}-ca, kind: Issuer, group: cert-manager.io}
+{name: {{ include "konnector.fullname" $ }}-ca, kind: Issuer, group: cert-manager.io}
 {{- end }}
 {{- end }}
 {{- end }}
 
-{{- define "konnector.gateway" -}}{{ .Release.Name }}-gateway{{- end }}
-{{- define "konnector.executor" -}}{{ .Release.Name }}-executor{{- end }}
+{{- define "konnector.gateway" -}}{{ include "konnector.fullname" . }}-gateway{{- end }}
+{{- define "konnector.executor" -}}{{ include "konnector.fullname" . }}-executor{{- end }}
 
 {{/* The restricted pod security settings every konnector container runs with. */}}
 {{- define "konnector.podSecurityContext" -}}
@@ -187,4 +191,83 @@ lifecycle:
   preStop:
     sleep: {seconds: {{ $seconds }}}
 {{- end }}
+{{- end }}
+
+{{/*
+The prefix of every object name: fullnameOverride, else <release>-<nameOverride> (the release name alone when it
+contains nameOverride), else the release name. Overrides are cut to 40 characters so that the longest derived name
+(<fullname>-executor-metrics) is still a valid Service name.
+*/}}
+{{- define "konnector.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else if and .Values.nameOverride (not (contains .Values.nameOverride .Release.Name)) }}
+{{- printf "%s-%s" .Release.Name .Values.nameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- .Release.Name }}
+{{- end }}
+{{- end }}
+
+{{/* commonLabels, one per line, each line starting with a newline (nothing when there are none). */}}
+{{- define "konnector.commonLabels" -}}
+{{- range $k, $v := .Values.commonLabels }}
+{{ $k }}: {{ $v | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+One binary's image reference: [registry/]repository:tag[@digest]. Call with (dict "root" $ "image"
+.Values.image.gateway). The registry is image.registry, else global.imageRegistry; it replaces the repository's
+own registry host, so a mirror keeps the path (ghcr.io/konnector/x becomes mirror.example.com/konnector/x).
+*/}}
+{{- define "konnector.image" -}}
+{{- $root := .root }}
+{{- $registry := $root.Values.image.registry | default (dig "imageRegistry" "" ($root.Values.global | default dict)) }}
+{{- $ref := .image.repository }}
+{{- with $registry }}
+{{- /* The repository's own registry host (its first part, when it has a dot or a port, or is localhost) is replaced. */}}
+{{- $parts := splitn "/" 2 $ref }}
+{{- if and $parts._1 (or (contains "." $parts._0) (contains ":" $parts._0) (eq $parts._0 "localhost")) }}{{ $ref = $parts._1 }}{{ end }}
+{{- $ref = printf "%s/%s" (trimSuffix "/" .) $ref }}
+{{- end }}
+{{- $ref = printf "%s:%s" $ref (.image.tag | default $root.Chart.AppVersion) }}
+{{- with .image.digest }}{{ $ref = printf "%s@%s" $ref . }}{{ end }}
+{{- $ref }}
+{{- end }}
+
+{{/* imagePullSecrets: the chart's, then global.imagePullSecrets (names or {name: …} objects). */}}
+{{- define "konnector.imagePullSecrets" -}}
+{{- $secrets := list }}
+{{- range .Values.imagePullSecrets }}{{ $secrets = append $secrets (dict "name" .name) }}{{ end }}
+{{- range (dig "imagePullSecrets" list (.Values.global | default dict)) }}
+{{- if kindIs "string" . }}{{ $secrets = append $secrets (dict "name" .) }}{{ else }}{{ $secrets = append $secrets (dict "name" .name) }}{{ end }}
+{{- end }}
+{{- with $secrets }}
+imagePullSecrets: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+The pod security context: the restricted defaults (konnector.podSecurityContext), without the fixed user when
+runAsFixedUser is false, with .Values.podSecurityContext merged over them key by key.
+*/}}
+{{- define "konnector.podSecurityContextFromValues" -}}
+{{- $defaults := include "konnector.podSecurityContext" . | fromYaml }}
+{{- if not .Values.runAsFixedUser }}
+{{- $defaults = omit $defaults "runAsUser" "runAsGroup" "fsGroup" }}
+{{- end }}
+{{- toYaml (mergeOverwrite $defaults (deepCopy (.Values.podSecurityContext | default dict))) }}
+{{- end }}
+
+{{/* The container security context: konnector.containerSecurityContext with .Values.containerSecurityContext merged over it. */}}
+{{- define "konnector.containerSecurityContextFromValues" -}}
+{{- $defaults := include "konnector.containerSecurityContext" . | fromYaml }}
+{{- toYaml (mergeOverwrite $defaults (deepCopy (.Values.containerSecurityContext | default dict))) }}
+{{- end }}
+
+{{/* The leaf certificates' lifetime and key policy: a new key at every renewal. */}}
+{{- define "konnector.leafLifetime" -}}
+duration: {{ .Values.certManager.leafDuration }}
+renewBefore: {{ .Values.certManager.leafRenewBefore }}
+privateKey: {algorithm: ECDSA, size: 256, rotationPolicy: Always}
 {{- end }}
