@@ -1,0 +1,214 @@
+//! Real CAPI calls konnector (issue 23): every hook here comes from CAPI's own core manager (built from the
+//! `sigs.k8s.io/cluster-api` Go module by hack/ensure-capi.sh), which discovered the gateway through the chart's
+//! ExtensionConfig. The tests only change the Cluster, as a user would; the recording proxy in front of the
+//! gateway says what CAPI sent and what it got back.
+
+use konnector_tests::{
+    ControlPlane,
+    caaph_stand_in::hcp_resource,
+    capi_env::{EXTENSION_CONFIG, EnvOptions, RealCapiEnv, VERSIONS},
+    hook_recorder::RecordedCall,
+    init_test_logging,
+    scenario::AGENT_NAMESPACE,
+    support::assert_no_secret,
+    workload,
+};
+use kube::{
+    Api,
+    api::{DeleteParams, DynamicObject},
+};
+
+const NS: &str = "tenants";
+const PASSWORD: &str = "pc-password-real-capi-7f3a";
+
+fn initialized(c: Option<&DynamicObject>) -> bool {
+    c.is_some_and(|c| c.data["status"]["initialization"]["controlPlaneInitialized"] == true)
+}
+
+fn pending_hooks(c: &DynamicObject) -> String {
+    c.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("runtime.cluster.x-k8s.io/pending-hooks"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn hcp_exists(env: &RealCapiEnv, name: &str) -> bool {
+    Api::<DynamicObject>::namespaced_with(env.mgmt_client.clone(), NS, &hcp_resource())
+        .get_opt(&format!("konnector-agent-{name}"))
+        .await
+        .ok()
+        .flatten()
+        .is_some()
+}
+
+async fn wait_for<F, Fut>(env: &RealCapiEnv, what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + konnector_tests::capi_env::GUARD;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen; hooks CAPI called: {:#?}\nCAPI's log:\n{}",
+            env.recorder.summary(),
+            env.capi.log_tail(40)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+fn assert_discovered(ec: &DynamicObject) {
+    let names: Vec<&str> = ec.data["status"]["handlers"]
+        .as_array()
+        .expect("status.handlers")
+        .iter()
+        .filter_map(|h| h["name"].as_str())
+        .collect();
+    // CAPI qualifies each handler with the ExtensionConfig's name.
+    for short in ["konnector-acpi", "konnector-bcu", "konnector-bcd"] {
+        let qualified = format!("{short}.{EXTENSION_CONFIG}");
+        assert!(
+            names.contains(&qualified.as_str()),
+            "{qualified} not in {names:?}"
+        );
+    }
+    // CAPI injected the CA from the Secret the chart's annotation names; the tests gave it none.
+    assert!(
+        ec.data["spec"]["clientConfig"]["caBundle"]
+            .as_str()
+            .is_some_and(|b| !b.is_empty()),
+        "no caBundle injected: {}",
+        ec.data["spec"]["clientConfig"]
+    );
+}
+
+/// The whole life of a Cluster with the addon, driven by CAPI: create → AfterControlPlaneInitialized → the CAAPH
+/// stand-in installs → bump the topology version → BeforeClusterUpgrade before the control plane moves → delete
+/// → BeforeClusterDelete until retryAfterSeconds is 0 → the Cluster is gone, after the release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn capi_drives_create_upgrade_delete() {
+    init_test_logging();
+    let workload_cp = ControlPlane::start("wl-1").await.unwrap();
+    let env = RealCapiEnv::start(NS, EnvOptions::default()).await.unwrap();
+    assert_discovered(&env.extension_config().await.unwrap());
+
+    workload::put_credentials_secret(
+        &env.mgmt_client,
+        NS,
+        "wl-1-konnector",
+        &[("username", "admin"), ("password", PASSWORD)],
+    )
+    .await
+    .unwrap();
+    env.create_cluster(NS, "wl-1", &workload_cp, Some("wl-1-konnector"))
+        .await
+        .unwrap();
+
+    // CAPI marks AfterControlPlaneInitialized pending at creation, calls it once the provider has initialised the
+    // control plane, and clears it on Success.
+    env.wait_cluster(NS, "wl-1", "control plane initialised", initialized)
+        .await
+        .unwrap();
+    env.wait_cluster(NS, "wl-1", "AfterControlPlaneInitialized done", |c| {
+        c.is_some_and(|c| !pending_hooks(c).contains("AfterControlPlaneInitialized"))
+    })
+    .await
+    .unwrap();
+    let acpi = env
+        .recorder
+        .calls_for("aftercontrolplaneinitialized", "tenants/wl-1");
+    assert!(!acpi.is_empty(), "CAPI never called AfterControlPlaneInitialized");
+    let last = acpi.last().unwrap();
+    assert_eq!(last.response["status"], "Success", "{last:#?}");
+    assert_eq!(
+        last.handler(),
+        "konnector-acpi",
+        "CAPI calls the short handler name"
+    );
+    assert!(hcp_exists(&env, "wl-1").await, "no HelmChartProxy after ACPI");
+    // What CAPI 1.14 embeds: a v1beta2 Cluster with TypeMeta and no status.
+    assert_eq!(last.request["cluster"]["apiVersion"], "cluster.x-k8s.io/v1beta2");
+    assert!(last.request["cluster"].get("status").is_none());
+
+    // The CAAPH stand-in installs the release on the workload cluster; konnector's Secret is there.
+    let wl = workload_cp.client().await.unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(wl.clone(), AGENT_NAMESPACE);
+    wait_for(&env, "the agent Secret on the workload cluster", || async {
+        secrets.get_opt("konnector-agent").await.ok().flatten().is_some()
+    })
+    .await;
+    let markers: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(wl.clone(), AGENT_NAMESPACE);
+    wait_for(&env, "CAAPH stand-in's release", || async {
+        markers
+            .get_opt("konnector-agent-release")
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    })
+    .await;
+
+    // Upgrade: CAPI calls BeforeClusterUpgrade before it changes the control plane's version.
+    env.bump_version(NS, "wl-1", VERSIONS.1).await.unwrap();
+    wait_for(&env, "control plane at the new version", || async {
+        env.control_plane_versions(NS, "wl-1")
+            .await
+            .is_ok_and(|(spec, status)| spec == VERSIONS.1 && status == VERSIONS.1)
+    })
+    .await;
+    let bcu = env.recorder.calls_for("beforeclusterupgrade", "tenants/wl-1");
+    assert!(!bcu.is_empty(), "CAPI upgraded without BeforeClusterUpgrade");
+    let first = &bcu[0];
+    assert_eq!(first.request["fromKubernetesVersion"], VERSIONS.0);
+    assert_eq!(first.request["toKubernetesVersion"], VERSIONS.1);
+    assert_eq!(bcu.last().unwrap().response["status"], "Success");
+    assert_eq!(bcu.last().unwrap().response["retryAfterSeconds"], 0);
+
+    // Delete: CAPI calls BeforeClusterDelete until it answers 0, then deletes the Cluster.
+    env.clusters(NS)
+        .delete("wl-1", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_cluster(NS, "wl-1", "Cluster gone", |c| c.is_none())
+        .await
+        .unwrap();
+    let bcd = env.recorder.calls_for("beforeclusterdelete", "tenants/wl-1");
+    assert!(bcd.len() >= 2, "BeforeClusterDelete: {bcd:#?}");
+    assert!(
+        bcd.iter()
+            .any(|c| c.response["retryAfterSeconds"].as_u64() > Some(0)),
+        "konnector never asked CAPI to wait while CAAPH uninstalled"
+    );
+    assert_eq!(bcd.last().unwrap().response["retryAfterSeconds"], 0);
+    assert!(!hcp_exists(&env, "wl-1").await, "HelmChartProxy left behind");
+    assert!(
+        markers
+            .get_opt("konnector-agent-release")
+            .await
+            .unwrap()
+            .is_none(),
+        "the release outlived the Cluster"
+    );
+
+    // Whatever CAPI sent and got, the password never crossed the wire (the executor reads it itself).
+    let wire = serde_json::to_string(&env.recorder.calls()).unwrap();
+    assert_no_secret("hook traffic", &wire, PASSWORD);
+    assert_no_secret("CAPI's log", &env.capi.log(), PASSWORD);
+    print_calls(&env.recorder.calls());
+}
+
+fn print_calls(calls: &[RecordedCall]) {
+    for c in calls {
+        println!(
+            "{:>7} ms {} {}?{} {}",
+            c.at_millis,
+            c.version,
+            c.path,
+            c.query,
+            c.line()
+        );
+    }
+}
