@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use base64::Engine;
 use k8s_openapi::api::core::v1::Secret;
 use konnector_executor::{ExecutorConfig, prism::PreflightMode};
 use kube::{
@@ -94,18 +93,7 @@ impl RealCapiEnv {
         workload::ensure_namespace(&mgmt_client, namespace).await?;
 
         let prism_central = PrismCentralStandIn::start_any_password("admin", Behaviour::Normal).await?;
-        let executor = start_executor(
-            &mgmt,
-            ExecutorConfig {
-                prism_central_checks: PreflightMode::Warn,
-                defaults_namespace: KONNECTOR_NAMESPACE.into(),
-                helm_repository_ca_namespace: KONNECTOR_NAMESPACE.into(),
-                // CAPI waits retryAfterSeconds between BeforeClusterDelete calls; uninstalls here take ~1.5 s.
-                retry_after_seconds: 1,
-                ..Default::default()
-            },
-        )
-        .await?;
+        let executor = start_executor(&mgmt, executor_config()).await?;
         let certs = tempfile::Builder::new().prefix("konnector-capi-gw-").tempdir()?;
         let (ca_pem, mut files) = write_gateway_certs(certs.path())?;
         files.client_ca = options.gateway_client_ca.clone();
@@ -421,9 +409,31 @@ impl RealCapiEnv {
         Ok(())
     }
 
-    /// The base64 of `pem`, as a caBundle.
-    pub fn b64(pem: &str) -> String {
-        base64::engine::general_purpose::STANDARD.encode(pem)
+    /// Stops the executor (gracefully: its connections close, so the gateway cannot reach it any more).
+    pub async fn stop_executor(&mut self) -> anyhow::Result<()> {
+        if let Some(e) = self.executor.take() {
+            e.stop().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts a new executor (new address and certificates, as a rescheduled pod with re-issued certificates)
+    /// and a new gateway in front of it.
+    pub async fn restart_executor(&mut self) -> anyhow::Result<()> {
+        self.executor = Some(start_executor(&self.mgmt, executor_config()).await?);
+        self.stop_gateway().await?;
+        self.restart_gateway().await
+    }
+}
+
+fn executor_config() -> ExecutorConfig {
+    ExecutorConfig {
+        prism_central_checks: PreflightMode::Warn,
+        defaults_namespace: KONNECTOR_NAMESPACE.into(),
+        helm_repository_ca_namespace: KONNECTOR_NAMESPACE.into(),
+        // CAPI waits retryAfterSeconds between BeforeClusterDelete calls; uninstalls here take ~1.5 s.
+        retry_after_seconds: 1,
+        ..Default::default()
     }
 }
 
