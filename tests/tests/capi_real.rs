@@ -438,5 +438,13 @@ fn print_calls(calls: &[RecordedCall]) {
             c.query,
             c.line()
         );
+        let keys = |v: &serde_json::Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
+        println!(
+            "           headers {:?}; request keys {:?}; cluster keys {:?}; annotations {:?}",
+            c.headers,
+            keys(&c.request),
+            keys(&c.request["cluster"]),
+            keys(&c.request["cluster"]["metadata"]["annotations"])
+        );
     }
 }
