@@ -23,6 +23,7 @@ pub mod pki;
 pub mod prism_central_stand_in;
 pub mod real_binaries;
 pub mod sandbox;
+pub mod sandbox_real;
 pub mod scale;
 pub mod scenario;
 pub mod support;
