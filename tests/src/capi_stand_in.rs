@@ -6,6 +6,11 @@
 //! - CAPI ≤ 1.10: v1beta1, with apiVersion/kind, managedFields and the full status;
 //! - CAPI 1.11–1.12: v1beta1 without apiVersion/kind, managedFields stripped, status zeroed;
 //! - CAPI ≥ 1.13: v1beta2 with managedFields stripped and no status.
+//!
+//! Its place: the real CAPI manager (tests/src/capi_manager.rs, tests/tests/capi_real.rs) produces the 1.13 and
+//! 1.14 shapes itself; the stand-in remains for the shapes no release served by the module proxy here produces
+//! (1.10 and 1.11–1.12), for the sandbox, and for calls a test must aim exactly. Where they differ, CAPI is right:
+//! a real 1.14 BeforeClusterUpgrade for a Cluster without MachineDeployments carries no `workersUpgrades`.
 
 use std::{collections::BTreeMap, time::Duration};
 

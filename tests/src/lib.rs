@@ -7,6 +7,9 @@
 pub mod assets;
 pub mod bench;
 pub mod caaph_stand_in;
+pub mod capi_env;
+pub mod capi_manager;
+pub mod capi_provider;
 pub mod capi_stand_in;
 pub mod control_plane;
 pub mod crds;
@@ -14,11 +17,13 @@ pub mod executor_fixture;
 pub mod gateway_fixture;
 #[path = "../shared/h2_raw.rs"]
 pub mod h2_raw;
+pub mod hook_recorder;
 pub mod otlp;
 pub mod pki;
 pub mod prism_central_stand_in;
 pub mod real_binaries;
 pub mod sandbox;
+pub mod sandbox_real;
 pub mod scale;
 pub mod scenario;
 pub mod support;

@@ -9,6 +9,7 @@ use konnector_runtime::telemetry;
 use konnector_tests::{
     capi_stand_in::CapiShape,
     sandbox::{Sandbox, SandboxOptions},
+    sandbox_real::{RealOptions, RealSandbox},
     scenario::StepReport,
 };
 
@@ -37,6 +38,11 @@ struct Args {
     /// Which CAPI request shape to emulate: 1.10, 1.12 or 1.14.
     #[arg(long, env = "KONNECTOR_SANDBOX_CAPI_VERSION", default_value = "1.14")]
     capi_version: CapiShape,
+    /// Let CAPI's own core manager (v1.14.2 or v1.13.6, built from its Go module by hack/ensure-capi.sh) drive
+    /// every cluster's life instead of the sandbox's CAPI stand-in; prints each hook as CAPI called it.
+    /// --capi-version, --rotate-credentials and --bad-pc-password belong to the stand-in and do not apply.
+    #[arg(long, env = "KONNECTOR_SANDBOX_REAL_CAPI", value_parser = ["v1.14.2", "v1.13.6"])]
+    real_capi: Option<String>,
     /// Write DIR/sandbox.json (gateway URLs and CA, executor address, kubeconfigs) as soon as everything is up,
     /// and DIR/summary.json at the end. A temporary directory, removed on exit, when unset.
     #[arg(long, env = "KONNECTOR_SANDBOX_STATE_DIR")]
@@ -133,6 +139,10 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = telemetry::Telemetry::from_provider(provider);
     if args.once {
         tracing::warn!("--once is deprecated: it is what the sandbox does without --keep");
+    }
+
+    if let Some(version) = &args.real_capi {
+        return real_capi(version, &args).await;
     }
 
     let sandbox = Sandbox::start_reporting(
@@ -243,6 +253,40 @@ async fn main() -> anyhow::Result<()> {
             "the lifecycle did not behave as expected at: {}",
             failed.join("; ")
         );
+    }
+    Ok(())
+}
+
+/// `--real-capi`: CAPI's own manager drives the clusters (`konnector_tests::sandbox_real`).
+async fn real_capi(version: &str, args: &Args) -> anyhow::Result<()> {
+    let options = RealOptions {
+        version: version.to_owned(),
+        clusters: args.clusters,
+        keep: args.keep,
+    };
+    let say = |line: &str| println!("{line}");
+    let sandbox = RealSandbox::start(&options, &say).await?;
+    println!(
+        "every hook below is one call CAPI {version} made, as the recording proxy in front of the gateway saw it:"
+    );
+    let ok = sandbox.play(&options, &say).await;
+    if args.keep && ok {
+        let (mgmt, workload) = sandbox.kubeconfigs()?;
+        println!("\nCAPI keeps running, with tenants/wl-1 installed. Try these:");
+        println!(
+            "\n# konnector's handlers, as CAPI discovered them\n$ kubectl --kubeconfig {mgmt} get extensionconfig konnector -o jsonpath='{{.status.handlers[*].name}}'"
+        );
+        println!("\n# the Cluster and its HelmChartProxy\n$ kubectl --kubeconfig {mgmt} get clusters,hcp -A");
+        println!(
+            "\n# the credentials Secret konnector copied onto wl-1\n$ kubectl --kubeconfig {workload} -n ntnx-system get secrets,configmaps"
+        );
+        println!("press Ctrl-C to stop everything");
+        tokio::signal::ctrl_c().await?;
+        println!("stopping…");
+    }
+    drop(sandbox);
+    if !ok {
+        anyhow::bail!("a cluster's life did not go as expected under real CAPI");
     }
     Ok(())
 }
