@@ -33,6 +33,7 @@ use k8s_openapi::{
         apps::v1::Deployment,
         core::v1::{Namespace, Secret},
     },
+    apimachinery::pkg::apis::meta::v1::LabelSelector,
     jiff::Timestamp,
 };
 use kube::{
@@ -59,6 +60,8 @@ use crate::{
 pub const CREDENTIALS_ROTATED_ANNOTATION: &str = "konnector.nutanix.com/credentials-rotated-at";
 /// The HelmChartProxy spec fields that carry the chart and its values: kept as they are unless
 /// `follow_defaults`.
+/// CAREN's field manager, on the HelmChartProxy and the workload Secret it applies (see `co_managed_by_caren`).
+const CAREN_FIELD_MANAGER: &str = "cluster-api-runtime-extensions-nutanix";
 const CHART_FIELDS: [&str; 5] = ["repoURL", "chartName", "version", "valuesTemplate", "tlsConfig"];
 
 /// How the reconciler behaves.
@@ -82,6 +85,9 @@ pub struct ReconcileConfig {
     /// Objects per page when the watches list Clusters and HelmChartProxies (metadata only): bounds what one
     /// list response may cost.
     pub page_size: u32,
+    /// The ExtensionConfig's `namespaceSelector`: Clusters in namespaces it does not select get no hooks from
+    /// CAPI, so the reconciler leaves them alone too. `None` (or an empty selector): every namespace.
+    pub namespace_selector: Option<LabelSelector>,
 }
 
 impl Default for ReconcileConfig {
@@ -94,6 +100,7 @@ impl Default for ReconcileConfig {
             concurrency: 8,
             namespaces: Vec::new(),
             page_size: 50,
+            namespace_selector: None,
         }
     }
 }
@@ -126,6 +133,10 @@ pub struct ReconcileArgs {
     /// Objects per page when the reconciler lists Clusters and HelmChartProxies (metadata only).
     #[arg(long, env = "KONNECTOR_RECONCILE_PAGE_SIZE", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub reconcile_page_size: u32,
+    /// The ExtensionConfig's namespaceSelector, as JSON (a LabelSelector; the chart renders it from the same value
+    /// as the ExtensionConfig): the reconciler acts only on Clusters in namespaces it selects. Empty or `{}`: all.
+    #[arg(long, env = "KONNECTOR_RECONCILE_NAMESPACE_SELECTOR", value_parser = parse_label_selector)]
+    pub reconcile_namespace_selector: Option<LabelSelector>,
     /// This replica's identity in the reconciler Lease. Default: $HOSTNAME (the pod name).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
@@ -155,6 +166,10 @@ impl ReconcileArgs {
             concurrency: self.reconcile_concurrency,
             namespaces: self.reconcile_namespaces.clone(),
             page_size: self.reconcile_page_size,
+            namespace_selector: self
+                .reconcile_namespace_selector
+                .clone()
+                .filter(|s| !selects_everything(s)),
             lease: LeaseConfig {
                 namespace: namespace.to_owned(),
                 identity,
@@ -163,6 +178,71 @@ impl ReconcileArgs {
                 ..LeaseConfig::default()
             },
         })
+    }
+}
+
+/// A LabelSelector from its JSON (what `toJson` renders in the chart); an empty string is no selector.
+fn parse_label_selector(text: &str) -> Result<LabelSelector, String> {
+    if text.trim().is_empty() {
+        return Ok(LabelSelector::default());
+    }
+    let selector: LabelSelector =
+        serde_json::from_str(text).map_err(|e| format!("not a LabelSelector in JSON: {e}"))?;
+    // Refused at start, not at the first pass: an operator value that the API server would reject.
+    kube::core::Selector::try_from(selector.clone())
+        .map_err(|e| format!("not a valid LabelSelector: {e}"))?;
+    Ok(selector)
+}
+
+fn selects_everything(s: &LabelSelector) -> bool {
+    s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+}
+
+/// The namespaces the ExtensionConfig's `namespaceSelector` selects, from a label-selected, metadata-only watch on
+/// Namespaces: the API server filters, so the process holds only the selected namespaces' metadata.
+#[derive(Clone)]
+struct SelectedNamespaces {
+    store: reflector::Store<PartialObjectMeta<Namespace>>,
+}
+
+impl SelectedNamespaces {
+    /// Starts the watch; it runs until `stop`.
+    fn start(client: kube::Client, selector: &LabelSelector, stop: CancellationToken) -> Option<Self> {
+        let selector = match kube::core::Selector::try_from(selector.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                // Checked when parsed; a selector that fails here selects nothing rather than everything.
+                tracing::warn!(error = %e, "invalid namespaceSelector; the reconciler acts on no Cluster");
+                return None;
+            }
+        };
+        let (store, writer) = reflector::store();
+        let api: Api<PartialObjectMeta<Namespace>> = Api::all(client);
+        let events = reflector::reflector(
+            writer,
+            watcher::watcher(api, watcher::Config::default().labels_from(&selector))
+                .modify(|m| m.managed_fields_mut().clear())
+                .default_backoff(),
+        );
+        tokio::spawn(async move {
+            let drain = events.for_each(|e| async move {
+                if let Err(e) = e {
+                    tracing::warn!(error = %crate::limits::brief(&e), "cannot watch the selected namespaces");
+                }
+            });
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = drain => {}
+            }
+        });
+        Some(Self { store })
+    }
+
+    /// Whether `namespace` is selected; `false` until the watch has listed (fail closed: a Cluster the hooks may
+    /// not reach is never touched on a guess).
+    fn selects(&self, namespace: &str) -> bool {
+        self.store.get(&reflector::ObjectRef::new(namespace)).is_some()
     }
 }
 
@@ -310,7 +390,14 @@ impl Executor {
         {
             return Ok(Outcome::Skipped("the HelmChartProxy is being deleted"));
         }
-        if !config.follow_defaults {
+        if let Some(caren) = current.as_ref().filter(|h| co_managed_by_caren(h)) {
+            // CAREN force-applies its whole HelmChartProxy at every one of its hooks, so its field manager always
+            // co-owns the chart fields: that is CAREN's hook, not a hand edit. The chart there is whatever the last
+            // hook (CAREN's or konnector's) set, and only a hook may change it: reverting it would undo a
+            // BeforeClusterUpgrade, and following the ConfigMaps (even with `follow_defaults`) would downgrade a
+            // fleet CAREN runs at a newer chart, and then flap with CAREN's next hook.
+            pin_chart(&mut plan.hcp["spec"], &chart_fields(&caren.data["spec"]));
+        } else if !config.follow_defaults {
             // The chart on the HelmChartProxy is what a hook applied, unless another manager wrote it: then it is
             // an edit to revert, to the chart last seen applied (or, lacking one, the ConfigMaps').
             let remembered = lock(&self.inner.reconciler.applied_chart).get(key).cloned();
@@ -362,11 +449,12 @@ impl Executor {
         .await?;
         match &secret {
             None => what.push(format!("Secret {RELEASE_NAMESPACE}/{REMOTE_SECRET_NAME} missing")),
-            Some(s) if s.data != plan.secret.data || secret_type(s) != secret_type(&plan.secret) => {
-                if edited_by_others(s) {
+            Some(s) if !copied_keys_match(s, &plan.secret) || secret_type(s) != secret_type(&plan.secret) => {
+                if copied_keys_edited_by_others(s, &plan.secret) {
                     what.push(format!("Secret {RELEASE_NAMESPACE}/{REMOTE_SECRET_NAME} edited"));
                 } else {
-                    // Only konnector writes this Secret's data, so a difference is the source's: a rotation.
+                    // Only the two copiers (konnector, CAREN) wrote the keys konnector copies, and both copy the
+                    // source verbatim, so a difference is the source's: a rotation, whoever copied last.
                     rotated = true;
                     what.push("credentials rotated".to_owned());
                 }
@@ -578,22 +666,44 @@ fn secret_type(s: &Secret) -> &str {
     s.type_.as_deref().unwrap_or("Opaque")
 }
 
-/// Whether a managedFields entry owns a field under `key` (an emptied `{}` left after ownership moved back does not
-/// count).
-fn owns_any(fields: &Value, key: &str) -> bool {
-    fields
-        .get(key)
-        .and_then(Value::as_object)
-        .is_some_and(|o| !o.is_empty())
+/// Whether the workload Secret holds every key konnector copies with the value it copies. Other keys are not
+/// konnector's: CAREN copies the source Secret whole, so a key konnector leaves out (an `apiKey`, say) may sit
+/// there, owned by CAREN, and comparing it would find a difference no write of konnector's can remove.
+fn copied_keys_match(have: &Secret, wanted: &Secret) -> bool {
+    let have = have.data.as_ref();
+    wanted
+        .data
+        .iter()
+        .flatten()
+        .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
 }
 
-/// Whether a manager other than konnector wrote the Secret's data.
-fn edited_by_others(secret: &Secret) -> bool {
+/// Whether a manager other than the two copiers (konnector, and CAREN, which also copies the source verbatim) owns
+/// one of the keys konnector copies: then a difference there is an edit, not a rotation. Keys konnector does not
+/// copy are not looked at.
+fn copied_keys_edited_by_others(secret: &Secret, wanted: &Secret) -> bool {
+    let keys: Vec<&String> = wanted.data.iter().flatten().map(|(k, _)| k).collect();
     secret.metadata.managed_fields.iter().flatten().any(|m| {
-        m.manager.as_deref() != Some(FIELD_MANAGER)
-            && m.fields_v1
-                .as_ref()
-                .is_some_and(|f| ["f:data", "f:stringData"].iter().any(|k| owns_any(&f.0, k)))
+        !matches!(m.manager.as_deref(), Some(FIELD_MANAGER | CAREN_FIELD_MANAGER))
+            && m.fields_v1.as_ref().is_some_and(|f| {
+                ["f:data", "f:stringData"].iter().any(|section| {
+                    f.0.get(section)
+                        .and_then(Value::as_object)
+                        .is_some_and(|o| keys.iter().any(|k| o.contains_key(&format!("f:{k}"))))
+                })
+            })
+    })
+}
+
+/// Whether CAREN's field manager co-owns one of the HelmChartProxy's chart fields: CAREN applied it.
+fn co_managed_by_caren(hcp: &DynamicObject) -> bool {
+    hcp.metadata.managed_fields.iter().flatten().any(|m| {
+        m.manager.as_deref() == Some(CAREN_FIELD_MANAGER)
+            && m.fields_v1.as_ref().is_some_and(|f| {
+                CHART_FIELDS
+                    .iter()
+                    .any(|field| f.0["f:spec"].get(format!("f:{field}")).is_some())
+            })
     })
 }
 
@@ -669,6 +779,8 @@ impl Drop for AbortOnDrop {
 struct Context {
     executor: Executor,
     config: ReconcileConfig,
+    /// `Some` when the reconciler is confined by a `namespaceSelector`; `Some(None)` for a selector that failed.
+    selected: Option<Option<SelectedNamespaces>>,
 }
 
 async fn run_controller(executor: Executor, config: ReconcileConfig, stop: CancellationToken) {
@@ -684,7 +796,15 @@ async fn run_controller(executor: Executor, config: ReconcileConfig, stop: Cance
             }
         }
     };
-    let context = Arc::new(Context { executor, config });
+    let selected = config
+        .namespace_selector
+        .as_ref()
+        .map(|s| SelectedNamespaces::start(executor.mgmt(), s, stop.clone()));
+    let context = Arc::new(Context {
+        executor,
+        config,
+        selected,
+    });
     // One Controller per watched namespace (or one for all): a confined executor may not list cluster-wide.
     let scopes: Vec<Option<String>> = if context.config.namespaces.is_empty() {
         vec![None]
@@ -755,6 +875,14 @@ async fn reconcile(
     let Ok(key) = ClusterKey::new(namespace, name) else {
         return Ok(Action::await_change());
     };
+    if let Some(selected) = &context.selected
+        && !selected.as_ref().is_some_and(|s| s.selects(namespace))
+    {
+        // CAPI sends this Cluster no hooks (the ExtensionConfig's namespaceSelector), so konnector does not act on
+        // it either. No API call: looked at again in case the namespace's labels change.
+        context.executor.metrics().reconciled("not_selected");
+        return Ok(Action::requeue(context.config.resync));
+    }
     context.executor.reconcile_and_record(&key, &context.config).await;
     Ok(Action::requeue(context.config.resync))
 }
@@ -765,6 +893,7 @@ fn error_policy(_: Arc<ClusterMeta>, error: &std::convert::Infallible, _: Arc<Co
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::ByteString;
     use serde_json::json;
 
     use super::*;
@@ -784,11 +913,57 @@ mod tests {
         assert!(off.reconcile.config("x").is_none());
     }
 
+    fn secret(data: &[(&str, &str)], managers: Value) -> Secret {
+        serde_json::from_value(json!({
+            "metadata": {"name": "konnector-agent", "managedFields": managers},
+            "data": data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect::<std::collections::BTreeMap<_, _>>(),
+        }))
+        .unwrap()
+    }
+
+    fn manager(name: &str, keys: &[&str]) -> Value {
+        let data: serde_json::Map<String, Value> =
+            keys.iter().map(|k| (format!("f:{k}"), json!({}))).collect();
+        json!({"manager": name, "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:data": data}})
+    }
+
     #[test]
-    fn only_a_non_empty_managed_data_entry_counts_as_an_edit() {
-        assert!(owns_any(&json!({"f:data": {"f:password": {}}}), "f:data"));
-        assert!(!owns_any(&json!({"f:data": {}}), "f:data"));
-        assert!(!owns_any(&json!({"f:metadata": {}}), "f:data"));
+    fn only_the_copied_keys_are_compared_and_judged() {
+        let wanted = secret(&[("username", "u"), ("password", "p")], json!([]));
+        // CAREN copied the source whole: an extra key it owns is not a difference.
+        let caren_copy = secret(
+            &[("username", "u"), ("password", "p"), ("apiKey", "k")],
+            json!([manager(CAREN_FIELD_MANAGER, &["username", "password", "apiKey"])]),
+        );
+        assert!(copied_keys_match(&caren_copy, &wanted));
+        // A copied key missing or different is.
+        assert!(!copied_keys_match(
+            &secret(&[("username", "u")], json!([])),
+            &wanted
+        ));
+        // Written by the copiers only: a difference is a rotation, even right after CAREN's copy.
+        assert!(!copied_keys_edited_by_others(&caren_copy, &wanted));
+        // Someone else owning a copied key: an edit. Owning a key konnector does not copy: not konnector's business.
+        let edited = secret(&[("password", "x")], json!([manager("kubectl", &["password"])]));
+        assert!(copied_keys_edited_by_others(&edited, &wanted));
+        let extra = secret(&[("note", "x")], json!([manager("kubectl", &["note"])]));
+        assert!(!copied_keys_edited_by_others(&extra, &wanted));
+    }
+
+    #[test]
+    fn a_proxy_caren_applied_is_co_managed_by_caren() {
+        let hcp = |manager: &str| -> DynamicObject {
+            serde_json::from_value(json!({
+                "apiVersion": "addons.cluster.x-k8s.io/v1alpha1", "kind": "HelmChartProxy",
+                "metadata": {"name": "p", "managedFields": [{"manager": manager, "operation": "Apply",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:version": {}}}}]},
+                "spec": {"version": "1.4.0"},
+            }))
+            .unwrap()
+        };
+        assert!(co_managed_by_caren(&hcp(CAREN_FIELD_MANAGER)));
+        assert!(!co_managed_by_caren(&hcp("kubectl")));
+        assert!(!co_managed_by_caren(&hcp(FIELD_MANAGER)));
     }
 
     #[test]

@@ -506,3 +506,43 @@ async fn the_watches_list_metadata_only_in_bounded_pages() {
     let lists = m.kube_request_count_by_verb("management", Some("list"), Some("clusters"));
     assert!(lists >= 3, "{lists} list request(s) for 7 Clusters at 3 a page");
 }
+
+/// Issue 24 item 5: CAPI sends hooks only for Clusters in namespaces the ExtensionConfig's namespaceSelector selects,
+/// so the reconciler acts on those only. Here the Cluster's namespace is not selected at first: the reconciler looks
+/// (counted as `not_selected`) and installs nothing; once the namespace gains the label, it installs.
+#[tokio::test]
+async fn the_reconciler_honours_the_namespace_selector() {
+    let env = env("rec-nssel", ClusterOptions::initialized()).await;
+    let wl = env.workload.client().await.unwrap();
+    let mut config = fast_reconcile("rec-nssel");
+    config.namespace_selector = Some(
+        serde_json::from_value(json!({"matchExpressions": [
+            {"key": "konnector.example/hooks", "operator": "In", "values": ["on"]}
+        ]}))
+        .unwrap(),
+    );
+    let reconciler = start_reconciling_executor(&env.mgmt, ExecutorConfig::default(), config)
+        .await
+        .unwrap();
+    passes(&reconciler, "not_selected", 0, 3).await;
+    assert!(
+        hcp(&env.admin).await.is_none(),
+        "acted on a Cluster CAPI sends no hooks for"
+    );
+    assert!(workload_secret(&wl).await.is_none());
+    assert_eq!(reconciler.metrics.reconciles("installed"), 0);
+
+    Api::<Namespace>::all(env.admin.clone())
+        .patch(
+            TEST_NAMESPACE,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"konnector.example/hooks": "on"}}})),
+        )
+        .await
+        .unwrap();
+    eventually("install once the namespace is selected", || async {
+        hcp(&env.admin).await.is_some() && workload_secret(&wl).await.is_some()
+    })
+    .await;
+    reconciler.stop().await.unwrap();
+}
