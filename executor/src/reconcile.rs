@@ -1,14 +1,17 @@
 //! The reconciler: keeps every Cluster that uses the addon converged between hooks, in the one replica that holds
 //! the reconciler Lease (see `leader`).
 //!
-//! It is a kube-runtime `Controller` over CAPI Clusters that also watches HelmChartProxies (through their
-//! ownerReference to the Cluster), so a Cluster edit or a deleted/edited HelmChartProxy is reconciled at once, and
-//! every Cluster is requeued every `resync` for what no watch on the management cluster can see: a rotated
-//! credentials Secret, and drift on the workload cluster.
+//! It is a kube-runtime `Controller` over CAPI Clusters, driven by watches (issue 26): a Cluster edit, a deleted or
+//! edited HelmChartProxy (through its ownerReference) or an event on the credentials Secret a Cluster's last pass
+//! read triggers a full pass at once. Nothing the watches cover is polled. What no management watch can see, drift
+//! on the workload cluster, is found by a cheap check (two workload GETs, compared with a digest of what the last
+//! full pass saw) once per `resync` period per Cluster, at a slot of its own spread evenly over the period from the
+//! moment this replica started leading: no burst after a start or a Lease takeover. A Cluster's first pass after
+//! that is a full one, at its slot.
 //!
-//! Secrets are never watched or listed: each pass GETs the one credentials Secret the Cluster references (in
-//! `plan_for`, the hooks' own path), so the process holds no Secret it is not about to copy. The watch caches
-//! hold Clusters and HelmChartProxies only.
+//! Secrets are watched for metadata only (see `secret_watch_config`); their data is read by name, in `plan_for`,
+//! the hooks' own path, so the process holds no Secret data it is not about to copy. The watch caches hold
+//! metadata only.
 //!
 //! A pass reads what is there, compares it with the plan the hooks would write, and writes through the hooks'
 //! own `write_plan` (same bytes, same field manager, same per-Cluster lock) only when something differs. By
@@ -67,7 +70,7 @@ const CHART_FIELDS: [&str; 5] = ["repoURL", "chartName", "version", "valuesTempl
 /// How the reconciler behaves.
 #[derive(Clone, Debug)]
 pub struct ReconcileConfig {
-    /// Every Cluster is looked at again after this long (credentials rotation, workload drift).
+    /// The period of the workload-side drift check, spread evenly over the Clusters (see `Schedule`).
     pub resync: Duration,
     /// Let chart version and values follow the ConfigMaps, instead of changing at BeforeClusterUpgrade only.
     pub follow_defaults: bool,
@@ -93,7 +96,7 @@ pub struct ReconcileConfig {
 impl Default for ReconcileConfig {
     fn default() -> Self {
         Self {
-            resync: Duration::from_secs(30),
+            resync: Duration::from_secs(300),
             follow_defaults: false,
             uninstall_removed: false,
             lease: LeaseConfig::default(),
@@ -111,9 +114,11 @@ pub struct ReconcileArgs {
     /// Do not run the reconciler in this replica (hooks only).
     #[arg(long, env = "KONNECTOR_NO_RECONCILE")]
     pub no_reconcile: bool,
-    /// How often every Cluster is reconciled even when nothing on the management cluster changed: the bound on
-    /// how long a rotated credential or a workload-side drift takes to be repaired (e.g. 30s).
-    #[arg(long, env = "KONNECTOR_RECONCILE_RESYNC", default_value = "30s", value_parser = humantime::parse_duration)]
+    /// The period of the workload-side drift check: each Cluster's workload Namespace and Secret are read once per
+    /// period, at a slot of its own spread evenly over the period, so this bounds how long a workload-side drift
+    /// lasts (e.g. 5m). Management-side changes (Clusters, HelmChartProxies, credentials Secrets) are seen by watches
+    /// and repaired at once, whatever this is.
+    #[arg(long, env = "KONNECTOR_RECONCILE_RESYNC", default_value = "5m", value_parser = humantime::parse_duration)]
     pub reconcile_resync: Duration,
     /// Let the reconciler move chart version and values to what the ConfigMaps say now, not only at
     /// BeforeClusterUpgrade.
@@ -262,6 +267,63 @@ pub(crate) struct ReconcilerState {
     /// The chart fields last seen on each Cluster's HelmChartProxy, to restore a deleted one without changing its
     /// chart. Lost on failover: the new leader then restores from the ConfigMaps (see README, known gaps).
     applied_chart: Mutex<HashMap<ClusterKey, Value>>,
+    /// What the workload objects held at each Cluster's last full pass, for the cheap periodic check. Cleared when
+    /// this replica starts leading: what changed while it did not lead is only found by a full pass.
+    expect: Mutex<HashMap<ClusterKey, WorkloadExpect>>,
+    /// The credentials Secret each Cluster referenced at its last full pass: a watch event on that Secret is a
+    /// rotation to copy now.
+    credentials: Mutex<HashMap<ClusterKey, String>>,
+}
+
+/// What the cheap periodic check expects on the workload cluster. A digest of the copied keys, never their values,
+/// and never logged: it only compares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct WorkloadExpect {
+    labels: serde_json::Map<String, Value>,
+    secret_type: String,
+    keys: Vec<String>,
+    digest: u64,
+}
+
+impl WorkloadExpect {
+    fn of(labels: &serde_json::Map<String, Value>, wanted: &Secret) -> Self {
+        let keys: Vec<String> = wanted.data.iter().flatten().map(|(k, _)| k.clone()).collect();
+        Self {
+            labels: labels.clone(),
+            secret_type: secret_type(wanted).to_owned(),
+            digest: keys_digest(wanted, &keys),
+            keys,
+        }
+    }
+
+    /// Whether the workload objects as read still hold what the last full pass saw.
+    fn holds(&self, namespace: Option<&Namespace>, secret: Option<&Secret>) -> bool {
+        let (Some(namespace), Some(secret)) = (namespace, secret) else {
+            return false;
+        };
+        let labels = namespace.metadata.labels.clone().unwrap_or_default();
+        self.labels
+            .iter()
+            .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
+            && secret_type(secret) == self.secret_type
+            && keys_digest(secret, &self.keys) == self.digest
+    }
+}
+
+/// A digest of `keys` of the Secret's data (absent keys count), in memory only.
+fn keys_digest(secret: &Secret, keys: &[String]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for k in keys {
+        k.hash(&mut h);
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .map(|v| &v.0)
+            .hash(&mut h);
+    }
+    h.finish()
 }
 
 /// What one pass did.
@@ -314,6 +376,45 @@ impl Executor {
     pub(crate) fn forget_reconciled(&self, key: &ClusterKey) {
         lock(&self.inner.reconciler.last).remove(key);
         lock(&self.inner.reconciler.applied_chart).remove(key);
+        lock(&self.inner.reconciler.expect).remove(key);
+        lock(&self.inner.reconciler.credentials).remove(key);
+    }
+
+    /// The cheap periodic check: reads the two workload objects (no management read) and compares them with what
+    /// the last full pass saw. `Some(true)`: nothing drifted. `None`: no full pass to compare with yet.
+    async fn workload_unchanged(&self, key: &ClusterKey) -> Option<bool> {
+        let expect = lock(&self.inner.reconciler.expect).get(key).cloned()?;
+        let Ok(remote) = self.cached_remote_client(key).await else {
+            return Some(false);
+        };
+        let timeout = self.inner.config.remote_timeout;
+        let namespace = on_workload(timeout, format!("read Namespace {RELEASE_NAMESPACE}"), async {
+            Api::<Namespace>::all(remote.clone())
+                .get_opt(RELEASE_NAMESPACE)
+                .await
+        });
+        let secret = on_workload(
+            timeout,
+            format!("read Secret {RELEASE_NAMESPACE}/{REMOTE_SECRET_NAME}"),
+            async {
+                Api::<Secret>::namespaced(remote.clone(), RELEASE_NAMESPACE)
+                    .get_opt(REMOTE_SECRET_NAME)
+                    .await
+            },
+        );
+        let (Ok(namespace), Ok(secret)) = tokio::join!(namespace, secret) else {
+            return Some(false);
+        };
+        Some(expect.holds(namespace.as_ref(), secret.as_ref()))
+    }
+
+    /// The Clusters whose last full pass read the credentials Secret `namespace/name`.
+    fn clusters_using_secret(&self, namespace: &str, name: &str) -> Vec<ClusterKey> {
+        lock(&self.inner.reconciler.credentials)
+            .iter()
+            .filter(|(k, s)| k.namespace == namespace && s.as_str() == name)
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     /// One pass over one Cluster, recorded for GetAgentStatus and counted.
@@ -329,6 +430,13 @@ impl Executor {
             tracing::debug!(result = %text, "reconciled");
         }
         self.metrics().reconciled(metric);
+        if !matches!(
+            result,
+            Ok(Outcome::InSync | Outcome::Repaired { .. } | Outcome::Installed)
+        ) {
+            // Nothing the cheap check could compare with: the next slot makes a full pass again.
+            lock(&self.inner.reconciler.expect).remove(key);
+        }
         if matches!(result, Ok(Outcome::Skipped(GONE))) {
             // Nothing to report for a Cluster that no longer exists: its memories went with it (forget_cluster).
             return;
@@ -468,12 +576,19 @@ impl Executor {
             }
             Some(_) => {}
         }
+        // What the cheap periodic check compares the workload objects with, and which Secret's events mean a
+        // rotation for this Cluster: remembered whether or not this pass writes (a failed write drops it below).
+        let expect = WorkloadExpect::of(&wanted_labels, &plan.secret);
+        lock(&self.inner.reconciler.credentials).insert(key.clone(), req.credentials_secret.clone());
         if what.is_empty() {
+            lock(&self.inner.reconciler.expect).insert(key.clone(), expect);
             return Ok(Outcome::InSync);
         }
         let fresh = current.is_none() && secret.is_none();
+        lock(&self.inner.reconciler.expect).remove(key);
         self.write_plan(live, plan, crate::apply::WorkloadWrite::Always)
             .await?;
+        lock(&self.inner.reconciler.expect).insert(key.clone(), expect);
         if rotated {
             self.roll_agent(key).await;
             self.record_event(
@@ -779,6 +894,7 @@ impl Drop for AbortOnDrop {
 struct Context {
     executor: Executor,
     config: ReconcileConfig,
+    schedule: Schedule,
     /// `Some` when the reconciler is confined by a `namespaceSelector`; `Some(None)` for a selector that failed.
     selected: Option<Option<SelectedNamespaces>>,
 }
@@ -800,9 +916,13 @@ async fn run_controller(executor: Executor, config: ReconcileConfig, stop: Cance
         .namespace_selector
         .as_ref()
         .map(|s| SelectedNamespaces::start(executor.mgmt(), s, stop.clone()));
+    // A new leader remembers nothing it could trust: each Cluster's first pass is a full one, in its slot.
+    lock(&executor.inner.reconciler.expect).clear();
+    let schedule = Schedule::new(config.resync);
     let context = Arc::new(Context {
         executor,
         config,
+        schedule,
         selected,
     });
     // One Controller per watched namespace (or one for all): a confined executor may not list cluster-wide.
@@ -832,18 +952,66 @@ async fn run_controller(executor: Executor, config: ReconcileConfig, stop: Cance
         let watch_config = watcher::Config::default().page_size(context.config.page_size);
         let writer = reflector::store::Writer::<ClusterMeta>::new(version.resource());
         let reader = writer.as_reader();
+        let ctx = context.clone();
         let cluster_events = reflector::reflector(
             writer,
             watcher::watcher(clusters, watch_config.clone())
                 .modify(|m| m.managed_fields_mut().clear())
-                .default_backoff(),
+                .default_backoff()
+                .inspect(move |e| {
+                    if let Ok(e) = e {
+                        ctx.schedule
+                            .observe("Cluster", e, |m| cluster_key(m).into_iter().collect());
+                    }
+                }),
         )
         .touched_objects();
-        let hcp_events = watcher::watcher(hcps, watch_config)
+        let ctx = context.clone();
+        let hcp_events = watcher::watcher(hcps, watch_config.clone())
             .default_backoff()
+            .inspect(move |e| {
+                if let Ok(e) = e {
+                    ctx.schedule.observe("HelmChartProxy", e, owner_clusters);
+                }
+            })
             .touched_objects();
+        // Rotation: a metadata-only watch on the Secrets in the Clusters' namespaces (see `secret_watch`). An event
+        // on a Secret some Cluster's last pass read triggers that Cluster now.
+        let secrets: Api<PartialObjectMeta<Secret>> = match &scope {
+            None => Api::all(context.executor.mgmt()),
+            Some(ns) => Api::namespaced(context.executor.mgmt(), ns),
+        };
+        let ctx = context.clone();
+        let resource = version.resource();
+        let secret_triggers = watcher::watcher(secrets, secret_watch_config(&watch_config))
+            .modify(|m| m.managed_fields_mut().clear())
+            .default_backoff()
+            .filter_map(move |e| {
+                let refs = match e {
+                    Ok(e) => {
+                        let executor = ctx.executor.clone();
+                        ctx.schedule.observe("Secret", &e, |m| {
+                            executor.clusters_using_secret(
+                                m.metadata.namespace.as_deref().unwrap_or_default(),
+                                m.metadata.name.as_deref().unwrap_or_default(),
+                            )
+                        })
+                    }
+                    Err(_) => Vec::new(),
+                };
+                let resource = resource.clone();
+                async move {
+                    (!refs.is_empty()).then(|| {
+                        futures::stream::iter(refs.into_iter().map(move |k| {
+                            reflector::ObjectRef::new_with(&k.name, resource.clone()).within(&k.namespace)
+                        }))
+                    })
+                }
+            })
+            .flatten();
         Controller::for_stream_with(cluster_events, reader, version.resource())
             .owns_stream_with(hcp_events, hcp_resource())
+            .reconcile_on(secret_triggers)
             .with_config(controller::Config::default().concurrency(context.config.concurrency))
             .run(reconcile, error_policy, context.clone())
             .for_each(|result| async move {
@@ -883,8 +1051,178 @@ async fn reconcile(
         context.executor.metrics().reconciled("not_selected");
         return Ok(Action::requeue(context.config.resync));
     }
-    context.executor.reconcile_and_record(&key, &context.config).await;
-    Ok(Action::requeue(context.config.resync))
+    let now = tokio::time::Instant::now();
+    let (dirty, due) = context.schedule.take(&key, now);
+    if !dirty && now < due {
+        // Neither a change nor this Cluster's slot (the first list after start or takeover, or a duplicate
+        // trigger): nothing to do until the slot. This is what spreads the checks evenly, with no burst.
+        return Ok(Action::requeue(due - now));
+    }
+    let unchanged = if dirty {
+        None
+    } else {
+        context.executor.workload_unchanged(&key).await
+    };
+    if unchanged == Some(true) {
+        context.executor.metrics().reconciled("checked");
+    } else {
+        // A change seen by a watch, drift found by the check, or no full pass yet: the full pass.
+        context.executor.reconcile_and_record(&key, &context.config).await;
+    }
+    let now = tokio::time::Instant::now();
+    let next = context.schedule.passed(&key, now);
+    Ok(Action::requeue(next.saturating_duration_since(now)))
+}
+
+/// The Secrets the reconciler watches, metadata only: every type but those CAPI, Kubernetes and Helm write by the
+/// hundred (kubeconfigs and certificates, service-account tokens, Helm releases), which are never credentials.
+///
+/// Why a watch, and why this one: a rotation must be copied within seconds, and polling the referenced Secret of
+/// every Cluster is the cost issue 26 removes. RBAC cannot confine a watch to metadata, so list and watch on
+/// Secrets give the executor's ServiceAccount no more than its `get` on every Secret in those namespaces already
+/// does, except their names; the process itself asks for metadata only (PartialObjectMetadata, managedFields
+/// dropped), so it never holds a Secret's data it is not about to copy. A label-selected watch would need konnector to
+/// label its users' Secrets (a write right on them); a field selector on the name allows one Secret per watch.
+fn secret_watch_config(base: &watcher::Config) -> watcher::Config {
+    base.clone().fields(
+        "type!=cluster.x-k8s.io/secret,type!=kubernetes.io/service-account-token,type!=helm.sh/release.v1",
+    )
+}
+
+fn cluster_key(m: &PartialObjectMeta<DynamicObject>) -> Option<ClusterKey> {
+    ClusterKey::new(m.metadata.namespace.as_deref()?, m.metadata.name.as_deref()?).ok()
+}
+
+/// The Clusters that own a HelmChartProxy.
+fn owner_clusters(m: &PartialObjectMeta<DynamicObject>) -> Vec<ClusterKey> {
+    let Some(ns) = m.metadata.namespace.as_deref() else {
+        return Vec::new();
+    };
+    m.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|o| o.kind == crate::names::CLUSTER_KIND)
+        .filter_map(|o| ClusterKey::new(ns, &o.name).ok())
+        .collect()
+}
+
+/// When each Cluster is looked at: a slot per Cluster, at a fixed phase of the period derived from its name, so the
+/// periodic checks of N Clusters are spread evenly over the period from the moment a replica starts leading (no
+/// burst after a start or a takeover, no herd); and whether a watch saw a change since the last pass.
+struct Schedule {
+    period: Duration,
+    epoch: tokio::time::Instant,
+    state: Mutex<ScheduleState>,
+}
+
+#[derive(Default)]
+struct ScheduleState {
+    dirty: std::collections::HashSet<ClusterKey>,
+    /// When each Cluster's next check is due (dropped when the Cluster is deleted).
+    due: HashMap<ClusterKey, tokio::time::Instant>,
+    /// The resourceVersion each watched object was last seen at, so that a re-list after a watch failure marks
+    /// only what changed meanwhile (and the first list after start marks nothing).
+    seen: HashMap<(&'static str, String, String), String>,
+}
+
+impl Schedule {
+    fn new(period: Duration) -> Self {
+        Self {
+            period: period.max(Duration::from_millis(100)),
+            epoch: tokio::time::Instant::now(),
+            state: Mutex::default(),
+        }
+    }
+
+    /// This Cluster's phase in the period.
+    fn phase(&self, key: &ClusterKey) -> Duration {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        let period = self.period.as_millis().max(1) as u64;
+        Duration::from_millis(h.finish() % period)
+    }
+
+    /// The first slot of this Cluster after `now`.
+    fn next_slot(&self, key: &ClusterKey, now: tokio::time::Instant) -> tokio::time::Instant {
+        let first = self.epoch + self.phase(key);
+        if now < first {
+            return first;
+        }
+        let period = self.period.as_nanos();
+        let periods = (now - first).as_nanos() / period + 1;
+        first + Duration::from_nanos(u64::try_from(periods * period).unwrap_or(u64::MAX))
+    }
+
+    /// Whether a change was seen since the last pass (clearing it), and when the Cluster's check is due. A Cluster
+    /// seen for the first time is due at its first slot after this replica started leading.
+    fn take(&self, key: &ClusterKey, now: tokio::time::Instant) -> (bool, tokio::time::Instant) {
+        let mut state = lock(&self.state);
+        let dirty = state.dirty.remove(key);
+        let due = *state
+            .due
+            .entry(key.clone())
+            .or_insert_with(|| self.next_slot(key, now));
+        (dirty, due)
+    }
+
+    /// After a pass at `now`: the next check is the Cluster's next slot once the due one has been served (however
+    /// late the queue ran it), else the due one still stands (a pass a change triggered between slots).
+    fn passed(&self, key: &ClusterKey, now: tokio::time::Instant) -> tokio::time::Instant {
+        let mut state = lock(&self.state);
+        let next = self.next_slot(key, now);
+        let due = state.due.entry(key.clone()).or_insert(next);
+        if *due <= now {
+            *due = next;
+        }
+        *due
+    }
+
+    /// Records a watch event, marking the Clusters `clusters` maps it to as changed. The first sight of an object
+    /// (the first list) marks nothing; a re-list marks only objects whose resourceVersion moved.
+    fn observe<K: kube::Resource>(
+        &self,
+        kind: &'static str,
+        event: &watcher::Event<K>,
+        clusters: impl Fn(&K) -> Vec<ClusterKey>,
+    ) -> Vec<ClusterKey> {
+        let (obj, initial, deleted) = match event {
+            watcher::Event::Apply(o) => (o, false, false),
+            watcher::Event::Delete(o) => (o, false, true),
+            watcher::Event::InitApply(o) => (o, true, false),
+            watcher::Event::Init | watcher::Event::InitDone => return Vec::new(),
+        };
+        let meta = obj.meta();
+        let id = (
+            kind,
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        );
+        let rv = meta.resource_version.clone().unwrap_or_default();
+        let mut state = lock(&self.state);
+        let before = if deleted {
+            state.seen.remove(&id)
+        } else {
+            state.seen.insert(id, rv.clone())
+        };
+        let changed = if initial {
+            before.is_some_and(|b| b != rv)
+        } else {
+            before.is_none_or(|b| b != rv) || deleted
+        };
+        if !changed {
+            return Vec::new();
+        }
+        let keys = clusters(obj);
+        if deleted && kind == "Cluster" {
+            for k in &keys {
+                state.due.remove(k);
+            }
+        }
+        state.dirty.extend(keys.iter().cloned());
+        keys
+    }
 }
 
 fn error_policy(_: Arc<ClusterMeta>, error: &std::convert::Infallible, _: Arc<Context>) -> Action {
@@ -903,8 +1241,8 @@ mod tests {
         use clap::Parser;
         let args = crate::args::Args::try_parse_from(["konnector-executor", "--pod-name", "p-1"]).unwrap();
         let config = args.reconcile.config("konnector-system").unwrap();
-        // Rotation and drift repaired within 60 s; failover within 30 s.
-        assert_eq!(config.resync, Duration::from_secs(30));
+        // Workload drift repaired within 5 minutes (management changes at once, by watches); failover within 30 s.
+        assert_eq!(config.resync, Duration::from_secs(300));
         assert!(config.lease.lease_duration + config.lease.retry_interval <= Duration::from_secs(30));
         assert!(!config.follow_defaults && !config.uninstall_removed);
         assert_eq!(config.lease.identity, "p-1");
