@@ -1305,6 +1305,48 @@ mod tests {
     }
 
     #[test]
+    fn the_namespace_selector_flag_takes_the_charts_json() {
+        use clap::Parser;
+        let parse = |json: &str| {
+            crate::args::Args::try_parse_from([
+                "konnector-executor",
+                "--pod-name",
+                "p",
+                &format!("--reconcile-namespace-selector={json}"),
+            ])
+            .map(|a| a.reconcile.config("ns").unwrap().namespace_selector)
+        };
+        let selector = parse(r#"{"matchLabels":{"team":"a"}}"#).unwrap().unwrap();
+        assert_eq!(selector.match_labels.unwrap()["team"], "a");
+        // Empty selects every namespace, as in the ExtensionConfig.
+        assert!(parse("{}").unwrap().is_none());
+        assert!(parse("").unwrap().is_none());
+        // What the API server would refuse is refused at start.
+        assert!(parse(r#"{"matchExpressions":[{"key":"a","operator":"Near"}]}"#).is_err());
+        assert!(parse("team=a").is_err());
+    }
+
+    #[test]
+    fn checks_are_spread_over_the_period_and_never_burst() {
+        let schedule = Schedule::new(Duration::from_secs(300));
+        let keys: Vec<ClusterKey> = (0..1000)
+            .map(|i| ClusterKey::new("ns", &format!("c-{i}")).unwrap())
+            .collect();
+        // Slots of 1000 Clusters over 5 minutes: about 33 per 10 s window, none near 1000 (no burst at start).
+        let mut windows = [0u32; 30];
+        for k in &keys {
+            let slot = schedule.next_slot(k, schedule.epoch) - schedule.epoch;
+            assert!(slot < Duration::from_secs(300));
+            windows[(slot.as_secs() / 10) as usize] += 1;
+        }
+        assert!(windows.iter().all(|n| (10..=70).contains(n)), "{windows:?}");
+        // A Cluster's next slot is one period after the last.
+        let k = &keys[0];
+        let first = schedule.next_slot(k, schedule.epoch);
+        assert_eq!(schedule.next_slot(k, first), first + Duration::from_secs(300));
+    }
+
+    #[test]
     fn contains_ignores_extra_fields() {
         let have = json!({"a": 1, "b": {"c": 2, "d": 3}});
         assert!(contains(&have, &json!({"b": {"c": 2}})));
