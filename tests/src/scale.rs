@@ -63,6 +63,9 @@ pub struct ScaleOptions {
     pub idle: Duration,
     /// Directory with the `konnector-executor` and `konnector-gateway` release binaries.
     pub bin_dir: PathBuf,
+    /// The reconciling executor's `--reconcile-resync` (drift-check period); `None`: its default (5 min), which
+    /// is also how long the first pass over every Cluster takes (each at its slot).
+    pub reconcile_resync: Option<Duration>,
 }
 
 /// One path's results.
@@ -507,6 +510,11 @@ pub async fn run(options: ScaleOptions) -> anyhow::Result<ScaleReport> {
             .arg(&kubeconfig)
             .args(["--defaults-namespace", "default", "--log-level", "error"])
             .args(["--prism-central-checks", "off", "--pod-name", "bench-reconciler"])
+            .args(
+                options
+                    .reconcile_resync
+                    .map(|d| format!("--reconcile-resync={}ms", d.as_millis())),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
