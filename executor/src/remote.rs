@@ -70,6 +70,14 @@ impl RemoteClients {
         Some(cached.client.clone())
     }
 
+    /// The cached client of a Cluster, whatever kubeconfig version it was built from.
+    fn any(&self, key: &ClusterKey) -> Option<Client> {
+        let mut clients = self.lock();
+        let cached = clients.get_mut(key)?;
+        cached.used = Instant::now();
+        Some(cached.client.clone())
+    }
+
     /// Caches a client and returns how many are cached.
     fn insert(&self, key: &ClusterKey, version: String, client: Client) -> usize {
         let mut clients = self.lock();
@@ -279,6 +287,16 @@ impl Executor {
         let cached = self.inner.remotes.insert(key, version, client.clone());
         self.inner.metrics.remote_clients(cached);
         Ok(client)
+    }
+
+    /// The cached workload client without re-reading the kubeconfig Secret, else [`Self::remote_client`]. For the
+    /// reconciler's read-only periodic check: a client whose kubeconfig has since changed fails, and the full pass
+    /// that failure triggers reads the Secret again.
+    pub(crate) async fn cached_remote_client(&self, key: &ClusterKey) -> Result<Client, Error> {
+        match self.inner.remotes.any(key) {
+            Some(client) => Ok(client),
+            None => self.remote_client(key).await,
+        }
     }
 
     /// Drops the cached client of a Cluster whose agent is gone.

@@ -17,7 +17,7 @@ async fn benchmark_runs_all_three_paths() {
 
 /// Keeps the scale benchmark runnable, with the static release binaries as their own processes (so this is also
 /// the one test that runs both binaries' `main` wiring, the reconciler included, end to end): a few Clusters
-/// through every path, then the reconciler's idle phase over a window longer than its 30 s resync. Counts and
+/// through every path, then the reconciler's idle phase over a window several times its 5 s drift-check period. Counts and
 /// outcomes only; no timing is asserted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_benchmark_runs_every_path_and_the_idle_reconciler() {
@@ -27,6 +27,8 @@ async fn scale_benchmark_runs_every_path_and_the_idle_reconciler() {
         concurrency: 2,
         idle: std::time::Duration::from_secs(35),
         bin_dir: konnector_tests::tools::static_bin_dir().unwrap(),
+        // A short drift-check period, so the 35 s idle window holds several checks per Cluster.
+        reconcile_resync: Some(std::time::Duration::from_secs(5)),
     };
     let report = konnector_tests::scale::run(options).await.unwrap();
     assert_eq!(report.paths.len(), 4, "{report:?}");

@@ -6,12 +6,18 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ConfigMap;
-use konnector_executor::ExecutorConfig;
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Secret},
+};
+use konnector_executor::{ExecutorConfig, reconcile::CREDENTIALS_ROTATED_ANNOTATION};
 use konnector_proto::v1::{ApplyAgentRequest, RemoveAgentRequest, Trigger, UninstallPhase};
 use konnector_tests::{
     caaph_stand_in::hcp_resource,
-    executor_fixture::{ExecutorEnv, TEST_NAMESPACE, executor_env},
+    executor_fixture::{
+        ExecutorEnv, RunningExecutor, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, executor_env, fast_reconcile,
+        start_reconciling_executor,
+    },
     support,
     workload::{self, ClusterOptions},
 };
@@ -101,6 +107,11 @@ async fn konnector_apply(env: &ExecutorEnv) {
 /// an ownerReference without controller flags, empty install/upgrade options), server-side applied with force
 /// under CAREN's field manager. `values` is CAREN's rendering of its template for this Cluster.
 async fn caren_like_apply(env: &ExecutorEnv, values: &str) {
+    caren_like_apply_at(env, values, "1.4.0").await;
+}
+
+/// [`caren_like_apply`] with the chart version CAREN's own ConfigMap names.
+async fn caren_like_apply_at(env: &ExecutorEnv, values: &str, version: &str) {
     let name = format!("konnector-agent-{UUID}");
     let hcp = json!({
         "apiVersion": "addons.cluster.x-k8s.io/v1alpha1",
@@ -115,7 +126,7 @@ async fn caren_like_apply(env: &ExecutorEnv, values: &str) {
             "clusterSelector": {"matchLabels": {"cluster.x-k8s.io/cluster-name": env.cluster.name}},
             "repoURL": "oci://helm-repository.caren-system.svc/charts",
             "chartName": "konnector-agent",
-            "version": "1.4.0",
+            "version": version,
             "releaseName": "konnector-agent",
             "namespace": "ntnx-system",
             "valuesTemplate": values,
@@ -266,4 +277,233 @@ async fn an_upgrade_leaves_exactly_one_helm_chart_proxy() {
         names(&hcps(&env).list(&Default::default()).await.unwrap().items),
         [format!("konnector-agent-{UUID}")]
     );
+}
+
+/// Sets the chart version in the helm-addons ConfigMap konnector and the CAREN emulation both read.
+async fn set_chart_version(env: &ExecutorEnv, version: &str) {
+    Api::<ConfigMap>::namespaced(env.admin.clone(), CAREN_NAMESPACE)
+        .patch(
+            "default-helm-addons-config",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "default-helm-addons-config", "namespace": CAREN_NAMESPACE},
+                "data": {"konnector-agent": format!("ChartName: konnector-agent\nChartVersion: {version}\nRepositoryURL: oci://helm-repository.caren-system.svc/charts\n")},
+            })),
+        )
+        .await
+        .unwrap();
+}
+
+/// A reconciler beside the hooks' executor, reading CAREN's ConfigMaps as the hooks' one does.
+async fn reconciler(env: &ExecutorEnv, identity: &str) -> RunningExecutor {
+    start_reconciling_executor(
+        &env.mgmt,
+        ExecutorConfig {
+            defaults_namespace: CAREN_NAMESPACE.to_owned(),
+            ..ExecutorConfig::default()
+        },
+        fast_reconcile(identity),
+    )
+    .await
+    .unwrap()
+}
+
+/// Every reconcile the executor has finished, whatever its result.
+fn all_passes(executor: &RunningExecutor) -> u64 {
+    [
+        "in_sync",
+        "checked",
+        "installed",
+        "repaired",
+        "rotated",
+        "skipped",
+        "error",
+        "uninstalled",
+    ]
+    .iter()
+    .map(|r| executor.metrics.reconciles(r))
+    .sum()
+}
+
+/// Waits until the reconciler has finished `n` more passes: proof that it looked.
+async fn passes(executor: &RunningExecutor, n: u64) {
+    let before = all_passes(executor);
+    support::eventually(&format!("{n} more reconciles"), || async {
+        all_passes(executor) >= before + n
+    })
+    .await;
+}
+
+async fn proxy_version(env: &ExecutorEnv) -> Value {
+    hcps(env)
+        .get(&format!("konnector-agent-{UUID}"))
+        .await
+        .unwrap()
+        .data["spec"]["version"]
+        .clone()
+}
+
+/// Issue 24 item 1. CAREN runs its agents at a newer chart than konnector's ConfigMaps name: the reconciler, started
+/// beside it, must not push the ConfigMaps' chart (a fleet downgrade). And a BeforeClusterUpgrade that moves the
+/// chart, followed by CAREN's own hook, must not be reverted to the chart the reconciler saw before.
+#[tokio::test]
+async fn the_reconciler_leaves_the_chart_of_a_proxy_caren_co_manages_to_the_hooks() {
+    let env = env("caren-pin").await;
+    annotate_with_caren_uuid(&env).await;
+    let values = caren_values(&env).await;
+    // CAREN's agents run 1.5.0; konnector's ConfigMap (here the one both read) says 1.4.0.
+    caren_like_apply_at(&env, &values, "1.5.0").await;
+    let reconciler = reconciler(&env, "caren-pin").await;
+    passes(&reconciler, 3).await;
+    assert_eq!(
+        proxy_version(&env).await,
+        "1.5.0",
+        "the reconciler changed CAREN's chart"
+    );
+
+    // BeforeClusterUpgrade: both hooks apply the new chart, konnector's first.
+    set_chart_version(&env, "1.6.0").await;
+    konnector_apply(&env).await;
+    caren_like_apply_at(&env, &values, "1.6.0").await;
+    passes(&reconciler, 3).await;
+    assert_eq!(
+        proxy_version(&env).await,
+        "1.6.0",
+        "the reconciler reverted an upgrade"
+    );
+    // Between hooks the ConfigMap moves on; the chart does not.
+    set_chart_version(&env, "1.7.0").await;
+    passes(&reconciler, 3).await;
+    assert_eq!(
+        proxy_version(&env).await,
+        "1.6.0",
+        "the reconciler moved the chart outside a hook"
+    );
+    reconciler.stop().await.unwrap();
+}
+
+/// What CAREN copies to the workload cluster: the source Secret's data verbatim, every key, under CAREN's field
+/// manager with force.
+async fn caren_like_copy(env: &ExecutorEnv) {
+    let source = Api::<Secret>::namespaced(env.admin.clone(), TEST_NAMESPACE)
+        .get(TEST_CREDENTIALS_SECRET)
+        .await
+        .unwrap();
+    let wl = env.workload.client().await.unwrap();
+    Api::<Secret>::namespaced(wl, "ntnx-system")
+        .patch(
+            "konnector-agent",
+            &PatchParams::apply(CAREN_MANAGER).force(),
+            &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "konnector-agent", "namespace": "ntnx-system"},
+                "type": source.type_,
+                "data": source.data,
+            })),
+        )
+        .await
+        .unwrap();
+}
+
+/// Issue 24 item 4. CAREN copies every key of the source Secret; konnector copies username and password. The key
+/// konnector leaves out must not read as drift forever; and a rotation right after CAREN's copy is a rotation: the
+/// agent is restarted.
+#[tokio::test]
+async fn extra_keys_caren_copied_are_not_drift_and_a_rotation_after_carens_copy_restarts_the_agent() {
+    let env = env("caren-keys").await;
+    annotate_with_caren_uuid(&env).await;
+    let wl = env.workload.client().await.unwrap();
+    // The source carries a key konnector does not copy.
+    workload::put_credentials_secret(
+        &env.admin,
+        TEST_NAMESPACE,
+        TEST_CREDENTIALS_SECRET,
+        &[
+            ("username", "admin"),
+            ("password", "first-PA55"),
+            ("region", "emea"),
+        ],
+    )
+    .await
+    .unwrap();
+    konnector_apply(&env).await;
+    caren_like_copy(&env).await;
+    let deployments: Api<Deployment> = Api::namespaced(wl.clone(), "ntnx-system");
+    deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "konnector-agent"},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "konnector-agent"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "konnector-agent"}},
+                        "spec": {"containers": [{"name": "agent", "image": "example.invalid/agent:1"}]}
+                    }
+                }
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let reconciler = reconciler(&env, "caren-keys").await;
+    // In sync, again and again: the extra key is CAREN's, not a difference konnector could ever repair. (A full
+    // pass may repair once, e.g. the PSA label CAREN's Namespace apply leaves out; then never again.)
+    support::eventually("a full pass in sync with CAREN's extra key", || async {
+        reconciler.metrics.reconciles("in_sync") >= 1
+    })
+    .await;
+    let repaired = reconciler.metrics.reconciles("repaired");
+    passes(&reconciler, 3).await;
+    assert_eq!(
+        reconciler.metrics.reconciles("repaired"),
+        repaired,
+        "repaired again and again"
+    );
+    let secret = Api::<Secret>::namespaced(wl.clone(), "ntnx-system")
+        .get("konnector-agent")
+        .await
+        .unwrap();
+    assert!(
+        secret.data.unwrap().contains_key("region"),
+        "CAREN's key is left alone"
+    );
+
+    // Rotation right after CAREN's copy (CAREN owns the copied keys now): the agent is restarted.
+    let rotated = reconciler.metrics.reconciles("rotated");
+    workload::put_credentials_secret(
+        &env.admin,
+        TEST_NAMESPACE,
+        TEST_CREDENTIALS_SECRET,
+        &[
+            ("username", "admin"),
+            ("password", "second-PA55"),
+            ("region", "emea"),
+        ],
+    )
+    .await
+    .unwrap();
+    support::eventually("agent restarted for the rotation", || async {
+        deployments
+            .get("konnector-agent")
+            .await
+            .unwrap()
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .is_some_and(|a| a.contains_key(CREDENTIALS_ROTATED_ANNOTATION))
+    })
+    .await;
+    assert!(reconciler.metrics.reconciles("rotated") > rotated);
+    let password = Api::<Secret>::namespaced(wl.clone(), "ntnx-system")
+        .get("konnector-agent")
+        .await
+        .unwrap()
+        .data
+        .unwrap()["password"]
+        .0
+        .clone();
+    assert_eq!(password, b"second-PA55");
+    reconciler.stop().await.unwrap();
 }

@@ -395,11 +395,11 @@ async fn the_other_replica_takes_over_when_the_leader_dies() {
         (b, a, "replica-a")
     };
     // Only the leader reconciles.
-    let follower_before: u64 = ["in_sync", "installed", "repaired", "skipped", "error"]
+    let follower_before: u64 = ["in_sync", "checked", "installed", "repaired", "skipped", "error"]
         .iter()
         .map(|r| follower.metrics.reconciles(r))
         .sum();
-    passes(&leader, "in_sync", leader.metrics.reconciles("in_sync"), 3).await;
+    passes(&leader, "checked", leader.metrics.reconciles("checked"), 3).await;
     assert_eq!(follower_before, 0, "the follower reconciled");
 
     leader.kill();
@@ -505,4 +505,116 @@ async fn the_watches_list_metadata_only_in_bounded_pages() {
     // Seven Clusters at three a page: at least three list requests for the first list.
     let lists = m.kube_request_count_by_verb("management", Some("list"), Some("clusters"));
     assert!(lists >= 3, "{lists} list request(s) for 7 Clusters at 3 a page");
+}
+
+/// Issue 24 item 5: CAPI sends hooks only for Clusters in namespaces the ExtensionConfig's namespaceSelector selects,
+/// so the reconciler acts on those only. Here the Cluster's namespace is not selected at first: the reconciler looks
+/// (counted as `not_selected`) and installs nothing; once the namespace gains the label, it installs.
+#[tokio::test]
+async fn the_reconciler_honours_the_namespace_selector() {
+    let env = env("rec-nssel", ClusterOptions::initialized()).await;
+    let wl = env.workload.client().await.unwrap();
+    let mut config = fast_reconcile("rec-nssel");
+    config.namespace_selector = Some(
+        serde_json::from_value(json!({"matchExpressions": [
+            {"key": "konnector.example/hooks", "operator": "In", "values": ["on"]}
+        ]}))
+        .unwrap(),
+    );
+    let reconciler = start_reconciling_executor(&env.mgmt, ExecutorConfig::default(), config)
+        .await
+        .unwrap();
+    passes(&reconciler, "not_selected", 0, 3).await;
+    assert!(
+        hcp(&env.admin).await.is_none(),
+        "acted on a Cluster CAPI sends no hooks for"
+    );
+    assert!(workload_secret(&wl).await.is_none());
+    assert_eq!(reconciler.metrics.reconciles("installed"), 0);
+
+    Api::<Namespace>::all(env.admin.clone())
+        .patch(
+            TEST_NAMESPACE,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"konnector.example/hooks": "on"}}})),
+        )
+        .await
+        .unwrap();
+    eventually("install once the namespace is selected", || async {
+        hcp(&env.admin).await.is_some() && workload_secret(&wl).await.is_some()
+    })
+    .await;
+    reconciler.stop().await.unwrap();
+}
+
+/// Issue 26 item 1: management-side changes are seen by watches and repaired at once. The drift-check period here is
+/// an hour, so no periodic pass can be what repairs them: a rotated credentials Secret, a deleted and an edited
+/// HelmChartProxy are each repaired by an event-triggered pass, and between them the reconciler makes no pass at all.
+#[tokio::test]
+async fn management_changes_are_repaired_by_watch_events_without_polling() {
+    let env = env("rec-events", ClusterOptions::initialized()).await;
+    let wl = env.workload.client().await.unwrap();
+    let mut config = fast_reconcile("rec-events");
+    config.resync = std::time::Duration::from_secs(3600);
+    // Installed by the hook, before the reconciler starts: its first full pass would only come at its slot.
+    let mut client = env.executor.client().await.unwrap();
+    client
+        .apply_agent(konnector_proto::v1::ApplyAgentRequest {
+            cluster: Some(env.cluster_ref()),
+            trigger: konnector_proto::v1::Trigger::AfterControlPlaneInitialized as i32,
+        })
+        .await
+        .unwrap();
+    let reconciler = start_reconciling_executor(&env.mgmt, ExecutorConfig::default(), config)
+        .await
+        .unwrap();
+    eventually("the reconciler leads", || async {
+        lease_holder(&env.admin).await.as_deref() == Some("rec-events")
+    })
+    .await;
+
+    // The HelmChartProxy deleted: an event on it triggers its Cluster's pass.
+    let hcps: Api<DynamicObject> = Api::namespaced_with(env.admin.clone(), TEST_NAMESPACE, &hcp_resource());
+    let before = hcp(&env.admin).await.unwrap();
+    hcps.delete("konnector-agent-c1", &Default::default())
+        .await
+        .unwrap();
+    eventually("HelmChartProxy restored", || async {
+        hcp(&env.admin)
+            .await
+            .is_some_and(|h| h.metadata.uid != before.metadata.uid)
+    })
+    .await;
+
+    // Edited: reverted.
+    hcps.patch(
+        "konnector-agent-c1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"releaseName": "hijacked"}})),
+    )
+    .await
+    .unwrap();
+    eventually("HelmChartProxy edit reverted", || async {
+        hcp(&env.admin).await.unwrap().data["spec"]["releaseName"] == "konnector-agent"
+    })
+    .await;
+
+    // Credentials rotated: the metadata watch on Secrets triggers the pass that copies them.
+    put_credentials_secret(
+        &env.admin,
+        TEST_NAMESPACE,
+        TEST_CREDENTIALS_SECRET,
+        &[("username", "admin"), ("password", ROTATED_PASSWORD)],
+    )
+    .await
+    .unwrap();
+    eventually("rotated password on the workload cluster", || async {
+        workload_password(&wl).await.as_deref() == Some(ROTATED_PASSWORD.as_bytes())
+    })
+    .await;
+    assert!(reconciler.metrics.reconciles("rotated") >= 1);
+    // No periodic check ran in an hour's period that started seconds ago... unless this Cluster's slot fell in
+    // these seconds; either way no more than one.
+    assert!(reconciler.metrics.reconciles("checked") <= 1);
+    reconciler.stop().await.unwrap();
 }

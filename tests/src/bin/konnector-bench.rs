@@ -43,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
             concurrency: args.concurrency,
             idle: args.idle,
             bin_dir: konnector_tests::tools::static_bin_dir()?,
+            reconcile_resync: None,
         })
         .await?;
         if !args.json {
