@@ -36,7 +36,7 @@ async fn a_configuration_problem_at_upgrade_warns_by_default_and_blocks_when_ask
     assert!(installed.applied);
     let hcps: Api<DynamicObject> = Api::namespaced_with(env.admin.clone(), TEST_NAMESPACE, &hcp_resource());
     let before = hcps
-        .get(&installed.hcp_name)
+        .get(&installed.helm_chart_proxy_name)
         .await
         .unwrap()
         .metadata
@@ -62,7 +62,7 @@ async fn a_configuration_problem_at_upgrade_warns_by_default_and_blocks_when_ask
     );
     support::assert_no_secret("the answer", &warned.message, TEST_PASSWORD);
     assert_eq!(
-        hcps.get(&installed.hcp_name)
+        hcps.get(&installed.helm_chart_proxy_name)
             .await
             .unwrap()
             .metadata
