@@ -297,7 +297,11 @@ async fn proxies_left_by_older_naming_rules_are_adopted() {
         .into_iter()
         .filter(|n| n.contains(&long[..30]))
         .collect();
-    assert_eq!(mine, [legacy.clone()], "no second proxy under the hashed name");
+    assert_eq!(
+        mine,
+        std::slice::from_ref(&legacy),
+        "no second proxy under the hashed name"
+    );
     assert_eq!(hcp_deletes(&env.executor), 0);
     // konnector now co-owns it, and wrote its chart and values into it.
     let hcp = hcps(&env).get(&legacy).await.unwrap();
