@@ -15,15 +15,13 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::{
+    config::UpgradeConfigPolicy,
     domain::{AgentRequest, ClusterRef, LiveCluster, Trigger, agent_request},
     error::{Error, KubeFailure, Side},
     events::apply_failure_reason,
     executor::{Applied, Executor, on_workload},
     names::{FIELD_MANAGER, RELEASE_NAMESPACE, REMOTE_SECRET_NAME, hcp_resource},
-    objects::{
-        self, ChartCoordinates, HELM_ADDONS_KEY, HelmChartProxyInput, VALUES_TEMPLATE_KEY,
-        candidate_helm_chart_proxy_names, helm_chart_proxy_name_for,
-    },
+    objects::{self, ChartCoordinates, HELM_ADDONS_KEY, HelmChartProxyInput, VALUES_TEMPLATE_KEY},
     values::{BUILTIN_VALUES_TEMPLATE, render_checked, template_values},
 };
 
@@ -59,6 +57,12 @@ pub(crate) struct Plan {
     /// What the Cluster asks for that the configured chart version ignores (also in `notes`).
     pub(crate) ignored: Vec<String>,
     pub(crate) hcp_name: String,
+    /// The resourceVersion at which `hcp_name` was found owned by this Cluster (`ownership.rs`); the write carries
+    /// it, so a proxy that changed hands since is never force-written. `None`: it did not exist.
+    pub(crate) hcp_resource_version: Option<String>,
+    /// The credentials Secret's resourceVersion on the management cluster, read with it: part of what the
+    /// per-process memory of the last apply is keyed by.
+    pub(crate) source_resource_version: String,
     pub(crate) namespace: Value,
     pub(crate) secret: Secret,
     pub(crate) hcp: Value,
@@ -74,6 +78,21 @@ pub(crate) enum WorkloadWrite {
     WhenChanged,
     /// Always (the reconciler: it has just read the workload cluster and found them missing or different).
     Always,
+}
+
+/// Whether an ApplyAgent failure is a problem with the Cluster's configuration (its variables, its credentials
+/// Secret, the values they render to), as opposed to an API server or the network.
+fn is_configuration_problem(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::InvalidConfig(_)
+            | Error::ValidateCredentialsSecret { .. }
+            | Error::RenderValues { .. }
+            | Error::ReadCredentialsSecret {
+                failure: KubeFailure::NotFound,
+                ..
+            }
+    )
 }
 
 const NOT_CONFIGURED: &str = "Konnector Agent addon is not configured for this cluster; nothing to do";
@@ -101,7 +120,28 @@ impl Executor {
             self.record_event(&live, EventType::Warning, reason, "ApplyAgent", error.to_string())
                 .await;
         }
-        result
+        match result {
+            Err(error)
+                if trigger == Trigger::BeforeClusterUpgrade
+                    && self.config().upgrade_config_policy == UpgradeConfigPolicy::Warn
+                    && is_configuration_problem(&error) =>
+            {
+                // Every check ran before the first write, so nothing was written: the installed agent stays as it
+                // is, the Warning Event above says why, and the Kubernetes upgrade is not held up by it.
+                tracing::warn!(error = %error, "configuration problem at BeforeClusterUpgrade; the upgrade proceeds (policy warn)");
+                Ok(ApplyOutcome {
+                    applied: false,
+                    hcp_name: String::new(),
+                    message: format!(
+                        "Konnector Agent not re-applied, the upgrade proceeds (configuration problem policy: warn): {error}"
+                    ),
+                    notes: vec![
+                        "the installed agent was left as it is; fix the configuration, the next BeforeClusterUpgrade or reconcile pass applies it".to_owned(),
+                    ],
+                })
+            }
+            other => other,
+        }
     }
 
     async fn apply_live(&self, live: &LiveCluster, trigger: Trigger) -> Result<ApplyOutcome, Error> {
@@ -136,21 +176,36 @@ impl Executor {
         workload_write: WorkloadWrite,
     ) -> Result<ApplyOutcome, Error> {
         let key = &live.key;
-        let last = self.last_applied(key);
+        let mut notes = plan.notes.clone();
+        // What this process remembers counts only for the same Cluster object (uid: not one re-created under the
+        // same name), the same source Secret (resourceVersion: not rotated, here or through another replica) and the
+        // same HelmChartProxy name.
+        let last = self.last_applied(key).filter(|a| {
+            a.cluster_uid == live.uid
+                && a.source_resource_version == plan.source_resource_version
+                && a.hcp_name == plan.hcp_name
+        });
         let workload = workload_digest(&plan.namespace, &plan.secret);
         // The workload objects are written when what they should hold changed since this process last wrote them
         // (first apply, rotated credentials). An unchanged re-apply skips both writes, and with them the kubeconfig
         // read and the workload connection; drift on the workload cluster is the reconciler's to repair.
-        if workload_write == WorkloadWrite::Always || last.as_ref().is_none_or(|a| a.workload != workload) {
+        let workload_written =
+            workload_write == WorkloadWrite::Always || last.as_ref().is_none_or(|a| a.workload != workload);
+        if workload_written {
             self.apply_workload(key, &plan).await?;
         }
         let hcp_ref = format!("{}/{}", key.namespace, plan.hcp_name);
         let hcps: Api<DynamicObject> = Api::namespaced_with(self.mgmt(), &key.namespace, &hcp_resource());
+        let mut body = plan.hcp.clone();
+        if let Some(rv) = &plan.hcp_resource_version {
+            // Forced, but only onto the object whose ownership was checked (409 if it changed since).
+            body["metadata"]["resourceVersion"] = Value::from(rv.as_str());
+        }
         let written = hcps
             .patch(
                 &plan.hcp_name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&plan.hcp),
+                &Patch::Apply(&body),
             )
             .instrument(tracing::debug_span!("apply_helm_chart_proxy", hcp.name = %plan.hcp_name))
             .await
@@ -171,11 +226,29 @@ impl Executor {
                 self.forget_applied(key);
                 return Err(e);
             }
-            self.remove_other_names(live, &hcps, &plan.hcp_name).await?;
+            let siblings = self.report_siblings(live, &plan.hcp_name).await?;
+            if !siblings.is_empty() {
+                let note = format!(
+                    "HelmChartProxy {} also drives this Cluster's release and was left in place: deleting it would make CAAPH uninstall the agent (see the README's CAREN section, or konnector migrate)",
+                    siblings.join(", ")
+                );
+                self.record_event(
+                    live,
+                    EventType::Warning,
+                    "DuplicateHelmChartProxy",
+                    "ApplyAgent",
+                    note.clone(),
+                )
+                .await;
+                notes.push(note);
+            }
         }
         self.remember_applied(
             key,
             Applied {
+                cluster_uid: live.uid.clone(),
+                source_resource_version: plan.source_resource_version.clone(),
+                hcp_name: plan.hcp_name.clone(),
                 workload,
                 hcp_resource_version,
             },
@@ -194,14 +267,24 @@ impl Executor {
             )
             .await;
         }
+        // Only a write that happened is claimed: a skipped one says what it relied on.
+        let credentials = if workload_written {
+            format!(
+                "credentials copied to Secret {RELEASE_NAMESPACE}/{REMOTE_SECRET_NAME} on the workload cluster"
+            )
+        } else {
+            format!(
+                "Secret {RELEASE_NAMESPACE}/{REMOTE_SECRET_NAME} on the workload cluster not re-written (this executor copied these credentials for this Cluster before; the reconciler repairs drift)"
+            )
+        };
         Ok(ApplyOutcome {
             applied: true,
             message: format!(
-                "Konnector Agent applied: credentials copied to Secret {RELEASE_NAMESPACE}/{REMOTE_SECRET_NAME} on the workload cluster and HelmChartProxy {hcp_ref} applied (chart {} {})",
+                "Konnector Agent applied: {credentials} and HelmChartProxy {hcp_ref} applied (chart {} {})",
                 plan.chart.chart_name, plan.chart.chart_version
             ),
             hcp_name: plan.hcp_name,
-            notes: plan.notes,
+            notes,
         })
     }
 
@@ -272,48 +355,6 @@ impl Executor {
         })
     }
 
-    /// Deletes the Cluster's HelmChartProxies under any other name konnector or CAREN may have used (CAREN's
-    /// `konnector-agent-<uuid>`, an older naming rule), so that one release has exactly one HelmChartProxy. Each
-    /// is deleted only after the current one is written, so the agent is never left without one.
-    async fn remove_other_names(
-        &self,
-        live: &LiveCluster,
-        hcps: &Api<DynamicObject>,
-        current: &str,
-    ) -> Result<(), Error> {
-        let others: Vec<String> = candidate_helm_chart_proxy_names(&live.key.name, &live.annotations())
-            .into_iter()
-            .filter(|n| n != current)
-            .collect();
-        for name in others {
-            let found = hcps
-                .get_metadata_opt(&name)
-                .instrument(tracing::debug_span!("read_helm_chart_proxy"))
-                .await
-                .map_err(|e| {
-                    Error::kube(
-                        format!("read HelmChartProxy {}/{name}", live.key.namespace),
-                        Side::Management,
-                        &e,
-                    )
-                })?;
-            if found.is_some_and(|h| h.metadata.deletion_timestamp.is_none()) {
-                match hcps.delete(&name, &DeleteParams::default()).await {
-                    Ok(_) => tracing::info!(hcp.name = %name, "HelmChartProxy under another name deleted"),
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => {
-                        return Err(Error::kube(
-                            format!("delete HelmChartProxy {}/{name}", live.key.namespace),
-                            Side::Management,
-                            &e,
-                        ));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Renders what [`Executor::apply`] would write, and writes nothing.
     #[tracing::instrument(skip_all, fields(konnector.cluster.namespace = %cluster.key.namespace, konnector.cluster.name = %cluster.key.name))]
     pub async fn plan(&self, cluster: &ClusterRef) -> Result<PlanOutcome, Error> {
@@ -362,9 +403,10 @@ impl Executor {
                 failure: KubeFailure::from_kube(&e),
             })?;
         objects::validate_credentials(&source).map_err(|problem| Error::ValidateCredentialsSecret {
-            secret: secret_ref,
+            secret: secret_ref.clone(),
             problem,
         })?;
+        notes.extend(objects::api_key_note(&source, &secret_ref));
 
         let chart = self.chart_coordinates(&mut notes).await?;
         let (template, template_source) = self.values_template(&mut notes).await?;
@@ -380,7 +422,9 @@ impl Executor {
         let ignored = rendered.notes.clone();
         notes.extend(rendered.notes);
         let cluster_api_version = live.version.api_version();
-        let hcp_name = helm_chart_proxy_name_for(&key.name, &live.annotations());
+        let resolved = self.resolve_hcp_name(live).await?;
+        notes.extend(resolved.notes);
+        let hcp_name = resolved.name;
         let hcp = objects::helm_chart_proxy(
             &HelmChartProxyInput {
                 cluster: key,
@@ -395,6 +439,8 @@ impl Executor {
         Ok(Plan {
             ignored,
             hcp_name,
+            hcp_resource_version: resolved.resource_version,
+            source_resource_version: source.metadata.resource_version.clone().unwrap_or_default(),
             namespace: objects::namespace_object(),
             secret: objects::remote_secret(&source),
             hcp,

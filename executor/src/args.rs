@@ -10,7 +10,9 @@ use anyhow::Context;
 use clap::Parser;
 use konnector_runtime::{telemetry::LogArgs, tls};
 
-use crate::{ExecutorConfig, ServerOptions, UninstallTimeoutPolicy, prism::PreflightMode};
+use crate::{
+    ExecutorConfig, ServerOptions, UninstallTimeoutPolicy, UpgradeConfigPolicy, prism::PreflightMode,
+};
 
 /// konnector executor: does the Konnector Agent addon's work for one cluster per gRPC call.
 #[derive(Debug, Clone, Parser)]
@@ -124,6 +126,10 @@ pub struct Args {
     /// What RemoveAgent answers after the uninstall timeout: let deletion proceed, or keep blocking it.
     #[arg(long, env = "KONNECTOR_UNINSTALL_TIMEOUT_POLICY", value_enum, default_value_t = UninstallTimeoutPolicy::Proceed)]
     pub uninstall_timeout_policy: UninstallTimeoutPolicy,
+    /// What ApplyAgent answers at BeforeClusterUpgrade for a configuration problem: `warn` (Success, nothing
+    /// written, a Warning Event; the upgrade proceeds) or `block` (Failure; the upgrade waits).
+    #[arg(long, env = "KONNECTOR_UPGRADE_CONFIG_POLICY", value_enum, default_value_t = UpgradeConfigPolicy::Warn)]
+    pub upgrade_config_policy: UpgradeConfigPolicy,
     /// How long a caller should wait before asking RemoveAgent again while the uninstall runs: whole seconds
     /// (it becomes the hook answer's retryAfterSeconds).
     #[arg(long, env = "KONNECTOR_RETRY_AFTER", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -232,6 +238,7 @@ impl Args {
             helm_repository_ca_namespace: self.pod_namespace.clone(),
             uninstall_timeout: self.uninstall_timeout,
             uninstall_timeout_policy: self.uninstall_timeout_policy,
+            upgrade_config_policy: self.upgrade_config_policy,
             retry_after_seconds,
             remote_timeout: self.remote_timeout,
             workload_client_cache_size: self.workload_client_cache_size,

@@ -13,6 +13,18 @@ pub enum UninstallTimeoutPolicy {
     Block,
 }
 
+/// What ApplyAgent answers at BeforeClusterUpgrade when the Cluster's Konnector Agent configuration has a problem
+/// (bad values, a credentials Secret that cannot be used). A Failure there blocks the Kubernetes upgrade, which CAREN
+/// let through for the same configuration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UpgradeConfigPolicy {
+    /// Answer Success with nothing written (the installed agent stays as it is) and record a Warning Event.
+    #[default]
+    Warn,
+    /// Answer Failure: the upgrade waits until the configuration is fixed.
+    Block,
+}
+
 /// Everything the executor's behaviour depends on, besides the management cluster client.
 #[derive(Clone, Debug)]
 pub struct ExecutorConfig {
@@ -35,6 +47,8 @@ pub struct ExecutorConfig {
     pub uninstall_timeout: Duration,
     /// What to answer after `uninstall_timeout`.
     pub uninstall_timeout_policy: UninstallTimeoutPolicy,
+    /// What a configuration problem found at BeforeClusterUpgrade answers.
+    pub upgrade_config_policy: UpgradeConfigPolicy,
     /// `retry_after_seconds` of a RemoveAgent answer that is not done.
     pub retry_after_seconds: u32,
     /// Bound on connecting to, and on each call to, a workload cluster's API server.
@@ -90,6 +104,7 @@ impl Default for ExecutorConfig {
             helm_repository_ca_namespace: "default".to_owned(),
             uninstall_timeout: Duration::from_secs(300),
             uninstall_timeout_policy: UninstallTimeoutPolicy::Proceed,
+            upgrade_config_policy: UpgradeConfigPolicy::Warn,
             retry_after_seconds: 10,
             remote_timeout: Duration::from_secs(5),
             workload_client_cache_size: 256,

@@ -130,6 +130,17 @@ pub enum Error {
         /// `namespace/name`.
         hcp: String,
     },
+    /// Every name the Cluster's HelmChartProxy may take is held by a proxy of another Cluster (for example two
+    /// Clusters carrying the same copied `caren.nutanix.com/cluster-uuid` annotation).
+    #[error(
+        "HelmChartProxy {hcp} and the name-based fallback belong to other Clusters, so nothing was written for Cluster {cluster}; remove the copied caren.nutanix.com/cluster-uuid annotation or the foreign proxy"
+    )]
+    HelmChartProxyNameTaken {
+        /// `namespace/name` of the Cluster.
+        cluster: String,
+        /// `namespace/name` of the proxy the naming rule names.
+        hcp: String,
+    },
     /// Reading the credentials Secret failed.
     #[error("cannot read the Prism Central credentials Secret {secret} on the management cluster: {failure}")]
     ReadCredentialsSecret {
@@ -245,6 +256,7 @@ impl Error {
             Self::ValidateCredentialsSecret { .. }
             | Self::ParseKubeconfig { .. }
             | Self::ClusterNotSelectable { .. }
+            | Self::HelmChartProxyNameTaken { .. }
             | Self::RenderValues { .. } => Code::FailedPrecondition,
             Self::ReadCredentialsSecret { failure, .. }
             | Self::ReadKubeconfig { failure, .. }

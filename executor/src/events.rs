@@ -43,6 +43,7 @@ pub(crate) fn apply_failure_reason(error: &Error) -> Option<&'static str> {
         Error::InvalidConfig(_) => "ConfigurationInvalid",
         Error::ParseKubeconfig { .. } => "KubeconfigRefused",
         Error::RenderValues { .. } => "ValuesRefused",
+        Error::HelmChartProxyNameTaken { .. } => "HelmChartProxyNameTaken",
         Error::PrismCentralPreflight { .. } => crate::preflight::PREFLIGHT_FAILED_REASON,
         _ => return None,
     })

@@ -171,6 +171,12 @@ impl Executor {
 /// restart, simply writes everything once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Applied {
+    /// The Cluster's uid: a Cluster re-created under the same name is another Cluster, with nothing applied yet.
+    pub(crate) cluster_uid: String,
+    /// The credentials Secret's resourceVersion the copy was made from.
+    pub(crate) source_resource_version: String,
+    /// The HelmChartProxy name written.
+    pub(crate) hcp_name: String,
     /// Digest of the workload Namespace and Secret as applied (never logged; it only compares).
     pub(crate) workload: u64,
     /// The HelmChartProxy's resourceVersion after the apply.

@@ -28,6 +28,7 @@ pub mod limits;
 pub mod names;
 pub mod objects;
 pub mod observe;
+mod ownership;
 mod preflight;
 pub mod prism;
 pub mod reconcile;
@@ -38,7 +39,7 @@ pub mod status;
 pub mod uninstall;
 pub mod values;
 
-pub use config::{ExecutorConfig, UninstallTimeoutPolicy};
+pub use config::{ExecutorConfig, UninstallTimeoutPolicy, UpgradeConfigPolicy};
 pub use error::Error;
 pub use events::EVENT_REPORTER;
 pub use executor::Executor;

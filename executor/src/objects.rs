@@ -113,7 +113,9 @@ pub fn caren_cluster_uuid(annotations: &BTreeMap<String, String>) -> Option<&str
     canonical.then_some(uuid.as_str())
 }
 
-fn name_based_hcp_name(cluster_name: &str) -> String {
+/// The name-based rule alone (no uuid): `konnector-agent-<cluster>`, or its hashed 63-character form. Also the
+/// deterministic fallback when CAREN's uuid name is held by another Cluster.
+pub fn name_based_hcp_name(cluster_name: &str) -> String {
     let full = format!("{HCP_NAME_PREFIX}{cluster_name}");
     if full.len() < MAX_LABEL_VALUE_LEN && is_dns1123_subdomain(&full) {
         return full;
@@ -266,9 +268,10 @@ pub fn secret_apply_body(secret: &Secret) -> Value {
 }
 
 /// Checks that the Secret holds `username` and `password`, the keys every published konnector-agent chart mounts
-/// at `/certs`. Values that are empty or whitespace count as absent. An `apiKey` is refused, alone or beside
-/// basic auth: no published chart reads it, so an agent given only a key could never authenticate, and one given
-/// both would silently ignore it. The error names keys, never values.
+/// at `/certs`. Values that are empty or whitespace count as absent. An `apiKey` alone is refused: no published
+/// chart konnector installs reads it, so the agent could never authenticate. Beside username and password it is
+/// accepted, as CAREN accepts it (refusing it failed upgrades CAREN let through): it is not copied, the agent uses
+/// basic auth, and [`api_key_note`] says so. The error names keys, never values.
 pub fn validate_credentials(secret: &Secret) -> Result<(), String> {
     let present = |key: &str| {
         secret
@@ -282,8 +285,9 @@ pub fn validate_credentials(secret: &Secret) -> Result<(), String> {
         (_, _, true) if !user && !pass => Err(
             "it holds only key apiKey, which no published konnector-agent chart reads (the agent authenticates with username and password); add keys username and password and remove apiKey".to_owned(),
         ),
+        (true, true, true) => Ok(()),
         (_, _, true) => Err(
-            "it holds both username/password and apiKey; no published konnector-agent chart reads apiKey, so remove it to make clear which credentials the agent uses".to_owned(),
+            "it holds apiKey but not both username and password; the agent authenticates with username and password, so add both".to_owned(),
         ),
         (false, false, false) => Err(
             "it holds neither key username nor key password; add both".to_owned(),
@@ -292,6 +296,20 @@ pub fn validate_credentials(secret: &Secret) -> Result<(), String> {
         (false, true, false) => Err("key \"username\" is missing or empty".to_owned()),
         (true, true, false) => Ok(()),
     }
+}
+
+/// A note for a Secret that holds an `apiKey` beside username and password (accepted by [`validate_credentials`]).
+pub fn api_key_note(secret: &Secret, secret_ref: &str) -> Option<String> {
+    let has_key = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("apiKey"))
+        .is_some_and(|ByteString(v)| !v.iter().all(u8::is_ascii_whitespace));
+    has_key.then(|| {
+        format!(
+            "Secret {secret_ref} holds apiKey beside username and password; only username and password are copied, and the agent authenticates with them"
+        )
+    })
 }
 
 /// Everything the HelmChartProxy depends on.
@@ -396,11 +414,12 @@ mod tests {
                 .unwrap_err()
                 .contains("\"username\"")
         );
-        assert!(
-            validate_credentials(&secret(&[("username", "u"), ("password", "p"), ("apiKey", "k")]))
-                .unwrap_err()
-                .contains("both")
-        );
+        // Beside basic auth, as CAREN lets it through: accepted, not copied, and noted.
+        let both = secret(&[("username", "u"), ("password", "p"), ("apiKey", "k")]);
+        assert_eq!(validate_credentials(&both), Ok(()));
+        assert!(api_key_note(&both, "ns/creds").unwrap().contains("apiKey"));
+        assert!(!remote_secret(&both).data.unwrap().contains_key("apiKey"));
+        assert!(validate_credentials(&secret(&[("username", "u"), ("apiKey", "k")])).is_err());
         assert!(
             validate_credentials(&secret(&[("other", "x")]))
                 .unwrap_err()

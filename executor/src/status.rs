@@ -89,7 +89,7 @@ impl Executor {
         let live = self.existing_cluster(cluster).await?;
         let key = &live.key;
         let names = candidate_names(&live);
-        let remains = self.remains(key, &names).await?;
+        let remains = self.remains(&live, &names).await?;
         let (credentials_copied, credentials_error) = match self.remote_secret_exists(key).await {
             Ok(b) => (b, String::new()),
             Err(e) => (false, crate::limits::brief(&e)),

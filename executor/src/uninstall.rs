@@ -188,7 +188,11 @@ impl Executor {
     /// What remains of the Cluster's install: the HelmChartProxies among `names`, and the HelmReleaseProxies of
     /// the Cluster that belong to one of them. HelmReleaseProxies are listed by a selector that is valid for every
     /// Cluster name (see [`hrp_selector`]) and filtered here.
-    pub(crate) async fn remains(&self, key: &ClusterKey, names: &[String]) -> Result<Remains, Error> {
+    ///
+    /// Only objects this Cluster owns count (`ownership.rs`): a proxy under a candidate name that another Cluster
+    /// owns (a copied uuid annotation) is that Cluster's install, never removed or waited for here.
+    pub(crate) async fn remains(&self, live: &LiveCluster, names: &[String]) -> Result<Remains, Error> {
+        let key = &live.key;
         let hcp_api = Api::<DynamicObject>::namespaced_with(self.mgmt(), &key.namespace, &hcp_resource());
         let mut hcps = Vec::new();
         for name in names {
@@ -203,7 +207,7 @@ impl Executor {
                         &e,
                     )
                 })?;
-            hcps.extend(found);
+            hcps.extend(found.filter(|h| crate::ownership::owned_by_cluster(h, &live.uid, &key.name)));
         }
         let Some(selector) = hrp_selector(&key.name, names) else {
             // No name CAAPH could have put in a label: no HelmReleaseProxy can belong to these HelmChartProxies.
@@ -231,6 +235,9 @@ impl Executor {
                     .as_ref()
                     .and_then(|l| l.get(HCP_NAME_LABEL))
                     .is_some_and(|n| names.contains(n))
+                    // Selected by the proxy's name alone (a Cluster name too long for a label), a HelmReleaseProxy
+                    // of another Cluster under a shared name must not count: its clusterRef says whose it is.
+                    && h.data["spec"]["clusterRef"]["name"].as_str() == Some(key.name.as_str())
             })
             .collect();
         Ok(Remains { hcps, hrps })
@@ -309,7 +316,7 @@ impl Executor {
         let key = &live.key;
         self.forget_applied(key);
         let names = candidate_names(&live);
-        let mut remains = self.remains(key, &names).await?;
+        let mut remains = self.remains(&live, &names).await?;
         let hcp_api = Api::<DynamicObject>::namespaced_with(self.mgmt(), &key.namespace, &hcp_resource());
         let mut deleted = false;
         for hcp in remains
@@ -338,7 +345,7 @@ impl Executor {
         }
         if deleted {
             self.uninstall_seen(key, true);
-            remains = self.remains(key, &names).await?;
+            remains = self.remains(&live, &names).await?;
         }
         let observed = self.observed(key, &names, &remains, live.deletion_timestamp);
         let outcome = decide(&observed, Timestamp::now(), &self.policy());

@@ -81,9 +81,23 @@ pub fn template_values(req: &AgentRequest) -> TemplateValues {
         prism_credentials_secret_name: REMOTE_SECRET_NAME.to_owned(),
         enable_kubeconfig_upload: req.enable_kubeconfig_upload,
         control_plane_endpoint: match &req.control_plane_endpoint {
-            Some((host, port)) if !host.is_empty() && *port > 0 => format!("https://{host}:{port}"),
+            Some((host, port)) if !host.is_empty() && *port > 0 => endpoint_url(host, *port),
             _ => String::new(),
         },
+    }
+}
+
+/// `https://host:port`, with an IPv6 address in brackets (`https://[fd00::2]:6443`): without them the port cannot
+/// be told from the address and the text is no URL. A host that already carries brackets keeps one pair.
+fn endpoint_url(host: &str, port: i32) -> String {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if bare.contains(':') {
+        format!("https://[{bare}]:{port}")
+    } else {
+        format!("https://{bare}:{port}")
     }
 }
 
@@ -141,6 +155,23 @@ impl TemplateValues {
     /// The same variables with every string replaced by an inert placeholder of the same byte length (so `len`,
     /// `slice` and emptiness tests behave alike), keeping only the strings named in `keep`. Numbers and booleans
     /// are kept: they cannot carry syntax.
+    /// The same variables with the string variable `name` set to `value`.
+    fn with_string(mut self, name: &str, value: &str) -> Self {
+        let slot = match name {
+            "AgentName" => &mut self.agent_name,
+            "PrismCentralHost" => &mut self.prism_central_host,
+            "PrismCentralAdditionalTrustBundle" => &mut self.prism_central_additional_trust_bundle,
+            "AdditionalTrustBundleConfigMapName" => &mut self.additional_trust_bundle_config_map_name,
+            "ClusterName" => &mut self.cluster_name,
+            "CategoryMappings" => &mut self.category_mappings,
+            "PrismCredentialsSecretName" => &mut self.prism_credentials_secret_name,
+            "ControlPlaneEndpoint" => &mut self.control_plane_endpoint,
+            _ => return self,
+        };
+        *slot = value.to_owned();
+        self
+    }
+
     fn placeholders(&self, keep: Option<&str>) -> Self {
         let inert = |name: &str, s: &str| {
             if keep == Some(name) {
@@ -170,6 +201,28 @@ impl TemplateValues {
             ..self.clone()
         }
     }
+}
+
+/// Whether YAML 1.1 (Helm's reading) takes `s`, written plain, as a boolean while YAML 1.2 takes it as a string.
+fn is_yaml11_only_boolean(s: &str) -> bool {
+    matches!(
+        s,
+        "y" | "Y"
+            | "yes"
+            | "Yes"
+            | "YES"
+            | "n"
+            | "N"
+            | "no"
+            | "No"
+            | "NO"
+            | "on"
+            | "On"
+            | "ON"
+            | "off"
+            | "Off"
+            | "OFF"
+    )
 }
 
 /// One template variable's value.
@@ -336,10 +389,12 @@ pub fn validate_inputs(v: &TemplateValues) -> Result<(), RenderError> {
             "it must be a Kubernetes object name",
         ));
     }
-    if !is_host(&v.prism_central_host) {
+    // '_' is no DNS host name character, but resolvers and CAREN accept it and Prism Central deployments use it;
+    // it has no meaning in YAML, so only the template's quoting (checked after rendering) matters.
+    if !is_host_with(&v.prism_central_host, b"-_") {
         return Err(invalid(
             "PrismCentralHost",
-            "it must be a DNS name or an IP address (letters, digits, '-', '.', and ':' for IPv6)",
+            "it must be a DNS name or an IP address (letters, digits, '-', '_', '.', and ':' for IPv6)",
         ));
     }
     if !v.control_plane_endpoint.is_empty() {
@@ -348,15 +403,17 @@ pub fn validate_inputs(v: &TemplateValues) -> Result<(), RenderError> {
             .strip_prefix("https://")
             .and_then(|rest| rest.rsplit_once(':'))
             .filter(|(host, port)| {
-                is_host(host)
-                    && !port.is_empty()
-                    && port.len() <= 5
-                    && port.bytes().all(|b| b.is_ascii_digit())
+                // An IPv6 address only in brackets: unbracketed, its colons would read as a port.
+                let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                    Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+                    None => !host.contains(':') && is_host(host),
+                };
+                host_ok && !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
             });
         if host_port.is_none() {
             return Err(invalid(
                 "ControlPlaneEndpoint",
-                "it must be https://<DNS name or IP address>:<port>",
+                "it must be https://<DNS name or IP address>:<port>, with an IPv6 address in brackets",
             ));
         }
     }
@@ -369,9 +426,11 @@ pub fn validate_inputs(v: &TemplateValues) -> Result<(), RenderError> {
     validate_category_mappings(&v.category_mappings)
 }
 
-/// Each category key and value may hold letters, digits, spaces and `-_./+@()`; the `=` and `,` that join them
-/// are the only other characters. That excludes every character with a meaning in YAML (`:`, `#`, quotes,
-/// brackets, `&`, `*`, `!`, `|`, `>`, `%`, `@` at the start, newlines) and the template delimiter `{{`.
+/// Each category key and value is non-empty, has no leading or trailing space, and holds no `,` or `=` (which join
+/// them), no control character (newlines), no `"` and no `\`. Other characters, YAML's included (`:`, `#`, `&`,
+/// `'`...), are as CAREN let them through: whether they are safe depends on the template's quoting, so
+/// [`check_contract`] requires the rendered `categoryMappings` to read back exactly as given, which refuses them
+/// where the template leaves them unquoted. `{{` is escaped for CAAPH like every other value.
 fn validate_category_mappings(mappings: &str) -> Result<(), RenderError> {
     if mappings.is_empty() {
         return Ok(());
@@ -385,17 +444,12 @@ fn validate_category_mappings(mappings: &str) -> Result<(), RenderError> {
             ));
         };
         for (part, text) in [("key", key), ("value", value)] {
-            let allowed = |c: char| c.is_alphanumeric() || " -_./+()".contains(c);
-            if text.is_empty()
-                || !text.chars().all(allowed)
-                || text.starts_with(' ')
-                || text.ends_with(' ')
-                || text.starts_with(['-', '.'])
-            {
+            let allowed = |c: char| !c.is_control() && !matches!(c, '"' | '\\' | '=' | ',');
+            if text.is_empty() || !text.chars().all(allowed) || text.starts_with(' ') || text.ends_with(' ') {
                 return Err(invalid(
                     "CategoryMappings",
                     format!(
-                        "the {part} of category {position} must be non-empty letters, digits, inner spaces and -_./+() (not starting with '-' or '.')"
+                        "the {part} of category {position} must be non-empty, without leading or trailing spaces, control characters, '\"' or '\\'"
                     ),
                 ));
             }
@@ -414,6 +468,11 @@ fn is_name_prefix(s: &str) -> bool {
 
 /// A DNS name (letters, digits, '-', '.'), an IPv4 address, or an IPv6 address without brackets.
 fn is_host(s: &str) -> bool {
+    is_host_with(s, b"-")
+}
+
+/// [`is_host`], with `inner` the characters a label may hold besides letters and digits (never first or last).
+fn is_host_with(s: &str, inner: &[u8]) -> bool {
     if s.is_empty() || s.len() > 253 {
         return false;
     }
@@ -423,9 +482,11 @@ fn is_host(s: &str) -> bool {
     s.split('.').all(|label| {
         !label.is_empty()
             && label.len() <= 63
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && label.ends_with(|c: char| c.is_ascii_alphanumeric())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || inner.contains(&b))
     })
 }
 
@@ -513,6 +574,27 @@ pub fn check_structure(template: &str, values: &TemplateValues, yaml: &str) -> R
         }
     };
     let Some(detail) = difference(&real) else {
+        // Helm reads values as YAML 1.1, where a plain `no`, `on`, `yes`, `off`, `y` or `n` is a boolean; the
+        // parser here is YAML 1.2, where they are strings. For an input holding one of those words, render again
+        // with `true` (a boolean in both) in its place: if the shape changes, the template leaves it unquoted, and
+        // Helm would read the real value as a boolean too.
+        for (name, field) in values.fields() {
+            let Field::Str(text) = field else { continue };
+            if !is_yaml11_only_boolean(text) {
+                continue;
+            }
+            let probe = values.placeholders(None).with_string(name, "true");
+            if let Ok(one) = render_values(template, &probe)
+                && let Some(d) = difference(&parse_yaml(&one))
+            {
+                return Err(RenderError::StructureChanged {
+                    input: input_label(name).to_owned(),
+                    detail: format!(
+                        "Helm reads values as YAML 1.1, which takes this unquoted input as a boolean ({d}); quote it in the values template"
+                    ),
+                });
+            }
+        }
         return Ok(real.unwrap_or(Yaml::Null));
     };
     // Name the culprit: the first input that, alone among placeholders, changes the shape.
@@ -627,6 +709,13 @@ pub fn check_contract(
             }
             _ => {}
         }
+    }
+    if let Some(read) = get(&["categoryMappings"]).and_then(Yaml::as_str)
+        && read != inputs.category_mappings
+    {
+        return Err(fail(
+            "categoryMappings does not read back as the Cluster's categories (the template leaves characters with a meaning in YAML unquoted; quote it in the values template)".to_owned(),
+        ));
     }
     if get(&["k8sClusterName"]).and_then(Yaml::as_str) == Some("") {
         return Err(fail(
@@ -810,6 +899,34 @@ kubeconfigUpload:
     }
 
     #[test]
+    fn ipv6_control_plane_endpoints_are_bracketed() {
+        let mut r = request("my-cluster");
+        for (host, want) in [
+            ("fd00::2", "https://[fd00::2]:6443"),
+            ("[fd00::2]", "https://[fd00::2]:6443"),
+            ("10.0.0.10", "https://10.0.0.10:6443"),
+            ("cp.example.com", "https://cp.example.com:6443"),
+        ] {
+            r.control_plane_endpoint = Some((host.into(), 6443));
+            let v = template_values(&r);
+            assert_eq!(v.control_plane_endpoint, want);
+            // The rendered values pass the same checks as every other endpoint.
+            validate_inputs(&v).unwrap();
+            let out = render_values(BUILTIN_VALUES_TEMPLATE, &v).unwrap();
+            assert!(
+                out.contains(&format!("controlPlaneEndpoint: \"{want}\"")),
+                "{out}"
+            );
+        }
+        // Unbracketed IPv6 text in the endpoint is no URL and stays refused.
+        let mut v = template_values(&r);
+        v.control_plane_endpoint = "https://fd00::2:6443".into();
+        assert!(validate_inputs(&v).is_err());
+        v.control_plane_endpoint = "https://[not-v6]:6443".into();
+        assert!(validate_inputs(&v).is_err());
+    }
+
+    #[test]
     fn bundle_and_categories() {
         let mut r = request("my-cluster");
         r.prism_central.trust_bundle = "QlVORExF".into();
@@ -830,6 +947,55 @@ kubeconfigUpload:
         let out = render_checked(BUILTIN_VALUES_TEMPLATE, &template_values(&r), "1.4.0").unwrap();
         assert_eq!(out.yaml, quoted(&expected));
         assert!(out.notes.is_empty());
+    }
+
+    #[test]
+    fn what_caren_let_through_is_accepted_where_the_template_keeps_it_safe() {
+        // '_' in a Prism Central host name.
+        let mut r = request("c");
+        r.prism_central.host = "pc_1.example.com".into();
+        render_checked(BUILTIN_VALUES_TEMPLATE, &template_values(&r), "1.4.0").unwrap();
+        render_checked(CAREN_TEMPLATE, &template_values(&r), "1.4.0").unwrap();
+        for bad in ["_pc.example.com", "pc_.example.com", "pc example.com", "pc:x"] {
+            r.prism_central.host = bad.into();
+            assert!(validate_inputs(&template_values(&r)).is_err(), "{bad}");
+        }
+
+        // Category characters the built-in template quotes: accepted and read back exactly.
+        let mut r = request("c");
+        r.categories = pairs(&[("Team", "a: b #1"), ("Cost&Center", "*x!")]);
+        let out = render_checked(BUILTIN_VALUES_TEMPLATE, &template_values(&r), "1.4.0").unwrap();
+        assert!(
+            out.yaml
+                .contains("categoryMappings: \"Team=a: b #1,Cost&Center=*x!\""),
+            "{}",
+            out.yaml
+        );
+        // CAREN's template leaves them unquoted: refused, by what the YAML reads back, not by an alphabet.
+        assert!(render_checked(CAREN_TEMPLATE, &template_values(&r), "1.4.0").is_err());
+        r.categories = pairs(&[("Team", "x #1")]);
+        let err = render_checked(CAREN_TEMPLATE, &template_values(&r), "1.4.0").unwrap_err();
+        assert!(err.to_string().contains("read back"), "{err}");
+        // Quotes, backslashes and control characters stay refused whatever the template.
+        for bad in ["a\"b", "a\\b", "a\nb"] {
+            r.categories = pairs(&[("Team", bad)]);
+            assert!(validate_inputs(&template_values(&r)).is_err(), "{bad:?}");
+        }
+
+        // YAML 1.1 booleans: Helm reads a plain `no` as false. Quoted by the built-in template: fine.
+        for name in ["no", "on", "off", "yes", "y", "n"] {
+            let v = template_values(&request(name));
+            render_checked(BUILTIN_VALUES_TEMPLATE, &v, "1.4.0").unwrap();
+            let err = render_checked(CAREN_TEMPLATE, &v, "1.4.0")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("YAML 1.1") && err.contains("ClusterName"),
+                "{name}: {err}"
+            );
+        }
+        // Words YAML 1.1 does not take as booleans are left alone.
+        render_checked(CAREN_TEMPLATE, &template_values(&request("nope")), "1.4.0").unwrap();
     }
 
     #[test]
@@ -1011,17 +1177,51 @@ kubeconfigUpload:
             ("[a, b]", "[a, b]"),
             ("| block", "| block"),
         ] {
+            // Refused, naming the input; or, where the template quotes it (or YAML reads it plainly), accepted only
+            // when it reads back exactly as given, as one string: nothing injected, nothing lost.
+            let refused_or_exact = |t: &str, v: &TemplateValues| match render_checked(t, v, "1.4.0") {
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(
+                        e.contains("CategoryMappings") || e.contains("categoryMappings"),
+                        "{e}"
+                    );
+                    assert!(!e.contains(secret), "{e:?} echoes the value");
+                }
+                Ok(out) => {
+                    let yaml: Yaml = serde_yaml_ng::from_str(&out.yaml).unwrap();
+                    assert_eq!(
+                        yaml["categoryMappings"].as_str(),
+                        Some(v.category_mappings.as_str()),
+                        "{value:?}"
+                    );
+                    assert!(
+                        yaml.get("agent")
+                            .and_then(|a| a.get("image"))
+                            .is_some_and(|i| i["repository"] == "quay.io/karbon")
+                    );
+                }
+            };
             r.categories = pairs(&[("Environment", value)]);
             for t in [BUILTIN_VALUES_TEMPLATE, CAREN_TEMPLATE] {
-                refused(t, &template_values(&r), "CategoryMappings", secret);
+                refused_or_exact(t, &template_values(&r));
             }
             r.categories = pairs(&[(value, "v")]);
-            refused(
-                BUILTIN_VALUES_TEMPLATE,
-                &template_values(&r),
-                "CategoryMappings",
-                secret,
-            );
+            refused_or_exact(BUILTIN_VALUES_TEMPLATE, &template_values(&r));
+            // A newline or a double quote is refused whatever the template.
+            if value.contains(['\n', '"']) {
+                refused(
+                    BUILTIN_VALUES_TEMPLATE,
+                    &template_values(&r),
+                    "CategoryMappings",
+                    secret,
+                );
+            }
+        }
+        // What CAREN's unquoted template cannot carry is refused there, by what the YAML reads back.
+        for value in ["a: {b: c}", "x # comment", "[a, b]"] {
+            r.categories = pairs(&[("Environment", value)]);
+            refused(CAREN_TEMPLATE, &template_values(&r), "ategoryMappings", value);
         }
         // Hosts.
         for host in [
@@ -1104,7 +1304,7 @@ kubeconfigUpload:
         );
         assert!(
             out.yaml
-                .contains("controlPlaneEndpoint: \"https://fd00::2:6443\"")
+                .contains("controlPlaneEndpoint: \"https://[fd00::2]:6443\"")
         );
     }
 

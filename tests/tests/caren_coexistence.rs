@@ -266,16 +266,32 @@ async fn an_upgrade_leaves_exactly_one_helm_chart_proxy() {
         names(&hcps(&env).list(&Default::default()).await.unwrap().items),
         ["konnector-agent-c1"]
     );
-    // Then CAREN annotated the Cluster and applied its own object: two HelmChartProxies for one release.
+    // Then CAREN's webhook annotated the Cluster. BeforeClusterUpgrade: konnector keeps the proxy that drives the
+    // release (adopts it under its name) instead of creating CAREN's name and deleting it, which made CAAPH
+    // uninstall the agent.
     annotate_with_caren_uuid(&env).await;
-    let values: Value = caren_values(&env).await.into();
-    caren_like_apply(&env, values.as_str().unwrap()).await;
-    assert_eq!(hcps(&env).list(&Default::default()).await.unwrap().items.len(), 2);
-    // BeforeClusterUpgrade: konnector converges on CAREN's name and removes the other.
     konnector_apply(&env).await;
     assert_eq!(
         names(&hcps(&env).list(&Default::default()).await.unwrap().items),
-        [format!("konnector-agent-{UUID}")]
+        ["konnector-agent-c1"]
+    );
+    // CAREN's own BeforeClusterUpgrade then writes its proxy beside it: two proxies, CAREN's doing. konnector
+    // deletes neither (either deletion uninstalls the release); it reports the pair (tests/tests/caren_names.rs).
+    let values: Value = caren_values(&env).await.into();
+    caren_like_apply(&env, values.as_str().unwrap()).await;
+    konnector_apply(&env).await;
+    assert_eq!(
+        names(&hcps(&env).list(&Default::default()).await.unwrap().items),
+        [format!("konnector-agent-{UUID}"), "konnector-agent-c1".to_owned()]
+    );
+    assert_eq!(
+        env.executor.metrics.kube_request_count_by_verb(
+            "management",
+            Some("delete"),
+            Some("helmchartproxies")
+        ),
+        0,
+        "konnector deleted no HelmChartProxy"
     );
 }
 

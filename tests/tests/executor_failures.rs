@@ -166,13 +166,19 @@ async fn missing_objects_are_failed_precondition() {
     )
     .await
     .unwrap();
-    expect_error(
-        &env,
-        configured(&env, addon_cluster_config("both")).await,
-        Code::FailedPrecondition,
-        &["clusters/both", "both"],
-    )
-    .await;
+    // apiKey beside username and password: accepted, as CAREN accepts it (refusing it failed upgrades CAREN let
+    // through); only username and password are copied, and the answer says so.
+    let both = apply(&env, configured(&env, addon_cluster_config("both")).await)
+        .await
+        .unwrap();
+    assert!(both.applied, "{both:?}");
+    assert!(
+        both.notes
+            .iter()
+            .any(|n| n.contains("clusters/both") && n.contains("apiKey")),
+        "{:?}",
+        both.notes
+    );
 
     // An apiKey alone is refused: no published konnector-agent chart reads it.
     workload::put_credentials_secret(&env.admin, TEST_NAMESPACE, "api-key", &[("apiKey", "k")])

@@ -358,8 +358,11 @@ async fn a_cluster_name_over_63_characters_can_be_deleted() {
     let hcps = Api::<DynamicObject>::namespaced_with(env.admin.clone(), TEST_NAMESPACE, &hcp_resource());
     let hcp: DynamicObject = serde_json::from_value(serde_json::json!({
         "apiVersion": "addons.cluster.x-k8s.io/v1alpha1", "kind": "HelmChartProxy",
-        "metadata": {"name": hcp_name, "namespace": TEST_NAMESPACE},
-        "spec": {"clusterSelector": {"matchLabels": {}}, "chartName": "konnector-agent", "repoURL": "https://example.com"},
+        // Owned by the Cluster as konnector writes it (ownerReference and selector): RemoveAgent deletes only what the
+        // Cluster owns.
+        "metadata": {"name": hcp_name, "namespace": TEST_NAMESPACE, "ownerReferences": [{
+            "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster", "name": long, "uid": cluster.uid}]},
+        "spec": {"clusterSelector": {"matchLabels": {"cluster.x-k8s.io/cluster-name": long}}, "chartName": "konnector-agent", "repoURL": "https://example.com"},
     }))
     .unwrap();
     hcps.create(&PostParams::default(), &hcp).await.unwrap();
