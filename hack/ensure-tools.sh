@@ -6,7 +6,11 @@
 #   buf         from npm, pinned in hack/tools/package.json (npm itself comes from Debian when missing);
 #   grpcurl     the Rust port (grpcurl-rs), compiled from crates.io into hack/tools/cargo (a few minutes, once);
 #   kubectl     Debian's kubernetes-client, unless a working kubectl is already on PATH;
-#   cargo-deny  compiled from crates.io into hack/tools/cargo (a few minutes, once).
+#   cargo-deny  compiled from crates.io into hack/tools/cargo (a few minutes, once);
+#   skopeo      Debian's skopeo, which reads the OCI layouts hack/build-images.sh writes;
+#   actionlint  built from the github.com/rhysd/actionlint Go module (hack/upstream/actionlint/go.mod pins the
+#               release), cached per version in ~/.cache/konnector (under a minute, once), with Debian's shellcheck,
+#               which it runs on the workflows' `run:` scripts.
 # With no arguments it installs helm and buf, what the tests that render the chart need.
 set -euo pipefail
 cd "$(dirname "$0")/tools"
@@ -72,13 +76,41 @@ for tool in "${tools[@]}"; do
         ln -sf "$PWD/cargo/bin/cargo-deny" "$bin/cargo-deny"
       fi
       ;;
+    skopeo)
+      if ! command -v skopeo >/dev/null 2>&1; then
+        say "installing skopeo from Debian (reads and copies OCI image layouts)"
+        apt_install skopeo
+      fi
+      ;;
+    actionlint)
+      actionlint_version=$(awk '$1 == "require" && $2 == "github.com/rhysd/actionlint" { print $3 }' ../upstream/actionlint/go.mod)
+      actionlint_cache="${XDG_CACHE_HOME:-$HOME/.cache}/konnector/actionlint-$actionlint_version"
+      if [[ ! -x $actionlint_cache/actionlint ]]; then
+        say "building actionlint $actionlint_version from its Go module (under a minute, once)"
+        (
+          cd ../upstream/actionlint
+          # shellcheck source=../upstream/go-env.sh
+          . ../go-env.sh
+          stage=$(mktemp -d "${actionlint_cache}.XXXXXX")
+          go build -trimpath -ldflags "-s -w" -o "$stage/actionlint" github.com/rhysd/actionlint/cmd/actionlint >&2
+          rm -rf "$actionlint_cache"
+          mv "$stage" "$actionlint_cache"
+        )
+      fi
+      if ! command -v shellcheck >/dev/null 2>&1; then
+        say "installing shellcheck from Debian (actionlint checks the workflows' run: scripts with it)"
+        apt_install shellcheck
+      fi
+      mkdir -p "$bin"
+      ln -sfn "$actionlint_cache/actionlint" "$bin/actionlint"
+      ;;
     kubectl)
       if ! kubectl version --client >/dev/null 2>&1; then
         say "installing kubectl from Debian (package kubernetes-client)"
         apt_install kubernetes-client
       fi
       ;;
-    *) say "unknown tool '$tool' (known: helm buf grpcurl kubectl cargo-deny)"; exit 2 ;;
+    *) say "unknown tool '$tool' (known: helm buf grpcurl kubectl cargo-deny skopeo actionlint)"; exit 2 ;;
   esac
 done
 if [[ -n ${link_helm:-} ]]; then

@@ -10,6 +10,21 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 
+/// Shown after `--help`, as kubectl plugins do.
+const EXAMPLES: &str = "Examples:
+  # What konnector sees for Cluster wl-1 in namespace tenants (also: konnector status tenants/wl-1)
+  kubectl konnector status wl-1 -n tenants
+  # The objects the next apply would write, as YAML
+  kubectl konnector plan wl-1 -n tenants -o yaml
+  # Check the install end to end, the CAPI side included, through another context, as another user
+  kubectl konnector doctor wl-1 -n tenants --context prod --as alice
+  # Which Clusters have a broken agent, worst first
+  kubectl konnector fleet
+  # konnector installed in another namespace, under another release name
+  kubectl konnector status wl-1 -n tenants --konnector-namespace platform --release konnector-prod
+  # Shell completion
+  source <(konnector completion bash)";
+
 /// Status, plan and doctor for one CAPI Cluster, from konnector's executor.
 ///
 /// Reaches the executor directly (--executor-url with --ca, --cert, --key), or, by default, through your kubeconfig:
@@ -18,15 +33,24 @@ use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 /// Exit codes: 0 success; 1 doctor found a failing check; 2 bad usage; 3 the executor could not be reached
 /// (kubeconfig, pod, Secret, TLS, network); 4 the executor refused the request (the message says why).
 #[derive(Parser, Debug, Clone)]
-#[command(name = "konnector", version = konnector_runtime::VERSION)]
+#[command(name = "konnector", version = konnector_runtime::VERSION, after_help = EXAMPLES)]
 pub struct Args {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// The Cluster's namespace, as kubectl's -n (`status wl-1 -n tenants`). Default: the kubeconfig context's
+    /// namespace, else "default". A <namespace>/<name> argument names it instead.
+    #[arg(
+        short = 'n',
+        long = "namespace",
+        env = "KONNECTOR_CLUSTER_NAMESPACE",
+        global = true
+    )]
+    pub cluster_namespace: Option<String>,
     /// How to reach the executor.
     #[command(flatten)]
     pub connection: Connection,
-    /// Output: a human table, or JSON for scripts.
+    /// Output: a human table, or JSON or YAML for scripts.
     #[arg(short, long, env = "KONNECTOR_OUTPUT", value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
     /// Bound on the whole command, connection included (e.g. 30s).
@@ -48,23 +72,55 @@ pub enum Command {
         /// The Cluster, as <namespace>/<name>.
         cluster: ClusterName,
     },
-    /// Checks the executor and the Cluster's install, one line per check with a next step; exits 1 when one fails.
+    /// Checks the executor and the Cluster's install, then the CAPI side (ExtensionConfig discovery, injected
+    /// caBundle, gateway endpoints, NetworkPolicy), one line per check with a next step; exits 1 when one fails.
     Doctor {
         /// The Cluster, as <namespace>/<name>.
         cluster: ClusterName,
+        /// The ExtensionConfig CAPI discovers konnector through (the chart's extensionConfig.name).
+        #[arg(long, env = "KONNECTOR_EXTENSION_CONFIG", default_value = "konnector")]
+        extension_config: String,
+    },
+    /// Every Cluster (in -n's namespace, else in all), one line each, worst first: which have a broken agent.
+    /// Lists the Clusters through the kubeconfig; exits 1 when one has a failing check.
+    Fleet,
+    /// Prints a shell completion script: `source <(konnector completion bash)`, or for the kubectl plugin, a
+    /// `kubectl_complete-konnector` script (kubectl >= 1.26) that runs it.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
 }
 
 impl Command {
-    /// The Cluster the command is about.
-    pub fn cluster(&self) -> &ClusterName {
+    /// The Cluster the command is about, as given (its namespace may still be empty); None for completion.
+    pub fn cluster(&self) -> Option<&ClusterName> {
         match self {
-            Self::Status { cluster } | Self::Plan { cluster } | Self::Doctor { cluster } => cluster,
+            Self::Status { cluster } | Self::Plan { cluster } | Self::Doctor { cluster, .. } => Some(cluster),
+            Self::Completion { .. } | Self::Fleet => None,
         }
     }
 }
 
-/// A Cluster's `<namespace>/<name>`.
+impl Args {
+    /// The Cluster with its namespace: from `<namespace>/<name>`, else `-n`, else `context_namespace` (the
+    /// kubeconfig context's), else "default", as kubectl. Naming two different namespaces is a usage error.
+    pub fn cluster(&self, context_namespace: Option<&str>) -> Result<ClusterName, String> {
+        let given = self.command.cluster().ok_or("this command names no Cluster")?;
+        match (given.namespace.as_str(), self.cluster_namespace.as_deref()) {
+            ("", ns) => Ok(ClusterName {
+                namespace: ns.or(context_namespace).unwrap_or("default").to_owned(),
+                name: given.name.clone(),
+            }),
+            (from_arg, Some(flag)) if from_arg != flag => Err(format!(
+                "the Cluster {given} is in namespace {from_arg}, but -n says {flag}: name it once"
+            )),
+            _ => Ok(given.clone()),
+        }
+    }
+}
+
+/// A Cluster's `<namespace>/<name>`, or `<name>` alone (the namespace then comes from `-n`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterName {
     /// The namespace on the management cluster.
@@ -84,7 +140,13 @@ impl std::str::FromStr for ClusterName {
                     name: name.to_owned(),
                 })
             }
-            _ => Err(format!("expected <namespace>/<name>, got {s:?}")),
+            None if !s.is_empty() => Ok(Self {
+                namespace: String::new(),
+                name: s.to_owned(),
+            }),
+            _ => Err(format!(
+                "expected <name> (with -n <namespace>) or <namespace>/<name>, got {s:?}"
+            )),
         }
     }
 }
@@ -102,6 +164,8 @@ pub enum Output {
     Table,
     /// One JSON document on stdout.
     Json,
+    /// The same document as YAML.
+    Yaml,
 }
 
 /// How to reach the executor: directly when `--executor-url` is set, otherwise through the kubeconfig.
@@ -138,10 +202,19 @@ pub struct Connection {
     /// Kubeconfig context. Default: the current context.
     #[arg(long, env = "KONNECTOR_CONTEXT", global = true)]
     pub context: Option<String>,
-    /// Namespace konnector is installed in (its executor pods and the gateway's client Secret).
+    /// User to impersonate for the Kubernetes API (kubectl's --as).
+    #[arg(long = "as", env = "KONNECTOR_AS", global = true)]
+    pub as_user: Option<String>,
+    /// Group to impersonate (kubectl's --as-group); repeatable.
+    #[arg(long = "as-group", env = "KONNECTOR_AS_GROUP", global = true)]
+    pub as_groups: Vec<String>,
+    /// Bound on each Kubernetes API request (kubectl's --request-timeout: 30s, 1m, a number of seconds; 0: none).
+    #[arg(long, env = "KONNECTOR_REQUEST_TIMEOUT", value_parser = parse_request_timeout, global = true)]
+    pub request_timeout: Option<RequestTimeout>,
+    /// Namespace konnector is installed in (its executor pods and the gateway's client Secret). Not -n: that is
+    /// the Cluster's namespace, as in kubectl.
     #[arg(
-        short = 'n',
-        long,
+        long = "konnector-namespace",
         env = "KONNECTOR_NAMESPACE",
         default_value = "konnector-system",
         global = true
@@ -153,6 +226,26 @@ pub struct Connection {
     pub release: String,
 }
 
+/// `--request-timeout`: a bound, or none (`0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestTimeout(
+    /// The bound; None: no bound.
+    pub Option<Duration>,
+);
+
+fn parse_request_timeout(s: &str) -> Result<RequestTimeout, String> {
+    if s == "0" {
+        return Ok(RequestTimeout(None));
+    }
+    let d = match s.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (e.g. 30s, 1m, 0 for none)"))?
+        }
+    };
+    Ok(RequestTimeout(Some(d)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,9 +254,96 @@ mod tests {
     fn cluster_names() {
         let c: ClusterName = "tenants/wl-1".parse().unwrap();
         assert_eq!((c.namespace.as_str(), c.name.as_str()), ("tenants", "wl-1"));
-        for bad in ["wl-1", "/wl-1", "tenants/", "a/b/c", ""] {
+        let c: ClusterName = "wl-1".parse().unwrap();
+        assert_eq!((c.namespace.as_str(), c.name.as_str()), ("", "wl-1"));
+        for bad in ["/wl-1", "tenants/", "a/b/c", ""] {
             assert!(bad.parse::<ClusterName>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn dash_n_is_the_clusters_namespace_as_in_kubectl() {
+        let parse = |argv: &[&str]| Args::try_parse_from(argv).unwrap();
+        let cluster = |argv: &[&str], ctx: Option<&str>| parse(argv).cluster(ctx).map(|c| c.to_string());
+        assert_eq!(
+            cluster(&["konnector", "status", "wl-1", "-n", "tenants"], None).unwrap(),
+            "tenants/wl-1"
+        );
+        assert_eq!(
+            cluster(&["konnector", "-n", "tenants", "doctor", "wl-1"], Some("ctx")).unwrap(),
+            "tenants/wl-1"
+        );
+        assert_eq!(
+            cluster(&["konnector", "status", "wl-1"], Some("ctx")).unwrap(),
+            "ctx/wl-1"
+        );
+        assert_eq!(
+            cluster(&["konnector", "status", "wl-1"], None).unwrap(),
+            "default/wl-1"
+        );
+        assert_eq!(
+            cluster(&["konnector", "status", "tenants/wl-1", "-n", "tenants"], None).unwrap(),
+            "tenants/wl-1"
+        );
+        assert!(cluster(&["konnector", "status", "tenants/wl-1", "-n", "other"], None).is_err());
+        // konnector's own namespace has its own flag.
+        let args = parse(&[
+            "konnector",
+            "status",
+            "wl-1",
+            "-n",
+            "tenants",
+            "--konnector-namespace",
+            "platform",
+        ]);
+        assert_eq!(args.connection.namespace, "platform");
+        assert!(
+            Args::try_parse_from(["konnector", "completion", "bash"])
+                .unwrap()
+                .command
+                .cluster()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn kubectl_generic_flags() {
+        let args = Args::try_parse_from([
+            "konnector",
+            "status",
+            "wl-1",
+            "--as",
+            "alice",
+            "--as-group",
+            "ops",
+            "--as-group",
+            "sre",
+            "--request-timeout",
+            "5s",
+            "--context",
+            "prod",
+            "--kubeconfig",
+            "/k",
+            "-o",
+            "yaml",
+        ])
+        .unwrap();
+        let c = &args.connection;
+        assert_eq!(c.as_user.as_deref(), Some("alice"));
+        assert_eq!(c.as_groups, ["ops", "sre"]);
+        assert_eq!(
+            c.request_timeout,
+            Some(RequestTimeout(Some(Duration::from_secs(5))))
+        );
+        assert_eq!(c.context.as_deref(), Some("prod"));
+        assert_eq!(args.output, Output::Yaml);
+        assert_eq!(parse_request_timeout("0"), Ok(RequestTimeout(None)));
+        assert_eq!(
+            parse_request_timeout("30"),
+            Ok(RequestTimeout(Some(Duration::from_secs(30))))
+        );
+        assert!(parse_request_timeout("soon").is_err());
+        <Args as clap::CommandFactory>::command().debug_assert();
     }
 
     #[test]
@@ -176,6 +356,6 @@ mod tests {
         assert_eq!(args.timeout, Duration::from_secs(30));
         // A client certificate without its key is a usage error.
         assert!(Args::try_parse_from(["konnector", "status", "ns/c", "--cert", "x"]).is_err());
-        assert!(Args::try_parse_from(["konnector", "status", "nope"]).is_err());
+        assert!(Args::try_parse_from(["konnector", "status", "a/b/c"]).is_err());
     }
 }

@@ -179,7 +179,36 @@ pub async fn kube_client(c: &Connection) -> anyhow::Result<Client> {
         // As kubectl: $KUBECONFIG, ~/.kube/config, and inside a pod its ServiceAccount.
         (None, None) => Config::infer().await.context(HINT)?,
     };
+    let mut config = config;
+    // kubectl's generic flags: impersonation and the per-request bound.
+    if let Some(user) = &c.as_user {
+        config.auth_info.impersonate = Some(user.clone());
+    }
+    if !c.as_groups.is_empty() {
+        config.auth_info.impersonate_groups = Some(c.as_groups.clone());
+    }
+    if let Some(crate::args::RequestTimeout(bound)) = c.request_timeout {
+        config.read_timeout = bound;
+        config.write_timeout = bound;
+        config.connect_timeout = bound;
+    }
     Client::try_from(config).context("cannot build a Kubernetes client from the kubeconfig")
+}
+
+/// The namespace of the kubeconfig context in use (`--context`, else the current one), as kubectl defaults `-n` to
+/// it; None when there is no kubeconfig or the context names none.
+pub fn context_namespace(c: &Connection) -> Option<String> {
+    let kubeconfig = match &c.kubeconfig {
+        Some(path) => Kubeconfig::read_from(path).ok()?,
+        None => Kubeconfig::read().ok()?,
+    };
+    let name = c.context.clone().or(kubeconfig.current_context.clone())?;
+    kubeconfig
+        .contexts
+        .iter()
+        .find(|ctx| ctx.name == name)
+        .and_then(|ctx| ctx.context.as_ref())
+        .and_then(|ctx| ctx.namespace.clone())
 }
 
 /// The first ready executor pod by name (deterministic), and its gRPC port.
@@ -202,7 +231,7 @@ pub async fn find_executor_pod(
     if found.is_empty() {
         bail!(
             "no executor pod in namespace {namespace} (selector {selector}): is konnector installed there with \
-             release name {release}? (see --namespace, --release)"
+             release name {release}? (see --konnector-namespace, --release)"
         );
     }
     let seen = found
@@ -306,7 +335,7 @@ fn kube_error(error: kube::Error, what: &str) -> anyhow::Error {
         ),
         kube::Error::Api(s) if s.code == 404 => {
             anyhow::anyhow!(
-                "cannot {what}: not found; is konnector installed there? (see --namespace, --release)"
+                "cannot {what}: not found; is konnector installed there? (see --konnector-namespace, --release)"
             )
         }
         _ => anyhow::anyhow!("cannot {what}: {}", kube_message(&error)),

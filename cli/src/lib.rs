@@ -8,8 +8,10 @@
 #![deny(missing_docs)]
 
 pub mod args;
+pub mod capi;
 pub mod connect;
 pub mod doctor;
+pub mod fleet;
 pub mod plan;
 pub mod status;
 pub mod table;
@@ -51,6 +53,8 @@ enum Failure {
         status: tonic::Status,
     },
     Output(anyhow::Error),
+    /// The command line contradicts itself in a way clap cannot see (exit 2, as clap's usage errors).
+    Usage(String),
 }
 
 impl Failure {
@@ -58,6 +62,7 @@ impl Failure {
         match self {
             Self::Unreachable(_) | Self::Output(_) => ExitCode::Unreachable,
             Self::Refused { .. } => ExitCode::Refused,
+            Self::Usage(_) => ExitCode::Usage,
         }
     }
 
@@ -68,6 +73,7 @@ impl Failure {
             Self::Unreachable(e) => connect::chain(e.as_ref()),
             Self::Refused { rpc, status } => refusal(rpc, status),
             Self::Output(e) => format!("cannot write the output: {}", connect::chain(e.as_ref())),
+            Self::Usage(why) => why.clone(),
         };
         text.replace(['\n', '\r'], " ")
     }
@@ -145,7 +151,16 @@ async fn run(args: &Args, out: &mut impl Write) -> Result<ExitCode, Failure> {
 }
 
 async fn run_unbounded(args: &Args, out: &mut impl Write) -> Result<ExitCode, Failure> {
-    let cluster = args.command.cluster();
+    if let Command::Completion { shell } = &args.command {
+        clap_complete::generate(*shell, &mut Args::command(), "konnector", out);
+        return Ok(ExitCode::Ok);
+    }
+    if let Command::Fleet = &args.command {
+        return fleet(args, out).await;
+    }
+    let cluster = &args
+        .cluster(connect::context_namespace(&args.connection).as_deref())
+        .map_err(Failure::Usage)?;
     match &args.command {
         Command::Status { .. } => {
             let executor = connect::connect(&args.connection)
@@ -163,8 +178,9 @@ async fn run_unbounded(args: &Args, out: &mut impl Write) -> Result<ExitCode, Fa
             emit(out, args.output, &view, || view.text())?;
             Ok(ExitCode::Ok)
         }
-        Command::Doctor { .. } => {
-            let findings = gather(args, cluster).await;
+        Command::Doctor { extension_config, .. } => {
+            let mut findings = gather(args, cluster).await;
+            findings.capi = Some(gather_capi(args, extension_config).await);
             let report = doctor::diagnose(&findings);
             emit(out, args.output, &report, || Ok(report.text()))?;
             Ok(if report.healthy {
@@ -173,7 +189,73 @@ async fn run_unbounded(args: &Args, out: &mut impl Write) -> Result<ExitCode, Fa
                 ExitCode::CheckFailed
             })
         }
+        Command::Completion { .. } | Command::Fleet => Ok(ExitCode::Ok),
     }
+}
+
+/// How many GetAgentStatus calls `fleet` keeps in flight: enough to cover 300 Clusters within the default
+/// --timeout, few enough not to load the executor (each call reads one workload cluster).
+const FLEET_CONCURRENCY: usize = 8;
+
+async fn fleet(args: &Args, out: &mut impl Write) -> Result<ExitCode, Failure> {
+    let client = connect::kube_client(&args.connection)
+        .await
+        .map_err(Failure::Unreachable)?;
+    let clusters = capi::list_clusters(&client, args.cluster_namespace.as_deref())
+        .await
+        .map_err(Failure::Unreachable)?;
+    let executor = connect::connect(&args.connection)
+        .await
+        .map_err(Failure::Unreachable)?;
+    let mut rows = Vec::with_capacity(clusters.len());
+    let mut pending = clusters.into_iter();
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        while running.len() < FLEET_CONCURRENCY {
+            let Some(cluster) = pending.next() else { break };
+            let executor = executor.clone();
+            running.spawn(async move {
+                let status = get_status(&executor, &cluster)
+                    .await
+                    .map(|s| status::StatusView::new(cluster.to_string(), s))
+                    .map_err(|f| f.line());
+                fleet::row(cluster.to_string(), status)
+            });
+        }
+        match running.join_next().await {
+            Some(Ok(row)) => rows.push(row),
+            Some(Err(e)) => return Err(Failure::Unreachable(anyhow::anyhow!("a status call failed: {e}"))),
+            None => break,
+        }
+    }
+    let view = fleet::FleetView::new(rows);
+    emit(out, args.output, &view, || Ok(view.table()))?;
+    Ok(if view.broken == 0 {
+        ExitCode::Ok
+    } else {
+        ExitCode::CheckFailed
+    })
+}
+
+/// The CAPI side, through the kubeconfig: always when the executor is reached through it, and with
+/// `--executor-url` only when a kubeconfig is named (flag, context or KUBECONFIG), so a direct call never reads a
+/// cluster the user did not point at.
+async fn gather_capi(args: &Args, extension_config: &str) -> Result<capi::CapiFindings, String> {
+    let c = &args.connection;
+    if c.executor_url.is_some()
+        && c.kubeconfig.is_none()
+        && c.context.is_none()
+        && std::env::var_os("KUBECONFIG").is_none()
+    {
+        return Err(
+            "not read: --executor-url without --kubeconfig (the CAPI side is read through a kubeconfig)"
+                .into(),
+        );
+    }
+    let client = connect::kube_client(c)
+        .await
+        .map_err(|e| connect::chain(e.as_ref()))?;
+    Ok(capi::gather(&client, extension_config).await)
 }
 
 /// Doctor reports a failure to connect or an RPC refusal as a failed check rather than as an error.
@@ -183,6 +265,7 @@ async fn gather(args: &Args, cluster: &ClusterName) -> doctor::Findings {
         executor: Err(String::new()),
         status: None,
         plan: None,
+        capi: None,
     };
     let executor = match connect::connect(&args.connection).await {
         Ok(e) => e,
@@ -283,6 +366,7 @@ fn emit<T: serde::Serialize>(
                 s
             })
             .map_err(|e| Failure::Output(e.into()))?,
+        Output::Yaml => serde_yaml_ng::to_string(value).map_err(|e| Failure::Output(e.into()))?,
         Output::Table => human().map_err(Failure::Output)?,
     };
     out.write_all(text.as_bytes())

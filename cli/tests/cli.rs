@@ -237,15 +237,38 @@ async fn status_plan_and_doctor_for_a_healthy_then_broken_cluster() {
         .into_iter()
         .chain(flags.iter().map(String::as_str))
         .collect();
-    let plugin = run_program("kubectl", &plugin_args, &[("PATH", path)]).await;
+    let plugin = run_program("kubectl", &plugin_args, &[("PATH", path.clone())]).await;
     assert_eq!((plugin.code, &plugin.stdout), (0, &status.stdout), "{plugin:#?}");
 
-    // Healthy: doctor finds nothing wrong.
+    // kubectl's conventions: -n is the Cluster's namespace (`kubectl konnector status c1 -n clusters`), and naming
+    // two namespaces is a usage error; -o yaml is the JSON document as YAML.
+    let plugin_args: Vec<&str> = ["konnector", "status", "c1", "-n", "clusters"]
+        .into_iter()
+        .chain(flags.iter().map(String::as_str))
+        .collect();
+    let plugin = run_program("kubectl", &plugin_args, &[("PATH", path)]).await;
+    assert_eq!((plugin.code, &plugin.stdout), (0, &status.stdout), "{plugin:#?}");
+    let twice = konnector_direct(&env, &["status", CLUSTER, "-n", "elsewhere"]).await;
+    assert_eq!(twice.code, 2, "{twice:#?}");
+    assert!(twice.stderr.contains("-n says elsewhere"), "{}", twice.stderr);
+    let yaml: Value = serde_yaml_ng::from_str(
+        &konnector_direct(&env, &["status", CLUSTER, "-o", "yaml"])
+            .await
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(yaml, json);
+
+    // Healthy: doctor finds nothing wrong. Called directly without a kubeconfig, it says it did not read the CAPI
+    // side (doctor_capi.rs reads it) rather than passing it.
     let doctor = konnector_direct(&env, &["doctor", CLUSTER]).await;
     show("doctor, healthy", &doctor);
     assert_eq!(doctor.code, 0, "{doctor:#?}");
     assert!(
-        doctor.stdout.ends_with("10 ok, 0 warn, 0 fail, 0 skip\n"),
+        doctor.stdout.ends_with(
+            "skip  CAPI side                   not read: --executor-url without --kubeconfig (the CAPI side is read \
+             through a kubeconfig)\n10 ok, 0 warn, 0 fail, 1 skip\n"
+        ),
         "{}",
         doctor.stdout
     );
@@ -261,7 +284,7 @@ async fn status_plan_and_doctor_for_a_healthy_then_broken_cluster() {
             .as_array()
             .unwrap()
             .iter()
-            .all(|c| c["verdict"] == "ok"),
+            .all(|c| c["verdict"] == "ok" || c["name"] == "CAPI side"),
         "{report:#}"
     );
 
@@ -295,6 +318,18 @@ async fn status_plan_and_doctor_for_a_healthy_then_broken_cluster() {
         "{plan_json:#}"
     );
 
+    // The fleet view lists the Clusters through the kubeconfig (here the admin's) and asks the executor about each.
+    let admin_kc = format!("--kubeconfig={}", env.mgmt.kubeconfig_path().display());
+    let fleet = konnector_direct(&env, &["fleet", &admin_kc]).await;
+    show("fleet, healthy", &fleet);
+    assert_eq!(
+        (fleet.code, fleet.stdout.as_str()),
+        (
+            0,
+            "      CLUSTER      PROBLEM\nok    clusters/c1\n1 Cluster(s), 0 with a failing check\n"
+        )
+    );
+
     // Broken 1: the agent's Secret is gone from the workload cluster.
     Api::<Secret>::namespaced(env.workload.client().await.unwrap(), "ntnx-system")
         .delete("konnector-agent", &DeleteParams::default())
@@ -303,6 +338,21 @@ async fn status_plan_and_doctor_for_a_healthy_then_broken_cluster() {
     let doctor = konnector_direct(&env, &["doctor", CLUSTER]).await;
     show("doctor, workload Secret deleted", &doctor);
     assert_eq!(doctor.code, 1, "{doctor:#?}");
+    let fleet = konnector_direct(&env, &["fleet", &admin_kc, "-n", "clusters"]).await;
+    show("fleet, workload Secret deleted", &fleet);
+    assert_eq!(fleet.code, 1, "{fleet:#?}");
+    assert!(
+        fleet.stdout.contains(
+            "fail  clusters/c1  credentials copied: Secret ntnx-system/konnector-agent is missing on the workload cluster"
+        ),
+        "{}",
+        fleet.stdout
+    );
+    assert!(
+        fleet.stdout.ends_with("1 Cluster(s), 1 with a failing check\n"),
+        "{}",
+        fleet.stdout
+    );
     assert!(
         doctor.stdout.contains(
             "fail  credentials copied          Secret ntnx-system/konnector-agent is missing on the workload cluster"
@@ -478,7 +528,21 @@ async fn status_plan_and_doctor_for_a_healthy_then_broken_cluster() {
     );
 
     // Usage errors are clap's exit code 2.
-    assert_eq!(konnector(&["status", "no-slash"]).await.code, 2);
+    assert_eq!(konnector(&["status", "a/b/c"]).await.code, 2);
+    // Shell completion comes from the same flags, and needs no executor; --help shows examples.
+    let completion = konnector(&["completion", "bash"]).await;
+    assert_eq!(completion.code, 0, "{completion:#?}");
+    assert!(
+        completion.stdout.contains("--konnector-namespace"),
+        "{}",
+        completion.stdout
+    );
+    let help = konnector(&["--help"]).await;
+    assert!(
+        help.stdout.contains("kubectl konnector status wl-1 -n tenants"),
+        "{}",
+        help.stdout
+    );
 }
 
 /// The Role the README gives an operator for the kubeconfig path, verbatim from the README.

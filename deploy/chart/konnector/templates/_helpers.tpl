@@ -34,7 +34,13 @@ Scheduling and pod-metadata values of one component. Call with (dict "root" $ "c
 {{- with $v.priorityClassName }}
 priorityClassName: {{ . }}
 {{- end }}
-{{- with $v.nodeSelector }}
+{{- /* Single-architecture images (image.architectures) pin their pods to that architecture's nodes. */}}
+{{- $nodeSelector := deepCopy ($v.nodeSelector | default (dict)) }}
+{{- $archs := .root.Values.image.architectures | default (list) }}
+{{- if and (eq (len $archs) 1) (not (hasKey $nodeSelector "kubernetes.io/arch")) }}
+{{- $_ := set $nodeSelector "kubernetes.io/arch" (first $archs) }}
+{{- end }}
+{{- with $nodeSelector }}
 nodeSelector: {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- with $v.affinity }}
