@@ -56,7 +56,6 @@ use crate::{
     executor::{Executor, on_workload},
     leader::{LeaderElector, LeaseConfig},
     names::{AGENT_NAME, FIELD_MANAGER, RELEASE_NAMESPACE, REMOTE_SECRET_NAME, hcp_resource},
-    objects::helm_chart_proxy_name_for,
 };
 
 /// The pod-template annotation that rolls the agent when its credentials change.
@@ -667,23 +666,38 @@ impl Executor {
         }
     }
 
-    /// `konnectorAgent` was removed from a running Cluster and the operator opted in: deletes the HelmChartProxy
-    /// konnector made for it (CAAPH uninstalls the release) and the credentials copy on the workload cluster.
+    /// `konnectorAgent` was removed from a running Cluster and the operator opted in: deletes the HelmChartProxies
+    /// this Cluster owns (CAAPH uninstalls the release) and the credentials copy on the workload cluster.
+    ///
+    /// Found as RemoveAgent finds them: every candidate name, kept only when owned by the hooks' rule
+    /// (`ownership::owned_by_cluster`). The current rule's name alone missed a proxy ApplyAgent adopted (an older
+    /// rule's name, a uuid annotation gained later) and left the agent installed; a proxy another Cluster owns under
+    /// a candidate name (a copied uuid) is never touched. Each delete carries the uid and resourceVersion that were
+    /// checked, so a proxy that changed hands meanwhile fails the delete (409) instead of being removed.
     async fn uninstall_removed(&self, live: &LiveCluster) -> Result<Outcome, Error> {
         let key = &live.key;
-        let name = helm_chart_proxy_name_for(&key.name, &live.annotations());
-        let hcp_ref = format!("{}/{name}", key.namespace);
-        let hcps: Api<DynamicObject> = Api::namespaced_with(self.mgmt(), &key.namespace, &hcp_resource());
-        let current = hcps
-            .get_opt(&name)
-            .await
-            .map_err(|e| Error::kube(format!("read HelmChartProxy {hcp_ref}"), Side::Management, &e))?;
-        // Only an object this Cluster owns is konnector's to delete.
-        let Some(current) = current.filter(|h| owned_by(h, &live.uid)) else {
+        let names = crate::uninstall::candidate_names(live);
+        let owned = self.owned_hcps(live, &names).await?;
+        if owned.is_empty() {
             return Ok(Outcome::Skipped("the addon is not configured"));
-        };
-        if current.metadata.deletion_timestamp.is_none() {
-            match hcps.delete(&name, &DeleteParams::default()).await {
+        }
+        let hcps: Api<DynamicObject> = Api::namespaced_with(self.mgmt(), &key.namespace, &hcp_resource());
+        let mut deleted = Vec::new();
+        for hcp in &owned {
+            let name = hcp.metadata.name.clone().unwrap_or_default();
+            let hcp_ref = format!("{}/{name}", key.namespace);
+            deleted.push(hcp_ref.clone());
+            if hcp.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let checked = DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid: hcp.metadata.uid.clone(),
+                    resource_version: hcp.metadata.resource_version.clone(),
+                }),
+                ..DeleteParams::default()
+            };
+            match hcps.delete(&name, &checked).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => {
@@ -719,7 +733,10 @@ impl Executor {
             EventType::Normal,
             "AgentUninstalled",
             "Reconcile",
-            format!("konnectorAgent was removed from the Cluster: HelmChartProxy {hcp_ref} deleted"),
+            format!(
+                "konnectorAgent was removed from the Cluster: HelmChartProxy {} deleted",
+                deleted.join(", ")
+            ),
         )
         .await;
         Ok(Outcome::Uninstalled)
