@@ -933,6 +933,14 @@ async fn run_controller(executor: Executor, config: ReconcileConfig, stop: Cance
         .namespace_selector
         .as_ref()
         .map(|s| SelectedNamespaces::start(executor.mgmt(), s, stop.clone()));
+    // With `follow_defaults`, a change to the defaults ConfigMaps is a change to every following Cluster's plan
+    // (issue 26 item 1): the executor's own ConfigMap watches say when, after recording the new content, so the
+    // pass it triggers reads the new chart. Without it the chart changes at hooks only, so no pass is owed.
+    let defaults_changes = if config.follow_defaults {
+        Some(executor.watched_defaults().await.subscribe())
+    } else {
+        None
+    };
     // A new leader remembers nothing it could trust: each Cluster's first pass is a full one, in its slot.
     lock(&executor.inner.reconciler.expect).clear();
     let schedule = Schedule::new(config.resync);
@@ -1026,9 +1034,34 @@ async fn run_controller(executor: Executor, config: ReconcileConfig, stop: Cance
                 }
             })
             .flatten();
+        // Every Cluster this scope watches, marked changed so its pass is a full one. They queue behind the
+        // Controller's `concurrency`, which bounds what a fleet-wide change costs at once; a proxy CAREN co-manages
+        // keeps its chart (`converge` pins it), so the pass changes nothing there.
+        let ctx = context.clone();
+        let store = reader.clone();
+        let resource = version.resource();
+        let defaults_triggers =
+            futures::stream::unfold(defaults_changes.clone(), |rx| async move {
+                let mut rx = rx?;
+                rx.changed().await.ok()?;
+                Some(((), Some(rx)))
+            })
+            .flat_map(move |()| {
+                let keys: Vec<ClusterKey> = store.state().iter().filter_map(|m| cluster_key(m)).collect();
+                tracing::info!(
+                    clusters = keys.len(),
+                    "defaults ConfigMaps changed; reconciling the Clusters that follow them"
+                );
+                lock(&ctx.schedule.state).dirty.extend(keys.iter().cloned());
+                let resource = resource.clone();
+                futures::stream::iter(keys.into_iter().map(move |k| {
+                    reflector::ObjectRef::new_with(&k.name, resource.clone()).within(&k.namespace)
+                }))
+            });
         Controller::for_stream_with(cluster_events, reader, version.resource())
             .owns_stream_with(hcp_events, hcp_resource())
             .reconcile_on(secret_triggers)
+            .reconcile_on(defaults_triggers)
             .with_config(controller::Config::default().concurrency(context.config.concurrency))
             .run(reconcile, error_policy, context.clone())
             .for_each(|result| async move {
