@@ -452,17 +452,7 @@ impl Executor {
     async fn read_configmap(&self, name: &str) -> Result<Option<ConfigMap>, Error> {
         let c = &self.inner.config;
         let ns = &c.defaults_namespace;
-        let watched = self
-            .inner
-            .defaults
-            .get_or_init(|| async {
-                crate::defaults::WatchedConfigMaps::start(
-                    self.mgmt(),
-                    ns,
-                    &[&c.helm_addons_configmap, &c.values_template_configmap],
-                )
-            })
-            .await;
+        let watched = self.watched_defaults().await;
         if let Some(known) = watched.get(name) {
             return Ok(known);
         }

@@ -18,6 +18,23 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 
+impl crate::executor::Executor {
+    /// The watches on the defaults ConfigMaps, started on first use.
+    pub(crate) async fn watched_defaults(&self) -> &WatchedConfigMaps {
+        let c = &self.inner.config;
+        self.inner
+            .defaults
+            .get_or_init(|| async {
+                WatchedConfigMaps::start(
+                    self.mgmt(),
+                    &c.defaults_namespace,
+                    &[&c.helm_addons_configmap, &c.values_template_configmap],
+                )
+            })
+            .await
+    }
+}
+
 /// What one watch knows: `None` until it has listed (or while it is failing), then the ConfigMap or its absence.
 type Known = Option<Option<ConfigMap>>;
 
@@ -25,6 +42,9 @@ type Known = Option<Option<ConfigMap>>;
 #[derive(Clone, Default)]
 pub(crate) struct WatchedConfigMaps {
     known: Arc<Mutex<HashMap<String, Known>>>,
+    /// Counts changes to the ConfigMaps, bumped after the new content is recorded (so whoever reacts reads it):
+    /// the reconciler's `follow_defaults` passes are triggered by it.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
     /// The watch tasks, aborted when the last clone goes (with the executor), so no watch outlives it.
     _tasks: Arc<AbortOnDrop>,
 }
@@ -61,20 +81,31 @@ impl WatchedConfigMaps {
             let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
             let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
             let known = this.known.clone();
+            let changes = this.changes.clone();
             let name = (*name).to_owned();
             let task = tokio::spawn(async move {
                 let mut events = watcher(api, config).default_backoff().boxed();
                 // Objects seen since the last (re)list began; the list is complete at InitDone.
                 let mut listing: Option<Option<ConfigMap>> = None;
+                // The resourceVersion last recorded (`None` before the first list): a change is a move from one
+                // known state to another, so the first list signals nothing and a re-list after a failed watch
+                // signals only when something changed meanwhile.
+                let mut last: Option<Option<String>> = None;
+                let mut record = |value: Option<ConfigMap>| {
+                    let rv = value.as_ref().and_then(|cm| cm.metadata.resource_version.clone());
+                    set_known(&known, &name, Some(value));
+                    if last.as_ref().is_some_and(|l| *l != rv) {
+                        changes.send_modify(|n| *n = n.wrapping_add(1));
+                    }
+                    last = Some(rv);
+                };
                 while let Some(event) = events.next().await {
                     match event {
                         Ok(watcher::Event::Init) => listing = Some(None),
                         Ok(watcher::Event::InitApply(cm)) => listing = Some(Some(cm)),
-                        Ok(watcher::Event::InitDone) => {
-                            set_known(&known, &name, Some(listing.take().flatten()));
-                        }
-                        Ok(watcher::Event::Apply(cm)) => set_known(&known, &name, Some(Some(cm))),
-                        Ok(watcher::Event::Delete(_)) => set_known(&known, &name, Some(None)),
+                        Ok(watcher::Event::InitDone) => record(listing.take().flatten()),
+                        Ok(watcher::Event::Apply(cm)) => record(Some(cm)),
+                        Ok(watcher::Event::Delete(_)) => record(None),
                         Err(error) => {
                             // Until the watch lists again, callers read with a GET.
                             tracing::debug!(configmap = %name, error = %crate::limits::brief(&error), "defaults ConfigMap watch failed; falling back to reads");
@@ -92,6 +123,11 @@ impl WatchedConfigMaps {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
         // A panic while holding this lock cannot leave the map inconsistent, so poisoning is ignored.
         self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes to the watched ConfigMaps, each seen after its content is recorded here.
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The ConfigMap as the watch knows it: `Some(None)` when it does not exist, `None` when the watch cannot say.

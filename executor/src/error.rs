@@ -17,6 +17,11 @@ pub enum KubeFailure {
     Unreachable,
     /// The API server refused the caller (401/403).
     Forbidden,
+    /// A write lost a race (409 Conflict): it carried the resourceVersion (or uid) at which the object was
+    /// checked, e.g. the HelmChartProxy whose ownership `ownership.rs` checked, and the object changed since (it
+    /// changed hands, or another writer got there first). Nothing was written; reading again and retrying decides
+    /// afresh. A server-side apply conflict between field managers is not this (retrying cannot clear it).
+    Conflict,
     /// The API server answered with another error status.
     Api {
         /// HTTP status code.
@@ -41,6 +46,9 @@ impl KubeFailure {
             kube::Error::Api(status) if status.code == 404 => Self::NotFound,
             kube::Error::Api(status) if status.code == 401 || status.code == 403 => Self::Forbidden,
             kube::Error::Api(status) if status.code == 503 || status.code == 504 => Self::Unreachable,
+            kube::Error::Api(status) if status.code == 409 && !field_manager_conflict(status) => {
+                Self::Conflict
+            }
             kube::Error::Api(status) => Self::Api {
                 code: status.code,
                 reason: crate::limits::sanitize(&status.reason, crate::limits::MAX_REASON_CHARS),
@@ -51,12 +59,24 @@ impl KubeFailure {
     }
 }
 
+/// Whether a 409 is server-side apply's conflict between field managers (a non-forced apply), which no retry clears.
+fn field_manager_conflict(status: &kube::core::Status) -> bool {
+    status
+        .details
+        .iter()
+        .flat_map(|d| &d.causes)
+        .any(|c| c.reason == "FieldManagerConflict")
+}
+
 impl fmt::Display for KubeFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotFound => f.write_str("it was not found"),
             Self::Unreachable => f.write_str("the API server is unreachable or did not answer in time"),
             Self::Forbidden => f.write_str("the executor is not allowed to (check its RBAC)"),
+            Self::Conflict => f.write_str(
+                "the object changed after it was checked (409 Conflict), so nothing was written; the next call checks it again",
+            ),
             Self::Api { code, reason } if reason.is_empty() => write!(f, "the API server answered {code}"),
             Self::Api { code, reason } => write!(f, "the API server answered {code} {reason}"),
             Self::TooLarge(too_large) => write!(f, "the API server's answer was refused: {too_large}"),
@@ -244,6 +264,9 @@ impl Error {
         let by_failure = |f: &KubeFailure, not_found: Code| match f {
             KubeFailure::NotFound => not_found,
             KubeFailure::Unreachable => Code::Unavailable,
+            // A lost race, not a fault: ABORTED is gRPC's "retry the whole read-check-write", and the gateway
+            // answers it as a failure CAPI calls the hook again for (see gateway/src/answer.rs).
+            KubeFailure::Conflict => Code::Aborted,
             _ => Code::Internal,
         };
         match self {
@@ -367,6 +390,40 @@ mod tests {
             "cannot read Namespace ntnx-system on the workload cluster: the API server's answer was refused: the response exceeded the 4 MiB limit and was cut off"
         );
         assert_eq!(too_large.code(), Code::Internal);
+        // The ownership-checked write lost a race: retryable, with a message that says so.
+        let raced = Error::kube(
+            "apply HelmChartProxy ns/konnector-agent-c1",
+            Side::Management,
+            &kube::Error::Api(
+                kube::core::Status::failure("the object has been modified", "Conflict")
+                    .with_code(409)
+                    .boxed(),
+            ),
+        );
+        assert_eq!(raced.code(), Code::Aborted);
+        let raced: Status = raced.into();
+        assert_eq!(raced.code(), Code::Aborted);
+        assert!(
+            raced.message().contains("changed after it was checked") && !raced.message().contains("modified"),
+            "{}",
+            raced.message()
+        );
+        // A conflict between server-side apply field managers is not retryable: it stays INTERNAL.
+        let mut managers = kube::core::Status::failure("conflict with kubectl", "Conflict").with_code(409);
+        managers.details = Some(kube::core::response::StatusDetails {
+            causes: vec![kube::core::response::StatusCause {
+                reason: "FieldManagerConflict".into(),
+                message: "conflict with kubectl".into(),
+                field: ".spec.version".into(),
+            }],
+            name: "x".into(),
+            group: "addons.cluster.x-k8s.io".into(),
+            kind: "helmchartproxies".into(),
+            uid: String::new(),
+            retry_after_seconds: 0,
+        });
+        let managers = Error::kube("apply x", Side::Management, &kube::Error::Api(managers.boxed()));
+        assert_eq!(managers.code(), Code::Internal);
         let status: Status = down.into();
         assert_eq!(status.code(), Code::Unavailable);
         assert_eq!(

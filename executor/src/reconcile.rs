@@ -56,7 +56,6 @@ use crate::{
     executor::{Executor, on_workload},
     leader::{LeaderElector, LeaseConfig},
     names::{AGENT_NAME, FIELD_MANAGER, RELEASE_NAMESPACE, REMOTE_SECRET_NAME, hcp_resource},
-    objects::helm_chart_proxy_name_for,
 };
 
 /// The pod-template annotation that rolls the agent when its credentials change.
@@ -667,23 +666,38 @@ impl Executor {
         }
     }
 
-    /// `konnectorAgent` was removed from a running Cluster and the operator opted in: deletes the HelmChartProxy
-    /// konnector made for it (CAAPH uninstalls the release) and the credentials copy on the workload cluster.
+    /// `konnectorAgent` was removed from a running Cluster and the operator opted in: deletes the HelmChartProxies
+    /// this Cluster owns (CAAPH uninstalls the release) and the credentials copy on the workload cluster.
+    ///
+    /// Found as RemoveAgent finds them: every candidate name, kept only when owned by the hooks' rule
+    /// (`ownership::owned_by_cluster`). The current rule's name alone missed a proxy ApplyAgent adopted (an older
+    /// rule's name, a uuid annotation gained later) and left the agent installed; a proxy another Cluster owns under
+    /// a candidate name (a copied uuid) is never touched. Each delete carries the uid and resourceVersion that were
+    /// checked, so a proxy that changed hands meanwhile fails the delete (409) instead of being removed.
     async fn uninstall_removed(&self, live: &LiveCluster) -> Result<Outcome, Error> {
         let key = &live.key;
-        let name = helm_chart_proxy_name_for(&key.name, &live.annotations());
-        let hcp_ref = format!("{}/{name}", key.namespace);
-        let hcps: Api<DynamicObject> = Api::namespaced_with(self.mgmt(), &key.namespace, &hcp_resource());
-        let current = hcps
-            .get_opt(&name)
-            .await
-            .map_err(|e| Error::kube(format!("read HelmChartProxy {hcp_ref}"), Side::Management, &e))?;
-        // Only an object this Cluster owns is konnector's to delete.
-        let Some(current) = current.filter(|h| owned_by(h, &live.uid)) else {
+        let names = crate::uninstall::candidate_names(live);
+        let owned = self.owned_hcps(live, &names).await?;
+        if owned.is_empty() {
             return Ok(Outcome::Skipped("the addon is not configured"));
-        };
-        if current.metadata.deletion_timestamp.is_none() {
-            match hcps.delete(&name, &DeleteParams::default()).await {
+        }
+        let hcps: Api<DynamicObject> = Api::namespaced_with(self.mgmt(), &key.namespace, &hcp_resource());
+        let mut deleted = Vec::new();
+        for hcp in &owned {
+            let name = hcp.metadata.name.clone().unwrap_or_default();
+            let hcp_ref = format!("{}/{name}", key.namespace);
+            deleted.push(hcp_ref.clone());
+            if hcp.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let checked = DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid: hcp.metadata.uid.clone(),
+                    resource_version: hcp.metadata.resource_version.clone(),
+                }),
+                ..DeleteParams::default()
+            };
+            match hcps.delete(&name, &checked).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => {
@@ -719,7 +733,10 @@ impl Executor {
             EventType::Normal,
             "AgentUninstalled",
             "Reconcile",
-            format!("konnectorAgent was removed from the Cluster: HelmChartProxy {hcp_ref} deleted"),
+            format!(
+                "konnectorAgent was removed from the Cluster: HelmChartProxy {} deleted",
+                deleted.join(", ")
+            ),
         )
         .await;
         Ok(Outcome::Uninstalled)
@@ -916,6 +933,14 @@ async fn run_controller(executor: Executor, config: ReconcileConfig, stop: Cance
         .namespace_selector
         .as_ref()
         .map(|s| SelectedNamespaces::start(executor.mgmt(), s, stop.clone()));
+    // With `follow_defaults`, a change to the defaults ConfigMaps is a change to every following Cluster's plan
+    // (issue 26 item 1): the executor's own ConfigMap watches say when, after recording the new content, so the
+    // pass it triggers reads the new chart. Without it the chart changes at hooks only, so no pass is owed.
+    let defaults_changes = if config.follow_defaults {
+        Some(executor.watched_defaults().await.subscribe())
+    } else {
+        None
+    };
     // A new leader remembers nothing it could trust: each Cluster's first pass is a full one, in its slot.
     lock(&executor.inner.reconciler.expect).clear();
     let schedule = Schedule::new(config.resync);
@@ -1009,9 +1034,34 @@ async fn run_controller(executor: Executor, config: ReconcileConfig, stop: Cance
                 }
             })
             .flatten();
+        // Every Cluster this scope watches, marked changed so its pass is a full one. They queue behind the
+        // Controller's `concurrency`, which bounds what a fleet-wide change costs at once; a proxy CAREN co-manages
+        // keeps its chart (`converge` pins it), so the pass changes nothing there.
+        let ctx = context.clone();
+        let store = reader.clone();
+        let resource = version.resource();
+        let defaults_triggers =
+            futures::stream::unfold(defaults_changes.clone(), |rx| async move {
+                let mut rx = rx?;
+                rx.changed().await.ok()?;
+                Some(((), Some(rx)))
+            })
+            .flat_map(move |()| {
+                let keys: Vec<ClusterKey> = store.state().iter().filter_map(|m| cluster_key(m)).collect();
+                tracing::info!(
+                    clusters = keys.len(),
+                    "defaults ConfigMaps changed; reconciling the Clusters that follow them"
+                );
+                lock(&ctx.schedule.state).dirty.extend(keys.iter().cloned());
+                let resource = resource.clone();
+                futures::stream::iter(keys.into_iter().map(move |k| {
+                    reflector::ObjectRef::new_with(&k.name, resource.clone()).within(&k.namespace)
+                }))
+            });
         Controller::for_stream_with(cluster_events, reader, version.resource())
             .owns_stream_with(hcp_events, hcp_resource())
             .reconcile_on(secret_triggers)
+            .reconcile_on(defaults_triggers)
             .with_config(controller::Config::default().concurrency(context.config.concurrency))
             .run(reconcile, error_policy, context.clone())
             .for_each(|result| async move {

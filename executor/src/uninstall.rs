@@ -193,22 +193,7 @@ impl Executor {
     /// owns (a copied uuid annotation) is that Cluster's install, never removed or waited for here.
     pub(crate) async fn remains(&self, live: &LiveCluster, names: &[String]) -> Result<Remains, Error> {
         let key = &live.key;
-        let hcp_api = Api::<DynamicObject>::namespaced_with(self.mgmt(), &key.namespace, &hcp_resource());
-        let mut hcps = Vec::new();
-        for name in names {
-            let found = hcp_api
-                .get_opt(name)
-                .instrument(tracing::debug_span!("read_helm_chart_proxy"))
-                .await
-                .map_err(|e| {
-                    Error::kube(
-                        format!("read HelmChartProxy {}/{name}", key.namespace),
-                        Side::Management,
-                        &e,
-                    )
-                })?;
-            hcps.extend(found.filter(|h| crate::ownership::owned_by_cluster(h, &live.uid, &key.name)));
-        }
+        let hcps = self.owned_hcps(live, names).await?;
         let Some(selector) = hrp_selector(&key.name, names) else {
             // No name CAAPH could have put in a label: no HelmReleaseProxy can belong to these HelmChartProxies.
             return Ok(Remains {
@@ -241,6 +226,33 @@ impl Executor {
             })
             .collect();
         Ok(Remains { hcps, hrps })
+    }
+
+    /// The HelmChartProxies among `names` that this Cluster owns (`ownership::owned_by_cluster`), in `names`'
+    /// order: the hooks' rule, shared by RemoveAgent and the reconciler's uninstall-on-removal.
+    pub(crate) async fn owned_hcps(
+        &self,
+        live: &LiveCluster,
+        names: &[String],
+    ) -> Result<Vec<DynamicObject>, Error> {
+        let key = &live.key;
+        let hcp_api = Api::<DynamicObject>::namespaced_with(self.mgmt(), &key.namespace, &hcp_resource());
+        let mut hcps = Vec::new();
+        for name in names {
+            let found = hcp_api
+                .get_opt(name)
+                .instrument(tracing::debug_span!("read_helm_chart_proxy"))
+                .await
+                .map_err(|e| {
+                    Error::kube(
+                        format!("read HelmChartProxy {}/{name}", key.namespace),
+                        Side::Management,
+                        &e,
+                    )
+                })?;
+            hcps.extend(found.filter(|h| crate::ownership::owned_by_cluster(h, &live.uid, &key.name)));
+        }
+        Ok(hcps)
     }
 
     pub(crate) fn observed(

@@ -47,7 +47,7 @@ pub const UNREACHABLE: &str =
 /// | `RemoveAgent` OK, not `done` | Success, `retryAfterSeconds: max(1, retry_after_seconds)` |
 /// | `InvalidArgument`, `FailedPrecondition` | Failure, `<context>: <executor message>` |
 /// | `Unavailable`, `DeadlineExceeded`, `Cancelled` | Failure, [`UNREACHABLE`] |
-/// | `Internal` | Failure, `<context>: the executor reported INTERNAL: <executor message>` |
+/// | `Internal`, `Aborted` | Failure, `<context>: the executor reported <code>: <executor message>` |
 /// | any other code | Failure, `<context>: the executor reported <code>` |
 pub fn hook_answer(hook: Hook, outcome: Result<ExecutorReply, tonic::Status>) -> HookResponse {
     match outcome {
@@ -71,15 +71,19 @@ pub fn hook_answer(hook: Hook, outcome: Result<ExecutorReply, tonic::Status>) ->
             // The executor's INTERNAL answers (an API server refusing it, an unexpected status) carry its own
             // deterministic, secret-free message, which is what a person needs to act on; other codes come from
             // elsewhere (a proxy, the transport), so only their code is repeated.
-            Code::Internal if !clean(status.message()).is_empty() => HookResponse::failure(
-                hook,
-                format!(
-                    "{}: the executor reported {}: {}",
-                    context(hook),
-                    code_name(Code::Internal),
-                    clean(status.message())
-                ),
-            ),
+            // ABORTED is the executor's lost race (an object changed after it was checked): a failure, so CAPI
+            // calls the hook again and the executor checks afresh; its message says so.
+            code @ (Code::Internal | Code::Aborted) if !clean(status.message()).is_empty() => {
+                HookResponse::failure(
+                    hook,
+                    format!(
+                        "{}: the executor reported {}: {}",
+                        context(hook),
+                        code_name(code),
+                        clean(status.message())
+                    ),
+                )
+            }
             code => HookResponse::failure(
                 hook,
                 format!("{}: the executor reported {}", context(hook), code_name(code)),
@@ -140,6 +144,23 @@ mod tests {
             r.message.ends_with(
                 "the executor reported INTERNAL: cannot apply HelmChartProxy ns/x on the management cluster"
             ),
+            "{}",
+            r.message
+        );
+    }
+
+    #[test]
+    fn a_lost_race_is_a_failure_capi_retries_with_the_executors_reason() {
+        let r = hook_answer(
+            Hook::BeforeClusterUpgrade,
+            Err(tonic::Status::aborted(
+                "cannot apply HelmChartProxy ns/x on the management cluster: the object changed after it was checked",
+            )),
+        );
+        assert_eq!(r.status, Status::Failure);
+        assert!(
+            r.message
+                .ends_with("the executor reported ABORTED: cannot apply HelmChartProxy ns/x on the management cluster: the object changed after it was checked"),
             "{}",
             r.message
         );

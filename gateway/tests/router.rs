@@ -241,10 +241,11 @@ async fn every_grpc_code_maps_to_a_deterministic_failure_per_hook() {
                     )
                 }
                 Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => UNREACHABLE.to_owned(),
-                // INTERNAL carries the executor's own message through.
-                Code::Internal => format!(
-                    "{}: the executor reported INTERNAL: credentials Secret tenants/pc-creds not found",
-                    context(hook_kind)
+                // INTERNAL and ABORTED (a lost race) carry the executor's own message through.
+                Code::Internal | Code::Aborted => format!(
+                    "{}: the executor reported {}: credentials Secret tenants/pc-creds not found",
+                    context(hook_kind),
+                    code_name(code)
                 ),
                 other => format!(
                     "{}: the executor reported {}",

@@ -18,7 +18,8 @@ use konnector_proto::v1::{ClusterRef, Trigger};
 use konnector_tests::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn, hcp_resource, hrp_resource},
     executor_fixture::{
-        ExecutorEnv, RunningExecutor, TEST_NAMESPACE, addon_cluster_config, executor_env, start_executor,
+        ExecutorEnv, RunningExecutor, TEST_NAMESPACE, TEST_PC_URL, addon_cluster_config, executor_env,
+        fast_reconcile, start_executor, start_reconciling_executor,
     },
     support,
     workload::{self, ClusterOptions, WorkloadCluster},
@@ -521,4 +522,71 @@ async fn memory_never_claims_a_copy_it_did_not_make() {
     apply(&other, cluster_ref(&recreated)).await;
     let again = apply(&env.executor, cluster_ref(&recreated)).await;
     assert!(again.message.contains("credentials copied"), "{}", again.message);
+}
+
+/// Uninstall-on-removal (`--reconcile-uninstall-removed`) finds the proxy ApplyAgent adopted, by the hooks'
+/// ownership rule, not by today's naming rule: c1 gained CAREN's uuid after konnector wrote `konnector-agent-c1`,
+/// and the uuid name is held by another Cluster (c2, a copied annotation). Removing `konnectorAgent` from c1
+/// deletes c1's adopted proxy, and never c2's.
+#[tokio::test]
+async fn removal_uninstalls_the_adopted_proxy_and_never_another_clusters() {
+    konnector_tests::init_test_logging();
+    let env = executor_env(
+        "names-removal",
+        ExecutorConfig::default(),
+        ClusterOptions::initialized(),
+    )
+    .await
+    .unwrap();
+    let c2 = second_cluster(&env, "c2").await;
+    annotate_uuid(&env, "c2").await;
+    caren_apply(&env, &c2).await;
+    let shared = format!("konnector-agent-{UUID}");
+    older_konnector_apply(&env, &env.cluster, "konnector-agent-c1").await;
+    annotate_uuid(&env, "c1").await;
+    // Adopted by the hooks: the live proxy is c1's, under the older rule's name.
+    let adopted = apply(&env.executor, env.cluster_ref()).await;
+    assert_eq!(adopted.helm_chart_proxy_name, "konnector-agent-c1");
+    let c2_proxy = hcps(&env).get(&shared).await.unwrap();
+
+    env.set_cluster_config(
+        json!({"nutanix": {"prismCentralEndpoint": {"url": TEST_PC_URL, "insecure": true}}}),
+    )
+    .await
+    .unwrap();
+    let mut config = fast_reconcile("names-removal");
+    config.uninstall_removed = true;
+    let reconciler = start_reconciling_executor(&env.mgmt, ExecutorConfig::default(), config)
+        .await
+        .unwrap();
+    support::eventually("c1's adopted proxy is deleted", || async {
+        hcps(&env).get_opt("konnector-agent-c1").await.unwrap().is_none()
+    })
+    .await;
+    assert!(reconciler.metrics.reconciles("uninstalled") >= 1);
+    // c2's proxy under c1's rule name: untouched (c2 keeps the addon; its own passes may only re-apply it).
+    let kept = hcps(&env).get(&shared).await.unwrap();
+    assert!(
+        kept.metadata.deletion_timestamp.is_none(),
+        "c2's proxy was not deleted"
+    );
+    assert_eq!(
+        kept.metadata.uid, c2_proxy.metadata.uid,
+        "nor deleted and re-created"
+    );
+    assert_eq!(
+        kept.data["spec"]["clusterSelector"]["matchLabels"]["cluster.x-k8s.io/cluster-name"],
+        "c2"
+    );
+    // Later passes over the unconfigured c1 find nothing of c1's left, and still leave c2's proxy alone.
+    let skipped = reconciler.metrics.reconciles("skipped");
+    support::eventually("more passes over c1", || async {
+        reconciler.metrics.reconciles("skipped") >= skipped + 2
+    })
+    .await;
+    assert_eq!(
+        hcps(&env).get(&shared).await.unwrap().metadata.uid,
+        c2_proxy.metadata.uid
+    );
+    reconciler.stop().await.unwrap();
 }

@@ -618,3 +618,68 @@ async fn management_changes_are_repaired_by_watch_events_without_polling() {
     assert!(reconciler.metrics.reconciles("checked") <= 1);
     reconciler.stop().await.unwrap();
 }
+
+/// Issue 26 item 1, the ConfigMap part: with `follow_defaults`, a change to the defaults ConfigMap's chart version
+/// moves a following Cluster's proxy, with a one-hour drift-check period so only the ConfigMap event can do it.
+#[tokio::test]
+async fn a_defaults_change_moves_the_clusters_that_follow_them() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let env = env("rec-defaults", ClusterOptions::initialized()).await;
+    let cms = Api::<ConfigMap>::namespaced(env.admin.clone(), "default");
+    let chart = |version: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "default-helm-addons-config", "namespace": "default"},
+            "data": {"konnector-agent": format!(
+                "ChartName: konnector-agent\nChartVersion: {version}\nRepositoryURL: oci://helm-repository.caren-system.svc/charts\n"
+            )},
+        })
+    };
+    let put = |version: &str| {
+        let body = chart(version);
+        let cms = cms.clone();
+        async move {
+            cms.patch(
+                "default-helm-addons-config",
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    put("1.4.0").await;
+    // Installed by a hook, as CAPI does: the reconciler's first pass would wait for the Cluster's slot.
+    konnector_tests::support::apply_agent(
+        &env.executor,
+        env.cluster_ref(),
+        konnector_proto::v1::Trigger::AfterControlPlaneInitialized,
+    )
+    .await
+    .unwrap();
+    assert_eq!(hcp(&env.admin).await.unwrap().data["spec"]["version"], "1.4.0");
+
+    let mut config = fast_reconcile("rec-defaults");
+    config.resync = std::time::Duration::from_secs(3600);
+    config.follow_defaults = true;
+    let reconciler = start_reconciling_executor(&env.mgmt, ExecutorConfig::default(), config)
+        .await
+        .unwrap();
+    // The reconciler leads and its ConfigMap watches have listed (a watch request follows each list).
+    eventually("the reconciler watches the defaults", || async {
+        lease_holder(&env.admin).await.as_deref() == Some("rec-defaults")
+            && reconciler
+                .metrics
+                .kube_request_count_by_verb("management", Some("watch"), Some("configmaps"))
+                >= 2
+    })
+    .await;
+    let before = reconciler.metrics.reconciles("repaired");
+    put("1.5.0").await;
+    eventually("the proxy follows the new chart version", || async {
+        hcp(&env.admin).await.unwrap().data["spec"]["version"] == "1.5.0"
+    })
+    .await;
+    assert!(reconciler.metrics.reconciles("repaired") > before);
+    reconciler.stop().await.unwrap();
+}
