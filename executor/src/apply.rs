@@ -70,6 +70,10 @@ pub(crate) struct Plan {
     pub(crate) notes: Vec<String>,
 }
 
+/// How many times an ownership-checked HelmChartProxy write is tried when the object changed between the check and
+/// the write (409). Bounded: a proxy rewritten faster than that by someone else is an answer worth surfacing.
+const HCP_CONFLICT_ATTEMPTS: u32 = 3;
+
 /// Whether [`Executor::write_plan`] writes the workload Namespace and Secret.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum WorkloadWrite {
@@ -197,19 +201,46 @@ impl Executor {
         let hcp_ref = format!("{}/{}", key.namespace, plan.hcp_name);
         let hcps: Api<DynamicObject> = Api::namespaced_with(self.mgmt(), &key.namespace, &hcp_resource());
         let mut body = plan.hcp.clone();
-        if let Some(rv) = &plan.hcp_resource_version {
-            // Forced, but only onto the object whose ownership was checked (409 if it changed since).
-            body["metadata"]["resourceVersion"] = Value::from(rv.as_str());
-        }
-        let written = hcps
-            .patch(
-                &plan.hcp_name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&body),
-            )
-            .instrument(tracing::debug_span!("apply_helm_chart_proxy", hcp.name = %plan.hcp_name))
-            .await
-            .map_err(|e| Error::kube(format!("apply HelmChartProxy {hcp_ref}"), Side::Management, &e))?;
+        let mut checked_version = plan.hcp_resource_version.clone();
+        let mut attempt = 1;
+        let written = loop {
+            if let Some(rv) = &checked_version {
+                // Forced, but only onto the object whose ownership was checked (409 if it changed since).
+                body["metadata"]["resourceVersion"] = Value::from(rv.as_str());
+            }
+            let result = hcps
+                .patch(
+                    &plan.hcp_name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&body),
+                )
+                .instrument(tracing::debug_span!("apply_helm_chart_proxy", hcp.name = %plan.hcp_name))
+                .await;
+            match result {
+                // Any write bumps the resourceVersion, and CAAPH writes the proxy's status and finalizers often, so
+                // a 409 usually means "CAAPH was here", not "the proxy changed hands". Check ownership again and
+                // retry onto the version just checked; a name that is no longer this Cluster's is refused below.
+                Err(kube::Error::Api(s))
+                    if s.code == 409 && checked_version.is_some() && attempt < HCP_CONFLICT_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    let again = self.resolve_hcp_name(live).await?;
+                    if again.name != plan.hcp_name || again.resource_version.is_none() {
+                        return Err(Error::kube(
+                            format!("apply HelmChartProxy {hcp_ref}"),
+                            Side::Management,
+                            &kube::Error::Api(s),
+                        ));
+                    }
+                    checked_version = again.resource_version;
+                }
+                other => {
+                    break other.map_err(|e| {
+                        Error::kube(format!("apply HelmChartProxy {hcp_ref}"), Side::Management, &e)
+                    })?;
+                }
+            }
+        };
         if written.metadata.deletion_timestamp.is_some() {
             // An uninstall owns this object now; writing into it changes nothing that lasts.
             self.forget_applied(key);
