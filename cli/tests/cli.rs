@@ -392,11 +392,13 @@ async fn status_plan_and_doctor_for_a_healthy_then_broken_cluster() {
         doctor.stdout
     );
 
-    // The hook that runs next fails and records an Event; the README's Troubleshooting command finds it.
+    // The hook that runs next fails and records an Event; the README's Troubleshooting command finds it. That hook is
+    // AfterControlPlaneInitialized: BeforeClusterUpgrade only warns about configuration by default
+    // (--upgrade-config-policy warn), so that an upgrade CAREN let through is not blocked.
     let refused = konnector_tests::support::apply_agent(
         &env.executor,
         env.cluster_ref(),
-        Trigger::BeforeClusterUpgrade,
+        Trigger::AfterControlPlaneInitialized,
     )
     .await
     .unwrap_err();

@@ -149,15 +149,29 @@ async fn a_hook_body_is_only_a_trigger() {
     );
 
     // The same injection written into the live Cluster itself (by whoever may edit it) is refused before any
-    // write, naming the input and never echoing it.
+    // write, naming the input and never echoing it. AfterControlPlaneInitialized fails; BeforeClusterUpgrade warns
+    // by default (--upgrade-config-policy warn: the upgrade proceeds, nothing is re-applied).
     let mut cc = addon_cluster_config(TEST_CREDENTIALS_SECRET);
     cc["controlPlane"] = json!({"nutanix": {"machineDetails": {"additionalCategories": [
         {"key": "Env", "value": "x\nagent:\n  image:\n    repository: evil.example/agent"}]}}});
     env.set_cluster_config(cc).await.unwrap();
-    let answer = post(
+    let warned = post(
         &gateway,
         Hook::BeforeClusterUpgrade,
         &forged_body(Hook::BeforeClusterUpgrade, &env),
+    )
+    .await;
+    assert_eq!(warned["status"], "Success", "{warned}");
+    let warning = warned["message"].as_str().unwrap();
+    assert!(warning.contains("not re-applied"), "{warning}");
+    assert!(
+        !warning.contains("evil.example") && !warning.contains("agent:"),
+        "never echoes it: {warning}"
+    );
+    let answer = post(
+        &gateway,
+        Hook::AfterControlPlaneInitialized,
+        &forged_body(Hook::AfterControlPlaneInitialized, &env),
     )
     .await;
     assert_eq!(answer["status"], "Failure", "{answer}");
@@ -187,17 +201,19 @@ async fn a_hook_body_is_only_a_trigger() {
         cc["nutanix"]["prismCentralEndpoint"][field] = hostile;
         cc["nutanix"]["prismCentralEndpoint"]["insecure"] = false.into();
         env.set_cluster_config(cc).await.unwrap();
-        let answer = post(
-            &gateway,
-            Hook::BeforeClusterUpgrade,
-            &forged_body(Hook::BeforeClusterUpgrade, &env),
-        )
-        .await;
-        assert_eq!(answer["status"], "Failure", "{field}: {answer}");
-        assert!(
-            !answer["message"].as_str().unwrap().contains("agent: x"),
-            "{answer}"
-        );
+        // AfterControlPlaneInitialized refuses; BeforeClusterUpgrade warns by default and writes nothing. Neither
+        // echoes the hostile text.
+        for (hook, status) in [
+            (Hook::AfterControlPlaneInitialized, "Failure"),
+            (Hook::BeforeClusterUpgrade, "Success"),
+        ] {
+            let answer = post(&gateway, hook, &forged_body(hook, &env)).await;
+            assert_eq!(answer["status"], status, "{field} {hook}: {answer}");
+            assert!(
+                !answer["message"].as_str().unwrap().contains("agent: x"),
+                "{answer}"
+            );
+        }
     }
     assert_eq!(
         hcps(&env)
