@@ -508,7 +508,7 @@ pub async fn run(options: ScaleOptions) -> anyhow::Result<ScaleReport> {
             .args(["--admin-listen", &format!("127.0.0.1:{reconciler_admin}")])
             .arg("--kubeconfig")
             .arg(&kubeconfig)
-            .args(["--defaults-namespace", "default", "--log-level", "error"])
+            .args(["--defaults-namespace", "default", "--log-level", "warn"])
             .args(["--prism-central-checks", "off", "--pod-name", "bench-reconciler"])
             .args(
                 options

@@ -511,7 +511,11 @@ async fn extra_keys_caren_copied_are_not_drift_and_a_rotation_after_carens_copy_
             .is_some_and(|a| a.contains_key(CREDENTIALS_ROTATED_ANNOTATION))
     })
     .await;
-    assert!(reconciler.metrics.reconciles("rotated") > rotated);
+    // The pass counts itself after the restart and its Event: wait for the count.
+    support::eventually("the rotation pass is counted", || async {
+        reconciler.metrics.reconciles("rotated") > rotated
+    })
+    .await;
     let password = Api::<Secret>::namespaced(wl.clone(), "ntnx-system")
         .get("konnector-agent")
         .await

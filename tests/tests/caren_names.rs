@@ -563,7 +563,11 @@ async fn removal_uninstalls_the_adopted_proxy_and_never_another_clusters() {
         hcps(&env).get_opt("konnector-agent-c1").await.unwrap().is_none()
     })
     .await;
-    assert!(reconciler.metrics.reconciles("uninstalled") >= 1);
+    // The pass counts itself after its Event: wait for the count.
+    support::eventually("the uninstall pass is counted", || async {
+        reconciler.metrics.reconciles("uninstalled") >= 1
+    })
+    .await;
     // c2's proxy under c1's rule name: untouched (c2 keeps the addon; its own passes may only re-apply it).
     let kept = hcps(&env).get(&shared).await.unwrap();
     assert!(
