@@ -299,10 +299,17 @@ impl Error {
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         // Bounded and free of control characters whatever a part of it came from (see `limits`).
-        Status::new(
+        let mut status = Status::new(
             error.code(),
             crate::limits::sanitize(&error.to_string(), crate::limits::MAX_MESSAGE_CHARS),
-        )
+        );
+        // Marks the status as the executor's own answer, so the gateway tells "the executor said UNAVAILABLE"
+        // from "the executor could not be reached" (see `konnector_proto::EXECUTOR_ANSWER_METADATA`).
+        status.metadata_mut().insert(
+            konnector_proto::EXECUTOR_ANSWER_METADATA,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        status
     }
 }
 

@@ -46,7 +46,8 @@ pub const UNREACHABLE: &str =
 /// | `RemoveAgent` OK, `done` | Success, `retryAfterSeconds: 0` |
 /// | `RemoveAgent` OK, not `done` | Success, `retryAfterSeconds: max(1, retry_after_seconds)` |
 /// | `InvalidArgument`, `FailedPrecondition` | Failure, `<context>: <executor message>` |
-/// | `Unavailable`, `DeadlineExceeded`, `Cancelled` | Failure, [`UNREACHABLE`] |
+/// | `Unavailable` answered by the executor itself (it could not reach a workload API server, or the proxy is still being uninstalled) | Failure, `<context>: <executor message>` |
+/// | `Unavailable`, `DeadlineExceeded`, `Cancelled` otherwise | Failure, [`UNREACHABLE`] |
 /// | `Internal`, `Aborted` | Failure, `<context>: the executor reported <code>: <executor message>` |
 /// | any other code | Failure, `<context>: the executor reported <code>` |
 pub fn hook_answer(hook: Hook, outcome: Result<ExecutorReply, tonic::Status>) -> HookResponse {
@@ -62,6 +63,11 @@ pub fn hook_answer(hook: Hook, outcome: Result<ExecutorReply, tonic::Status>) ->
                 } else {
                     HookResponse::failure(hook, format!("{}: {detail}", context(hook)))
                 }
+            }
+            // The executor's own UNAVAILABLE (a transient fault it met further on) says what it met; "executor
+            // unreachable" would send a person to a healthy executor.
+            Code::Unavailable if answered_by_executor(&status) && !clean(status.message()).is_empty() => {
+                HookResponse::failure(hook, format!("{}: {}", context(hook), clean(status.message())))
             }
             // A server that enforces the gRPC deadline answers Cancelled when it expires; to CAPI that is the same
             // "did not answer in time" as our own deadline firing first, so both give the same message.
@@ -90,6 +96,15 @@ pub fn hook_answer(hook: Hook, outcome: Result<ExecutorReply, tonic::Status>) ->
             ),
         },
     }
+}
+
+/// Whether the executor itself produced this status, rather than the transport or a proxy on the way
+/// ([`konnector_proto::EXECUTOR_ANSWER_METADATA`]).
+fn answered_by_executor(status: &tonic::Status) -> bool {
+    status
+        .metadata()
+        .get(konnector_proto::EXECUTOR_ANSWER_METADATA)
+        .is_some_and(|v| v == "1")
 }
 
 /// One line, bounded length: an executor message is meant to be one sentence; this keeps a misbehaving one from
@@ -163,6 +178,37 @@ mod tests {
                 .ends_with("the executor reported ABORTED: cannot apply HelmChartProxy ns/x on the management cluster: the object changed after it was checked"),
             "{}",
             r.message
+        );
+    }
+
+    #[test]
+    fn unavailable_names_the_executor_only_when_the_executor_did_not_answer() {
+        let message =
+            "cannot apply Namespace ntnx-system on the workload cluster: the API server is unreachable";
+        // From the transport (or anything but the executor): the executor could not be reached.
+        let r = hook_answer(
+            Hook::AfterControlPlaneInitialized,
+            Err(tonic::Status::unavailable(message)),
+        );
+        assert_eq!(r.message, UNREACHABLE);
+        // The executor's own answer: it was reached, and says what it could not reach.
+        let mut own = tonic::Status::unavailable(message);
+        own.metadata_mut().insert(
+            konnector_proto::EXECUTOR_ANSWER_METADATA,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        let r = hook_answer(Hook::AfterControlPlaneInitialized, Err(own.clone()));
+        assert_eq!(r.status, Status::Failure);
+        assert_eq!(
+            r.message,
+            format!("konnector cannot apply the Konnector Agent: {message}")
+        );
+        // The marker changes nothing for a deadline: the executor did not answer in time.
+        let mut late = tonic::Status::deadline_exceeded(message);
+        *late.metadata_mut() = own.metadata().clone();
+        assert_eq!(
+            hook_answer(Hook::BeforeClusterDelete, Err(late)).message,
+            UNREACHABLE
         );
     }
 

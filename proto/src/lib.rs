@@ -16,4 +16,13 @@ pub mod v1 {
 pub mod capi;
 mod json;
 
+/// The gRPC metadata key the executor sets on every error status it answers itself (value `"1"`).
+///
+/// A status code alone cannot say who produced it: UNAVAILABLE comes from the transport when the executor cannot be
+/// reached, and from the executor when *it* cannot reach a workload API server, or when a HelmChartProxy is still
+/// being uninstalled. The gateway answers the first with "executor unreachable" and must pass the executor's own
+/// message through for the others, or a person chases a healthy executor. Only the executor answers on its mTLS
+/// port, so the key cannot be set by anyone else on that link.
+pub const EXECUTOR_ANSWER_METADATA: &str = "konnector-executor-answer";
+
 pub use json::{json_to_struct, struct_to_json};

@@ -274,6 +274,21 @@ async fn unreachable_workload_is_unavailable_and_bounded() {
         err.message(),
         "cannot apply Namespace ntnx-system on the workload cluster: the API server is unreachable or did not answer in time"
     );
+    // The status says it is the executor's own answer, so the gateway's answer to CAPI names the workload API
+    // server; before the marker, a person was told the (healthy) executor was unreachable.
+    assert_eq!(
+        err.metadata()
+            .get(konnector_proto::EXECUTOR_ANSWER_METADATA)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .as_deref(),
+        Some("1")
+    );
+    let hook = konnector_gateway::catalog::Hook::BeforeClusterUpgrade;
+    let answer = konnector_gateway::answer::hook_answer(hook, Err(err.clone()));
+    assert_eq!(
+        answer.message,
+        format!("{}: {}", konnector_gateway::answer::context(hook), err.message())
+    );
 
     // GetAgentStatus reports the same problem as data, not as an error.
     let status = support::agent_status(&env.executor, env.cluster_ref_without_uid()).await;
