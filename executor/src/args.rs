@@ -160,6 +160,15 @@ pub struct Args {
     /// Bound on one whole check of Prism Central: resolve, connect, TLS and one request (e.g. 5s).
     #[arg(long, env = "KONNECTOR_PRISM_CENTRAL_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub prism_central_timeout: Duration,
+    /// How long a passed Prism Central check is reused by every hook for the same endpoint, trust settings and
+    /// credentials, instead of checking again (e.g. 2m). Rotated credentials are checked at once. 0s: only hooks
+    /// that arrive while a check is under way share it.
+    #[arg(long, env = "KONNECTOR_PRISM_CENTRAL_CHECK_TTL", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub prism_central_check_ttl: Duration,
+    /// How long a failed Prism Central check is reused (e.g. 15s): shorter than a success, since a failure is
+    /// usually being fixed, and with --prism-central-checks=block it refuses applies.
+    #[arg(long, env = "KONNECTOR_PRISM_CENTRAL_CHECK_FAILURE_TTL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub prism_central_check_failure_ttl: Duration,
     /// Largest response body, in bytes, taken from a workload cluster's API server (for a watch: each event).
     /// Anyone who can write a Cluster's kubeconfig Secret chooses that server; a larger answer fails the call.
     #[arg(long, env = "KONNECTOR_WORKLOAD_RESPONSE_LIMIT_BYTES", default_value_t = crate::limits::DEFAULT_WORKLOAD_RESPONSE_LIMIT_BYTES, value_parser = clap::value_parser!(u64).range(1024..))]
@@ -245,6 +254,8 @@ impl Args {
             workload_client_idle_timeout: self.workload_client_idle_timeout,
             prism_central_checks: self.prism_central_checks,
             prism_central_timeout: self.prism_central_timeout,
+            prism_central_check_ttl: self.prism_central_check_ttl,
+            prism_central_check_failure_ttl: self.prism_central_check_failure_ttl,
             workload_response_limit_bytes: self.workload_response_limit_bytes,
             management_response_limit_bytes: self.management_response_limit_bytes,
             cluster_namespaces: self

@@ -64,6 +64,11 @@ pub struct ExecutorConfig {
     /// Bound on one whole check of Prism Central (resolve, connect, TLS, one request): well inside the 10 s CAPI
     /// gives a hook, so a hook that checks and then applies still answers in time.
     pub prism_central_timeout: Duration,
+    /// How long a passed Prism Central check is shared by every hook for the same endpoint, trust settings and
+    /// credentials (see `prism_shared`).
+    pub prism_central_check_ttl: Duration,
+    /// How long a failed one is shared: shorter, since a failure is usually being fixed (see `prism_shared`).
+    pub prism_central_check_failure_ttl: Duration,
     /// Largest response body taken from a workload cluster's API server (each event, for a watch); a larger one
     /// is cut off and the call fails. Anyone who can write a Cluster's kubeconfig Secret picks that server.
     pub workload_response_limit_bytes: u64,
@@ -111,6 +116,8 @@ impl Default for ExecutorConfig {
             workload_client_idle_timeout: Duration::from_secs(600),
             prism_central_checks: crate::prism::PreflightMode::Off,
             prism_central_timeout: Duration::from_secs(5),
+            prism_central_check_ttl: Duration::from_secs(120),
+            prism_central_check_failure_ttl: Duration::from_secs(15),
             workload_response_limit_bytes: crate::limits::DEFAULT_WORKLOAD_RESPONSE_LIMIT_BYTES,
             management_response_limit_bytes: crate::limits::DEFAULT_MANAGEMENT_RESPONSE_LIMIT_BYTES,
             cluster_namespaces: Vec::new(),

@@ -47,6 +47,8 @@ pub(crate) struct Inner {
     pub(crate) recorder: Recorder,
     /// Each Cluster's last Prism Central preflight, for GetAgentStatus.
     pub(crate) preflights: crate::prism::PreflightMemory,
+    /// The Prism Central checks, shared per endpoint, trust settings and credentials (see `prism_shared`).
+    pub(crate) prism_checks: crate::prism_shared::SharedChecks,
     /// The reconciler's state: last result per Cluster, last applied chart per Cluster (see `reconcile`).
     pub(crate) reconciler: crate::reconcile::ReconcilerState,
 }
@@ -71,6 +73,12 @@ impl Executor {
             config.management_response_limit_bytes,
         );
         let recorder = crate::events::recorder(&mgmt);
+        let prism_checks = crate::prism_shared::SharedChecks::new(
+            config.prism_central_check_ttl,
+            config.prism_central_check_failure_ttl,
+            crate::prism_shared::MAX_SHARED_CHECKS,
+            metrics.prism_probes_in_flight_gauge(),
+        );
         Self {
             inner: Arc::new(Inner {
                 mgmt,
@@ -87,6 +95,7 @@ impl Executor {
                 metrics,
                 recorder,
                 preflights: Default::default(),
+                prism_checks,
                 reconciler: Default::default(),
             }),
         }

@@ -31,6 +31,7 @@ pub mod observe;
 mod ownership;
 mod preflight;
 pub mod prism;
+mod prism_shared;
 pub mod reconcile;
 pub mod remote;
 mod server;

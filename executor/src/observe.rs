@@ -37,6 +37,8 @@ pub struct ExecutorMetrics {
     rpc_duration: Family<Labels, Histogram, fn() -> Histogram>,
     kube_duration: Family<Labels, Histogram, fn() -> Histogram>,
     preflights: Family<Labels, Counter>,
+    prism_checks: Family<Labels, Counter>,
+    prism_probes_in_flight: Gauge<i64, AtomicI64>,
 }
 
 impl Default for ExecutorMetrics {
@@ -52,6 +54,8 @@ impl Default for ExecutorMetrics {
             rpc_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             kube_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             preflights: Family::default(),
+            prism_checks: Family::default(),
+            prism_probes_in_flight: Gauge::default(),
         };
         m.registry.register(|r| {
             r.register(
@@ -98,8 +102,18 @@ impl Default for ExecutorMetrics {
             );
             r.register(
                 "prism_central_preflights",
-                "Prism Central preflights run before applying, by outcome (PASSED, PASSED_WITHOUT_AUTHENTICATION, or the failure kind)",
+                "Prism Central preflights answered before applying, one per hook, by outcome (PASSED, PASSED_WITHOUT_AUTHENTICATION, or the failure kind); prism_central_checks says which were probed and which shared an answer",
                 m.preflights.clone(),
+            );
+            r.register(
+                "prism_central_checks",
+                "Prism Central preflights answered, by result (as prism_central_preflights) and source: probe (this hook probed), in_flight (it waited for a probe under way), cached (a probe's answer within its TTL), none (refused by the allow-list, nothing contacted)",
+                m.prism_checks.clone(),
+            );
+            r.register(
+                "prism_central_probes_in_flight",
+                "Prism Central probes under way: at most one per endpoint, trust settings and credentials",
+                m.prism_probes_in_flight.clone(),
             );
         });
         m
@@ -176,6 +190,41 @@ impl ExecutorMetrics {
         self.rpc_duration
             .get_or_create(&vec![("method", method.to_owned())])
             .observe(seconds);
+    }
+
+    pub(crate) fn prism_check(&self, result: &'static str, source: &'static str) {
+        self.prism_checks
+            .get_or_create(&vec![
+                ("result", result.to_owned()),
+                ("source", source.to_owned()),
+            ])
+            .inc();
+    }
+
+    pub(crate) fn prism_probes_in_flight_gauge(&self) -> Gauge<i64, AtomicI64> {
+        self.prism_probes_in_flight.clone()
+    }
+
+    /// Prism Central preflights answered so far from `source` (`probe`, `in_flight`, `cached`, `none`), every
+    /// result (for tests and measurements).
+    pub fn prism_central_checks(&self, source: &str) -> u64 {
+        // As `kube_request_count_by_verb`: encode the family and sum the matching samples, creating no series.
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("c", "", self.prism_checks.clone());
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+            return 0;
+        }
+        let source = format!("source=\"{source}\"");
+        text.lines()
+            .filter(|l| l.starts_with("c_total{") && l.contains(&source))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Prism Central probes under way now (for tests).
+    pub fn prism_central_probes_in_flight(&self) -> i64 {
+        self.prism_probes_in_flight.get()
     }
 
     pub(crate) fn preflight(&self, outcome: &'static str) {

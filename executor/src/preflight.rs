@@ -35,13 +35,26 @@ impl Executor {
         }
         let pc = &req.prism_central;
         let endpoint = prism::endpoint(&pc.host, pc.port);
-        let verdict = match Credentials::from_secret(secret) {
+        let config = &self.inner.config;
+        let (verdict, checked_at, source) = match Credentials::from_secret(secret) {
             // Before any connection: a host off the allow-list is never resolved, let alone sent credentials.
-            Some(_) if !self.inner.config.prism_central_allowed_hosts.allows(&pc.host) => {
-                PreflightVerdict::Failed(prism::PreflightFailure::NotAllowed)
-            }
+            Some(_) if !config.prism_central_allowed_hosts.allows(&pc.host) => (
+                PreflightVerdict::Failed(prism::PreflightFailure::NotAllowed),
+                Timestamp::now(),
+                "none",
+            ),
             Some(credentials) => {
-                prism::preflight(pc, &credentials, self.inner.config.prism_central_timeout).await
+                // Shared per endpoint, trust settings and credentials, and bounded (prism_shared.rs): hooks for
+                // Clusters on one Prism Central wait for one probe at most, never longer than the bound.
+                let checks = &self.inner.prism_checks;
+                let key = checks.key(pc, &credentials);
+                let (target, bound) = (pc.clone(), config.prism_central_timeout);
+                let (checked, source) = checks
+                    .check(key, bound, async move {
+                        prism::preflight(&target, &credentials, bound).await
+                    })
+                    .await;
+                (checked.verdict, checked.checked_at, source.as_str())
             }
             // plan_for validated the Secret, so this is only reached if validation and reading ever disagree;
             // then there is nothing to check with, and plan_for's verdict stands.
@@ -62,12 +75,14 @@ impl Executor {
             PreflightVerdict::Failed(f) => f.kind(),
         };
         self.metrics().preflight(outcome);
-        tracing::info!(endpoint = %endpoint, outcome, "Prism Central preflight");
+        self.metrics().prism_check(outcome, source);
+        tracing::info!(endpoint = %endpoint, outcome, source, "Prism Central preflight");
         self.inner.preflights.remember(
             &live.key,
             PreflightRecord {
                 cluster_uid: live.uid.clone(),
-                checked_at: Timestamp::now(),
+                // When Prism Central was checked, which for a shared answer is before this hook.
+                checked_at,
                 trigger,
                 verdict: verdict.clone(),
                 message: message.clone(),

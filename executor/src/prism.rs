@@ -152,6 +152,9 @@ pub enum Step {
     Tls,
     /// Sending the request and waiting for the answer.
     Request,
+    /// Waiting for the shared check of this Prism Central (`prism_shared`), which did not answer within the
+    /// bound. Only reached if a probe's own bound failed.
+    Shared,
 }
 
 impl fmt::Display for Step {
@@ -161,6 +164,7 @@ impl fmt::Display for Step {
             Self::Connect => "connecting",
             Self::Tls => "the TLS handshake",
             Self::Request => "waiting for its answer",
+            Self::Shared => "waiting for the check already under way",
         })
     }
 }

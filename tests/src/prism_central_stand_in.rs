@@ -6,7 +6,8 @@
 //! - `GET /karbon/v1-alpha.1/k8s/cluster-registrations/<uuid>`: 200 when `<uuid>` was [registered], 404 when not,
 //!   401 without the credentials.
 //!
-//! [`Behaviour`] makes it slow, answer a fixed status, or redirect elsewhere; its certificate is signed by its own
+//! [`Behaviour`] makes it slow, answer a fixed status, redirect elsewhere, or hold connections unanswered (a
+//! blackhole, the fault injector of the shared-check tests); its certificate is signed by its own
 //! CA, so a bundle of another CA makes it "untrusted" (or, [`PrismCentralStandIn::start_self_signed`], it is
 //! self-signed, as appliances often are). It records what it was asked (path, whether credentials came with the
 //! request), never the credentials themselves, and how many TLS handshakes clients abandoned.
@@ -46,6 +47,10 @@ pub enum Behaviour {
     Status(u16),
     /// Answers every request with `302 Found` to this URL.
     RedirectTo(String),
+    /// A fault injector: accepts the TCP connection and then never says anything (no TLS, no answer), holding
+    /// the connection open until [`PrismCentralStandIn::release`], as a black-holing firewall or a hung Prism
+    /// Central does.
+    Blackhole,
 }
 
 /// What the stand-in was asked.
@@ -83,6 +88,10 @@ impl Accept {
 
 struct State {
     accept: Accept,
+    /// TCP connections accepted, whatever happened next.
+    connections: std::sync::atomic::AtomicUsize,
+    /// Connections held unanswered by [`Behaviour::Blackhole`], until released.
+    held: Mutex<Vec<tokio::net::TcpStream>>,
     /// Handshakes that did not complete (e.g. a client refused the certificate).
     refused_handshakes: std::sync::atomic::AtomicUsize,
     behaviour: Mutex<Behaviour>,
@@ -167,6 +176,8 @@ impl PrismCentralStandIn {
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             accept,
+            connections: Default::default(),
+            held: Mutex::default(),
             refused_handshakes: Default::default(),
             behaviour: Mutex::new(behaviour),
             registered: Mutex::default(),
@@ -183,6 +194,11 @@ impl PrismCentralStandIn {
                         Err(_) => continue,
                     },
                 };
+                st.connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if *st.behaviour.lock().unwrap() == Behaviour::Blackhole {
+                    st.held.lock().unwrap().push(tcp);
+                    continue;
+                }
                 let (acceptor, st, stop) = (acceptor.clone(), st.clone(), stop.clone());
                 tokio::spawn(async move {
                     // A client that refuses the certificate ends the handshake; nothing more to do.
@@ -257,6 +273,21 @@ impl PrismCentralStandIn {
         *self.state.behaviour.lock().unwrap() = behaviour;
     }
 
+    /// How many TCP connections it accepted, whatever happened next: each is one probe by a client.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many connections [`Behaviour::Blackhole`] holds unanswered right now.
+    pub fn held(&self) -> usize {
+        self.state.held.lock().unwrap().len()
+    }
+
+    /// Closes every connection held unanswered.
+    pub fn release(&self) {
+        self.state.held.lock().unwrap().clear();
+    }
+
     /// Every request it answered, oldest first.
     pub fn seen(&self) -> Vec<SeenRequest> {
         self.state.seen.lock().unwrap().clone()
@@ -290,7 +321,8 @@ async fn answer(state: &State, req: Request<hyper::body::Incoming>) -> Response<
     });
     let behaviour = state.behaviour.lock().unwrap().clone();
     match behaviour {
-        Behaviour::Normal => {}
+        // A blackhole is decided when the connection is accepted; one accepted before answers as usual.
+        Behaviour::Normal | Behaviour::Blackhole => {}
         Behaviour::Slow(d) => tokio::time::sleep(d).await,
         Behaviour::Status(code) => {
             return reply(

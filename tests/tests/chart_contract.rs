@@ -228,6 +228,11 @@ fn executor_values_default_to_the_binarys_defaults() {
         ("uninstall-timeout", defaults.uninstall_timeout),
         ("retry-after", defaults.retry_after),
         ("prism-central-timeout", defaults.prism_central_timeout),
+        ("prism-central-check-ttl", defaults.prism_central_check_ttl),
+        (
+            "prism-central-check-failure-ttl",
+            defaults.prism_central_check_failure_ttl,
+        ),
         ("remote-timeout", defaults.remote_timeout),
         (
             "workload-client-idle-timeout",

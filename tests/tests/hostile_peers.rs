@@ -616,7 +616,12 @@ async fn sigterm_lets_the_executor_finish_an_in_flight_call() {
     .unwrap();
     let pair = RealPair::start(
         &env.mgmt.kubeconfig_path(),
-        &["--prism-central-checks=warn", "--prism-central-timeout=15s"],
+        // No shared answer past the check itself: the second call must check Prism Central again, and wait on it.
+        &[
+            "--prism-central-checks=warn",
+            "--prism-central-timeout=15s",
+            "--prism-central-check-ttl=0s",
+        ],
         &[],
     )
     .await

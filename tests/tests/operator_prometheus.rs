@@ -757,6 +757,9 @@ async fn live_metrics_pass_promtool_and_follow_the_conventions() {
         "konnector_executor_kube_request_duration_seconds_count{kube_cluster=\"management\",verb=\"get\"}",
         "konnector_executor_kube_request_duration_seconds_count{kube_cluster=\"workload\",verb=\"patch\"}",
         "konnector_executor_prism_central_preflights_total{outcome=\"",
+        // One hook checked Prism Central, with its own probe; none is under way any more.
+        "konnector_executor_prism_central_checks_total{result=\"",
+        "konnector_executor_prism_central_probes_in_flight 0",
         "konnector_executor_tls_handshake_failures_total{reason=\"protocol\"} 1",
         "konnector_executor_grpc_connections_accepted_total ",
         "konnector_executor_uninstall_phases_total{phase=\"UNINSTALL_PHASE_",
