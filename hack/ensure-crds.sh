@@ -7,7 +7,7 @@
 #              oldest line konnector claims, is not served by the module proxy here; 1.8 is the nearest served
 #              release whose Cluster stores v1beta1, as 1.10's does.
 # CAAPH's module (sigs.k8s.io/cluster-api-addon-provider-helm) is not served by the module proxy at any version, so
-# its CRDs stay the field-list fixtures in tests/crds (README: Real control planes).
+# its CRDs stay the field-list fixtures in tests/crds (docs/testing.md: Real control planes).
 #
 # $KONNECTOR_CRDS wins when it names a directory that already holds both sets.
 set -euo pipefail

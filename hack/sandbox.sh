@@ -15,7 +15,8 @@ done
 say "control-plane binaries: etcd and kube-apiserver, built from their Go modules (first run: about 12 minutes on 2 cores; cached after it; \$KUBEBUILDER_ASSETS wins when set)"
 KUBEBUILDER_ASSETS="$(bash hack/ensure-control-plane.sh)"
 export KUBEBUILDER_ASSETS
-say "using $KUBEBUILDER_ASSETS"
+# Shown under ~ when it is there: the output is pasted into the README, where a home directory means nothing.
+say "using ${KUBEBUILDER_ASSETS/#"$HOME"/"~"}"
 
 say "CAPI's CRDs from the sigs.k8s.io/cluster-api Go module (cached after the first run)"
 KONNECTOR_CRDS="$(bash hack/ensure-crds.sh)"

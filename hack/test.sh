@@ -42,7 +42,7 @@ fi
 promtool --version 2>&1 | awk 'NR == 1'
 
 step "developer tools (buf, helm, grpcurl, kubectl, cargo-deny, skopeo, actionlint)"
-# grpcurl and kubectl run the commands the README and the sandbox print (executor_grpcurl.rs, sandbox_lifecycle.rs);
+# grpcurl and kubectl run the commands docs/reference.md and the sandbox print (executor_grpcurl.rs, sandbox_lifecycle.rs);
 # skopeo reads the images hack/build-images.sh writes and actionlint lints the release workflow (release_images.rs).
 PATH="$(bash hack/ensure-tools.sh helm buf grpcurl kubectl cargo-deny skopeo actionlint):$PATH"
 export PATH

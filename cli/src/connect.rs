@@ -330,7 +330,7 @@ fn client_config_from_pem(ca: &[u8], cert: &[u8], key: &[u8]) -> anyhow::Result<
 fn kube_error(error: kube::Error, what: &str) -> anyhow::Error {
     match &error {
         kube::Error::Api(s) if s.code == 403 => anyhow::anyhow!(
-            "not allowed to {what}: {}; the README's \"Status from the command line\" lists the RBAC the CLI needs",
+            "not allowed to {what}: {}; docs/cli.md (\"Reaching the executor\") lists the RBAC the CLI needs",
             s.message
         ),
         kube::Error::Api(s) if s.code == 404 => {

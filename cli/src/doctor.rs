@@ -82,7 +82,7 @@ pub struct Report {
     pub healthy: bool,
 }
 
-/// Names of the checks, shared by the report and the README.
+/// Names of the checks, shared by the report and docs/cli.md.
 pub mod names {
     /// The executor answers the gRPC health check.
     pub const EXECUTOR: &str = "executor reachable";
@@ -374,7 +374,7 @@ fn preflight(status: &StatusView) -> Check {
             names::PREFLIGHT,
             Verdict::Fail,
             format!("{}: {}", p.outcome, p.message),
-            "fix what the message names (README, Troubleshooting); the next hook checks again",
+            "fix what the message names (docs/operating.md, Troubleshooting); the next hook checks again",
         ),
     }
 }
@@ -444,7 +444,7 @@ fn unread<T>(name: &'static str, lookup: &Lookup<T>) -> Option<Check> {
             name,
             Verdict::Skip,
             what.clone(),
-            "grant the CLI's read-only ClusterRole (README, \"Status from the command line\"), or run with a \
+            "grant the CLI's read-only ClusterRole (docs/cli.md, \"doctor's checks\"), or run with a \
              kubeconfig that may read it",
         )),
         Lookup::Error(what) => Some(not_ok(

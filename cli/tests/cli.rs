@@ -1,7 +1,7 @@
 //! The real `konnector` binary (and `kubectl-konnector`, through kubectl) against real executors on real API
 //! servers: status, plan and doctor for a healthy installed Cluster, then for the same Cluster broken in three
 //! ways, each named by doctor; the exit codes; and, through a kubeconfig, the executor pod discovery and the
-//! borrowing of the gateway's client certificate under the README's RBAC.
+//! borrowing of the gateway's client certificate under the RBAC docs/cli.md gives.
 //!
 //! Every run's stdout and stderr are searched for the Prism Central password, plain and base64.
 //!
@@ -125,7 +125,7 @@ async fn wait_until_installed(env: &ExecutorEnv) {
     }
 }
 
-/// Prints a run for the README ("Status from the command line" shows these outputs).
+/// Prints a run for docs/cli.md (which shows these outputs).
 fn show(title: &str, run: &Run) {
     println!("----- {title} (exit {})\n{}{}", run.code, run.stdout, run.stderr);
 }
@@ -392,8 +392,8 @@ async fn status_plan_and_doctor_for_a_healthy_then_broken_cluster() {
         doctor.stdout
     );
 
-    // The hook that runs next fails and records an Event; the README's Troubleshooting command finds it. That hook is
-    // AfterControlPlaneInitialized: BeforeClusterUpgrade only warns about configuration by default
+    // The hook that runs next fails and records an Event; docs/operating.md's Troubleshooting command finds it.
+    // That hook is AfterControlPlaneInitialized: BeforeClusterUpgrade only warns about configuration by default
     // (--upgrade-config-policy warn), so that an upgrade CAREN let through is not blocked.
     let refused = konnector_tests::support::apply_agent(
         &env.executor,
@@ -547,16 +547,16 @@ async fn status_plan_and_doctor_for_a_healthy_then_broken_cluster() {
     );
 }
 
-/// The Role the README gives an operator for the kubeconfig path, verbatim from the README.
-fn readme_rbac() -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
-    let start = readme
+/// The Role docs/cli.md gives an operator for the kubeconfig path, verbatim from docs/cli.md.
+fn documented_rbac() -> String {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/cli.md")).unwrap();
+    let start = doc
         .find("<!-- cli-rbac:start -->")
-        .expect("the README's RBAC block");
-    let end = readme
+        .expect("docs/cli.md's RBAC block");
+    let end = doc
         .find("<!-- cli-rbac:end -->")
-        .expect("the README's RBAC block end");
-    let block = &readme[start..end];
+        .expect("docs/cli.md's RBAC block end");
+    let block = &doc[start..end];
     let yaml_start = block.find("```yaml\n").unwrap() + "```yaml\n".len();
     let yaml_end = block[yaml_start..].find("```").unwrap() + yaml_start;
     block[yaml_start..yaml_end].to_owned()
@@ -665,8 +665,8 @@ async fn kubeconfig_path_finds_a_ready_pod_borrows_the_gateway_certificate_and_p
     .await;
     assert_eq!(direct.code, 0, "{direct:#?}");
 
-    // A kubeconfig whose contexts act as "operator" (bound to the README's Role, applied as an operator would) and
-    // "nobody" (no rights).
+    // A kubeconfig whose contexts act as "operator" (bound to docs/cli.md's Role, applied as an operator would)
+    // and "nobody" (no rights).
     ensure_namespace(&admin, "konnector-system").await.unwrap();
     let config_path = dir.path().join("kubeconfig");
     std::fs::write(
@@ -676,7 +676,7 @@ async fn kubeconfig_path_finds_a_ready_pod_borrows_the_gateway_certificate_and_p
     .unwrap();
     let kc = format!("--kubeconfig={}", config_path.display());
     let rbac = dir.path().join("rbac.yaml");
-    std::fs::write(&rbac, readme_rbac()).unwrap();
+    std::fs::write(&rbac, documented_rbac()).unwrap();
     let admin_kc = format!("--kubeconfig={}", mgmt.kubeconfig_path().display());
     for args in [
         vec![admin_kc.as_str(), "apply", "-f", rbac.to_str().unwrap()],
@@ -703,7 +703,7 @@ async fn kubeconfig_path_finds_a_ready_pod_borrows_the_gateway_certificate_and_p
         );
     }
 
-    // A user without the Role is told which permission is missing and where the README lists them.
+    // A user without the Role is told which permission is missing and where docs/cli.md lists them.
     let denied = konnector(&["status", CLUSTER, &kc, "--context=nobody"]).await;
     assert_eq!(denied.code, 3, "{denied:#?}");
     assert!(
@@ -713,11 +713,7 @@ async fn kubeconfig_path_finds_a_ready_pod_borrows_the_gateway_certificate_and_p
         "{}",
         denied.stderr
     );
-    assert!(
-        denied.stderr.contains("Status from the command line"),
-        "{}",
-        denied.stderr
-    );
+    assert!(denied.stderr.contains("docs/cli.md"), "{}", denied.stderr);
 
     // The operator (the current context), before any executor pod exists.
     let none = until(&["status", CLUSTER, &kc], |r| !r.stderr.contains("not allowed")).await;

@@ -260,7 +260,7 @@ impl Executor {
             let siblings = self.report_siblings(live, &plan.hcp_name).await?;
             if !siblings.is_empty() {
                 let note = format!(
-                    "HelmChartProxy {} also drives this Cluster's release and was left in place: deleting it would make CAAPH uninstall the agent (see the README's CAREN section, or konnector migrate)",
+                    "HelmChartProxy {} also drives this Cluster's release and was left in place: deleting it would make CAAPH uninstall the agent (see docs/operating.md, \"Beside CAREN\")",
                     siblings.join(", ")
                 );
                 self.record_event(

@@ -55,7 +55,7 @@ pub struct Args {
     )]
     pub client_allowed_names: Vec<String>,
     /// Serve gRPC server reflection (v1 and v1alpha), which grpcurl uses to list and call the services without the
-    /// proto files (the README's and the sandbox's examples). `--reflection=false` turns it off.
+    /// proto files (the examples in docs/reference.md and the sandbox's). `--reflection=false` turns it off.
     #[arg(long, env = "KONNECTOR_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub reflection: bool,
     /// How often the certificate, key and client CA files are checked for changes; rotations are picked up

@@ -161,7 +161,7 @@ impl Executor {
 
     /// After a write under `current`: this Cluster's other live HelmChartProxies (CAREN created one beside
     /// konnector's, or the other way round). They are reported, not deleted: each drives the same release, and
-    /// deleting one makes CAAPH uninstall the agent. `konnector migrate` and the README say how to retire one.
+    /// deleting one makes CAAPH uninstall the agent. docs/operating.md ("Beside CAREN") says how one is retired.
     pub(crate) async fn report_siblings(
         &self,
         live: &LiveCluster,

@@ -264,7 +264,7 @@ pub struct LastReconcile {
 pub(crate) struct ReconcilerState {
     last: Mutex<HashMap<ClusterKey, LastReconcile>>,
     /// The chart fields last seen on each Cluster's HelmChartProxy, to restore a deleted one without changing its
-    /// chart. Lost on failover: the new leader then restores from the ConfigMaps (see README, known gaps).
+    /// chart. Lost on failover: the new leader then restores from the ConfigMaps (see docs/design.md, known gaps).
     applied_chart: Mutex<HashMap<ClusterKey, Value>>,
     /// What the workload objects held at each Cluster's last full pass, for the cheap periodic check. Cleared when
     /// this replica starts leading: what changed while it did not lead is only found by a full pass.

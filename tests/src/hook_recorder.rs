@@ -1,7 +1,7 @@
 //! A recording HTTPS proxy between CAPI and the gateway: CAPI's ExtensionConfig points here, and every call CAPI
 //! makes (Discovery and the hooks) is kept with its path and query, headers, body, the gateway's answer and when
-//! it came, then forwarded unchanged. It is how the tests know what the real CAPI sent, and what the README's
-//! Runtime SDK section reports.
+//! it came, then forwarded unchanged. It is how the tests know what the real CAPI sent, and what docs/testing.md
+//! reports of it ("What the real CAPI does (observed)").
 //!
 //! With no upstream ([`HookRecorder::set_upstream`] `None`), calls are recorded and answered 503, as a gateway
 //! that is down (Service without endpoints) would leave CAPI failing.

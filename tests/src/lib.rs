@@ -28,6 +28,7 @@ pub mod scale;
 pub mod scenario;
 pub mod support;
 pub mod tools;
+pub mod transcript;
 pub mod workload;
 
 pub use control_plane::ControlPlane;

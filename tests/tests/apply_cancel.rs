@@ -1,6 +1,6 @@
 //! An ApplyAgent whose caller goes away (the gateway's deadline, a dropped connection) still runs to its end:
 //! stopped between its HelmChartProxy write and its take-back check it could leave an install behind for a Cluster
-//! whose deletion another replica had already let proceed (README, "What is not done yet" history; issue 25).
+//! whose deletion another replica had already let proceed (docs/design.md, known gaps; issue 25).
 
 use std::time::Duration;
 

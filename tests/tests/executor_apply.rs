@@ -100,7 +100,7 @@ async fn apply_writes_every_object() {
     assert_eq!(spec["version"], "1.3.0-rc.1");
     assert_eq!(spec["repoURL"], "https://mesosphere.github.io/charts/stable/");
     assert!(spec.get("tlsConfig").is_none());
-    // The built-in template is CAREN's with its string scalars quoted (README, "How konnector differs from CAREN").
+    // The built-in template is CAREN's with its string scalars quoted (docs/design.md, differences from CAREN).
     let expected_values = format!(
         "agent:
   name: \"konnector-agent\"

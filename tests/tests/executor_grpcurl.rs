@@ -1,5 +1,5 @@
-//! Runs the README's grpcurl block, verbatim, against a real executor (under its RBAC, with real API servers), so
-//! every example the README gives is known to work.
+//! Runs the grpcurl block of docs/reference.md, verbatim, against a real executor (under its RBAC, with real API
+//! servers), so every example it gives is known to work.
 
 use std::process::Command;
 
@@ -10,22 +10,22 @@ use konnector_tests::{
     workload::ClusterOptions,
 };
 
-/// The fenced bash block between the grpcurl-examples markers in README.md.
-fn readme_examples() -> String {
-    let readme = std::fs::read_to_string(tools::repo_root().join("README.md")).unwrap();
-    let start = readme
+/// The fenced bash block between the grpcurl-examples markers in docs/reference.md.
+fn documented_examples() -> String {
+    let doc = std::fs::read_to_string(tools::repo_root().join("docs/reference.md")).unwrap();
+    let start = doc
         .find("<!-- grpcurl-examples:start -->")
-        .expect("start marker in README.md");
-    let end = readme
+        .expect("start marker in docs/reference.md");
+    let end = doc
         .find("<!-- grpcurl-examples:end -->")
-        .expect("end marker in README.md");
-    let block = &readme[start..end];
+        .expect("end marker in docs/reference.md");
+    let block = &doc[start..end];
     let body = block.split_once("```bash\n").expect("a ```bash fence").1;
     body.rsplit_once("```").expect("a closing fence").0.to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readme_grpcurl_examples_work() {
+async fn documented_grpcurl_examples_work() {
     konnector_tests::init_test_logging();
     let env = executor_env(
         "grpcurl",
@@ -34,8 +34,8 @@ async fn readme_grpcurl_examples_work() {
     )
     .await
     .unwrap();
-    // The executor serves mTLS, as deployed: the README's plaintext commands run with its TLS flags instead.
-    let script = readme_examples()
+    // The executor serves mTLS, as deployed: the documented plaintext commands run with its TLS flags instead.
+    let script = documented_examples()
         .replace("127.0.0.1:8090", &env.executor.addr.to_string())
         .replace("-plaintext", &env.executor.grpcurl_tls_flags());
     assert!(
@@ -62,7 +62,7 @@ async fn readme_grpcurl_examples_work() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "the README's grpcurl block failed:\n{stdout}\n{stderr}"
+        "docs/reference.md's grpcurl block failed:\n{stdout}\n{stderr}"
     );
 
     for expected in [

@@ -225,7 +225,7 @@ fn grpc_channel(
     konnector_gateway::client::channel(&endpoint, Duration::from_secs(1)).unwrap()
 }
 
-/// Server reflection (grpcurl's `list`) is on by default, as the README's examples need, and off with
+/// Server reflection (grpcurl's `list`) is on by default, as the examples in docs/reference.md need, and off with
 /// `--reflection=false`: then the reflection services are not served at all.
 #[tokio::test]
 async fn reflection_is_on_by_default_and_can_be_turned_off() {

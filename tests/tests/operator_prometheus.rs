@@ -826,11 +826,11 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
     let tested = run_promtool(&["test", "rules", "rules_test.yaml"], dir.path(), None);
     assert!(tested.contains("SUCCESS"), "{tested}");
 
-    // Every alert is unit-tested both ways (fires; stays quiet) and has a runbook line in the README.
-    let readme = std::fs::read_to_string(tools::repo_root().join("README.md")).unwrap();
-    let runbook = &readme[readme
-        .find("### Alerts and dashboards")
-        .expect("README has no Alerts section")..];
+    // Every alert is unit-tested both ways (fires; stays quiet) and has a runbook line in docs/observability.md.
+    let doc = std::fs::read_to_string(tools::repo_root().join("docs/observability.md")).unwrap();
+    let runbook = &doc[doc
+        .find("## Alerts and dashboards")
+        .expect("docs/observability.md has no Alerts section")..];
     let alerts: Vec<&str> = rule["spec"]["groups"]
         .as_array()
         .unwrap()
@@ -855,19 +855,19 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
         );
         assert!(
             runbook.contains(&format!("**{alert}**")),
-            "no runbook line for {alert} in the README"
+            "no runbook line for {alert} in docs/observability.md"
         );
     }
 
-    // By default every alert links to its runbook line in the README, through an anchor the README has.
-    let base = "https://github.com/mesosphere/konnector/blob/main/README.md";
+    // By default every alert links to its runbook line in docs/observability.md, through an anchor it has.
+    let base = "https://github.com/mesosphere/konnector/blob/main/docs/observability.md";
     for r in rule["spec"]["groups"][0]["rules"].as_array().unwrap() {
         let alert = r["alert"].as_str().unwrap();
         let anchor = alert.to_lowercase();
         assert_eq!(r["annotations"]["runbook_url"], format!("{base}#{anchor}"), "{r}");
         assert!(
             runbook.contains(&format!("<a id=\"{anchor}\"></a>**{alert}**")),
-            "no README anchor {anchor} on the runbook line of {alert}"
+            "no anchor {anchor} on the runbook line of {alert} in docs/observability.md"
         );
     }
     // The new alerts are there; the Lease alert only with the reconciler.

@@ -1,6 +1,6 @@
 //! What the reconciler costs the API servers for N idle Clusters, counted with the executor's own
-//! `kube_requests` metric. It prints the numbers the README quotes and checks that the cost of one pass over one
-//! Cluster does not grow with N. Counts only: nothing here depends on how fast the machine is.
+//! `kube_requests` metric. It prints the numbers docs/design.md quotes ("Idle cost") and checks that the cost of
+//! one pass over one Cluster does not grow with N. Counts only: nothing here depends on how fast the machine is.
 
 use std::time::Duration;
 

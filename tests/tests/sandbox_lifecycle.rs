@@ -1,6 +1,6 @@
 //! The sandbox's scenario as an end-to-end test: several clusters in parallel, through two real gateways and the
 //! real executor, against real API servers, for every CAPI request shape; and `konnector-sandbox --keep` run as a
-//! person runs it, with every command it prints executed.
+//! person runs it, with every command it prints executed and its output compared with the README's transcript.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use tokio::io::AsyncBufReadExt;
 use konnector_tests::{
     capi_stand_in::CapiShape,
     sandbox::{Sandbox, SandboxOptions},
+    tools, transcript,
 };
 
 async fn play(shape: CapiShape, clusters: usize, rotate_credentials: bool) {
@@ -88,10 +89,17 @@ async fn run_printed(command: &str) -> String {
 /// `konnector-sandbox --keep`, the binary a person runs: one cluster stays installed while the other plays its
 /// whole life, and every command printed for the kept cluster works and shows it. kubectl, grpcurl and curl must
 /// be on PATH (hack/test.sh installs them; a missing one fails the test rather than skipping it). Ctrl-C then
-/// stops everything and the sandbox exits cleanly.
+/// stops everything and the sandbox exits cleanly. What it printed is the README's transcript, once what varies
+/// between runs is normalised (`konnector_tests::transcript`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_leaves_one_cluster_installed_and_every_printed_command_works() {
-    keep_and_run_every_printed_command(&[]).await;
+    let printed = keep_and_run_every_printed_command(&[]).await;
+    let root = tools::repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let script = std::fs::read_to_string(root.join("hack/sandbox.sh")).unwrap();
+    if let Err(drift) = transcript::compare(&readme, &script, "$ ./hack/sandbox.sh --keep", &printed) {
+        panic!("{drift}");
+    }
 }
 
 /// The same with `--capi-version 1.10`, whose management cluster serves the Cluster at v1beta1 only: the --keep
@@ -102,9 +110,10 @@ async fn keep_with_capi_1_10_shape_prints_commands_that_work() {
     keep_and_run_every_printed_command(&["--capi-version", "1.10"]).await;
 }
 
-/// Runs `konnector-sandbox --keep --clusters 2` with `extra_args`, executes every command it prints for the kept
-/// cluster and checks what each shows, then interrupts it and expects a clean exit.
-async fn keep_and_run_every_printed_command(extra_args: &[&str]) {
+/// Runs `konnector-sandbox --keep` with `extra_args` as hack/sandbox.sh runs it (from the repository root, with
+/// a temporary state directory), executes every command it prints for the kept cluster and checks what each shows,
+/// then interrupts it and expects a clean exit. Returns every line it printed.
+async fn keep_and_run_every_printed_command(extra_args: &[&str]) -> Vec<String> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let missing: Vec<&str> = ["kubectl", "grpcurl", "curl"]
         .into_iter()
@@ -115,19 +124,22 @@ async fn keep_and_run_every_printed_command(extra_args: &[&str]) {
         "{missing:?} not on PATH: `bash hack/ensure-tools.sh grpcurl kubectl` installs them and prints the \
          directory to put on PATH (hack/test.sh does both)"
     );
-    let state = tempfile::tempdir().unwrap();
-    let mut sandbox = tokio::process::Command::new(env!("CARGO_BIN_EXE_konnector-sandbox"))
-        .args(["--keep", "--clusters", "2", "--state-dir"])
-        .arg(state.path())
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_konnector-sandbox"));
+    command
+        .arg("--keep")
         .args(extra_args)
-        .env_remove("KONNECTOR_SANDBOX_CAPI_VERSION")
+        .current_dir(tools::repo_root())
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .env_remove("KONNECTOR_SANDBOX_JSON")
         .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .kill_on_drop(true);
+    // Every sandbox flag reads a KONNECTOR_SANDBOX_* variable: none may change what a person's run prints.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("KONNECTOR_SANDBOX_") {
+            command.env_remove(name);
+        }
+    }
+    let mut sandbox = command.spawn().unwrap();
     let mut lines = tokio::io::BufReader::new(sandbox.stdout.take().unwrap()).lines();
     let mut printed = Vec::new();
     tokio::time::timeout(konnector_tests::support::HANG_GUARD, async {
@@ -150,8 +162,14 @@ async fn keep_and_run_every_printed_command(extra_args: &[&str]) {
         !printed.iter().any(|l| l.starts_with('{')),
         "no JSON summary without --json:\n{output}"
     );
-    assert!(state.path().join("summary.json").is_file(), "{output}");
-    assert!(state.path().join("try.sh").is_file(), "{output}");
+    let state = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("up: addresses in "))
+        .and_then(|f| std::path::Path::new(f).parent())
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| panic!("no state directory in the output:\n{output}"));
+    assert!(state.join("summary.json").is_file(), "{output}");
+    assert!(state.join("try.sh").is_file(), "{output}");
 
     let commands: Vec<&str> = printed.iter().filter_map(|l| l.strip_prefix("$ ")).collect();
     assert!(commands.len() >= 8, "{output}");
@@ -209,11 +227,21 @@ async fn keep_and_run_every_printed_command(extra_args: &[&str]) {
         .await
         .unwrap();
     assert!(interrupted.success());
+    let mut after = Vec::new();
     let status = tokio::time::timeout(konnector_tests::support::HANG_GUARD, async {
-        while lines.next_line().await.unwrap().is_some() {}
+        while let Some(line) = lines.next_line().await.unwrap() {
+            after.push(line);
+        }
         sandbox.wait().await.unwrap()
     })
     .await
     .expect("the sandbox stopped after Ctrl-C");
     assert!(status.success(), "the sandbox exited with {status}:\n{output}");
+    assert!(
+        !state.exists(),
+        "the temporary state directory {} outlived the sandbox",
+        state.display()
+    );
+    printed.extend(after);
+    printed
 }

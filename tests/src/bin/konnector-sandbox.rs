@@ -106,6 +106,20 @@ fn print_step(cluster: &str, step: &StepReport) {
     }
 }
 
+/// The repository's `hack/` directory as the person reading the output would type it: relative when the sandbox runs
+/// from the repository root (as hack/sandbox.sh runs it), absolute otherwise. An absolute path from the machine
+/// that ran it has no place in output people copy from.
+fn hack_dir() -> PathBuf {
+    let root = konnector_tests::tools::repo_root();
+    let root = root.canonicalize().unwrap_or(root);
+    let here = std::env::current_dir().and_then(|d| d.canonicalize());
+    if here.is_ok_and(|d| d == root) {
+        PathBuf::from("hack")
+    } else {
+        root.join("hack")
+    }
+}
+
 /// The executables the printed commands need, and whether each is on PATH.
 fn missing_tools() -> Vec<&'static str> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -208,8 +222,7 @@ async fn main() -> anyhow::Result<()> {
                 return Err(e);
             }
         };
-        let root = konnector_tests::tools::repo_root();
-        let tools = root.canonicalize().unwrap_or(root).join("hack");
+        let tools = hack_dir();
         println!(
             "\nkonnector keeps serving, with {} installed. Try these (also in {}):",
             sandbox.state().kept_cluster.unwrap_or_default(),
@@ -231,7 +244,7 @@ async fn main() -> anyhow::Result<()> {
         for c in &commands {
             println!("\n# {}\n$ {}", c.what, c.command);
         }
-        println!("\nNext, on a real management cluster: README.md, \"Deploying on a management cluster\".");
+        println!("\nNext, on a real management cluster: docs/operating.md.");
         println!("press Ctrl-C to stop everything");
         tokio::signal::ctrl_c().await?;
         println!("stopping…");
