@@ -22,7 +22,6 @@ pub mod domain;
 pub mod error;
 mod events;
 mod executor;
-mod gotemplate;
 mod leader;
 pub mod limits;
 pub mod names;

@@ -145,7 +145,7 @@ async fn caren_like_apply_at(env: &ExecutorEnv, values: &str, version: &str) {
 }
 
 /// CAREN's values for the environment's Cluster: what konnector renders from CAREN's own template (proven equal to
-/// Go's rendering by tests/tests/template_differential.rs).
+/// Go's rendering by gotemplate/tests/template_differential.rs and tests/tests/caaph_rendering.rs).
 async fn caren_values(env: &ExecutorEnv) -> String {
     let mut client = env.executor.client().await.unwrap();
     let plan = client
