@@ -1,14 +1,17 @@
 //! The gRPC client side: the channel to the executor (TLS files re-read on every new connection), the mapping from
 //! a hook to its RPC, and the health watch that feeds `konnector_gateway_executor_up`.
 
-use std::{future::Future, pin::Pin, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context;
-use hyper_util::rt::TokioIo;
 use konnector_proto::v1::{
     ApplyAgentRequest, ClusterRef, RemoveAgentRequest, Trigger, agent_service_client::AgentServiceClient,
 };
-use konnector_runtime::{telemetry::attr, tls::TlsMetrics};
+use konnector_runtime::{
+    grpc::{TcpDial, TlsConnector},
+    telemetry::attr,
+    tls::TlsMetrics,
+};
 use prometheus_client::metrics::gauge::Gauge;
 use rustls::pki_types::ServerName;
 use tokio_util::sync::CancellationToken;
@@ -82,56 +85,19 @@ pub fn channel_observed(
                 &[b"h2"],
                 tls_metrics,
             )?;
-            let connector = TlsConnector {
-                tls: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+            // TCP without Nagle, then TLS with the current files.
+            let connector = TlsConnector::new(
+                std::sync::Arc::new(config),
                 server_name,
-                host,
-                port,
-            };
+                TcpDial { host, port },
+                "the executor",
+            );
             // tonic insists on doing TLS itself for an https:// URI; the connector does it, so tonic sees http://.
             let authority = uri.authority().context("executor URL has no authority")?;
             let endpoint =
                 Endpoint::from_shared(format!("http://{authority}")).context("invalid executor authority")?;
             Ok(configure(endpoint).connect_with_connector_lazy(connector))
         }
-    }
-}
-
-/// Connects TCP (no Nagle: gRPC writes small frames) and then TLS with the current files.
-#[derive(Clone)]
-struct TlsConnector {
-    tls: tokio_rustls::TlsConnector,
-    server_name: ServerName<'static>,
-    host: String,
-    port: u16,
-}
-
-type TlsIo = TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
-
-impl tower::Service<Uri> for TlsConnector {
-    type Response = TlsIo;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<TlsIo>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let host = this.host.trim_matches(['[', ']']);
-            let tcp = tokio::net::TcpStream::connect((host, this.port)).await?;
-            tcp.set_nodelay(true)?;
-            let tls = this
-                .tls
-                .connect(this.server_name.clone(), tcp)
-                .await
-                .inspect_err(|error| {
-                    tracing::warn!(%error, "TLS handshake with the executor failed");
-                })?;
-            Ok(TokioIo::new(tls))
-        })
     }
 }
 
