@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use anyhow::Context;
+// SERVICE_NAME: the service's full name as the generated code has it, for span names and `rpc.method`.
 use konnector_proto::v1::{
     ApplyAgentRequest, ClusterRef, RemoveAgentRequest, Trigger, agent_service_client::AgentServiceClient,
+    agent_service_server::SERVICE_NAME,
 };
 use konnector_runtime::{
     grpc::{TcpDial, TlsConnector},
@@ -29,8 +31,6 @@ use crate::config::{ExecutorEndpoint, ExecutorTransport};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the executor's health is re-checked for the `executor_up` gauge and the logs.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
-/// The executor's gRPC service, as named in span names and `rpc.method` (`<service>/<method>`).
-const AGENT_SERVICE: &str = "konnector.executor.v1.AgentService";
 
 /// Builds a lazily connecting channel: the gateway starts, and answers hooks with a deterministic Failure, while the
 /// executor is down; the channel reconnects by itself when the executor returns.
@@ -133,11 +133,11 @@ impl ExecutorClient {
         let executor: Option<http::Uri> = self.url.parse().ok();
         let span = tracing::info_span!(
             "grpc_client",
-            otel.name = %format!("{AGENT_SERVICE}/{method}"),
+            otel.name = %format!("{SERVICE_NAME}/{method}"),
             otel.kind = "client",
             otel.status_code = Empty,
             { attr::RPC_SYSTEM_NAME } = attr::RPC_SYSTEM_NAME_GRPC,
-            { attr::RPC_METHOD } = %format!("{AGENT_SERVICE}/{method}"),
+            { attr::RPC_METHOD } = %format!("{SERVICE_NAME}/{method}"),
             { attr::RPC_RESPONSE_STATUS_CODE } = Empty,
             { attr::SERVER_ADDRESS } = executor.as_ref().and_then(http::Uri::host),
             { attr::SERVER_PORT } = executor.as_ref().and_then(http::Uri::port_u16),
