@@ -20,8 +20,11 @@ use crate::{
     error::{Error, KubeFailure, Side, absent_ok},
     events::apply_failure_reason,
     executor::{Applied, Executor, on_workload},
-    names::{FIELD_MANAGER, RELEASE_NAMESPACE, REMOTE_SECRET_NAME, hcp_resource},
-    objects::{self, ChartCoordinates, HELM_ADDONS_KEY, HelmChartProxyInput, VALUES_TEMPLATE_KEY},
+    names::{
+        FIELD_MANAGER, HELM_ADDONS_KEY, RELEASE_NAMESPACE, REMOTE_SECRET_NAME, VALUES_TEMPLATE_KEY,
+        hcp_resource,
+    },
+    objects::{self, ChartCoordinates, HelmChartProxyInput},
     values::{BUILTIN_VALUES_TEMPLATE, render_checked, template_values},
 };
 

@@ -40,7 +40,6 @@ pub mod values;
 
 pub use config::{ExecutorConfig, UninstallTimeoutPolicy, UpgradeConfigPolicy};
 pub use error::Error;
-pub use events::EVENT_REPORTER;
 pub use executor::Executor;
 pub use leader::LeaseConfig;
 pub use server::{ServerOptions, serve};

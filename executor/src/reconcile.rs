@@ -55,15 +55,14 @@ use crate::{
     error::{Error, Side, absent_ok},
     executor::{Executor, on_workload},
     leader::{LeaderElector, LeaseConfig},
-    names::{AGENT_NAME, FIELD_MANAGER, RELEASE_NAMESPACE, REMOTE_SECRET_NAME, hcp_resource},
+    names::{
+        AGENT_NAME, CAREN_FIELD_MANAGER, CREDENTIALS_ROTATED_ANNOTATION, FIELD_MANAGER, RELEASE_NAMESPACE,
+        REMOTE_SECRET_NAME, hcp_resource,
+    },
 };
 
-/// The pod-template annotation that rolls the agent when its credentials change.
-pub const CREDENTIALS_ROTATED_ANNOTATION: &str = "konnector.nutanix.com/credentials-rotated-at";
 /// The HelmChartProxy spec fields that carry the chart and its values: kept as they are unless
 /// `follow_defaults`.
-/// CAREN's field manager, on the HelmChartProxy and the workload Secret it applies (see `co_managed_by_caren`).
-const CAREN_FIELD_MANAGER: &str = "cluster-api-runtime-extensions-nutanix";
 const CHART_FIELDS: [&str; 5] = ["repoURL", "chartName", "version", "valuesTemplate", "tlsConfig"];
 
 /// How the reconciler behaves.

@@ -19,8 +19,10 @@ use crate::{
     domain::{ClusterKey, ClusterRef, LiveCluster},
     error::{Error, Side, absent_ok},
     executor::{Executor, humanize},
-    names::{CLUSTER_NAME_LABEL, HCP_NAME_LABEL, hcp_resource, hrp_resource},
-    objects::{candidate_helm_chart_proxy_names, is_label_value},
+    names::{
+        CLUSTER_NAME_LABEL, HCP_NAME_LABEL, candidate_helm_chart_proxy_names, hcp_resource, hrp_resource,
+        is_label_value,
+    },
 };
 
 /// Where the uninstall stands.

@@ -15,9 +15,8 @@ use serde_yaml_ng::Value as Yaml;
 
 use konnector_gotemplate::Value;
 
-use crate::domain::{
-    AGENT_NAME, AgentRequest, MAX_CLUSTER_NAME_LEN, REMOTE_SECRET_NAME, TRUST_BUNDLE_CONFIGMAP_NAME,
-};
+use crate::domain::{AgentRequest, MAX_CLUSTER_NAME_LEN};
+use crate::names::{AGENT_NAME, REMOTE_SECRET_NAME, TRUST_BUNDLE_CONFIGMAP_NAME, truncate_on_char_boundary};
 
 /// The values template used when the values-template ConfigMap is absent. It is CAREN's shipped template with its
 /// string scalars double-quoted (CAREN leaves `k8sClusterName`, `pc.endpoint`, `categoryMappings` and
@@ -808,18 +807,6 @@ pub fn category_mappings(categories: &[(String, String)]) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// The longest prefix of `s` that is at most `max` bytes and ends on a character boundary.
-pub fn truncate_on_char_boundary(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, Secret},
 };
-use konnector_executor::{ExecutorConfig, reconcile::CREDENTIALS_ROTATED_ANNOTATION};
+use konnector_executor::{ExecutorConfig, names::CREDENTIALS_ROTATED_ANNOTATION};
 use konnector_proto::v1::{ApplyAgentRequest, RemoveAgentRequest, Trigger, UninstallPhase};
 use konnector_tests::{
     caaph_stand_in::hcp_resource,
