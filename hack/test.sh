@@ -8,7 +8,8 @@ step() { printf '\n==> %s (%ss)\n' "$*" "$((SECONDS - started))"; }
 
 step "Go toolchain (1.26 or newer) for the upstream builds and the text/template differential test"
 # hack/upstream/go-env.sh uses the machine's Go when it is new enough, else takes Go from the Go module proxy.
-# tests/tests/template_differential.rs builds tests/go/render with it, so the reference is today's text/template.
+# gotemplate/tests/template_differential.rs and tests/tests/caaph_rendering.rs build gotemplate/tests/go/render with
+# it, so the reference is today's text/template.
 # shellcheck source=upstream/go-env.sh
 . hack/upstream/go-env.sh
 go version

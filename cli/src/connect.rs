@@ -7,12 +7,12 @@
 //! namespace through the kubelet, so the NetworkPolicy does not apply, and the user's own RBAC decides whether they
 //! may do it (`pods/portforward` `create`, `secrets` `get` on the gateway's client Secret, `pods` `list`).
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::{Context, bail, ensure};
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use konnector_proto::v1::agent_service_client::AgentServiceClient;
+use konnector_runtime::grpc::{self, TcpDial, TlsConnector};
 use kube::{
     Api, Client, Config,
     api::ListParams,
@@ -122,7 +122,7 @@ async fn direct(c: &Connection, url: &str) -> anyhow::Result<ExecutorConn> {
             )?;
             let name = c.server_name.clone().unwrap_or_else(|| host.clone());
             let port = uri.port_u16().unwrap_or(443);
-            let dial = Dial::Tcp { host, port };
+            let dial = Dial::Tcp(TcpDial { host, port });
             let channel = tls_channel(config, &name, dial, url).await?;
             Ok(conn(channel, url.to_owned()))
         }
@@ -354,10 +354,7 @@ fn kube_message(error: &kube::Error) -> String {
 /// Where the bytes go before TLS: a TCP connection, or a port-forward to a pod through the API server.
 #[derive(Clone)]
 enum Dial {
-    Tcp {
-        host: String,
-        port: u16,
-    },
+    Tcp(TcpDial),
     PortForward {
         pods: Box<Api<Pod>>,
         pod: String,
@@ -369,56 +366,30 @@ enum Dial {
 trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
 
-type TlsIo = TokioIo<tokio_rustls::client::TlsStream<Box<dyn Transport>>>;
+impl grpc::Dial for Dial {
+    type Io = Box<dyn Transport>;
 
-/// tonic does TLS itself only over its own TCP connections; this connector does TLS over whatever [`Dial`] opens.
-#[derive(Clone)]
-struct TlsConnector {
-    tls: tokio_rustls::TlsConnector,
-    server_name: ServerName<'static>,
-    dial: Dial,
-}
-
-impl tower::Service<Uri> for TlsConnector {
-    type Response = TlsIo;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<TlsIo>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: Uri) -> Self::Future {
+    fn dial(&self) -> impl Future<Output = std::io::Result<Self::Io>> + Send {
         let this = self.clone();
-        Box::pin(async move {
-            let io: Box<dyn Transport> = match &this.dial {
-                Dial::Tcp { host, port } => {
-                    let tcp = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-                    tcp.set_nodelay(true)?;
-                    Box::new(tcp)
-                }
-                Dial::PortForward { pods, pod, port } => {
-                    let mut forwarder = pods.portforward(pod, &[*port]).await.map_err(|e| {
+        async move {
+            Ok(match this {
+                Self::Tcp(tcp) => Box::new(tcp.dial().await?) as Box<dyn Transport>,
+                Self::PortForward { pods, pod, port } => {
+                    let mut forwarder = pods.portforward(&pod, &[port]).await.map_err(|e| {
                         std::io::Error::other(format!(
                             "cannot port-forward to pod {pod} port {port}: {}",
                             kube_message(&e)
                         ))
                     })?;
                     // The forwarding task keeps running for the stream after the forwarder is dropped.
-                    Box::new(forwarder.take_stream(*port).ok_or_else(|| {
+                    Box::new(forwarder.take_stream(port).ok_or_else(|| {
                         std::io::Error::other(format!(
                             "the port-forward to pod {pod} gave no stream for port {port}"
                         ))
                     })?)
                 }
-            };
-            let tls = this
-                .tls
-                .connect(this.server_name.clone(), io)
-                .await
-                .map_err(|e| std::io::Error::other(format!("TLS handshake with the executor failed: {e}")))?;
-            Ok(TokioIo::new(tls))
-        })
+            })
+        }
     }
 }
 
@@ -426,11 +397,7 @@ impl tower::Service<Uri> for TlsConnector {
 async fn tls_channel(config: ClientConfig, name: &str, dial: Dial, via: &str) -> anyhow::Result<Channel> {
     let server_name = ServerName::try_from(name.to_owned())
         .with_context(|| format!("{name:?} is not a valid TLS server name"))?;
-    let connector = TlsConnector {
-        tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
-        server_name,
-        dial,
-    };
+    let connector = TlsConnector::new(Arc::new(config), server_name, dial, "the executor");
     // tonic wants an http:// URI when the connector does TLS; the authority is only a label here.
     Endpoint::from_static("http://konnector-executor")
         .connect_timeout(CONNECT_TIMEOUT)

@@ -19,14 +19,13 @@ pub mod table;
 use std::io::Write;
 
 use clap::{CommandFactory, FromArgMatches};
-use konnector_proto::v1::{ClusterRef, GetAgentStatusRequest, PlanAgentRequest};
+use konnector_proto::v1::{
+    ClusterRef, GetAgentStatusRequest, PlanAgentRequest, agent_service_server::SERVICE_NAME,
+};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
 use crate::args::{Args, ClusterName, Command, Output};
 use crate::connect::ExecutorConn;
-
-/// The gRPC service the health check asks about (the executor registers it with tonic-health).
-const AGENT_SERVICE: &str = "konnector.executor.v1.AgentService";
 
 /// The documented exit codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -277,7 +276,8 @@ async fn gather(args: &Args, cluster: &ClusterName) -> doctor::Findings {
     let mut health = executor.health.clone();
     findings.executor = match health
         .check(HealthCheckRequest {
-            service: AGENT_SERVICE.to_owned(),
+            // The service the executor registers with tonic-health, named as the generated code names it.
+            service: SERVICE_NAME.to_owned(),
         })
         .await
     {

@@ -17,11 +17,14 @@ use tracing::Instrument;
 use crate::{
     config::UpgradeConfigPolicy,
     domain::{AgentRequest, ClusterRef, LiveCluster, Trigger, agent_request},
-    error::{Error, KubeFailure, Side},
+    error::{Error, KubeFailure, Side, absent_ok},
     events::apply_failure_reason,
     executor::{Applied, Executor, on_workload},
-    names::{FIELD_MANAGER, RELEASE_NAMESPACE, REMOTE_SECRET_NAME, hcp_resource},
-    objects::{self, ChartCoordinates, HELM_ADDONS_KEY, HelmChartProxyInput, VALUES_TEMPLATE_KEY},
+    names::{
+        FIELD_MANAGER, HELM_ADDONS_KEY, RELEASE_NAMESPACE, REMOTE_SECRET_NAME, VALUES_TEMPLATE_KEY,
+        hcp_resource,
+    },
+    objects::{self, ChartCoordinates, HelmChartProxyInput},
     values::{BUILTIN_VALUES_TEMPLATE, render_checked, template_values},
 };
 
@@ -366,21 +369,17 @@ impl Executor {
             return Ok(());
         }
         tracing::warn!(hcp.name = %hcp_name, "the Cluster's deletion began during ApplyAgent; deleting the HelmChartProxy it wrote");
-        match hcps
+        let result = hcps
             .delete(hcp_name, &DeleteParams::default())
             .instrument(tracing::debug_span!("delete_helm_chart_proxy"))
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => {
-                return Err(Error::kube(
-                    format!("delete HelmChartProxy {}/{hcp_name}", live.key.namespace),
-                    Side::Management,
-                    &e,
-                ));
-            }
-        }
+            .await;
+        absent_ok(result).map_err(|e| {
+            Error::kube(
+                format!("delete HelmChartProxy {}/{hcp_name}", live.key.namespace),
+                Side::Management,
+                &e,
+            )
+        })?;
         Err(Error::ClusterDeleting {
             cluster: live.key.to_string(),
         })

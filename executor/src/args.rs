@@ -11,7 +11,7 @@ use clap::Parser;
 use konnector_runtime::{telemetry::LogArgs, tls};
 
 use crate::{
-    ExecutorConfig, ServerOptions, UninstallTimeoutPolicy, UpgradeConfigPolicy, prism::PreflightMode,
+    ExecutorConfig, ServerOptions, UninstallTimeoutPolicy, UpgradeConfigPolicy, names, prism::PreflightMode,
 };
 
 /// konnector executor: does the Konnector Agent addon's work for one cluster per gRPC call.
@@ -94,18 +94,18 @@ pub struct Args {
     #[arg(
         long,
         env = "KONNECTOR_HELM_ADDONS_CONFIGMAP",
-        default_value = "default-helm-addons-config"
+        default_value = names::DEFAULT_HELM_ADDONS_CONFIGMAP
     )]
     pub helm_addons_configmap: String,
     /// ConfigMap holding the values template under key `values.yaml`.
     #[arg(
         long,
         env = "KONNECTOR_VALUES_TEMPLATE_CONFIGMAP",
-        default_value = "default-konnector-agent-helm-values-template"
+        default_value = names::DEFAULT_VALUES_TEMPLATE_CONFIGMAP
     )]
     pub values_template_configmap: String,
     /// Chart name when the helm-addons ConfigMap is absent.
-    #[arg(long, env = "KONNECTOR_DEFAULT_CHART_NAME", default_value = "konnector-agent")]
+    #[arg(long, env = "KONNECTOR_DEFAULT_CHART_NAME", default_value = names::DEFAULT_CHART_NAME)]
     pub default_chart_name: String,
     /// Chart version when the helm-addons ConfigMap is absent.
     #[arg(long, env = "KONNECTOR_DEFAULT_CHART_VERSION", default_value = "1.3.0-rc.1")]

@@ -101,9 +101,9 @@ impl Default for ExecutorConfig {
     fn default() -> Self {
         Self {
             defaults_namespace: "default".to_owned(),
-            helm_addons_configmap: "default-helm-addons-config".to_owned(),
-            values_template_configmap: "default-konnector-agent-helm-values-template".to_owned(),
-            default_chart_name: "konnector-agent".to_owned(),
+            helm_addons_configmap: crate::names::DEFAULT_HELM_ADDONS_CONFIGMAP.to_owned(),
+            values_template_configmap: crate::names::DEFAULT_VALUES_TEMPLATE_CONFIGMAP.to_owned(),
+            default_chart_name: crate::names::DEFAULT_CHART_NAME.to_owned(),
             default_chart_version: "1.3.0-rc.1".to_owned(),
             default_repository_url: "https://mesosphere.github.io/charts/stable/".to_owned(),
             helm_repository_ca_namespace: "default".to_owned(),

@@ -8,12 +8,7 @@ use std::{collections::BTreeMap, fmt};
 use k8s_openapi::jiff::Timestamp;
 use konnector_proto::capi;
 
-use crate::names::{ClusterVersion, is_dns1123_label, is_dns1123_subdomain};
-// Kept here for the modules that name them through the domain; the names' home is `names`.
-pub use crate::names::{
-    AGENT_NAME, CLUSTER_NAME_LABEL, FIELD_MANAGER, HCP_NAME_LABEL, PSA_ENFORCE_LABEL, RELEASE_NAME,
-    RELEASE_NAMESPACE, REMOTE_SECRET_NAME, TRUST_BUNDLE_CONFIGMAP_NAME,
-};
+use crate::names::{CLUSTER_NAME_LABEL, ClusterVersion, is_dns1123_label, is_dns1123_subdomain};
 
 /// The chart's limit on `k8sClusterName`, in bytes.
 pub const MAX_CLUSTER_NAME_LEN: usize = 40;

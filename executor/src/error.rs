@@ -60,6 +60,17 @@ impl KubeFailure {
 }
 
 /// Whether a 409 is server-side apply's conflict between field managers (a non-forced apply), which no retry clears.
+/// The result of a call whose object may already be gone, where gone is fine: a delete (its purpose is the
+/// object's absence), a restart of what may not exist yet, an existence check. Absence (404) is `Ok(None)`; every
+/// other error stays an error, for the caller to map with its action's name.
+pub(crate) fn absent_ok<T>(result: Result<T, kube::Error>) -> Result<Option<T>, kube::Error> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 fn field_manager_conflict(status: &kube::core::Status) -> bool {
     status
         .details
@@ -333,6 +344,19 @@ mod tests {
             reason.starts_with("Bad[2Jxxx") && reason.chars().count() <= crate::limits::MAX_REASON_CHARS + 1
         );
         assert!(!failure.to_string().contains("echoing"));
+    }
+
+    #[test]
+    fn only_absence_is_ok() {
+        let status = |code: u16, reason: &str| {
+            kube::Error::Api(kube::core::Status::failure("m", reason).with_code(code).boxed())
+        };
+        assert_eq!(absent_ok(Ok::<_, kube::Error>(7)).unwrap(), Some(7));
+        assert_eq!(absent_ok::<()>(Err(status(404, "NotFound"))).unwrap(), None);
+        // A refusal, a lost race or an unreachable server is no proof of absence.
+        for code in [403, 409, 410, 500, 503] {
+            assert!(absent_ok::<()>(Err(status(code, "x"))).is_err(), "{code}");
+        }
     }
 
     #[test]

@@ -13,11 +13,9 @@ use crate::{
     domain::LiveCluster,
     error::{Error, KubeFailure},
     executor::Executor,
-    names::CLUSTER_KIND,
+    names::{CLUSTER_KIND, EVENT_REPORTER},
 };
 
-/// The controller name on the Events the executor records.
-pub const EVENT_REPORTER: &str = "konnector-executor";
 /// Bound on recording one Event; recording never holds up an answer for longer.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(3);
 

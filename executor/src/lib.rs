@@ -22,7 +22,6 @@ pub mod domain;
 pub mod error;
 mod events;
 mod executor;
-mod gotemplate;
 mod leader;
 pub mod limits;
 pub mod names;
@@ -42,7 +41,6 @@ pub mod values;
 
 pub use config::{ExecutorConfig, UninstallTimeoutPolicy, UpgradeConfigPolicy};
 pub use error::Error;
-pub use events::EVENT_REPORTER;
 pub use executor::Executor;
 pub use leader::LeaseConfig;
 pub use server::{ServerOptions, serve};

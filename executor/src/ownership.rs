@@ -22,8 +22,10 @@ use crate::{
     domain::LiveCluster,
     error::{Error, Side},
     executor::Executor,
-    names::{CLUSTER_KIND, CLUSTER_NAME_LABEL, hcp_resource},
-    objects::{candidate_helm_chart_proxy_names, helm_chart_proxy_name_for, name_based_hcp_name},
+    names::{
+        CLUSTER_KIND, CLUSTER_NAME_LABEL, candidate_helm_chart_proxy_names, hcp_resource,
+        helm_chart_proxy_name_for, name_based_hcp_name,
+    },
 };
 
 /// Whether `hcp` belongs to the Cluster with this uid and name: an ownerReference to it, and a selector naming it.

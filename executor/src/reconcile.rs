@@ -52,18 +52,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     domain::{ClusterKey, LiveCluster, agent_request},
-    error::{Error, Side},
+    error::{Error, Side, absent_ok},
     executor::{Executor, on_workload},
     leader::{LeaderElector, LeaseConfig},
-    names::{AGENT_NAME, FIELD_MANAGER, RELEASE_NAMESPACE, REMOTE_SECRET_NAME, hcp_resource},
+    names::{
+        AGENT_NAME, CAREN_FIELD_MANAGER, CREDENTIALS_ROTATED_ANNOTATION, FIELD_MANAGER, RELEASE_NAMESPACE,
+        REMOTE_SECRET_NAME, hcp_resource,
+    },
 };
 
-/// The pod-template annotation that rolls the agent when its credentials change.
-pub const CREDENTIALS_ROTATED_ANNOTATION: &str = "konnector.nutanix.com/credentials-rotated-at";
 /// The HelmChartProxy spec fields that carry the chart and its values: kept as they are unless
 /// `follow_defaults`.
-/// CAREN's field manager, on the HelmChartProxy and the workload Secret it applies (see `co_managed_by_caren`).
-const CAREN_FIELD_MANAGER: &str = "cluster-api-runtime-extensions-nutanix";
 const CHART_FIELDS: [&str; 5] = ["repoURL", "chartName", "version", "valuesTemplate", "tlsConfig"];
 
 /// How the reconciler behaves.
@@ -644,18 +643,14 @@ impl Executor {
             self.inner.config.remote_timeout,
             format!("restart Deployment {RELEASE_NAMESPACE}/{AGENT_NAME}"),
             async {
-                match deployments
+                let restart = deployments
                     .patch(
                         AGENT_NAME,
                         &PatchParams::apply(FIELD_MANAGER),
                         &Patch::Merge(&patch),
                     )
-                    .await
-                {
-                    Ok(_) => Ok(true),
-                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
-                    Err(e) => Err(e),
-                }
+                    .await;
+                absent_ok(restart).map(|found| found.is_some())
             },
         )
         .await;
@@ -697,17 +692,8 @@ impl Executor {
                 }),
                 ..DeleteParams::default()
             };
-            match hcps.delete(&name, &checked).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => {
-                    return Err(Error::kube(
-                        format!("delete HelmChartProxy {hcp_ref}"),
-                        Side::Management,
-                        &e,
-                    ));
-                }
-            }
+            absent_ok(hcps.delete(&name, &checked).await)
+                .map_err(|e| Error::kube(format!("delete HelmChartProxy {hcp_ref}"), Side::Management, &e))?;
         }
         lock(&self.inner.reconciler.applied_chart).remove(key);
         // What the hooks remember writing is gone now; a later re-enable must write again.
@@ -717,14 +703,8 @@ impl Executor {
             self.inner.config.remote_timeout,
             format!("delete Secret {RELEASE_NAMESPACE}/{REMOTE_SECRET_NAME}"),
             async {
-                match Api::<Secret>::namespaced(remote, RELEASE_NAMESPACE)
-                    .delete(REMOTE_SECRET_NAME, &DeleteParams::default())
-                    .await
-                {
-                    Ok(_) => Ok(()),
-                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                    Err(e) => Err(e),
-                }
+                let secrets = Api::<Secret>::namespaced(remote, RELEASE_NAMESPACE);
+                absent_ok(secrets.delete(REMOTE_SECRET_NAME, &DeleteParams::default()).await).map(|_| ())
             },
         )
         .await?;

@@ -27,12 +27,9 @@ use crate::{
     domain::ClusterKey,
     error::{Error, KubeFailure, Side},
     executor::Executor,
-    names::kubeconfig_secret_name,
+    names::{KUBECONFIG_KEY, kubeconfig_secret_name},
     observe::observed_client,
 };
-
-/// Key of the kubeconfig in CAPI's `<cluster>-kubeconfig` Secret.
-pub const KUBECONFIG_KEY: &str = "value";
 
 /// Workload clients by Cluster, with the resourceVersion of the kubeconfig Secret each was built from. Bounded:
 /// at most `capacity` clients (the least recently used is dropped first), and a client unused for `idle` is

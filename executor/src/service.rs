@@ -6,7 +6,7 @@ use konnector_proto::v1 as pb;
 use konnector_proto::v1::{
     ApplyAgentRequest, ApplyAgentResponse, GetAgentStatusRequest, GetAgentStatusResponse, PlanAgentRequest,
     PlanAgentResponse, RemoveAgentRequest, RemoveAgentResponse,
-    agent_service_server::{AgentService, AgentServiceServer},
+    agent_service_server::{AgentService, AgentServiceServer, SERVICE_NAME},
 };
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::{Instrument, Span, field::Empty};
@@ -22,8 +22,6 @@ use crate::{
     status::{ConditionView, HcpView, HrpView, StatusReport},
     uninstall::{RemoveOutcome, UninstallPhase},
 };
-
-const SERVICE: &str = "konnector.executor.v1.AgentService";
 
 impl Executor {
     /// Wraps the executor as a tonic service.
@@ -199,11 +197,11 @@ fn preflight(r: PreflightRecord) -> pb::PrismCentralPreflight {
 fn server_span(method: &'static str, metadata: &MetadataMap) -> Span {
     let span = tracing::info_span!(
         "grpc_server",
-        otel.name = %format!("{SERVICE}/{method}"),
+        otel.name = %format!("{SERVICE_NAME}/{method}"),
         otel.kind = "server",
         otel.status_code = Empty,
         { attr::RPC_SYSTEM_NAME } = attr::RPC_SYSTEM_NAME_GRPC,
-        { attr::RPC_METHOD } = %format!("{SERVICE}/{method}"),
+        { attr::RPC_METHOD } = %format!("{SERVICE_NAME}/{method}"),
         { attr::RPC_RESPONSE_STATUS_CODE } = Empty,
         { attr::KONNECTOR_CLUSTER_NAMESPACE } = Empty,
         { attr::KONNECTOR_CLUSTER_NAME } = Empty,

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::{
     domain::{ClusterKey, ClusterRef, agent_request},
-    error::Error,
+    error::{Error, absent_ok},
     executor::{Executor, on_workload},
     limits::{MAX_MESSAGE_CHARS, MAX_REASON_CHARS, sanitize},
     names::{RELEASE_NAMESPACE, REMOTE_SECRET_NAME},
@@ -134,13 +134,7 @@ impl Executor {
         on_workload(
             self.inner.config.remote_timeout,
             format!("read Secret {RELEASE_NAMESPACE}/{REMOTE_SECRET_NAME}"),
-            async {
-                match secrets.get_metadata(REMOTE_SECRET_NAME).await {
-                    Ok(_) => Ok(true),
-                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
-                    Err(e) => Err(e),
-                }
-            },
+            async { absent_ok(secrets.get_metadata(REMOTE_SECRET_NAME).await).map(|found| found.is_some()) },
         )
         .await
     }

@@ -17,10 +17,12 @@ use tracing::Instrument;
 use crate::{
     config::UninstallTimeoutPolicy,
     domain::{ClusterKey, ClusterRef, LiveCluster},
-    error::{Error, Side},
+    error::{Error, Side, absent_ok},
     executor::{Executor, humanize},
-    names::{CLUSTER_NAME_LABEL, HCP_NAME_LABEL, hcp_resource, hrp_resource},
-    objects::{candidate_helm_chart_proxy_names, is_label_value},
+    names::{
+        CLUSTER_NAME_LABEL, HCP_NAME_LABEL, candidate_helm_chart_proxy_names, hcp_resource, hrp_resource,
+        is_label_value,
+    },
 };
 
 /// Where the uninstall stands.
@@ -337,21 +339,17 @@ impl Executor {
             .filter(|h| h.metadata.deletion_timestamp.is_none())
         {
             let name = hcp.metadata.name.clone().unwrap_or_default();
-            match hcp_api
+            let result = hcp_api
                 .delete(&name, &DeleteParams::default())
                 .instrument(tracing::debug_span!("delete_helm_chart_proxy"))
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => {
-                    return Err(Error::kube(
-                        format!("delete HelmChartProxy {}/{name}", key.namespace),
-                        Side::Management,
-                        &e,
-                    ));
-                }
-            }
+                .await;
+            absent_ok(result).map_err(|e| {
+                Error::kube(
+                    format!("delete HelmChartProxy {}/{name}", key.namespace),
+                    Side::Management,
+                    &e,
+                )
+            })?;
             tracing::info!(hcp.name = %name, "HelmChartProxy deleted; CAAPH uninstalls the release");
             deleted = true;
         }

@@ -13,11 +13,10 @@ use std::collections::BTreeMap;
 
 use serde_yaml_ng::Value as Yaml;
 
-use crate::gotemplate::Value;
+use konnector_gotemplate::Value;
 
-use crate::domain::{
-    AGENT_NAME, AgentRequest, MAX_CLUSTER_NAME_LEN, REMOTE_SECRET_NAME, TRUST_BUNDLE_CONFIGMAP_NAME,
-};
+use crate::domain::{AgentRequest, MAX_CLUSTER_NAME_LEN};
+use crate::names::{AGENT_NAME, REMOTE_SECRET_NAME, TRUST_BUNDLE_CONFIGMAP_NAME, truncate_on_char_boundary};
 
 /// The values template used when the values-template ConfigMap is absent. It is CAREN's shipped template with its
 /// string scalars double-quoted (CAREN leaves `k8sClusterName`, `pc.endpoint`, `categoryMappings` and
@@ -101,6 +100,11 @@ fn endpoint_url(host: &str, port: i32) -> String {
     }
 }
 
+/// The Go type name the template data has (what `{{ printf "%T" . }}` prints and field errors name): the type the
+/// Go reference program declares for CAREN's variables (konnector-gotemplate's tests/go/render), so that the
+/// differential test compares like with like.
+const TEMPLATE_DATA_TYPE: &str = "main.values";
+
 impl TemplateValues {
     /// The variables as the template sees them: a struct with CAREN's field names and Go types.
     fn to_template_data(&self) -> Value {
@@ -116,6 +120,7 @@ impl TemplateValues {
                     (name.to_owned(), value)
                 })
                 .collect(),
+            TEMPLATE_DATA_TYPE,
         )
     }
 
@@ -276,7 +281,18 @@ pub enum RenderError {
 
 /// Renders `template` with `values`, with no checks. Use [`render_checked`] before writing anything.
 pub fn render_values(template: &str, values: &TemplateValues) -> Result<String, RenderError> {
-    crate::gotemplate::render(template, values.to_template_data())
+    konnector_gotemplate::render(template, values.to_template_data()).map_err(RenderError::from)
+}
+
+/// The engine's two failures are this module's first two; the messages are kept as the engine wrote them (and
+/// scrubbed of inputs by [`render_checked`]).
+impl From<konnector_gotemplate::Error> for RenderError {
+    fn from(error: konnector_gotemplate::Error) -> Self {
+        match error {
+            konnector_gotemplate::Error::Parse(m) => Self::Parse(m),
+            konnector_gotemplate::Error::Execute(m) => Self::Execute(m),
+        }
+    }
 }
 
 /// What CAAPH renders back to exactly `{{`: an action printing the two braces as a string constant.
@@ -793,18 +809,6 @@ pub fn category_mappings(categories: &[(String, String)]) -> String {
         .join(",")
 }
 
-/// The longest prefix of `s` that is at most `max` bytes and ends on a character boundary.
-pub fn truncate_on_char_boundary(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1063,6 +1067,58 @@ kubeconfigUpload:
         assert_eq!(truncate_on_char_boundary("short", 40), "short");
     }
 
+    /// The conversion into the engine's data: CAREN's variable names in CAREN's order, with CAREN's Go types (the
+    /// port a `uint16`, so `printf "%T"` and comparisons behave as in CAREN), in the reference program's struct type.
+    #[test]
+    fn template_data_is_carens_struct() {
+        let mut v = template_values(&request("my-cluster"));
+        v.category_mappings = "a=b".into();
+        let s = |x: &str| Value::Str(x.into());
+        let expected = Value::Struct(
+            vec![
+                ("AgentName".into(), s("konnector-agent")),
+                ("PrismCentralHost".into(), s(&v.prism_central_host)),
+                (
+                    "PrismCentralPort".into(),
+                    Value::Uint(u64::from(v.prism_central_port), "uint16"),
+                ),
+                (
+                    "PrismCentralInsecure".into(),
+                    Value::Bool(v.prism_central_insecure),
+                ),
+                (
+                    "PrismCentralAdditionalTrustBundle".into(),
+                    s(&v.prism_central_additional_trust_bundle),
+                ),
+                (
+                    "CreateAdditionalTrustBundleConfigMap".into(),
+                    Value::Bool(v.create_additional_trust_bundle_config_map),
+                ),
+                (
+                    "AdditionalTrustBundleConfigMapName".into(),
+                    s(&v.additional_trust_bundle_config_map_name),
+                ),
+                ("ClusterName".into(), s("my-cluster")),
+                ("CategoryMappings".into(), s("a=b")),
+                (
+                    "PrismCredentialsSecretName".into(),
+                    s(&v.prism_credentials_secret_name),
+                ),
+                (
+                    "EnableKubeconfigUpload".into(),
+                    Value::Bool(v.enable_kubeconfig_upload),
+                ),
+                ("ControlPlaneEndpoint".into(), s(&v.control_plane_endpoint)),
+            ],
+            "main.values",
+        );
+        assert_eq!(v.to_template_data(), expected);
+        assert_eq!(
+            render_values("{{ printf \"%T %T\" . .PrismCentralPort }}", &v).unwrap(),
+            "main.values uint16"
+        );
+    }
+
     #[test]
     fn template_errors() {
         let v = template_values(&request("c"));
@@ -1112,7 +1168,7 @@ kubeconfigUpload:
                 "{escaped}"
             );
             // A Go text/template rendering (this engine, which the differential test holds to Go's) gives the
-            // literal back; tests/tests/template_differential.rs does the same through real Go and Sprig.
+            // literal back; tests/tests/caaph_rendering.rs does the same through real Go and Sprig.
             assert_eq!(render_values(&escaped, &v).unwrap(), hostile, "{escaped}");
         }
         // Text without `{{` is written as is, so templates that never print braces keep their exact bytes.

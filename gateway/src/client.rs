@@ -1,14 +1,19 @@
 //! The gRPC client side: the channel to the executor (TLS files re-read on every new connection), the mapping from
 //! a hook to its RPC, and the health watch that feeds `konnector_gateway_executor_up`.
 
-use std::{future::Future, pin::Pin, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context;
-use hyper_util::rt::TokioIo;
+// SERVICE_NAME: the service's full name as the generated code has it, for span names and `rpc.method`.
 use konnector_proto::v1::{
     ApplyAgentRequest, ClusterRef, RemoveAgentRequest, Trigger, agent_service_client::AgentServiceClient,
+    agent_service_server::SERVICE_NAME,
 };
-use konnector_runtime::{telemetry::attr, tls::TlsMetrics};
+use konnector_runtime::{
+    grpc::{TcpDial, TlsConnector},
+    telemetry::attr,
+    tls::TlsMetrics,
+};
 use prometheus_client::metrics::gauge::Gauge;
 use rustls::pki_types::ServerName;
 use tokio_util::sync::CancellationToken;
@@ -26,8 +31,6 @@ use crate::config::{ExecutorEndpoint, ExecutorTransport};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the executor's health is re-checked for the `executor_up` gauge and the logs.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
-/// The executor's gRPC service, as named in span names and `rpc.method` (`<service>/<method>`).
-const AGENT_SERVICE: &str = "konnector.executor.v1.AgentService";
 
 /// Builds a lazily connecting channel: the gateway starts, and answers hooks with a deterministic Failure, while the
 /// executor is down; the channel reconnects by itself when the executor returns.
@@ -82,56 +85,19 @@ pub fn channel_observed(
                 &[b"h2"],
                 tls_metrics,
             )?;
-            let connector = TlsConnector {
-                tls: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+            // TCP without Nagle, then TLS with the current files.
+            let connector = TlsConnector::new(
+                std::sync::Arc::new(config),
                 server_name,
-                host,
-                port,
-            };
+                TcpDial { host, port },
+                "the executor",
+            );
             // tonic insists on doing TLS itself for an https:// URI; the connector does it, so tonic sees http://.
             let authority = uri.authority().context("executor URL has no authority")?;
             let endpoint =
                 Endpoint::from_shared(format!("http://{authority}")).context("invalid executor authority")?;
             Ok(configure(endpoint).connect_with_connector_lazy(connector))
         }
-    }
-}
-
-/// Connects TCP (no Nagle: gRPC writes small frames) and then TLS with the current files.
-#[derive(Clone)]
-struct TlsConnector {
-    tls: tokio_rustls::TlsConnector,
-    server_name: ServerName<'static>,
-    host: String,
-    port: u16,
-}
-
-type TlsIo = TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
-
-impl tower::Service<Uri> for TlsConnector {
-    type Response = TlsIo;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<TlsIo>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let host = this.host.trim_matches(['[', ']']);
-            let tcp = tokio::net::TcpStream::connect((host, this.port)).await?;
-            tcp.set_nodelay(true)?;
-            let tls = this
-                .tls
-                .connect(this.server_name.clone(), tcp)
-                .await
-                .inspect_err(|error| {
-                    tracing::warn!(%error, "TLS handshake with the executor failed");
-                })?;
-            Ok(TokioIo::new(tls))
-        })
     }
 }
 
@@ -167,11 +133,11 @@ impl ExecutorClient {
         let executor: Option<http::Uri> = self.url.parse().ok();
         let span = tracing::info_span!(
             "grpc_client",
-            otel.name = %format!("{AGENT_SERVICE}/{method}"),
+            otel.name = %format!("{SERVICE_NAME}/{method}"),
             otel.kind = "client",
             otel.status_code = Empty,
             { attr::RPC_SYSTEM_NAME } = attr::RPC_SYSTEM_NAME_GRPC,
-            { attr::RPC_METHOD } = %format!("{AGENT_SERVICE}/{method}"),
+            { attr::RPC_METHOD } = %format!("{SERVICE_NAME}/{method}"),
             { attr::RPC_RESPONSE_STATUS_CODE } = Empty,
             { attr::SERVER_ADDRESS } = executor.as_ref().and_then(http::Uri::host),
             { attr::SERVER_PORT } = executor.as_ref().and_then(http::Uri::port_u16),

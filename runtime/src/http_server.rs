@@ -183,27 +183,21 @@ pub async fn serve(
     tracing::info!(%addr, tls = acceptor.is_some(), "listening (HTTP)");
 
     loop {
-        // Without eviction, take a connection slot before accepting: at the limit, new connections wait in the
-        // kernel's backlog instead of costing memory here. With it, accept first, then make room if needed.
-        let early = if options.evict_idle_when_full {
-            None
-        } else {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                permit = connections.clone().acquire_owned() => Some(permit.expect("the connection semaphore is never closed")),
+        // Without eviction, take a connection slot before accepting (new connections wait in the kernel's backlog
+        // at the limit). With it, accept first, then make room if needed.
+        let accepted = if options.evict_idle_when_full {
+            match crate::net::accept(&listener, &shutdown).await {
+                Some((tcp, peer)) => make_room(&connections, &open, &shutdown)
+                    .await
+                    .map(|permit| (tcp, peer, permit)),
+                None => None,
             }
+        } else {
+            crate::net::accept_under_permit(&listener, &connections, &shutdown).await
         };
-        let Some((tcp, peer)) = crate::net::accept(&listener, &shutdown).await else {
+        let Some((tcp, peer, permit)) = accepted else {
             break;
         };
-        let permit = match early {
-            Some(permit) => permit,
-            None => match make_room(&connections, &open, &shutdown).await {
-                Some(permit) => permit,
-                None => break,
-            },
-        };
-        let _ = tcp.set_nodelay(true);
         let conn = Connection {
             acceptor: acceptor.clone(),
             builder: builder.clone(),

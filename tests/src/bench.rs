@@ -5,7 +5,8 @@
 //! - **grpc**: the executor's `ApplyAgent` called directly with the context the gateway would send;
 //! - **minimal**: the least a hand-written client must do for the same result: read the credentials Secret, the
 //!   kubeconfig Secret, the Cluster and the two ConfigMaps, and server-side apply the Namespace and Secret on the
-//!   workload cluster and the HelmChartProxy on the management cluster (8 API calls, with clients already built).
+//!   workload cluster and the HelmChartProxy on the management cluster (8 API calls, with clients already built:
+//!   [`crate::baseline::MinimalApply`], the same baseline `scale` uses).
 //!
 //! Only ratios between the three are meaningful: absolute numbers depend on the machine and its load. Rounds
 //! rotate the order of the three so that none always runs first.
@@ -13,26 +14,23 @@
 use std::{collections::BTreeMap, time::Instant};
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use konnector_executor::ExecutorConfig;
 use konnector_gateway::translate;
 use konnector_proto::{
     struct_to_json,
     v1::{ApplyAgentRequest, PlanAgentRequest, Trigger},
 };
-use kube::{
-    Api,
-    api::{DynamicObject, Patch, PatchParams},
-};
+use kube::{Api, api::DynamicObject};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
-    caaph_stand_in::hcp_resource,
+    baseline::MinimalApply,
     capi_stand_in::{CapiShape, ExtensionClient, Hook, hook_path, hook_request},
     executor_fixture::{TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, executor_env},
     gateway_fixture::start_gateway,
-    scenario::{AGENT_NAMESPACE, AGENT_SECRET, cluster_spec},
+    scenario::cluster_spec,
     workload::{ClusterOptions, cluster_resource},
 };
 
@@ -121,8 +119,8 @@ pub async fn run(rounds: usize) -> anyhow::Result<BenchReport> {
         })
         .await?
         .into_inner();
-    let minimal = MinimalApply::new(&env, &plan).await?;
-    minimal.run().await?;
+    let (minimal, hcp) = minimal_apply(&env, &plan).await?;
+    minimal.run(TEST_CLUSTER, &hcp).await?;
 
     let mut samples: BTreeMap<&str, Vec<u128>> = BTreeMap::new();
     for round in 0..rounds {
@@ -141,7 +139,7 @@ pub async fn run(rounds: usize) -> anyhow::Result<BenchReport> {
                     })
                     .await?;
                 }
-                _ => minimal.run().await?,
+                _ => minimal.run(TEST_CLUSTER, &hcp).await?,
             }
             let name = ["hook", "grpc", "minimal"][which];
             samples
@@ -172,73 +170,36 @@ pub async fn run(rounds: usize) -> anyhow::Result<BenchReport> {
     })
 }
 
-/// The minimal API-call sequence for a re-apply, with admin clients built once.
-struct MinimalApply {
-    mgmt: kube::Client,
-    workload: kube::Client,
-    namespace: Value,
-    secret: Secret,
-    hcp: Value,
-}
-
-impl MinimalApply {
-    async fn new(
-        env: &crate::executor_fixture::ExecutorEnv,
-        plan: &konnector_proto::v1::PlanAgentResponse,
-    ) -> anyhow::Result<Self> {
-        let mgmt = env.admin.clone();
-        let source = Api::<Secret>::namespaced(mgmt.clone(), TEST_NAMESPACE)
-            .get(TEST_CREDENTIALS_SECRET)
-            .await?;
-        let mut planned = struct_to_json(plan.secret.as_ref().context("plan without Secret")?);
-        // The plan shows keys with "<redacted>" values; the real values come from the source Secret.
-        if let Some(obj) = planned.as_object_mut() {
-            obj.remove("data");
-            obj.remove("stringData");
-        }
-        let mut secret: Secret = serde_json::from_value(planned)?;
-        secret.data = source.data;
-        Ok(Self {
-            mgmt,
-            workload: env.workload.client().await?,
-            namespace: struct_to_json(plan.namespace.as_ref().context("plan without Namespace")?),
-            secret,
-            hcp: struct_to_json(
-                plan.helm_chart_proxy
-                    .as_ref()
-                    .context("plan without HelmChartProxy")?,
-            ),
-        })
-    }
-
-    async fn run(&self) -> anyhow::Result<()> {
-        let secrets = Api::<Secret>::namespaced(self.mgmt.clone(), TEST_NAMESPACE);
-        secrets.get(TEST_CREDENTIALS_SECRET).await?;
-        secrets.get(&format!("{TEST_CLUSTER}-kubeconfig")).await?;
-        Api::<DynamicObject>::namespaced_with(
-            self.mgmt.clone(),
-            TEST_NAMESPACE,
-            &cluster_resource("v1beta2"),
-        )
-        .get(TEST_CLUSTER)
+/// The minimal re-apply of this Cluster, writing the objects PlanAgent shows (with the real Secret data), and the
+/// HelmChartProxy it applies.
+async fn minimal_apply(
+    env: &crate::executor_fixture::ExecutorEnv,
+    plan: &konnector_proto::v1::PlanAgentResponse,
+) -> anyhow::Result<(MinimalApply, Value)> {
+    let mgmt = env.admin.clone();
+    let source = Api::<Secret>::namespaced(mgmt.clone(), TEST_NAMESPACE)
+        .get(TEST_CREDENTIALS_SECRET)
         .await?;
-        let cms = Api::<ConfigMap>::namespaced(self.mgmt.clone(), "default");
-        cms.get_opt("default-helm-addons-config").await?;
-        cms.get_opt("default-konnector-agent-helm-values-template")
-            .await?;
-        let pp = PatchParams::apply("konnector");
-        Api::<k8s_openapi::api::core::v1::Namespace>::all(self.workload.clone())
-            .patch(AGENT_NAMESPACE, &pp, &Patch::Apply(&self.namespace))
-            .await?;
-        Api::<Secret>::namespaced(self.workload.clone(), AGENT_NAMESPACE)
-            .patch(AGENT_SECRET, &pp.clone().force(), &Patch::Apply(&self.secret))
-            .await?;
-        let name = self.hcp["metadata"]["name"]
-            .as_str()
-            .context("HelmChartProxy without a name")?;
-        Api::<DynamicObject>::namespaced_with(self.mgmt.clone(), TEST_NAMESPACE, &hcp_resource())
-            .patch(name, &pp.force(), &Patch::Apply(&self.hcp))
-            .await?;
-        Ok(())
+    let mut planned = struct_to_json(plan.secret.as_ref().context("plan without Secret")?);
+    // The plan shows keys with "<redacted>" values; the real values come from the source Secret.
+    if let Some(obj) = planned.as_object_mut() {
+        obj.remove("data");
+        obj.remove("stringData");
     }
+    let mut secret: Secret = serde_json::from_value(planned)?;
+    secret.data = source.data;
+    let minimal = MinimalApply {
+        mgmt,
+        workload: env.workload.client().await?,
+        namespace: TEST_NAMESPACE.to_owned(),
+        credentials: TEST_CREDENTIALS_SECRET.to_owned(),
+        agent_namespace: struct_to_json(plan.namespace.as_ref().context("plan without Namespace")?),
+        agent_secret: serde_json::to_value(secret)?,
+    };
+    let hcp = struct_to_json(
+        plan.helm_chart_proxy
+            .as_ref()
+            .context("plan without HelmChartProxy")?,
+    );
+    Ok((minimal, hcp))
 }

@@ -5,6 +5,7 @@
 //! control plane cannot start, the caller gets an error that says why.
 
 pub mod assets;
+pub mod baseline;
 pub mod bench;
 pub mod caaph_stand_in;
 pub mod capi_env;

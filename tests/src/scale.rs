@@ -36,6 +36,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{
+    baseline::MinimalApply,
     caaph_stand_in::hcp_resource,
     capi_stand_in::{CapiShape, ExtensionClient, Hook, hook_path, hook_request},
     control_plane::ControlPlane,
@@ -625,11 +626,8 @@ struct Item {
 
 /// The comparison paths' shared state: clients built once, and the objects konnector applied.
 struct Minimal {
-    mgmt: Client,
-    workload: Client,
+    base: MinimalApply,
     items: Vec<Item>,
-    namespace: Value,
-    secret: Value,
 }
 
 impl Minimal {
@@ -654,51 +652,29 @@ impl Minimal {
         let source = Api::<Secret>::namespaced(mgmt.clone(), NAMESPACE)
             .get(CREDENTIALS)
             .await?;
-        Ok(Self {
+        let base = MinimalApply {
             mgmt: mgmt.clone(),
             workload: wl.client().await?,
-            items,
-            namespace: json!({"apiVersion": "v1", "kind": "Namespace",
+            namespace: NAMESPACE.to_owned(),
+            credentials: CREDENTIALS.to_owned(),
+            agent_namespace: json!({"apiVersion": "v1", "kind": "Namespace",
                 "metadata": {"name": "ntnx-system", "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}}),
-            secret: json!({"apiVersion": "v1", "kind": "Secret",
+            agent_secret: json!({"apiVersion": "v1", "kind": "Secret",
                 "metadata": {"name": "konnector-agent", "namespace": "ntnx-system"},
                 "type": source.type_, "data": source.data}),
-        })
+        };
+        Ok(Self { base, items })
     }
 
-    /// The 8-call minimal re-apply.
+    /// The 8-call minimal re-apply ([`MinimalApply`]).
     async fn run(&self, item: &Item) -> anyhow::Result<()> {
-        let secrets = Api::<Secret>::namespaced(self.mgmt.clone(), NAMESPACE);
-        secrets.get(CREDENTIALS).await?;
-        secrets.get(&format!("{}-kubeconfig", item.cluster)).await?;
-        Api::<DynamicObject>::namespaced_with(self.mgmt.clone(), NAMESPACE, &cluster_resource("v1beta2"))
-            .get(&item.cluster)
-            .await?;
-        let cms = Api::<ConfigMap>::namespaced(self.mgmt.clone(), "default");
-        cms.get_opt("default-helm-addons-config").await?;
-        cms.get_opt("default-konnector-agent-helm-values-template")
-            .await?;
-        let pp = PatchParams::apply("konnector");
-        Api::<Namespace>::all(self.workload.clone())
-            .patch("ntnx-system", &pp, &Patch::Apply(&self.namespace))
-            .await?;
-        Api::<Secret>::namespaced(self.workload.clone(), "ntnx-system")
-            .patch(
-                "konnector-agent",
-                &pp.clone().force(),
-                &Patch::Apply(&self.secret),
-            )
-            .await?;
-        Api::<DynamicObject>::namespaced_with(self.mgmt.clone(), NAMESPACE, &hcp_resource())
-            .patch(&item.hcp_name, &pp.force(), &Patch::Apply(&item.hcp))
-            .await?;
-        Ok(())
+        self.base.run(&item.cluster, &item.hcp).await
     }
 
     /// An emulation of CAREN's apply: ~12 calls, and a fresh workload client built from the kubeconfig Secret three
     /// times, as its handler does.
     async fn caren_like(&self, item: &Item) -> anyhow::Result<()> {
-        let secrets = Api::<Secret>::namespaced(self.mgmt.clone(), NAMESPACE);
+        let secrets = Api::<Secret>::namespaced(self.base.mgmt.clone(), NAMESPACE);
         // Owner reference on the credentials Secret: read, update, read again.
         let mut source = secrets.get(CREDENTIALS).await?;
         source.metadata.managed_fields = None;
@@ -730,19 +706,19 @@ impl Minimal {
             .patch(
                 "konnector-agent",
                 &pp.clone().force(),
-                &Patch::Apply(&self.secret),
+                &Patch::Apply(&self.base.agent_secret),
             )
             .await?;
         let wl = remote().await?;
         Api::<Namespace>::all(wl)
-            .patch("ntnx-system", &pp, &Patch::Apply(&self.namespace))
+            .patch("ntnx-system", &pp, &Patch::Apply(&self.base.agent_namespace))
             .await?;
         let _third = remote().await?;
-        let cms = Api::<ConfigMap>::namespaced(self.mgmt.clone(), "default");
+        let cms = Api::<ConfigMap>::namespaced(self.base.mgmt.clone(), "default");
         cms.get_opt("default-helm-addons-config").await?;
         cms.get_opt("default-konnector-agent-helm-values-template")
             .await?;
-        Api::<DynamicObject>::namespaced_with(self.mgmt.clone(), NAMESPACE, &hcp_resource())
+        Api::<DynamicObject>::namespaced_with(self.base.mgmt.clone(), NAMESPACE, &hcp_resource())
             .patch(&item.hcp_name, &pp.force(), &Patch::Apply(&item.hcp))
             .await?;
         Ok(())

@@ -10,7 +10,7 @@ use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, Secret},
 };
-use konnector_executor::{ExecutorConfig, reconcile::CREDENTIALS_ROTATED_ANNOTATION};
+use konnector_executor::{ExecutorConfig, names::CREDENTIALS_ROTATED_ANNOTATION};
 use konnector_proto::v1::{ApplyAgentRequest, RemoveAgentRequest, Trigger, UninstallPhase};
 use konnector_tests::{
     caaph_stand_in::hcp_resource,
@@ -145,7 +145,7 @@ async fn caren_like_apply_at(env: &ExecutorEnv, values: &str, version: &str) {
 }
 
 /// CAREN's values for the environment's Cluster: what konnector renders from CAREN's own template (proven equal to
-/// Go's rendering by tests/tests/template_differential.rs).
+/// Go's rendering by gotemplate/tests/template_differential.rs and tests/tests/caaph_rendering.rs).
 async fn caren_values(env: &ExecutorEnv) -> String {
     let mut client = env.executor.client().await.unwrap();
     let plan = client

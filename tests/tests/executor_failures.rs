@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
-use konnector_executor::{EVENT_REPORTER, ExecutorConfig};
+use konnector_executor::{ExecutorConfig, names::EVENT_REPORTER};
 use konnector_proto::v1::{ApplyAgentResponse, ClusterRef, Trigger};
 use konnector_tests::{
     executor_fixture::{

@@ -325,7 +325,7 @@ async fn stuck_uninstall_blocks_after_timeout_when_asked() {
 /// done once it is gone.
 #[tokio::test]
 async fn a_cluster_name_over_63_characters_can_be_deleted() {
-    use konnector_executor::objects::helm_chart_proxy_name_for;
+    use konnector_executor::names::helm_chart_proxy_name_for;
     use konnector_tests::{executor_fixture::addon_cluster_config, workload};
     use kube::api::{DeleteParams, PostParams};
 

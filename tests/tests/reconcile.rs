@@ -9,7 +9,7 @@ use k8s_openapi::{
         core::v1::{Namespace, Secret},
     },
 };
-use konnector_executor::{ExecutorConfig, reconcile::CREDENTIALS_ROTATED_ANNOTATION};
+use konnector_executor::{ExecutorConfig, names::CREDENTIALS_ROTATED_ANNOTATION};
 use konnector_proto::v1::GetAgentStatusRequest;
 use konnector_tests::{
     caaph_stand_in::hcp_resource,

@@ -287,11 +287,11 @@ fn arity_of(name: &str) -> Option<(usize, Option<usize>)> {
 pub(super) fn fields(mut v: Value, chain: &[String]) -> Res<Value> {
     for name in chain {
         v = match v {
-            Value::Struct(ref fs) => fs
+            Value::Struct(ref fs, type_name) => fs
                 .iter()
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v.clone())
-                .ok_or_else(|| format!("can't evaluate field {name} in type main.values"))?,
+                .ok_or_else(|| format!("can't evaluate field {name} in type {type_name}"))?,
             Value::Nil => return Err(format!("nil data; no entry for key {name:?}")),
             ref other => {
                 return Err(format!(
@@ -457,7 +457,7 @@ pub(super) fn kind(v: &Value) -> Option<Kind> {
         Value::Uint(..) => Kind::Uint,
         Value::Float(_) => Kind::Float,
         Value::Str(_) => Kind::Str,
-        Value::Nil | Value::Struct(_) => return None,
+        Value::Nil | Value::Struct(..) => return None,
     })
 }
 
@@ -487,7 +487,7 @@ pub(super) fn eq(a: &Value, others: &[Value]) -> Res<bool> {
             (Value::Uint(x, _), Value::Uint(y, _)) => x == y,
             (Value::Float(x), Value::Float(y)) => x == y,
             (Value::Str(x), Value::Str(y)) => x == y,
-            (Value::Struct(x), Value::Struct(y)) => x == y,
+            (Value::Struct(x, s), Value::Struct(y, t)) => x == y && s == t,
             _ => return Err("invalid type for comparison".into()),
         };
         if equal {

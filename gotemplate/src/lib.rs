@@ -1,4 +1,4 @@
-//! A Go `text/template` implementation for values templates, with CAREN's one extra function, `joinQuoted`.
+//! A Go `text/template` implementation, with CAREN's one extra function, `joinQuoted`.
 //!
 //! CAREN renders values templates with Go's `text/template` (CAREN builds with Go 1.25; the reference here is Go
 //! 1.26: `{{else with}}`, `range` over an integer, `break`/`continue`, variable reassignment, short-circuit
@@ -6,16 +6,17 @@
 //! konnector used before, differs from Go in ways a differential test exposed: it lacks `joinQuoted`, `slice`,
 //! `html`, `js`, `break`, `continue` and reassignment, mis-lexes `\"` in strings, hex constants and raw strings, and
 //! its `printf` ignores `%q`, `%-6d` and `%06d`, so `printf "%q"` (the obvious way to quote a scalar) silently
-//! rendered it bare. This module is written against Go's semantics instead, and
-//! `tests/tests/template_differential.rs` compares it with Go's own `text/template`: the same bytes, or both fail.
+//! rendered it bare. This crate is written against Go's semantics instead, and `tests/template_differential.rs`
+//! compares it with Go's own `text/template` (the program in `tests/go/render`): the same bytes, or both fail.
 //!
-//! Scope: the data is always a flat struct of strings, one `uint16` and booleans, so there are no maps, slices,
-//! methods, function values or iterators (`range` over a function and `call` of one are unreachable: every `call`
-//! fails, and only integers and nil can be ranged over). Anything outside what is implemented (an unknown `printf`
-//! verb, complex numbers) is an error, never a guess: a template konnector cannot render exactly like Go is
-//! refused.
-
-use crate::values::RenderError;
+//! Scope: the data is a flat struct of strings, unsigned integers and booleans ([`Value::Struct`]), so there are
+//! no maps, slices, methods, function values or iterators (`range` over a function and `call` of one are
+//! unreachable: every `call` fails, and only integers and nil can be ranged over). Anything outside what is
+//! implemented (an unknown `printf` verb, complex numbers) is an error, never a guess: a template this engine
+//! cannot render exactly like Go is refused.
+//!
+//! The crate knows nothing of what the data means: the caller builds the [`Value`] (konnector's executor does it
+//! in `values.rs`) and maps [`Error`] onto its own errors. It depends on the standard library only.
 
 mod exec;
 mod fmt;
@@ -24,21 +25,22 @@ mod parse;
 
 /// A value as a template sees it, with the Go type that decides how it prints and compares.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Value {
+pub enum Value {
     /// An untyped nil.
     Nil,
     /// `bool`.
     Bool(bool),
     /// `int` (constants, `len`).
     Int(i64),
-    /// An unsigned integer of the named Go type (`uint16` for the port, `uint8` from indexing a string).
+    /// An unsigned integer of the named Go type (e.g. `uint16` for a port, `uint8` from indexing a string).
     Uint(u64, &'static str),
     /// `float64` (constants).
     Float(f64),
     /// `string`.
     Str(String),
-    /// The data struct: its fields in declaration order.
-    Struct(Vec<(String, Value)>),
+    /// A struct: its fields in declaration order, and its Go type name (what `%T` prints and errors name, e.g.
+    /// `main.values`).
+    Struct(Vec<(String, Value)>, &'static str),
 }
 
 impl Value {
@@ -47,10 +49,9 @@ impl Value {
             Self::Nil => "<nil>",
             Self::Bool(_) => "bool",
             Self::Int(_) => "int",
-            Self::Uint(_, t) => t,
+            Self::Uint(_, t) | Self::Struct(_, t) => t,
             Self::Float(_) => "float64",
             Self::Str(_) => "string",
-            Self::Struct(_) => "main.values",
         }
     }
 
@@ -63,16 +64,38 @@ impl Value {
             Self::Uint(u, _) => *u != 0,
             Self::Float(f) => *f != 0.0,
             Self::Str(s) => !s.is_empty(),
-            Self::Struct(_) => true,
+            Self::Struct(..) => true,
         }
     }
 }
 
-pub(super) type Res<T> = Result<T, String>;
+/// Why a template could not be rendered. The texts follow Go's where they can, and may quote the data a function
+/// choked on: a caller that must not echo its inputs scrubs them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The template does not parse (Go's `Parse` fails).
+    Parse(String),
+    /// The template parsed but could not be executed (Go's `Execute` fails), e.g. it names an unknown field.
+    Execute(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Parse(m) => write!(f, "parse: {m}"),
+            Self::Execute(m) => write!(f, "execute: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The engine's internal result: a message that [`render`] files under [`Error::Parse`] or [`Error::Execute`].
+type Res<T> = Result<T, String>;
 
 /// Parses and executes `template` with `data` as dot, as Go's `text/template` would with CAREN's `joinQuoted`.
-pub(crate) fn render(template: &str, data: Value) -> Result<String, RenderError> {
-    let parsed = parse::parse(template).map_err(RenderError::Parse)?;
+pub fn render(template: &str, data: Value) -> Result<String, Error> {
+    let parsed = parse::parse(template).map_err(Error::Parse)?;
     let mut exec = exec::Exec {
         defines: &parsed.defines,
         vars: vec![("$".to_owned(), data.clone())],
@@ -80,7 +103,7 @@ pub(crate) fn render(template: &str, data: Value) -> Result<String, RenderError>
         depth: 0,
         iterations: 0,
     };
-    exec.list(&parsed.main, &data).map_err(RenderError::Execute)?;
+    exec.list(&parsed.main, &data).map_err(Error::Execute)?;
     Ok(exec.out)
 }
 
@@ -89,12 +112,15 @@ mod tests {
     use super::*;
 
     fn data() -> Value {
-        Value::Struct(vec![
-            ("Name".into(), Value::Str("my-cluster".into())),
-            ("Port".into(), Value::Uint(9440, "uint16")),
-            ("On".into(), Value::Bool(true)),
-            ("Empty".into(), Value::Str(String::new())),
-        ])
+        Value::Struct(
+            vec![
+                ("Name".into(), Value::Str("my-cluster".into())),
+                ("Port".into(), Value::Uint(9440, "uint16")),
+                ("On".into(), Value::Bool(true)),
+                ("Empty".into(), Value::Str(String::new())),
+            ],
+            "main.values",
+        )
     }
 
     fn r(t: &str) -> String {

@@ -13,7 +13,7 @@ pub(super) fn print_value(v: &Value) -> String {
         Value::Uint(u, _) => u.to_string(),
         Value::Float(f) => format_float_shortest(*f),
         Value::Str(s) => s.clone(),
-        Value::Struct(fs) => format!(
+        Value::Struct(fs, _) => format!(
             "{{{}}}",
             fs.iter()
                 .map(|(_, v)| print_value(v))
@@ -474,7 +474,7 @@ pub(super) fn format_one(spec: &Spec, verb: char, arg: &Value) -> Res<String> {
         }
         // Go formats a struct field by field with the same verb and flags (so a width pads each field), in
         // braces; %+v names the fields (and its plus means only that), %#v (Go syntax) is not implemented.
-        Value::Struct(fields) => {
+        Value::Struct(fields, _) => {
             if verb == 'v' && spec.sharp {
                 return unsupported();
             }

@@ -1,6 +1,6 @@
-// Command render is the reference side of konnector's template tests (tests/tests/template_differential.rs). It
-// has two modes, both reading a JSON array of requests on stdin and writing a JSON array of
-// {"ok": bool, "out": string} on stdout, one per request (out is the error text when !ok):
+// Command render is the reference side of konnector's template tests (gotemplate/tests/template_differential.rs,
+// tests/tests/caaph_rendering.rs). It has two modes, both reading a JSON array of requests on stdin and writing a
+// JSON array of {"ok": bool, "out": string} on stdout, one per request (out is the error text when !ok):
 //
 //   - default: renders values templates with Go's own text/template the way CAREN does (one extra function,
 //     joinQuoted, and a struct of CAREN's template variable names and types). Requests are
