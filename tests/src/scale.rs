@@ -67,6 +67,10 @@ pub struct ScaleOptions {
     /// The reconciling executor's `--reconcile-resync` (drift-check period); `None`: its default (5 min), which
     /// is also how long the first pass over every Cluster takes (each at its slot).
     pub reconcile_resync: Option<Duration>,
+    /// The hook-phase executor's `--prism-central-checks` (`off`, `warn`, `block`). The Clusters name a Prism Central
+    /// that does not exist here, so `warn` (the chart's default) measures what an unreachable Prism Central costs
+    /// the hooks.
+    pub prism_central_checks: String,
 }
 
 /// One path's results.
@@ -163,6 +167,8 @@ pub struct ScaleReport {
     pub clusters: usize,
     /// Concurrency.
     pub concurrency: usize,
+    /// The hook-phase executor's `--prism-central-checks`.
+    pub prism_central_checks: String,
     /// Per path, in the order run.
     pub paths: BTreeMap<String, PathReport>,
     /// Executor process.
@@ -368,7 +374,11 @@ pub async fn run(options: ScaleOptions) -> anyhow::Result<ScaleReport> {
             // The hook phase counts what hooks cost: the reconciler's own calls would land in the same API server
             // counters, so it runs later, on its own (the idle phase). Prism Central checks make no Kubernetes
             // calls, and the stand-in URL the Clusters name is not reachable here.
-            .args(["--no-reconcile", "--prism-central-checks", "off"])
+            .args([
+                "--no-reconcile",
+                "--prism-central-checks",
+                &options.prism_central_checks,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -599,6 +609,7 @@ pub async fn run(options: ScaleOptions) -> anyhow::Result<ScaleReport> {
     Ok(ScaleReport {
         clusters: n,
         concurrency: options.concurrency,
+        prism_central_checks: options.prism_central_checks.clone(),
         paths,
         executor: ProcessReport {
             idle_rss_mib: mib(ex_idle),
@@ -728,8 +739,16 @@ impl Minimal {
 /// The report as a table.
 pub fn table(r: &ScaleReport) -> String {
     let mut out = format!(
-        "{} Clusters, concurrency {}\n{:<40} {:>8} {:>9} {:>9} {:>9} {:>10}\n",
-        r.clusters, r.concurrency, "path", "runs/s", "p50 ms", "p99 ms", "failures", "API calls"
+        "{} Clusters, concurrency {}, Prism Central checks {}\n{:<40} {:>8} {:>9} {:>9} {:>9} {:>10}\n",
+        r.clusters,
+        r.concurrency,
+        r.prism_central_checks,
+        "path",
+        "runs/s",
+        "p50 ms",
+        "p99 ms",
+        "failures",
+        "API calls"
     );
     for (name, p) in &r.paths {
         out.push_str(&format!(

@@ -29,6 +29,9 @@ async fn scale_benchmark_runs_every_path_and_the_idle_reconciler() {
         bin_dir: konnector_tests::tools::static_bin_dir().unwrap(),
         // A short drift-check period, so the 35 s idle window holds several checks per Cluster.
         reconcile_resync: Some(std::time::Duration::from_secs(5)),
+        // The chart's default: the Clusters' Prism Central does not exist, so this also runs the shared, bounded
+        // check under the scale benchmark's load.
+        prism_central_checks: "warn".to_owned(),
     };
     let report = konnector_tests::scale::run(options).await.unwrap();
     assert_eq!(report.paths.len(), 4, "{report:?}");

@@ -25,6 +25,10 @@ struct Args {
     /// Scale benchmark: how long to watch the idle executor for the reconciler's steady-state cost (e.g. 60s).
     #[arg(long, env = "KONNECTOR_BENCH_IDLE", default_value = "60s", value_parser = humantime::parse_duration)]
     idle: Duration,
+    /// Scale benchmark: the hook-phase executor's `--prism-central-checks` (`off`, `warn`: the chart's default,
+    /// `block`). The Clusters name a Prism Central that does not exist, so `warn` measures an unreachable one.
+    #[arg(long, env = "KONNECTOR_BENCH_PRISM_CENTRAL_CHECKS", default_value = "off", value_parser = ["off", "warn", "block"])]
+    prism_central_checks: String,
     /// Print only the JSON report.
     #[arg(long)]
     json: bool,
@@ -44,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
             idle: args.idle,
             bin_dir: konnector_tests::tools::static_bin_dir()?,
             reconcile_resync: None,
+            prism_central_checks: args.prism_central_checks,
         })
         .await?;
         if !args.json {
