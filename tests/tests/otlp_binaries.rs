@@ -241,6 +241,20 @@ async fn start_pair(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The gateway serves discovery without the executor; a hook sent before the executor listens answers
+    // "executor unreachable" (seen once in a full run). The executor is ready once its /readyz says so.
+    let executor_admin: std::net::SocketAddr = format!("127.0.0.1:{exec_admin}").parse().unwrap();
+    while konnector_tests::real_binaries::http_get_status(executor_admin, "/readyz", Duration::from_secs(2))
+        .await
+        != Some(200)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the executor never became ready:\n{}",
+            executor.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Pair {
         executor,
         gateway,
