@@ -485,20 +485,29 @@ async fn the_watches_list_metadata_only_in_bounded_pages() {
         m.reconciles("installed") + m.reconciles("in_sync") >= 7
     })
     .await;
-    let status = executor
-        .client()
-        .await
-        .unwrap()
-        .get_agent_status(GetAgentStatusRequest {
-            cluster: Some(konnector_proto::v1::ClusterRef {
-                namespace: TEST_NAMESPACE.into(),
-                name: "big-5".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    // The count above may hold two passes of one Cluster (an install, then the pass its own proxy's event
+    // triggers), so wait for this Cluster's own pass rather than read its status at once.
+    let big5 = || async {
+        executor
+            .client()
+            .await
+            .unwrap()
+            .get_agent_status(GetAgentStatusRequest {
+                cluster: Some(konnector_proto::v1::ClusterRef {
+                    namespace: TEST_NAMESPACE.into(),
+                    name: "big-5".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    eventually("big-5 reconciled", || async {
+        !big5().await.last_reconcile_result.is_empty()
+    })
+    .await;
+    let status = big5().await;
     assert!(
         !status.last_reconcile_result.is_empty() && !status.last_reconcile_result.starts_with("error"),
         "{status:?}"
