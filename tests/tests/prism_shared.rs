@@ -58,6 +58,20 @@ fn config(mode: PreflightMode, bound: Duration) -> ExecutorConfig {
     }
 }
 
+/// The fixture's executor, warning on failed checks bounded by `bound`, with its Cluster configured for `pc`.
+async fn env_on(name: &str, pc: &PrismCentralStandIn, bound: Duration) -> ExecutorEnv {
+    executor_env(
+        name,
+        config(PreflightMode::Warn, bound),
+        ClusterOptions {
+            cluster_config: Some(pc.cluster_config(TEST_CREDENTIALS_SECRET)),
+            ..ClusterOptions::initialized()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 /// `n - 1` more Clusters beside the fixture's, each with its own credentials Secret holding the same
 /// credentials, all configured for `pc`; returns every Cluster's reference, the fixture's first.
 async fn clusters_on(env: &ExecutorEnv, pc: &PrismCentralStandIn, n: usize) -> Vec<ClusterRef> {
@@ -142,16 +156,7 @@ async fn many_clusters_on_one_prism_central_share_one_probe_until_the_credential
         .await
         .unwrap();
     // A generous bound: nothing here is meant to time out.
-    let env = executor_env(
-        "pc-shared",
-        config(PreflightMode::Warn, Duration::from_secs(60)),
-        ClusterOptions {
-            cluster_config: Some(pc.cluster_config(TEST_CREDENTIALS_SECRET)),
-            ..ClusterOptions::initialized()
-        },
-    )
-    .await
-    .unwrap();
+    let env = env_on("pc-shared", &pc, Duration::from_secs(60)).await;
     let clusters = clusters_on(&env, &pc, 20).await;
     let mut texts = Vec::new();
 
@@ -236,16 +241,7 @@ async fn a_blackholed_prism_central_holds_no_hook_past_the_bound() {
         .await
         .unwrap();
     let bound = Duration::from_secs(2);
-    let env = executor_env(
-        "pc-blackhole",
-        config(PreflightMode::Warn, bound),
-        ClusterOptions {
-            cluster_config: Some(pc.cluster_config(TEST_CREDENTIALS_SECRET)),
-            ..ClusterOptions::initialized()
-        },
-    )
-    .await
-    .unwrap();
+    let env = env_on("pc-blackhole", &pc, bound).await;
     let clusters = clusters_on(&env, &pc, 8).await;
     let endpoint = format!("127.0.0.1:{}", pc.addr().port());
     let mut texts = Vec::new();
