@@ -6,6 +6,14 @@ cd "$(dirname "$0")/.."
 started=$SECONDS
 step() { printf '\n==> %s (%ss)\n' "$*" "$((SECONDS - started))"; }
 
+# Incremental compilation caches one copy of every workspace crate per test binary: GBs that only an edit-compile
+# loop uses, and the suite once ran a CI machine out of disk. A whole-suite run compiles each crate once.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# Free space is printed at the start and the end, so a run that fails for disk says so next to its first line.
+disk() { df -h --output=avail,target "${CARGO_TARGET_DIR:-target}" 2>/dev/null | awk 'NR == 2 { print "free disk: " $1 " on " $2 }' || true; }
+mkdir -p "${CARGO_TARGET_DIR:-target}"
+disk
+
 step "Go toolchain (1.26 or newer) for the upstream builds and the text/template differential test"
 # hack/upstream/go-env.sh uses the machine's Go when it is new enough, else takes Go from the Go module proxy.
 # gotemplate/tests/template_differential.rs and tests/tests/caaph_rendering.rs build gotemplate/tests/go/render with
@@ -72,6 +80,7 @@ trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked -- --test-threads="${KONNECTOR_TEST_THREADS:-2}" 2>&1 | tee "$log"
 
 step "all checks passed"
+disk
 # One closing line for the whole workspace (cargo prints one per test binary, the last ones for doc-tests).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1); if ($i ~ /^ignored/) s += $(i-1) } }
      END { printf "workspace: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
