@@ -4,9 +4,9 @@
 #   helm        built from the helm.sh/helm/v4 Go module (hack/upstream/helm/go.mod pins the release), cached per
 #               version in ~/.cache/konnector (about 3 minutes on 2 cores, once; Go as hack/upstream/go-env.sh finds it);
 #   buf         from npm, pinned in hack/tools/package.json (npm itself comes from Debian when missing);
-#   grpcurl     the Rust port (grpcurl-rs), compiled from crates.io into hack/tools/cargo (a few minutes, once);
+#   grpcurl     the Rust port (grpcurl-rs), compiled from crates.io into ~/.cache/konnector (a few minutes, once);
 #   kubectl     Debian's kubernetes-client, unless a working kubectl is already on PATH;
-#   cargo-deny  compiled from crates.io into hack/tools/cargo (a few minutes, once);
+#   cargo-deny  compiled from crates.io into ~/.cache/konnector (a few minutes, once);
 #   skopeo      Debian's skopeo, which reads the OCI layouts hack/build-images.sh writes;
 #   actionlint  built from the github.com/rhysd/actionlint Go module (hack/upstream/actionlint/go.mod pins the
 #               release), cached per version in ~/.cache/konnector (under a minute, once), with Debian's shellcheck,
@@ -21,6 +21,31 @@ apt_updated=0
 apt_install() {
   if [[ $apt_updated -eq 0 ]]; then $SUDO apt-get update -qq >&2; apt_updated=1; fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+# Rust tools are compiled once per version into the per-user cache, not into each checkout: a fresh clone (every CI
+# run) would otherwise spend minutes of its budget compiling the same two binaries again. `cargo install` builds in a
+# scratch target directory it removes, and the cache directory is renamed into place whole, under a lock.
+cargo_tool() {
+  local crate=$1 version=$2 binary=$3
+  local root="${XDG_CACHE_HOME:-$HOME/.cache}/konnector/cargo-$crate-$version"
+  if [[ ! -x $root/bin/$binary ]]; then
+    mkdir -p "$(dirname "$root")"
+    (
+      flock 8
+      if [[ ! -x $root/bin/$binary ]]; then
+        say "compiling $binary ($crate $version) from crates.io into $root; this takes a few minutes, once"
+        local stage
+        stage=$(mktemp -d "$root.stage.XXXXXX")
+        chmod 755 "$stage"
+        cargo install --locked "$crate" --version "$version" --root "$stage" >&2 || { rm -rf "$stage"; exit 1; }
+        rm -rf "$root"
+        mv "$stage" "$root"
+      fi
+    ) 8>"$(dirname "$root")/.cargo-tools.lock"
+  fi
+  mkdir -p "$bin"
+  ln -sf "$root/bin/$binary" "$bin/$binary"
 }
 
 tools=("$@")
@@ -61,20 +86,10 @@ for tool in "${tools[@]}"; do
       link_helm="$helm_cache/helm"
       ;;
     grpcurl)
-      if [[ ! -x $bin/grpcurl ]]; then
-        say "compiling grpcurl (grpcurl-rs 0.2.1) from crates.io into hack/tools/cargo; this takes a few minutes, once"
-        cargo install --locked grpcurl-rs --version 0.2.1 --root "$PWD/cargo" >&2
-        mkdir -p "$bin"
-        ln -sf "$PWD/cargo/bin/grpcurl" "$bin/grpcurl"
-      fi
+      cargo_tool grpcurl-rs 0.2.1 grpcurl
       ;;
     cargo-deny)
-      if [[ ! -x $bin/cargo-deny ]]; then
-        say "compiling cargo-deny (0.20.2) from crates.io into hack/tools/cargo; this takes a few minutes, once"
-        cargo install --locked cargo-deny --version 0.20.2 --root "$PWD/cargo" >&2
-        mkdir -p "$bin"
-        ln -sf "$PWD/cargo/bin/cargo-deny" "$bin/cargo-deny"
-      fi
+      cargo_tool cargo-deny 0.20.2 cargo-deny
       ;;
     skopeo)
       if ! command -v skopeo >/dev/null 2>&1; then
