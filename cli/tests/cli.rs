@@ -18,10 +18,11 @@ use konnector_executor::{ExecutorConfig, prism::PreflightMode};
 use konnector_proto::v1::{ApplyAgentRequest, GetAgentStatusRequest, Trigger};
 use konnector_tests::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn},
+    control_plane::ensure_namespace,
     executor_fixture::{ExecutorEnv, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD, executor_env},
     pki::TestCa,
     prism_central_stand_in::{Behaviour, PrismCentralStandIn},
-    workload::{ClusterOptions, ensure_namespace},
+    workload::ClusterOptions,
 };
 use kube::{
     Api,

@@ -13,7 +13,7 @@ use std::process::Stdio;
 
 use base64::Engine;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret, discovery::v1::EndpointSlice};
-use konnector_tests::{tools, workload::ensure_namespace};
+use konnector_tests::{control_plane::ensure_namespace, tools};
 use kube::{
     Api,
     api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},

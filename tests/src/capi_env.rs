@@ -89,8 +89,8 @@ impl RealCapiEnv {
         let capi = CapiManager::start(&mgmt, options.capi.clone()).await?;
         crds::install(&mgmt_client, &capi_provider::crd_manifests()).await?;
         let provider = TestProvider::start(mgmt_client.clone());
-        workload::ensure_namespace(&mgmt_client, KONNECTOR_NAMESPACE).await?;
-        workload::ensure_namespace(&mgmt_client, namespace).await?;
+        crate::control_plane::ensure_namespace(&mgmt_client, KONNECTOR_NAMESPACE).await?;
+        crate::control_plane::ensure_namespace(&mgmt_client, namespace).await?;
 
         let prism_central = PrismCentralStandIn::start_any_password("admin", Behaviour::Normal).await?;
         let executor = start_executor(&mgmt, executor_config()).await?;

@@ -255,7 +255,7 @@ impl ControlPlane {
         use kube::api::{Api, ObjectMeta, PostParams};
 
         let admin = self.client().await?;
-        crate::workload::ensure_namespace(&admin, namespace).await?;
+        ensure_namespace(&admin, namespace).await?;
         let accounts: Api<ServiceAccount> = Api::namespaced(admin, namespace);
         if accounts.get_opt(name).await?.is_none() {
             let sa = ServiceAccount {
@@ -472,4 +472,27 @@ impl Pki {
             sa_pub_pem: sa_key.public_key_pem(),
         })
     }
+}
+
+/// Ensures `namespace` exists on `client`'s cluster.
+pub async fn ensure_namespace(client: &kube::Client, namespace: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{ObjectMeta, Patch, PatchParams};
+
+    let api: kube::Api<Namespace> = kube::Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(namespace.to_owned()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    api.patch(
+        namespace,
+        &PatchParams::apply(crate::crds::HARNESS_MANAGER),
+        &Patch::Apply(&ns),
+    )
+    .await
+    .with_context(|| format!("cannot ensure namespace {namespace}"))?;
+    Ok(())
 }

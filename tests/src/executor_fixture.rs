@@ -43,7 +43,7 @@ pub const EXECUTOR_SERVICE_ACCOUNT: (&str, &str) = ("konnector-system", "konnect
 /// Applies the executor's ClusterRole and binds it to the executor's ServiceAccount ([`EXECUTOR_USER`]), and its
 /// Role for the defaults ConfigMaps in `defaults_namespace`, as the chart does. Idempotent.
 pub async fn install_executor_rbac(admin: &Client, defaults_namespace: &str) -> anyhow::Result<()> {
-    crate::workload::ensure_namespace(admin, defaults_namespace).await?;
+    crate::control_plane::ensure_namespace(admin, defaults_namespace).await?;
     let mut role: k8s_openapi::api::rbac::v1::Role = serde_yaml_ng::from_str(EXECUTOR_DEFAULTS_ROLE_YAML)
         .context("cannot parse the executor defaults Role")?;
     role.metadata.namespace = Some(defaults_namespace.to_owned());
@@ -97,7 +97,7 @@ pub async fn install_executor_rbac(admin: &Client, defaults_namespace: &str) -> 
 async fn install_executor_role(admin: &Client) -> anyhow::Result<()> {
     use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
     let namespace = EXECUTOR_SERVICE_ACCOUNT.0;
-    crate::workload::ensure_namespace(admin, namespace).await?;
+    crate::control_plane::ensure_namespace(admin, namespace).await?;
     let role: Role = serde_yaml_ng::from_str(EXECUTOR_ROLE_YAML).context("cannot parse the executor Role")?;
     let name = role.metadata.name.clone().context("Role without name")?;
     let pp = PatchParams::apply(HARNESS_MANAGER).force();

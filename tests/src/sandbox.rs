@@ -180,8 +180,8 @@ impl Sandbox {
             started.elapsed().as_secs_f64()
         ));
 
-        workload::ensure_namespace(&mgmt_client, KONNECTOR_NAMESPACE).await?;
-        workload::ensure_namespace(&mgmt_client, CLUSTERS_NAMESPACE).await?;
+        crate::control_plane::ensure_namespace(&mgmt_client, KONNECTOR_NAMESPACE).await?;
+        crate::control_plane::ensure_namespace(&mgmt_client, CLUSTERS_NAMESPACE).await?;
 
         // The Clusters point at a Prism Central stand-in; it accepts the scenario's (rotating) passwords unless
         // asked to refuse them all.

@@ -325,7 +325,7 @@ pub async fn run(options: ScaleOptions) -> anyhow::Result<ScaleReport> {
     let ((mgmt_cp, mgmt), wl_cp) =
         tokio::try_join!(management_plane("scale-mgmt"), ControlPlane::start("scale-wl"))?;
     let wl = wl_cp.client().await?;
-    workload::ensure_namespace(&mgmt, NAMESPACE).await?;
+    crate::control_plane::ensure_namespace(&mgmt, NAMESPACE).await?;
     workload::put_credentials_secret(
         &mgmt,
         NAMESPACE,

@@ -5,10 +5,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use k8s_openapi::{
-    ByteString,
-    api::core::v1::{Namespace, Secret},
-};
+use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{
     Api, Client,
     api::{ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams},
@@ -67,26 +64,6 @@ impl ClusterOptions {
     }
 }
 
-/// Ensures `namespace` exists on `client`'s cluster.
-pub async fn ensure_namespace(client: &Client, namespace: &str) -> anyhow::Result<()> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(namespace.to_owned()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    api.patch(
-        namespace,
-        &PatchParams::apply(HARNESS_MANAGER),
-        &Patch::Apply(&ns),
-    )
-    .await
-    .with_context(|| format!("cannot ensure namespace {namespace}"))?;
-    Ok(())
-}
-
 /// The spec of a topology Cluster of the ClusterClass `konnector-test`, spelled as CAPI's `version` of the Cluster
 /// API validates it: v1beta2 names the class with `classRef`, v1beta1 with `class`, and both refuse an empty
 /// `variables` list (so it is left out when there is no `clusterConfig`).
@@ -110,7 +87,7 @@ pub async fn create_workload_cluster(
     name: &str,
     options: ClusterOptions,
 ) -> anyhow::Result<WorkloadCluster> {
-    ensure_namespace(mgmt, namespace).await?;
+    crate::control_plane::ensure_namespace(mgmt, namespace).await?;
     let mut labels = options.labels.clone();
     if !options.without_name_label {
         labels.insert(CLUSTER_NAME_LABEL.to_owned(), name.to_owned());

@@ -751,7 +751,9 @@ async fn manifests_apply_by_server_side_dry_run() {
     )
     .await
     .unwrap();
-    workload::ensure_namespace(&client, NS).await.unwrap();
+    konnector_tests::control_plane::ensure_namespace(&client, NS)
+        .await
+        .unwrap();
 
     // With the Prometheus Operator objects on, so that they are dry-run too.
     let docs = render(&[
@@ -784,7 +786,9 @@ async fn manifests_apply_by_server_side_dry_run() {
     let old_ext = find(&capi_1_10, "ExtensionConfig", "konnector");
     assert_eq!(old_ext["apiVersion"], "runtime.cluster.x-k8s.io/v1alpha1");
     // Every optional part on (scheduling, HPA, the user's ClusterIssuer, CAPI's client certificate in capi-system).
-    workload::ensure_namespace(&client, "capi-system").await.unwrap();
+    konnector_tests::control_plane::ensure_namespace(&client, "capi-system")
+        .await
+        .unwrap();
     let toggled: Vec<&str> = TOGGLES.iter().copied().chain(["createNamespace=true"]).collect();
     let toggled = render(&toggled);
     for kind in ["HorizontalPodAutoscaler", "PodDisruptionBudget"] {
@@ -856,7 +860,9 @@ async fn executor_may_in(
 async fn executor_rbac_allows_its_work_and_refuses_the_rest() {
     konnector_tests::init_test_logging();
     let (mgmt, client) = management_plane("rbac").await.unwrap();
-    workload::ensure_namespace(&client, NS).await.unwrap();
+    konnector_tests::control_plane::ensure_namespace(&client, NS)
+        .await
+        .unwrap();
     // Bind the chart's own ClusterRole, Role and their bindings, for real.
     bind_rendered_rbac(&client, &render(&[])).await;
 
@@ -928,7 +934,9 @@ async fn executor_rbac_allows_its_work_and_refuses_the_rest() {
     }
 
     // And real calls: the executor can read the user's credentials Secret but cannot delete it.
-    workload::ensure_namespace(&client, "tenants").await.unwrap();
+    konnector_tests::control_plane::ensure_namespace(&client, "tenants")
+        .await
+        .unwrap();
     workload::put_credentials_secret(
         &client,
         "tenants",
@@ -957,7 +965,9 @@ async fn bind_rendered_rbac(client: &kube::Client, docs: &[Value]) {
             .contains(&d["kind"].as_str().unwrap_or_default())
     }) {
         let ns = doc["metadata"]["namespace"].as_str().unwrap_or(NS);
-        workload::ensure_namespace(client, ns).await.unwrap();
+        konnector_tests::control_plane::ensure_namespace(client, ns)
+            .await
+            .unwrap();
         tools::apply_manifest(client, doc, ns, &PatchParams::apply("test"))
             .await
             .unwrap();
@@ -968,7 +978,9 @@ async fn bind_rendered_rbac(client: &kube::Client, docs: &[Value]) {
 async fn executor_rbac_can_be_confined_to_cluster_namespaces() {
     konnector_tests::init_test_logging();
     let (_mgmt, client) = management_plane("rbac-confined").await.unwrap();
-    workload::ensure_namespace(&client, NS).await.unwrap();
+    konnector_tests::control_plane::ensure_namespace(&client, NS)
+        .await
+        .unwrap();
     let docs = render(&["executor.clusterNamespaces={tenants,team-b}"]);
     assert!(
         !docs.iter().any(|d| d["kind"] == "ClusterRoleBinding"),

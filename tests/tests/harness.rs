@@ -87,7 +87,9 @@ async fn crds_become_established_and_serve_both_cluster_versions() {
         );
     }
     // A Cluster written as v1beta2 is readable as v1beta1 too.
-    workload::ensure_namespace(&client, "ns1").await.unwrap();
+    konnector_tests::control_plane::ensure_namespace(&client, "ns1")
+        .await
+        .unwrap();
     let v2: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), "ns1", &workload::cluster_resource("v1beta2"));
     let c = json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",

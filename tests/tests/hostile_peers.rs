@@ -524,9 +524,10 @@ async fn sigterm_drains_an_in_flight_hook() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confined_mode_lets_clusters_elsewhere_be_deleted() {
     use konnector_tests::{
+        control_plane::ensure_namespace,
         executor_fixture::{EXECUTOR_SERVICE_ACCOUNT, serve_executor},
         gateway_fixture::start_gateway,
-        workload::{ensure_namespace, start_cluster_deletion},
+        workload::start_cluster_deletion,
     };
     konnector_tests::init_test_logging();
     let (mgmt, admin) = konnector_tests::management_plane("confined").await.unwrap();

@@ -182,7 +182,9 @@ async fn a_hostile_workload_api_server_cannot_exhaust_the_executor() {
     let mode = Arc::new(AtomicU8::new(Mode::Endless as u8));
     let (sent, requests) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let port = hostile_server(&ca, mode.clone(), sent.clone(), requests.clone()).await;
-    workload::ensure_namespace(&admin, NAMESPACE).await.unwrap();
+    konnector_tests::control_plane::ensure_namespace(&admin, NAMESPACE)
+        .await
+        .unwrap();
     let version = workload::served_cluster_version(&admin).await.unwrap();
     let clusters: Api<DynamicObject> =
         Api::namespaced_with(admin.clone(), NAMESPACE, &workload::cluster_resource(version));
