@@ -7,9 +7,11 @@ cd "$(dirname "$0")/.."
 say() { echo "==> $*" >&2; }
 
 # The sandbox itself needs only helm (to render the chart); the commands --keep prints use grpcurl and kubectl.
+# The konnector CLI too: --keep prints `konnector status` and `konnector doctor` against the sandbox's executor.
 tools=(helm)
+bins=(-p konnector-tests --bin konnector-sandbox)
 for arg in "$@"; do
-  case "$arg" in --keep) tools+=(grpcurl kubectl) ;; esac
+  case "$arg" in --keep) tools+=(grpcurl kubectl); bins+=(-p konnector-cli --bin konnector) ;; esac
 done
 
 say "control-plane binaries: etcd and kube-apiserver, built from their Go modules (first run: about 12 minutes on 2 cores; cached after it; \$KUBEBUILDER_ASSETS wins when set)"
@@ -27,6 +29,6 @@ tools_bin="$(bash hack/ensure-tools.sh "${tools[@]}")"
 export PATH="$tools_bin:$PATH"
 
 say "building konnector-sandbox (cargo build; a few minutes the first time)"
-cargo build --locked -p konnector-tests --bin konnector-sandbox
+cargo build --locked "${bins[@]}"
 say "starting konnector-sandbox $*"
 exec "${CARGO_TARGET_DIR:-target}/debug/konnector-sandbox" "$@"

@@ -28,7 +28,8 @@ const EXAMPLES: &str = "Examples:
 /// Status, plan and doctor for one CAPI Cluster, from konnector's executor.
 ///
 /// Reaches the executor directly (--executor-url with --ca, --cert, --key), or, by default, through your kubeconfig:
-/// it finds a ready executor pod, port-forwards to it and borrows the gateway's client certificate.
+/// it finds a ready executor pod, port-forwards to it and presents the CLI's own read-only client certificate
+/// (Secret <release>-cli).
 ///
 /// Exit codes: 0 success; 1 doctor found a failing check; 2 bad usage; 3 the executor could not be reached
 /// (kubeconfig, pod, Secret, TLS, network); 4 the executor refused the request (the message says why).
@@ -178,7 +179,8 @@ pub struct Connection {
     /// PEM CA bundle the executor's certificate must chain to (direct https:// only; required there).
     #[arg(long, env = "KONNECTOR_EXECUTOR_CA", global = true)]
     pub ca: Option<PathBuf>,
-    /// PEM client certificate presented to the executor (mTLS), e.g. the gateway's tls.crt; needs --key.
+    /// PEM client certificate presented to the executor (mTLS), e.g. tls.crt of the CLI's Secret <release>-cli;
+    /// needs --key.
     #[arg(long, env = "KONNECTOR_EXECUTOR_CLIENT_CERT", requires = "key", global = true)]
     pub cert: Option<PathBuf>,
     /// PEM client key for --cert.
@@ -211,7 +213,7 @@ pub struct Connection {
     /// Bound on each Kubernetes API request (kubectl's --request-timeout: 30s, 1m, a number of seconds; 0: none).
     #[arg(long, env = "KONNECTOR_REQUEST_TIMEOUT", value_parser = parse_request_timeout, global = true)]
     pub request_timeout: Option<RequestTimeout>,
-    /// Namespace konnector is installed in (its executor pods and the gateway's client Secret). Not -n: that is
+    /// Namespace konnector is installed in (its executor pods and the CLI's client Secret). Not -n: that is
     /// the Cluster's namespace, as in kubectl.
     #[arg(
         long = "konnector-namespace",
@@ -221,7 +223,7 @@ pub struct Connection {
     )]
     pub namespace: String,
     /// Helm release name of the konnector install; the chart names its objects after it
-    /// (<release>-executor, <release>-gateway-client).
+    /// (<release>-executor, <release>-cli).
     #[arg(long, env = "KONNECTOR_RELEASE", default_value = "konnector", global = true)]
     pub release: String,
 }

@@ -1,11 +1,12 @@
 //! Reaching the executor: directly over the network with the gateway's TLS options, or through the user's
-//! kubeconfig, by a port-forward to a ready executor pod with the gateway's client certificate borrowed from its
-//! Secret.
+//! kubeconfig, by a port-forward to a ready executor pod with the CLI's own client certificate from its Secret.
 //!
 //! The kubeconfig path exists because the chart's executor is deliberately hard to reach: its NetworkPolicy admits
-//! only the gateway, and it requires the gateway's client certificate. A port-forward enters the pod's network
-//! namespace through the kubelet, so the NetworkPolicy does not apply, and the user's own RBAC decides whether they
-//! may do it (`pods/portforward` `create`, `secrets` `get` on the gateway's client Secret, `pods` `list`).
+//! only the gateway, and it requires a client certificate. A port-forward enters the pod's network namespace
+//! through the kubelet, so the NetworkPolicy does not apply, and the user's own RBAC decides whether they may do it
+//! (`pods/portforward` `create`, `secrets` `get` on the CLI's Secret `<release>-cli`, `pods` `list`). That
+//! certificate is read-only: the executor serves it status, plan and health, never ApplyAgent or RemoveAgent, so
+//! the CLI's users need no access to the gateway's key.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -136,12 +137,12 @@ fn is_loopback(host: &str) -> bool {
         || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The kubeconfig path: a ready executor pod, the gateway's client Secret, and a port-forward carrying TLS.
+/// The kubeconfig path: a ready executor pod, the CLI's client Secret, and a port-forward carrying TLS.
 async fn through_kubeconfig(c: &Connection) -> anyhow::Result<ExecutorConn> {
     let client = kube_client(c).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &c.namespace);
     let (pod, port) = find_executor_pod(&pods, &c.namespace, &c.release).await?;
-    let config = borrow_client_identity(&client, &c.namespace, &c.release).await?;
+    let config = cli_identity(&client, &c.namespace, &c.release).await?;
     // The chart's executor certificate names its Service, not the pod or loopback.
     let name = format!("{}-executor.{}.svc", c.release, c.namespace);
     let via = format!("pod {}/{pod} port {port} (port-forward)", c.namespace);
@@ -273,22 +274,23 @@ fn grpc_port(pod: &Pod) -> u16 {
         .unwrap_or(DEFAULT_GRPC_PORT)
 }
 
-/// The gateway's client identity, from Secret `<release>-gateway-client` (cert-manager's `tls.crt`, `tls.key`
-/// and `ca.crt`), as a TLS client configuration. The key stays in memory: it is never written to disk or printed.
-pub async fn borrow_client_identity(
-    client: &Client,
-    namespace: &str,
-    release: &str,
-) -> anyhow::Result<ClientConfig> {
-    let name = format!("{release}-gateway-client");
+/// The CLI's own read-only client identity, from Secret `<release>-cli` (cert-manager's `tls.crt`, `tls.key` and
+/// `ca.crt`; the chart's `executor.cliClientCert`), as a TLS client configuration. The key stays in memory: it is
+/// never written to disk or printed.
+pub async fn cli_identity(client: &Client, namespace: &str, release: &str) -> anyhow::Result<ClientConfig> {
+    let name = format!("{release}-cli");
+    let what = format!("get Secret {namespace}/{name} (the CLI's read-only client certificate)");
     let secret = Api::<Secret>::namespaced(client.clone(), namespace)
         .get(&name)
         .await
-        .map_err(|e| {
-            kube_error(
-                e,
-                &format!("get Secret {namespace}/{name} (the gateway's client certificate)"),
-            )
+        .map_err(|e| match &e {
+            // A chart from before the CLI had its own identity issues none: say what to do about it.
+            kube::Error::Api(s) if s.code == 404 => anyhow::anyhow!(
+                "cannot {what}: not found; install or upgrade konnector with a chart that issues it (this CLI's \
+                 release, executor.cliClientCert.enabled=true, the default), or pass --executor-url with --ca, \
+                 --cert and --key"
+            ),
+            _ => kube_error(e, &what),
         })?;
     let data = secret.data.unwrap_or_default();
     let field = |key: &str| {

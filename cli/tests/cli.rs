@@ -1,7 +1,8 @@
 //! The real `konnector` binary (and `kubectl-konnector`, through kubectl) against real executors on real API
 //! servers: status, plan and doctor for a healthy installed Cluster, then for the same Cluster broken in three
-//! ways, each named by doctor; the exit codes; and, through a kubeconfig, the executor pod discovery and the
-//! borrowing of the gateway's client certificate under the RBAC docs/cli.md gives.
+//! ways, each named by doctor; the exit codes; and, through a kubeconfig, the executor pod discovery and the CLI's
+//! own read-only client certificate (Secret `konnector-cli`) under the RBAC docs/cli.md gives, which grants
+//! nothing on the gateway's.
 //!
 //! Every run's stdout and stderr are searched for the Prism Central password, plain and base64.
 //!
@@ -19,7 +20,10 @@ use konnector_proto::v1::{ApplyAgentRequest, GetAgentStatusRequest, Trigger};
 use konnector_tests::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn},
     control_plane::ensure_namespace,
-    executor_fixture::{ExecutorEnv, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD, executor_env},
+    executor_fixture::{
+        ExecutorEnv, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD, executor_env,
+        executor_mgmt_client, serve_executor_with_flags,
+    },
     pki::TestCa,
     prism_central_stand_in::{Behaviour, PrismCentralStandIn},
     workload::ClusterOptions,
@@ -631,33 +635,54 @@ async fn until(args: &[&str], done: impl Fn(&Run) -> bool) -> Run {
     }
 }
 
+/// The subjectAltName of the CLI's certificate as the chart issues it (release `konnector`), which the chart's
+/// executor serves read-only.
+const CLI_IDENTITY: &str = "konnector-cli";
+
 #[tokio::test]
-async fn kubeconfig_path_finds_a_ready_pod_borrows_the_gateway_certificate_and_port_forwards() {
+async fn kubeconfig_path_finds_a_ready_pod_uses_the_clis_read_only_certificate_and_port_forwards() {
     konnector_tests::init_test_logging();
     let config = ExecutorConfig {
         prism_central_checks: PreflightMode::Warn,
         ..ExecutorConfig::default()
     };
-    let env = executor_env("cli-kube", config, ClusterOptions::initialized())
+    let env = executor_env("cli-kube", config.clone(), ClusterOptions::initialized())
         .await
         .unwrap();
     let (mgmt, admin) = (&env.mgmt, env.admin.clone());
     let dir = tempfile::tempdir().unwrap();
+    // An executor with the chart's identities: the gateway's name may call everything, the CLI's only reads.
+    let executor = serve_executor_with_flags(
+        executor_mgmt_client(mgmt, &config.defaults_namespace)
+            .await
+            .unwrap(),
+        config,
+        &["--client-read-only-names=konnector-cli"],
+    )
+    .await
+    .unwrap();
 
     // The executor serves a certificate for its Service name, as the chart's does; the CLI verifies that name. The
     // executor re-reads its files, so the new pair is in use once a direct call naming the Service succeeds.
     let (ca_pem, cert_pem, key_pem) = chart_like_executor_certificate();
-    let server = env.executor.pki.server_dir();
+    let server = executor.pki.server_dir();
     std::fs::write(server.join("tls.key"), &key_pem).unwrap();
     std::fs::write(server.join("tls.crt"), &cert_pem).unwrap();
     let ca_file = dir.path().join("executor-ca.crt");
     std::fs::write(&ca_file, &ca_pem).unwrap();
-    let client = env.executor.pki.client_dir();
+    // The CLI's pair, from the CA the executor trusts for clients, as cert-manager issues Certificate konnector-cli.
+    let cli_pair = executor
+        .pki
+        .client_pair_with_names(CLI_IDENTITY, &[CLI_IDENTITY])
+        .unwrap();
+    let (cli_crt, cli_key) = (dir.path().join("cli.crt"), dir.path().join("cli.key"));
+    std::fs::write(&cli_crt, &cli_pair.cert_pem).unwrap();
+    std::fs::write(&cli_key, &cli_pair.key_pem).unwrap();
     let (url, ca, cert, key) = (
-        format!("--executor-url={}", env.executor.url()),
+        format!("--executor-url={}", executor.url()),
         format!("--ca={}", ca_file.display()),
-        format!("--cert={}", client.join("tls.crt").display()),
-        format!("--key={}", client.join("tls.key").display()),
+        format!("--cert={}", cli_crt.display()),
+        format!("--key={}", cli_key.display()),
     );
     let server_name = format!("--server-name={EXECUTOR_SERVICE_NAME}");
     let direct = until(&["status", CLUSTER, &url, &ca, &cert, &key, &server_name], |r| {
@@ -734,7 +759,7 @@ async fn kubeconfig_path_finds_a_ready_pod_borrows_the_gateway_certificate_and_p
         .await
         .unwrap();
     let pods: Api<Pod> = Api::namespaced(admin.clone(), "konnector-system");
-    let grpc_port = env.executor.addr.port();
+    let grpc_port = executor.addr.port();
     for (name, node) in [
         ("konnector-executor-a", None),
         ("konnector-executor-b", Some("node-1")),
@@ -763,29 +788,31 @@ async fn kubeconfig_path_finds_a_ready_pod_borrows_the_gateway_certificate_and_p
     )
     .await
     .unwrap();
+    // An install whose chart issues no CLI certificate: the CLI says what to do about it.
     let no_secret = konnector(&["status", CLUSTER, &kc]).await;
     assert_eq!(no_secret.code, 3);
     assert!(
-        no_secret
-            .stderr
-            .contains("cannot get Secret konnector-system/konnector-gateway-client (the gateway's client certificate): not found"),
+        no_secret.stderr.contains(
+            "cannot get Secret konnector-system/konnector-cli (the CLI's read-only client certificate): not found; \
+             install or upgrade konnector with a chart that issues it"
+        ) && no_secret.stderr.contains("--executor-url with --ca, --cert and --key"),
         "{}",
         no_secret.stderr
     );
 
-    // The gateway's client Secret as cert-manager writes it (ca.crt: the CA the executor's certificate chains to).
-    let read = |f: &str| k8s_openapi::ByteString(std::fs::read(client.join(f)).unwrap());
+    // The CLI's Secret as cert-manager writes it (ca.crt: the CA the executor's certificate chains to). The
+    // gateway's client Secret does not exist here, and the operator may not read it (docs/cli.md's Role).
     let secret = Secret {
         metadata: kube::api::ObjectMeta {
-            name: Some("konnector-gateway-client".into()),
+            name: Some("konnector-cli".into()),
             ..Default::default()
         },
         type_: Some("kubernetes.io/tls".into()),
         data: Some(
             [
                 ("ca.crt", k8s_openapi::ByteString(ca_pem.into_bytes())),
-                ("tls.crt", read("tls.crt")),
-                ("tls.key", read("tls.key")),
+                ("tls.crt", k8s_openapi::ByteString(cli_pair.cert_pem.into_bytes())),
+                ("tls.key", k8s_openapi::ByteString(cli_pair.key_pem.into_bytes())),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
@@ -796,7 +823,22 @@ async fn kubeconfig_path_finds_a_ready_pod_borrows_the_gateway_certificate_and_p
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), "konnector-system");
     secrets.create(&PostParams::default(), &secret).await.unwrap();
 
-    // Through the API server's port-forward, mTLS with the borrowed pair: the same answer as directly.
+    let can_i = tokio::process::Command::new("kubectl")
+        .args([
+            admin_kc.as_str(),
+            "-n",
+            "konnector-system",
+            "auth",
+            "can-i",
+            "get",
+        ])
+        .args(["secret/konnector-gateway-client", "--as=operator"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&can_i.stdout).trim(), "no", "{can_i:?}");
+
+    // Through the API server's port-forward, mTLS with the CLI's read-only pair: the same answer as directly.
     let status = konnector(&["status", CLUSTER, &kc]).await;
     show("status through the kubeconfig", &status);
     assert_eq!((status.code, &status.stdout), (0, &direct.stdout), "{status:#?}");
@@ -827,14 +869,14 @@ async fn kubeconfig_path_finds_a_ready_pod_borrows_the_gateway_certificate_and_p
         .unwrap()
         .insert("tls.key".into(), k8s_openapi::ByteString(b"garbage".to_vec()));
     secrets
-        .replace("konnector-gateway-client", &PostParams::default(), &broken)
+        .replace("konnector-cli", &PostParams::default(), &broken)
         .await
         .unwrap();
     let bad = konnector(&["status", CLUSTER, &kc]).await;
     assert_eq!(bad.code, 3);
     assert!(
         bad.stderr.contains(
-            "Secret konnector-system/konnector-gateway-client does not hold a usable certificate: tls.key is not a PEM private key"
+            "Secret konnector-system/konnector-cli does not hold a usable certificate: tls.key is not a PEM private key"
         ),
         "{}",
         bad.stderr

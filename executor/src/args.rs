@@ -54,6 +54,12 @@ pub struct Args {
         default_value = "konnector-gateway"
     )]
     pub client_allowed_names: Vec<String>,
+    /// With --client-ca: the DNS names (comma-separated) of read-only clients. A client certificate that carries
+    /// one of them (and none of --client-allowed-names) may call GetAgentStatus, PlanAgent, health and reflection
+    /// only, and is answered PERMISSION_DENIED for anything else. The chart issues the konnector CLI's certificate
+    /// (`<release>-cli`) with its name and passes it here. Empty: no read-only identity.
+    #[arg(long, env = "KONNECTOR_CLIENT_READ_ONLY_NAMES", value_delimiter = ',')]
+    pub client_read_only_names: Vec<String>,
     /// Serve gRPC server reflection (v1 and v1alpha), which grpcurl uses to list and call the services without the
     /// proto files (the examples in docs/reference.md and the sandbox's). `--reflection=false` turns it off.
     #[arg(long, env = "KONNECTOR_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
@@ -308,6 +314,8 @@ impl Args {
             self.max_connections > 0 && self.max_concurrent_requests > 0,
             "--max-connections and --max-concurrent-requests must be positive"
         );
+        // Refused here, with the flags' names, rather than when serving starts.
+        crate::access::ClientNames::new(&self.client_allowed_names, &self.client_read_only_names)?;
         let tls_metrics = tls::TlsMetrics::default();
         Ok(ServerOptions {
             tls: self.tls_config_observed(&tls_metrics)?,
@@ -318,6 +326,7 @@ impl Args {
             request_timeout: self.request_timeout,
             max_connection_age: self.max_connection_age,
             allowed_client_names: self.client_allowed_names.clone(),
+            read_only_client_names: self.client_read_only_names.clone(),
             reflection: self.reflection,
             ..ServerOptions::default()
         })
@@ -429,5 +438,25 @@ mod tests {
         let args = Args::try_parse_from(["konnector-executor", "--insecure-plaintext"]).unwrap();
         assert!(args.tls_config().unwrap().is_none());
         assert!(Args::try_parse_from(["konnector-executor", "--tls-cert", "x"]).is_err());
+    }
+
+    #[test]
+    fn a_client_name_is_either_full_or_read_only() {
+        let parse = |flags: &[&str]| {
+            Args::try_parse_from(
+                ["konnector-executor", "--listen=127.0.0.1:0"]
+                    .iter()
+                    .chain(flags)
+                    .copied(),
+            )
+            .unwrap()
+        };
+        let args = parse(&["--client-read-only-names=konnector-cli,ops"]);
+        assert_eq!(args.client_read_only_names, ["konnector-cli", "ops"]);
+        assert_eq!(args.server_options().unwrap().read_only_client_names.len(), 2);
+        assert!(parse(&[]).client_read_only_names.is_empty());
+        let both = parse(&["--client-read-only-names=konnector-gateway"]);
+        let error = both.server_options().unwrap_err().to_string();
+        assert!(error.contains("--client-read-only-names"), "{error}");
     }
 }

@@ -248,6 +248,17 @@ pub enum Error {
         /// What failed.
         failure: crate::prism::PreflightFailure,
     },
+    /// A client whose certificate names a read-only identity (`--client-read-only-names`) called a method that is
+    /// not one of the read RPCs (`access::READ_ONLY_METHODS`). Nothing was read or written.
+    #[error(
+        "client identity {identity} is read-only: it may call GetAgentStatus, PlanAgent, health and reflection, not {method}; nothing was done"
+    )]
+    ReadOnlyClient {
+        /// The allow-listed subjectAltName the client's certificate carries.
+        identity: String,
+        /// The method refused (an AgentService method name, or `other`).
+        method: String,
+    },
     /// A call to a Kubernetes API server failed.
     #[error("cannot {action} on the {side} cluster: {failure}")]
     Kube {
@@ -303,6 +314,7 @@ impl Error {
             // The network may come back by itself; a wrong URL, bundle or password needs a person.
             Self::PrismCentralPreflight { failure, .. } if failure.transient() => Code::Unavailable,
             Self::PrismCentralPreflight { .. } => Code::FailedPrecondition,
+            Self::ReadOnlyClient { .. } => Code::PermissionDenied,
         }
     }
 }
@@ -455,6 +467,16 @@ mod tests {
         });
         let managers = Error::kube("apply x", Side::Management, &kube::Error::Api(managers.boxed()));
         assert_eq!(managers.code(), Code::Internal);
+        let read_only: Status = Error::ReadOnlyClient {
+            identity: "konnector-cli".into(),
+            method: "ApplyAgent".into(),
+        }
+        .into();
+        assert_eq!(read_only.code(), Code::PermissionDenied);
+        assert_eq!(
+            read_only.message(),
+            "client identity konnector-cli is read-only: it may call GetAgentStatus, PlanAgent, health and reflection, not ApplyAgent; nothing was done"
+        );
         let status: Status = down.into();
         assert_eq!(status.code(), Code::Unavailable);
         assert_eq!(

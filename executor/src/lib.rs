@@ -13,6 +13,7 @@
 //! `cluster` (reading the live Cluster), `remote` (workload clients) and `events`. Between hooks, `reconcile` keeps
 //! every Cluster converged, in the one replica `leader` elects.
 
+pub mod access;
 pub mod apply;
 pub mod args;
 mod cluster;

@@ -21,7 +21,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Server, server::Connected};
 
-use crate::executor::Executor;
+use crate::{
+    access::{Access, AccessLayer, ClientNames, Peer},
+    executor::Executor,
+};
 
 /// How the gRPC server runs.
 #[derive(Clone, Debug)]
@@ -50,6 +53,10 @@ pub struct ServerOptions {
     /// may sign other identities than the gateway's, and none of them may call the executor. Empty: any
     /// certificate the client CA verifies.
     pub allowed_client_names: Vec<String>,
+    /// With mTLS, the DNS names of read-only clients (the `konnector` CLI's certificate): a certificate that carries
+    /// one of them, and none of `allowed_client_names`, is served the read RPCs only (`access::READ_ONLY_METHODS`)
+    /// and answered `PERMISSION_DENIED` for everything else.
+    pub read_only_client_names: Vec<String>,
     /// Serve gRPC server reflection (v1 and v1alpha), so grpcurl can list and call the services without the
     /// proto files.
     pub reflection: bool,
@@ -68,6 +75,7 @@ impl Default for ServerOptions {
             connections_accepted: Counter::default(),
             tls_metrics: TlsMetrics::default(),
             allowed_client_names: Vec::new(),
+            read_only_client_names: Vec::new(),
             reflection: true,
         }
     }
@@ -110,9 +118,11 @@ pub async fn serve(
     } else {
         (None, None)
     };
+    let names = ClientNames::new(&options.allowed_client_names, &options.read_only_client_names)?;
+    let access = AccessLayer::new(executor.metrics().clone());
     let addr = listener.local_addr()?;
     tracing::info!(%addr, tls = options.tls.is_some(), reflection = options.reflection, "executor gRPC server listening");
-    let (incoming, accept_task) = incoming(listener, &options, shutdown.clone());
+    let (incoming, accept_task) = incoming(listener, &options, names, shutdown.clone());
     Server::builder()
         .concurrency_limit_per_connection(options.max_concurrent_requests)
         .max_concurrent_streams(u32::try_from(options.max_concurrent_requests).unwrap_or(u32::MAX))
@@ -121,6 +131,8 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .max_connection_age(options.max_connection_age)
         .http2_max_header_list_size(64 * 1024)
+        // In front of every service, so an RPC added later is refused to read-only clients until it is listed.
+        .layer(access)
         .add_service(executor.into_service())
         .add_service(health_service)
         .add_optional_service(reflection_v1)
@@ -141,6 +153,7 @@ type Incoming = tokio_stream::wrappers::ReceiverStream<std::io::Result<Limited>>
 fn incoming(
     listener: TcpListener,
     options: &ServerOptions,
+    names: ClientNames,
     shutdown: CancellationToken,
 ) -> (Incoming, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(16);
@@ -149,12 +162,7 @@ fn incoming(
     let handshake_timeout = options.handshake_timeout;
     let accepted = options.connections_accepted.clone();
     let tls_metrics = options.tls_metrics.clone();
-    let allowed_names: Arc<[String]> = options
-        .allowed_client_names
-        .iter()
-        .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| !n.is_empty())
-        .collect();
+    let names = Arc::new(names);
     let task = tokio::spawn(async move {
         loop {
             // TCP_NODELAY is set by the accept: tonic applies its default only to sockets it binds itself.
@@ -165,7 +173,11 @@ fn incoming(
             };
             let Some(acceptor) = acceptor.clone() else {
                 accepted.inc();
-                if tx.send(Ok(Limited::plain(tcp, permit))).await.is_err() {
+                if tx
+                    .send(Ok(Limited::plain(tcp, Access::Full, permit)))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 continue;
@@ -173,19 +185,21 @@ fn incoming(
             let tx = tx.clone();
             let accepted = accepted.clone();
             let tls_metrics = tls_metrics.clone();
-            let allowed_names = allowed_names.clone();
+            let names = names.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) if !client_allowed(&tls, &allowed_names) => {
-                        // The certificate verified, but names another identity than the gateway's: the
-                        // connection is dropped before a single request is read.
-                        tls_metrics.handshake_failed(HandshakeFailure::BadClientCertificate);
-                        tracing::debug!(%peer, "client certificate names no allowed identity; connection refused");
-                    }
-                    Ok(Ok(tls)) => {
-                        accepted.inc();
-                        let _ = tx.send(Ok(Limited::tls(tls, permit))).await;
-                    }
+                    Ok(Ok(tls)) => match client_access(&tls, &names) {
+                        None => {
+                            // The certificate verified, but names neither the gateway's nor a read-only identity:
+                            // the connection is dropped before a single request is read.
+                            tls_metrics.handshake_failed(HandshakeFailure::BadClientCertificate);
+                            tracing::debug!(%peer, "client certificate names no allowed identity; connection refused");
+                        }
+                        Some(access) => {
+                            accepted.inc();
+                            let _ = tx.send(Ok(Limited::tls(tls, access, permit))).await;
+                        }
+                    },
                     Ok(Err(error)) => {
                         tls_metrics.handshake_failed(HandshakeFailure::of(&error));
                         tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -201,20 +215,14 @@ fn incoming(
     (tokio_stream::wrappers::ReceiverStream::new(rx), task)
 }
 
-/// Whether the client's certificate carries one of `allowed` as a DNS subjectAltName (compared without regard to
-/// case). Every client passes when `allowed` is empty, or without client authentication (no certificate was asked
-/// for).
-fn client_allowed(tls: &tokio_rustls::server::TlsStream<TcpStream>, allowed: &[String]) -> bool {
-    if allowed.is_empty() {
-        return true;
-    }
+/// What the client may call, from the DNS subjectAltNames of its certificate (see [`ClientNames::access`]);
+/// `None`: refused. Without client authentication (no certificate was asked for) every client has full access.
+fn client_access(tls: &tokio_rustls::server::TlsStream<TcpStream>, names: &ClientNames) -> Option<Access> {
     let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
         // mTLS requires a certificate, so none means the server does not authenticate clients at all.
-        return true;
+        return Some(Access::Full);
     };
-    dns_names(leaf.as_ref())
-        .iter()
-        .any(|n| allowed.iter().any(|a| a.eq_ignore_ascii_case(n)))
+    names.access(&dns_names(leaf.as_ref()))
 }
 
 /// The DNS subjectAltNames of a DER certificate; none when it does not parse.
@@ -240,35 +248,48 @@ enum Stream {
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
-/// A served connection holding its connection slot until it closes.
+/// A served connection holding its connection slot until it closes, and what its client may call (decided once,
+/// at the handshake).
 struct Limited {
     stream: Stream,
+    access: Access,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Limited {
-    fn plain(tcp: TcpStream, permit: OwnedSemaphorePermit) -> Self {
+    fn plain(tcp: TcpStream, access: Access, permit: OwnedSemaphorePermit) -> Self {
         Self {
             stream: Stream::Plain(tcp),
+            access,
             _permit: permit,
         }
     }
 
-    fn tls(tls: tokio_rustls::server::TlsStream<TcpStream>, permit: OwnedSemaphorePermit) -> Self {
+    fn tls(
+        tls: tokio_rustls::server::TlsStream<TcpStream>,
+        access: Access,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
         Self {
             stream: Stream::Tls(Box::new(tls)),
+            access,
             _permit: permit,
         }
     }
 }
 
 impl Connected for Limited {
-    type ConnectInfo = <TcpStream as Connected>::ConnectInfo;
+    // Tonic puts it into every request's extensions, where `AccessLayer` reads it.
+    type ConnectInfo = Peer;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        match &self.stream {
+        let tcp = match &self.stream {
             Stream::Plain(tcp) => tcp.connect_info(),
             Stream::Tls(tls) => tls.get_ref().0.connect_info(),
+        };
+        Peer {
+            tcp,
+            access: self.access.clone(),
         }
     }
 }

@@ -252,8 +252,18 @@ pub async fn start_reconciling_executor(
     config: ExecutorConfig,
     reconcile: ReconcileConfig,
 ) -> anyhow::Result<RunningExecutor> {
+    start_reconciling_executor_with_flags(mgmt, config, reconcile, &[]).await
+}
+
+/// [`start_reconciling_executor`] with more executor flags, e.g. `--client-read-only-names=konnector-cli`.
+pub async fn start_reconciling_executor_with_flags(
+    mgmt: &ControlPlane,
+    config: ExecutorConfig,
+    reconcile: ReconcileConfig,
+    flags: &[&str],
+) -> anyhow::Result<RunningExecutor> {
     let client = executor_mgmt_client(mgmt, &config.defaults_namespace).await?;
-    serve_executor_with(client, config, &[], Some(reconcile)).await
+    serve_executor_with(client, config, flags, Some(reconcile)).await
 }
 
 /// A reconciler configuration fast enough for tests: resync every second, a 3 s Lease tried every 500 ms, in the

@@ -113,6 +113,8 @@ pub struct RealPair {
     pub executor_endpoint: ExecutorEndpoint,
     /// A CAPI-style client of the gateway.
     pub hooks: ExtensionClient,
+    /// The mTLS files both processes use; it signs further client identities for the executor.
+    pub pki: MtlsPki,
     _dir: tempfile::TempDir,
 }
 
@@ -211,6 +213,7 @@ impl RealPair {
             gateway_ca,
             executor_endpoint,
             hooks,
+            pki,
             _dir: dir,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);

@@ -6,24 +6,27 @@
 
 use std::{
     collections::BTreeMap,
+    net::SocketAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
 use konnector_executor::{ExecutorConfig, prism::PreflightMode};
+use konnector_runtime::admin;
 use kube::{
     Api, Client,
     api::{DynamicObject, PatchParams},
 };
 use serde::Serialize;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     caaph_stand_in::{CaaphOptions, CaaphStandIn, Uninstall},
     capi_stand_in::{CapiShape, ExtensionClient, Handler, Hook, hook_request},
     control_plane::ControlPlane,
-    executor_fixture::{RunningExecutor, fast_reconcile, start_reconciling_executor},
+    executor_fixture::{RunningExecutor, fast_reconcile, start_reconciling_executor_with_flags},
     gateway_fixture::{RunningGateway, serve_gateway, write_gateway_certs},
     management_plane_for,
     prism_central_stand_in::{Behaviour, PrismCentralStandIn},
@@ -37,6 +40,9 @@ pub const KONNECTOR_NAMESPACE: &str = "konnector-system";
 pub const CLUSTERS_NAMESPACE: &str = "tenants";
 /// The field manager the sandbox applies deploy/ manifests with.
 const SANDBOX_MANAGER: &str = "konnector-sandbox";
+/// The subjectAltName of the CLI's client certificate, as the chart issues it (release `konnector`); the
+/// sandbox's executor serves it read-only, as the chart's does.
+pub const CLI_IDENTITY: &str = "konnector-cli";
 
 /// What to start and play.
 #[derive(Clone, Debug)]
@@ -91,6 +97,11 @@ pub struct SandboxState {
     /// The cluster `--keep` leaves installed, as `namespace/name`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kept_cluster: Option<String>,
+    /// `/metrics` of the executor and of each gateway, by name: what each binary serves on its admin port.
+    pub metrics_urls: BTreeMap<String, String>,
+    /// The `konnector` CLI's flags for the executor with the CLI's own read-only client certificate
+    /// (`--executor-url … --ca … --cert … --key …`).
+    pub cli_flags: String,
 }
 
 /// The machine-readable summary printed at the end.
@@ -130,6 +141,9 @@ pub struct Sandbox {
     /// Held for its watch task; dropped first on stop, so it never sees the API servers go away.
     caaph: Option<CaaphStandIn>,
     prism_central: PrismCentralStandIn,
+    /// The admin servers (`/livez`, `/readyz`, `/metrics`) the binaries serve on their admin ports, by name.
+    admin: Vec<(String, SocketAddr)>,
+    admin_stop: CancellationToken,
 }
 
 impl Sandbox {
@@ -193,8 +207,9 @@ impl Sandbox {
 
         let started = Instant::now();
         progress("starting the executor (under the chart's RBAC role) and two gateways…");
-        // The reconciler runs beside the hooks, so a rotated password arrives without one.
-        let executor = start_reconciling_executor(
+        // The reconciler runs beside the hooks, so a rotated password arrives without one. The CLI's certificate
+        // is served read-only, as the chart configures the executor.
+        let executor = start_reconciling_executor_with_flags(
             &mgmt,
             ExecutorConfig {
                 prism_central_checks: if options.bad_pc_password {
@@ -209,8 +224,10 @@ impl Sandbox {
                 ..Default::default()
             },
             fast_reconcile("sandbox-executor"),
+            &[&format!("--client-read-only-names={CLI_IDENTITY}")],
         )
         .await?;
+        write_cli_identity(&executor, &state_dir.join("certs/cli"))?;
 
         let (ca_pem, tls) = write_gateway_certs(&state_dir.join("certs"))?;
         let mut gateways = Vec::new();
@@ -235,6 +252,22 @@ impl Sandbox {
                 .join(" and "),
             started.elapsed().as_secs_f64()
         ));
+        // The admin ports the binaries would serve, so `/metrics` can be read as from a deployed one.
+        let admin_stop = CancellationToken::new();
+        let ready = admin::Readiness::default();
+        ready.set(true);
+        let mut admin = vec![(
+            "executor".to_owned(),
+            serve_admin(
+                admin::router(ready, executor.metrics.registry().router()),
+                admin_stop.clone(),
+            )
+            .await?,
+        )];
+        for (name, gateway) in &gateways {
+            let router = admin::router(gateway.readiness.clone(), gateway.metrics.router());
+            admin.push((name.clone(), serve_admin(router, admin_stop.clone()).await?));
+        }
         let caaph = CaaphStandIn::start(
             mgmt_client.clone(),
             CaaphOptions {
@@ -255,6 +288,8 @@ impl Sandbox {
             _temp_state: temp_state,
             caaph: Some(caaph),
             prism_central,
+            admin,
+            admin_stop,
         };
         progress("rendering deploy/chart with helm; applying its ExtensionConfig and default ConfigMaps…");
         sandbox.apply_deploy_manifests().await?;
@@ -298,6 +333,22 @@ impl Sandbox {
                 .collect(),
             capi_version: self.options.shape.version().to_owned(),
             kept_cluster: self.kept_cluster().map(|n| format!("{CLUSTERS_NAMESPACE}/{n}")),
+            metrics_urls: self
+                .admin
+                .iter()
+                .map(|(name, addr)| (name.clone(), format!("http://{addr}/metrics")))
+                .collect(),
+            cli_flags: {
+                let cli = self.state_dir.join("certs/cli");
+                let file = |f: &str| shell_quote(&cli.join(f).display().to_string());
+                format!(
+                    "--executor-url={} --ca={} --cert={} --key={}",
+                    self.executor.as_ref().map(|e| e.url()).unwrap_or_default(),
+                    file("ca.crt"),
+                    file("tls.crt"),
+                    file("tls.key")
+                )
+            },
         }
     }
 
@@ -489,6 +540,38 @@ impl Sandbox {
                 ),
             },
             TryCommand {
+                what: "the same through the konnector CLI, with its own read-only client certificate (status, plan \
+                       and health only; the executor refuses it ApplyAgent and RemoveAgent)"
+                    .into(),
+                command: format!(
+                    "{} status {CLUSTERS_NAMESPACE}/{name} {}",
+                    cli_program(),
+                    state.cli_flags
+                ),
+            },
+            TryCommand {
+                what: format!("the CLI's checks for {name}, each ok, warn, fail or skip with a next step"),
+                command: format!(
+                    "{} doctor {CLUSTERS_NAMESPACE}/{name} {}",
+                    cli_program(),
+                    state.cli_flags
+                ),
+            },
+            TryCommand {
+                what: "the executor's metrics, as its admin port serves them: RPCs by method and gRPC code".into(),
+                command: format!(
+                    "curl -sS {} | grep '^konnector_executor_rpc_requests_total'",
+                    state.metrics_urls["executor"]
+                ),
+            },
+            TryCommand {
+                what: "gateway-1's metrics: hook calls by hook and status".into(),
+                command: format!(
+                    "curl -sS {} | grep '^konnector_gateway_hook_requests_total'",
+                    state.metrics_urls["gateway-1"]
+                ),
+            },
+            TryCommand {
                 what: "Discovery, as CAPI calls it".into(),
                 command: format!(
                     "curl -sS --cacert {ca} -X POST {gateway}/{hooks_path}/discovery -d {}",
@@ -526,6 +609,7 @@ impl Sandbox {
         // Everything that watches the API servers stops before they do (a watch that sees its server vanish
         // logs a warning the user would take for a fault).
         drop(self.caaph.take());
+        self.admin_stop.cancel();
         for (name, gateway) in self.gateways.drain(..) {
             match tokio::time::timeout(Duration::from_secs(30), gateway.stop()).await {
                 Ok(Ok(())) => {}
@@ -542,6 +626,42 @@ impl Sandbox {
         self.mgmt.stop();
         Ok(())
     }
+}
+
+/// Serves the admin endpoints (`/livez`, `/readyz`, `/metrics`) of `router` on a free loopback port until `stop`.
+async fn serve_admin(router: axum::Router, stop: CancellationToken) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(admin::serve_on(listener, router, stop));
+    Ok(addr)
+}
+
+/// The CLI's own client certificate, as the chart's Secret `<release>-cli` holds it (`tls.crt`, `tls.key`, and
+/// `ca.crt`, the CA the executor's certificate chains to), written to `dir`.
+fn write_cli_identity(executor: &RunningExecutor, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let pair = executor
+        .pki
+        .client_pair_with_names(CLI_IDENTITY, &[CLI_IDENTITY])?;
+    std::fs::write(dir.join("tls.crt"), pair.cert_pem)?;
+    std::fs::write(dir.join("tls.key"), pair.key_pem)?;
+    std::fs::copy(executor.pki.client_dir().join("ca.crt"), dir.join("ca.crt"))?;
+    Ok(())
+}
+
+/// The `konnector` CLI as the person reading the output would run it: the binary built beside this one
+/// (`cargo build -p konnector-cli`; hack/sandbox.sh builds it with --keep), relative to the current directory when
+/// it is under it.
+pub fn cli_program() -> String {
+    let path = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("konnector")))
+        .unwrap_or_else(|| PathBuf::from("konnector"));
+    let here = std::env::current_dir().ok();
+    let shown = here
+        .and_then(|d| path.strip_prefix(d).ok().map(Path::to_path_buf))
+        .unwrap_or(path);
+    shell_quote(&shown.display().to_string())
 }
 
 /// A grpcurl call of `konnector.executor.v1.AgentService/<method>` with `request`, over the executor's mTLS

@@ -423,6 +423,83 @@ fn the_executor_allow_list_and_egress_policy_reach_the_manifests() {
     );
 }
 
+/// The CLI's read-only identity: a client certificate of its own, from the issuer that signs the gateway's client
+/// certificate, whose name the executor serves read-only; off with executor.cliClientCert.enabled=false, and more
+/// read-only names from executor.readOnlyClientNames. The rendered flags are checked by the executor's own parser,
+/// which refuses a name on both lists.
+#[test]
+fn the_cli_gets_a_read_only_certificate_of_its_own() {
+    use clap::Parser;
+    // The check the executor makes before serving (`Args::server_options`, which also loads the mounted files).
+    let names = |args: &konnector_executor::args::Args| {
+        konnector_executor::access::ClientNames::new(&args.client_allowed_names, &args.client_read_only_names)
+    };
+    let executor_args = |docs: &[Value]| {
+        let args = container_args(docs, "konnector-executor");
+        konnector_executor::args::Args::try_parse_from(
+            std::iter::once("konnector-executor".to_owned()).chain(args.iter().cloned()),
+        )
+        .unwrap()
+    };
+    for sets in [
+        &[][..],
+        &[
+            "certManager.issuerRef.name=corp-ca",
+            "certManager.issuerRef.kind=ClusterIssuer",
+        ][..],
+    ] {
+        let docs = render(sets);
+        let cli = find(&docs, "Certificate", "konnector-cli");
+        let gateway = find(&docs, "Certificate", "konnector-gateway-client");
+        assert_eq!(cli["spec"]["secretName"], "konnector-cli");
+        assert_eq!(cli["spec"]["dnsNames"], serde_json::json!(["konnector-cli"]));
+        assert_eq!(cli["spec"]["issuerRef"], gateway["spec"]["issuerRef"], "{sets:?}");
+        let usages = cli["spec"]["usages"].as_array().unwrap();
+        assert!(usages.contains(&Value::from("client auth")), "{usages:?}");
+        assert!(!usages.contains(&Value::from("server auth")), "{usages:?}");
+        let parsed = executor_args(&docs);
+        assert_eq!(parsed.client_allowed_names, ["konnector-gateway"]);
+        assert_eq!(parsed.client_read_only_names, ["konnector-cli"]);
+        names(&parsed).unwrap();
+    }
+    // Off: no certificate, no read-only identity.
+    let docs = render(&["executor.cliClientCert.enabled=false"]);
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "Certificate" && d["metadata"]["name"] == "konnector-cli")
+    );
+    assert!(executor_args(&docs).client_read_only_names.is_empty());
+    // More read-only names, with or without the CLI's.
+    let docs = render(&["executor.readOnlyClientNames={ops-console}"]);
+    assert_eq!(
+        executor_args(&docs).client_read_only_names,
+        ["ops-console", "konnector-cli"]
+    );
+    let docs = render(&[
+        "executor.readOnlyClientNames={ops-console}",
+        "executor.cliClientCert.enabled=false",
+    ]);
+    assert_eq!(executor_args(&docs).client_read_only_names, ["ops-console"]);
+    // The gateway's name made read-only is refused by the executor at start-up, not silently downgraded.
+    let docs = render(&["executor.readOnlyClientNames={konnector-gateway}"]);
+    let error = names(&executor_args(&docs)).unwrap_err().to_string();
+    assert!(error.contains("both"), "{error}");
+    // A typo in the new values is refused by the schema, by name.
+    let out = Command::new(helm())
+        .args(["template", "konnector"])
+        .arg(tools::chart_dir())
+        .args(["--set", "executor.cliClientCert.enable=false"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("enable"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn the_grafana_dashboard_ships_as_a_configmap_for_the_sidecar() {
     assert!(
@@ -596,8 +673,8 @@ fn scheduling_issuer_and_extra_values_reach_the_manifests() {
     let certificates: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Certificate").collect();
     assert_eq!(
         certificates.len(),
-        4,
-        "serving, executor server, gateway client, CAPI client"
+        5,
+        "serving, executor server, gateway client, CAPI client, CLI client"
     );
     for cert in &certificates {
         assert_eq!(
@@ -727,7 +804,9 @@ fn notes_say_how_to_check_discovery_and_reach_the_executor() {
         r#"@.type=="Discovered""#,
         "konnector status <namespace>/<cluster>",
         "kubectl konnector",
-        "secret konnector-gateway-client",
+        // The CLI's read-only pair, not the gateway's: a reader needs no key that can apply or remove.
+        "secret konnector-cli",
+        "PERMISSION_DENIED",
         "port-forward svc/konnector-executor 8090:8090",
         "konnector.executor.v1.AgentService/GetAgentStatus",
         "namespaces ops",
@@ -1326,6 +1405,12 @@ fn a_platform_teams_values_reach_every_object() {
     );
     let client = find(&docs, "Certificate", "platform-konnector-gateway-client");
     assert_eq!(client["spec"]["dnsNames"][0], "platform-konnector-gateway");
+    assert!(
+        args.contains(&"--client-read-only-names=platform-konnector-cli".to_owned()),
+        "{args:?}"
+    );
+    let cli = find(&docs, "Certificate", "platform-konnector-cli");
+    assert_eq!(cli["spec"]["dnsNames"][0], "platform-konnector-cli");
     let args = container_args(&docs, "platform-konnector-gateway");
     assert!(
         args.contains(&format!(
@@ -1351,7 +1436,7 @@ fn a_platform_teams_values_reach_every_object() {
     );
     assert_eq!(ca["spec"]["duration"], "43800h");
     assert_eq!(ca["spec"]["renewBefore"], "8760h");
-    for leaf in ["gateway-serving", "executor-server", "gateway-client"] {
+    for leaf in ["gateway-serving", "executor-server", "gateway-client", "cli"] {
         let cert = find(&docs, "Certificate", &format!("platform-konnector-{leaf}"));
         assert_eq!(cert["spec"]["duration"], "720h", "{leaf}");
         assert_eq!(cert["spec"]["renewBefore"], "240h", "{leaf}");
@@ -1391,8 +1476,8 @@ fn the_ca_keeps_its_key_and_every_leaf_rotates_its_own() {
         assert_eq!(cert["spec"]["renewBefore"], "360h", "{what}");
     }
     assert_eq!(
-        leaves, 4,
-        "gateway serving and client, executor server, CAPI's client"
+        leaves, 5,
+        "gateway serving and client, executor server, CAPI's client, the CLI's"
     );
     // Every peer's trust is the ca.crt of a Secret issued by that one CA: CAPI's (the serving Secret), the
     // gateway's towards the executor (its client Secret) and the executor's towards the gateway (its server

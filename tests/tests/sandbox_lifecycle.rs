@@ -68,10 +68,13 @@ async fn lifecycle_capi_1_14_shape() {
     play(CapiShape::V1_14, 3, false).await;
 }
 
-/// Runs a printed command with bash; returns its stdout, failing the test with its output when it fails.
+/// Runs a printed command with bash from the repository root, where a person runs hack/sandbox.sh (the sandbox
+/// names the CLI, and hack/env.sh, relative to it); returns its stdout, failing the test with its output when it
+/// fails.
 async fn run_printed(command: &str) -> String {
     let out = tokio::process::Command::new("bash")
         .args(["-c", command])
+        .current_dir(tools::repo_root())
         .output()
         .await
         .unwrap();
@@ -124,7 +127,15 @@ async fn keep_and_run_every_printed_command(extra_args: &[&str]) -> Vec<String> 
         "{missing:?} not on PATH: `bash hack/ensure-tools.sh grpcurl kubectl` installs them and prints the \
          directory to put on PATH (hack/test.sh does both)"
     );
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_konnector-sandbox"));
+    // The konnector CLI the sandbox prints commands for: built beside it (cargo test --workspace builds it).
+    let sandbox_exe = std::path::Path::new(env!("CARGO_BIN_EXE_konnector-sandbox"));
+    let cli = sandbox_exe.with_file_name("konnector");
+    assert!(
+        cli.is_file(),
+        "{} not built: `cargo build -p konnector-cli` builds it (hack/sandbox.sh --keep and cargo test --workspace do)",
+        cli.display()
+    );
+    let mut command = tokio::process::Command::new(sandbox_exe);
     command
         .arg("--keep")
         .args(extra_args)
@@ -182,7 +193,16 @@ async fn keep_and_run_every_printed_command(extra_args: &[&str]) -> Vec<String> 
                 "{command} does not show {needle:?}:\n{stdout}"
             )
         };
-        if command.contains("get hcp -A") {
+        if command.contains(" status tenants/wl-1 ") {
+            // The CLI, through its read-only certificate: the same HelmChartProxy as GetAgentStatus shows.
+            expect("konnector-agent-wl-1");
+        } else if command.contains(" doctor tenants/wl-1 ") {
+            expect("executor reachable");
+        } else if command.contains("konnector_executor_rpc_requests_total") {
+            expect("konnector_executor_rpc_requests_total{method=\"ApplyAgent\",code=\"OK\"}");
+        } else if command.contains("konnector_gateway_hook_requests_total") {
+            expect("konnector_gateway_hook_requests_total{");
+        } else if command.contains("get hcp -A") {
             // The kept cluster's HelmChartProxy, and not the other one's, which was deleted with its Cluster.
             expect("konnector-agent-wl-1");
             assert!(!stdout.contains("konnector-agent-wl-2"), "{stdout}");
@@ -212,6 +232,10 @@ async fn keep_and_run_every_printed_command(extra_args: &[&str]) -> Vec<String> 
         "GetAgentStatus",
         "PlanAgent",
         "/beforeclusterupgrade/",
+        " status tenants/wl-1 ",
+        " doctor tenants/wl-1 ",
+        "konnector_executor_rpc_requests_total",
+        "konnector_gateway_hook_requests_total",
     ] {
         assert!(
             commands.iter().any(|c| c.contains(kind)),

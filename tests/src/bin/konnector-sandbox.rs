@@ -230,9 +230,25 @@ async fn main() -> anyhow::Result<()> {
         );
         // hack/sandbox.sh put the tools on this process's PATH, not on the caller's shell's: say how.
         println!(
-            "(they use kubectl, grpcurl and curl: `. {}/env.sh` puts grpcurl on your shell's PATH)",
+            "(they use kubectl, grpcurl, curl and the konnector CLI: `. {}/env.sh` puts grpcurl on your shell's PATH)",
             tools.display()
         );
+        // The executor and the gateways are libraries here, not processes: say where their logs and metrics are.
+        let state = sandbox.state();
+        println!(
+            "(the executor and both gateways run inside this process: their logs are its stderr, filtered by \
+             --log-level or RUST_LOG, e.g. RUST_LOG=info; each serves /metrics as on its admin port: {})",
+            state
+                .metrics_urls
+                .iter()
+                .map(|(name, url)| format!("{name} {url}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let cli = konnector_tests::sandbox::cli_program();
+        if !std::path::Path::new(&cli).is_file() {
+            println!("({cli} not found: `cargo build -p konnector-cli` builds the konnector CLI)");
+        }
         let missing = missing_tools();
         if !missing.is_empty() {
             println!(
