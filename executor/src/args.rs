@@ -45,8 +45,9 @@ pub struct Args {
     #[arg(long, env = "KONNECTOR_CLIENT_CA", requires = "tls_cert")]
     pub client_ca: Option<PathBuf>,
     /// With --client-ca: the DNS names (comma-separated) of which a client certificate must carry one as a
-    /// subjectAltName. The client CA may sign other identities than the gateway's; they are refused. Empty: any
-    /// certificate the client CA signed. The chart issues the gateway's client certificate with its name.
+    /// subjectAltName to call every RPC. The client CA may sign other identities than the gateway's: a name in
+    /// --client-read-only-names may only read, any other is refused at the handshake. Empty: any certificate the
+    /// client CA signed. The chart issues the gateway's client certificate with its name.
     #[arg(
         long,
         env = "KONNECTOR_CLIENT_ALLOWED_NAMES",
