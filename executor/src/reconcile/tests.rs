@@ -1,0 +1,143 @@
+//! Unit tests of the reconciler's pure parts: drift decisions, the schedule, the flags.
+
+use k8s_openapi::ByteString;
+use serde_json::json;
+
+use super::*;
+
+#[test]
+fn flags_default_to_a_reconciler_within_the_issue_bounds() {
+    use clap::Parser;
+    let args = crate::args::Args::try_parse_from(["konnector-executor", "--pod-name", "p-1"]).unwrap();
+    let config = args.reconcile.config("konnector-system").unwrap();
+    // Workload drift repaired within 5 minutes (management changes at once, by watches); failover within 30 s.
+    assert_eq!(config.resync, Duration::from_secs(300));
+    assert!(config.lease.lease_duration + config.lease.retry_interval <= Duration::from_secs(30));
+    assert!(!config.follow_defaults && !config.uninstall_removed);
+    assert_eq!(config.lease.identity, "p-1");
+    assert_eq!(config.lease.namespace, "konnector-system");
+    let off = crate::args::Args::try_parse_from(["konnector-executor", "--no-reconcile"]).unwrap();
+    assert!(off.reconcile.config("x").is_none());
+}
+
+fn secret(data: &[(&str, &str)], managers: Value) -> Secret {
+    serde_json::from_value(json!({
+            "metadata": {"name": "konnector-agent", "managedFields": managers},
+            "data": data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect::<std::collections::BTreeMap<_, _>>(),
+        }))
+        .unwrap()
+}
+
+fn manager(name: &str, keys: &[&str]) -> Value {
+    let data: serde_json::Map<String, Value> = keys.iter().map(|k| (format!("f:{k}"), json!({}))).collect();
+    json!({"manager": name, "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:data": data}})
+}
+
+#[test]
+fn only_the_copied_keys_are_compared_and_judged() {
+    let wanted = secret(&[("username", "u"), ("password", "p")], json!([]));
+    // CAREN copied the source whole: an extra key it owns is not a difference.
+    let caren_copy = secret(
+        &[("username", "u"), ("password", "p"), ("apiKey", "k")],
+        json!([manager(CAREN_FIELD_MANAGER, &["username", "password", "apiKey"])]),
+    );
+    assert!(copied_keys_match(&caren_copy, &wanted));
+    // A copied key missing or different is.
+    assert!(!copied_keys_match(
+        &secret(&[("username", "u")], json!([])),
+        &wanted
+    ));
+    // Written by the copiers only: a difference is a rotation, even right after CAREN's copy.
+    assert!(!copied_keys_edited_by_others(&caren_copy, &wanted));
+    // Someone else owning a copied key: an edit. Owning a key konnector does not copy: not konnector's business.
+    let edited = secret(&[("password", "x")], json!([manager("kubectl", &["password"])]));
+    assert!(copied_keys_edited_by_others(&edited, &wanted));
+    let extra = secret(&[("note", "x")], json!([manager("kubectl", &["note"])]));
+    assert!(!copied_keys_edited_by_others(&extra, &wanted));
+}
+
+#[test]
+fn a_proxy_caren_applied_is_co_managed_by_caren() {
+    let hcp = |manager: &str| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "addons.cluster.x-k8s.io/v1alpha1", "kind": "HelmChartProxy",
+            "metadata": {"name": "p", "managedFields": [{"manager": manager, "operation": "Apply",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:version": {}}}}]},
+            "spec": {"version": "1.4.0"},
+        }))
+        .unwrap()
+    };
+    assert!(co_managed_by_caren(&hcp(CAREN_FIELD_MANAGER)));
+    assert!(!co_managed_by_caren(&hcp("kubectl")));
+    assert!(!co_managed_by_caren(&hcp(FIELD_MANAGER)));
+}
+
+#[test]
+fn the_namespace_selector_flag_takes_the_charts_json() {
+    use clap::Parser;
+    let parse = |json: &str| {
+        crate::args::Args::try_parse_from([
+            "konnector-executor",
+            "--pod-name",
+            "p",
+            &format!("--reconcile-namespace-selector={json}"),
+        ])
+        .map(|a| a.reconcile.config("ns").unwrap().namespace_selector)
+    };
+    let selector = parse(r#"{"matchLabels":{"team":"a"}}"#).unwrap().unwrap();
+    assert_eq!(selector.match_labels.unwrap()["team"], "a");
+    // Empty selects every namespace, as in the ExtensionConfig.
+    assert!(parse("{}").unwrap().is_none());
+    assert!(parse("").unwrap().is_none());
+    // What the API server would refuse is refused at start.
+    assert!(parse(r#"{"matchExpressions":[{"key":"a","operator":"Near"}]}"#).is_err());
+    assert!(parse("team=a").is_err());
+}
+
+#[test]
+fn checks_are_spread_over_the_period_and_never_burst() {
+    let schedule = Schedule::new(Duration::from_secs(300));
+    let keys: Vec<ClusterKey> = (0..1000)
+        .map(|i| ClusterKey::new("ns", &format!("c-{i}")).unwrap())
+        .collect();
+    // Slots of 1000 Clusters over 5 minutes: about 33 per 10 s window, none near 1000 (no burst at start).
+    let mut windows = [0u32; 30];
+    for k in &keys {
+        let slot = schedule.next_slot(k, schedule.epoch) - schedule.epoch;
+        assert!(slot < Duration::from_secs(300));
+        windows[(slot.as_secs() / 10) as usize] += 1;
+    }
+    assert!(windows.iter().all(|n| (10..=70).contains(n)), "{windows:?}");
+    // A Cluster's next slot is one period after the last.
+    let k = &keys[0];
+    let first = schedule.next_slot(k, schedule.epoch);
+    assert_eq!(schedule.next_slot(k, first), first + Duration::from_secs(300));
+}
+
+#[test]
+fn contains_ignores_extra_fields() {
+    let have = json!({"a": 1, "b": {"c": 2, "d": 3}});
+    assert!(contains(&have, &json!({"b": {"c": 2}})));
+    assert!(!contains(&have, &json!({"b": {"c": 3}})));
+    assert!(!contains(&have, &json!({"e": 1})));
+}
+
+#[test]
+fn pinning_keeps_the_chart_and_restores_the_rest() {
+    let mut spec = json!({"version": "2", "valuesTemplate": "new", "releaseName": "r"});
+    pin_chart(&mut spec, &json!({"version": "1", "valuesTemplate": "old"}));
+    assert_eq!(
+        spec,
+        json!({"version": "1", "valuesTemplate": "old", "releaseName": "r"})
+    );
+}
+
+#[test]
+fn outcomes_are_secret_free_phrases() {
+    let o = Outcome::Repaired {
+        rotated: true,
+        what: vec!["credentials rotated".to_owned()],
+    };
+    assert_eq!(o.metric(), "rotated");
+    assert_eq!(o.describe(), "repaired: credentials rotated");
+}
