@@ -176,6 +176,11 @@ pub struct Args {
     /// usually being fixed, and with --prism-central-checks=block it refuses applies.
     #[arg(long, env = "KONNECTOR_PRISM_CENTRAL_CHECK_FAILURE_TTL", default_value = "15s", value_parser = humantime::parse_duration)]
     pub prism_central_check_failure_ttl: Duration,
+    /// With --prism-central-checks=warn, a Cluster's Warning Event about one failed check (the same Prism Central
+    /// endpoint, the same kind of failure) is written at most once per this interval, not on every hook (e.g.
+    /// 10m); another failure, or the same one after a passed check, is written at once. 0s: on every hook.
+    #[arg(long, env = "KONNECTOR_PRISM_CENTRAL_WARNING_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub prism_central_warning_interval: Duration,
     /// Largest response body, in bytes, taken from a workload cluster's API server (for a watch: each event).
     /// Anyone who can write a Cluster's kubeconfig Secret chooses that server; a larger answer fails the call.
     #[arg(long, env = "KONNECTOR_WORKLOAD_RESPONSE_LIMIT_BYTES", default_value_t = crate::limits::DEFAULT_WORKLOAD_RESPONSE_LIMIT_BYTES, value_parser = clap::value_parser!(u64).range(1024..))]
@@ -263,6 +268,7 @@ impl Args {
             prism_central_timeout: self.prism_central_timeout,
             prism_central_check_ttl: self.prism_central_check_ttl,
             prism_central_check_failure_ttl: self.prism_central_check_failure_ttl,
+            prism_central_warning_interval: self.prism_central_warning_interval,
             workload_response_limit_bytes: self.workload_response_limit_bytes,
             management_response_limit_bytes: self.management_response_limit_bytes,
             cluster_namespaces: self

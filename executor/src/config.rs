@@ -69,6 +69,9 @@ pub struct ExecutorConfig {
     pub prism_central_check_ttl: Duration,
     /// How long a failed one is shared: shorter, since a failure is usually being fixed (see `prism_shared`).
     pub prism_central_check_failure_ttl: Duration,
+    /// A Cluster's Warning Event about one failed check is written at most once per this interval (see
+    /// `prism_warnings`); zero writes it on every hook.
+    pub prism_central_warning_interval: Duration,
     /// Largest response body taken from a workload cluster's API server (each event, for a watch); a larger one
     /// is cut off and the call fails. Anyone who can write a Cluster's kubeconfig Secret picks that server.
     pub workload_response_limit_bytes: u64,
@@ -118,6 +121,7 @@ impl Default for ExecutorConfig {
             prism_central_timeout: Duration::from_secs(5),
             prism_central_check_ttl: Duration::from_secs(120),
             prism_central_check_failure_ttl: Duration::from_secs(15),
+            prism_central_warning_interval: Duration::from_secs(600),
             workload_response_limit_bytes: crate::limits::DEFAULT_WORKLOAD_RESPONSE_LIMIT_BYTES,
             management_response_limit_bytes: crate::limits::DEFAULT_MANAGEMENT_RESPONSE_LIMIT_BYTES,
             cluster_namespaces: Vec::new(),

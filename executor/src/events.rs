@@ -3,9 +3,14 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::{
+    api::{core::v1::ObjectReference, events::v1::Event as KubeEvent},
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+    jiff::Timestamp,
+};
 use kube::{
-    Client,
+    Api, Client,
+    api::PostParams,
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
 
@@ -58,14 +63,7 @@ impl Executor {
         action: &str,
         note: String,
     ) {
-        let reference = ObjectReference {
-            api_version: Some(cluster.version.api_version()),
-            kind: Some(CLUSTER_KIND.to_owned()),
-            namespace: Some(cluster.key.namespace.clone()),
-            name: Some(cluster.key.name.clone()),
-            uid: (!cluster.uid.is_empty()).then(|| cluster.uid.clone()),
-            ..Default::default()
-        };
+        let reference = reference(cluster);
         let event = Event {
             type_,
             reason: reason.to_owned(),
@@ -81,5 +79,72 @@ impl Executor {
             }
             Err(_) => tracing::warn!(reason, "recording an Event on the Cluster timed out"),
         }
+    }
+
+    /// Creates a new Event on the live Cluster, without the Recorder's folding of repeats (which PATCHes on every
+    /// repeat, and keeps the first note for a reason): for a caller that decides itself when an Event is due (see
+    /// `prism_warnings`). Returns whether it was written; a failure is logged, never returned.
+    pub(crate) async fn create_event(
+        &self,
+        cluster: &LiveCluster,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) -> bool {
+        let now = Timestamp::now();
+        // As the Recorder names Events (`<object>.<nanoseconds in hex>`), with the Cluster's name cut so that the
+        // whole name stays within the 253 characters an object name may have.
+        let prefix = cluster.key.name.chars().take(200).collect::<String>();
+        let prefix = prefix.trim_end_matches(['-', '.']);
+        let event = KubeEvent {
+            metadata: ObjectMeta {
+                name: Some(format!("{prefix}.{:x}", now.as_nanosecond())),
+                namespace: Some(cluster.key.namespace.clone()),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(now)),
+            action: Some(action.to_owned()),
+            reason: Some(reason.to_owned()),
+            note: Some(crate::limits::sanitize(&note, 1000)),
+            regarding: Some(reference(cluster)),
+            reporting_controller: Some(EVENT_REPORTER.to_owned()),
+            reporting_instance: Some(EVENT_REPORTER.to_owned()),
+            type_: Some(
+                match type_ {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                }
+                .to_owned(),
+            ),
+            ..Default::default()
+        };
+        let events: Api<KubeEvent> = Api::namespaced(self.mgmt(), &cluster.key.namespace);
+        match tokio::time::timeout(EVENT_TIMEOUT, events.create(&PostParams::default(), &event)).await {
+            Ok(Ok(_)) => {
+                tracing::debug!(reason, "Event recorded on the Cluster");
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(reason, failure = %KubeFailure::from_kube(&e), "cannot record an Event on the Cluster");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(reason, "recording an Event on the Cluster timed out");
+                false
+            }
+        }
+    }
+}
+
+/// The live Cluster, named in the API version it was read in.
+fn reference(cluster: &LiveCluster) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(cluster.version.api_version()),
+        kind: Some(CLUSTER_KIND.to_owned()),
+        namespace: Some(cluster.key.namespace.clone()),
+        name: Some(cluster.key.name.clone()),
+        uid: (!cluster.uid.is_empty()).then(|| cluster.uid.clone()),
+        ..Default::default()
     }
 }

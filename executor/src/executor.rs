@@ -49,6 +49,8 @@ pub(crate) struct Inner {
     pub(crate) preflights: crate::prism::PreflightMemory,
     /// The Prism Central checks, shared per endpoint, trust settings and credentials (see `prism_shared`).
     pub(crate) prism_checks: crate::prism_shared::SharedChecks,
+    /// Which Cluster was warned about which failed check, so the Warning Event is not repeated on every hook.
+    pub(crate) prism_warnings: crate::prism_warnings::PrismWarnings,
     /// The reconciler's state: last result per Cluster, last applied chart per Cluster (see `reconcile`).
     pub(crate) reconciler: crate::reconcile::ReconcilerState,
 }
@@ -79,6 +81,10 @@ impl Executor {
             crate::prism_shared::MAX_SHARED_CHECKS,
             metrics.prism_probes_in_flight_gauge(),
         );
+        let prism_warnings = crate::prism_warnings::PrismWarnings::new(
+            config.prism_central_warning_interval,
+            crate::prism_warnings::MAX_WARNED_CLUSTERS,
+        );
         Self {
             inner: Arc::new(Inner {
                 mgmt,
@@ -96,6 +102,7 @@ impl Executor {
                 recorder,
                 preflights: Default::default(),
                 prism_checks,
+                prism_warnings,
                 reconciler: Default::default(),
             }),
         }
@@ -132,6 +139,7 @@ impl Executor {
         self.forget_applied(key);
         self.forget_remote(key);
         self.inner.preflights.forget(key);
+        self.inner.prism_warnings.forget(key);
         self.forget_reconciled(key);
     }
 

@@ -32,6 +32,7 @@ mod ownership;
 mod preflight;
 pub mod prism;
 mod prism_shared;
+mod prism_warnings;
 pub mod reconcile;
 pub mod remote;
 mod server;

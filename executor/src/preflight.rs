@@ -1,6 +1,7 @@
 //! The executor's use of [`crate::prism`]: the preflight ApplyAgent runs before it writes anything, and the
 //! registration lookup GetAgentStatus reports. What is checked, and how, lives in `prism.rs`; this module decides
-//! what a result means for the answer (a note, a Warning Event, or a refusal) and remembers it for the status.
+//! what a result means for the answer (a note, a Warning Event, or a refusal) and remembers it for the status. The
+//! Warning Event of `warn` is written once per Cluster and failure, not once per hook (`prism_warnings.rs`).
 
 use k8s_openapi::{
     api::core::v1::{Namespace, Secret},
@@ -88,23 +89,40 @@ impl Executor {
                 message: message.clone(),
             },
         );
+        let warnings = &self.inner.prism_warnings;
         match verdict {
-            PreflightVerdict::Passed => Ok(None),
-            PreflightVerdict::PassedWithoutAuthentication => Ok(Some(message)),
+            PreflightVerdict::Passed => {
+                warnings.recovered(&live.key);
+                Ok(None)
+            }
+            PreflightVerdict::PassedWithoutAuthentication => {
+                warnings.recovered(&live.key);
+                Ok(Some(message))
+            }
             PreflightVerdict::Failed(failure) if mode == PreflightMode::Block => {
                 // `apply` records the Warning Event for this error, as for every refusal a person must fix.
                 Err(Error::PrismCentralPreflight { endpoint, failure })
             }
             PreflightVerdict::Failed(_) => {
                 let note = format!("Prism Central preflight failed (applied anyway): {message}");
-                self.record_event(
-                    live,
-                    EventType::Warning,
-                    PREFLIGHT_FAILED_REASON,
-                    "ApplyAgent",
-                    note.clone(),
-                )
-                .await;
+                // Once per Cluster and failure, not per hook (prism_warnings.rs): the answer's note and the metrics
+                // above still say it every time.
+                if warnings.claim(&live.key, &live.uid, &endpoint, outcome) {
+                    let written = self
+                        .create_event(
+                            live,
+                            EventType::Warning,
+                            PREFLIGHT_FAILED_REASON,
+                            "ApplyAgent",
+                            note.clone(),
+                        )
+                        .await;
+                    if !written {
+                        warnings.unclaim(&live.key, &live.uid, &endpoint, outcome);
+                    }
+                } else {
+                    tracing::debug!(endpoint = %endpoint, outcome, "this failure's Warning Event is already on the Cluster; not written again");
+                }
                 Ok(Some(note))
             }
         }

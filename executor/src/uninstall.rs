@@ -377,6 +377,7 @@ impl Executor {
         if outcome.done {
             self.forget_remote(key);
             self.inner.preflights.forget(key);
+            self.inner.prism_warnings.forget(key);
         }
         Ok(outcome)
     }

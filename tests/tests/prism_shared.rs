@@ -6,7 +6,11 @@
 //! - a Prism Central that accepts the connection and never answers (a blackhole) holds no hook: every hook
 //!   answers what the rules say while the stand-in still holds the one connection it was given, and there was only
 //!   ever one probe, not one per hook;
-//! - the passwords appear in no answer, log line, span or metric.
+//! - the passwords appear in no answer, log line, span or metric;
+//! - during an outage, the `PrismCentralPreflightFailed` Warning Event is written once per Cluster and failure, not
+//!   once per hook (counted as Event objects through the API): another Cluster, another kind of failure, a failure
+//!   after a recovery, or the same failure after `--prism-central-warning-interval` is written again; also with the
+//!   release executor started with the chart's flags.
 //!
 //! Its own test binary, because it captures the process's logs.
 
@@ -18,17 +22,21 @@ use std::{
     time::Duration,
 };
 
+use k8s_openapi::api::events::v1::Event;
 use konnector_executor::{ExecutorConfig, prism::PreflightMode};
 use konnector_proto::v1::{ClusterRef, GetAgentStatusRequest, PreflightOutcome, Trigger};
 use konnector_tests::{
+    capi_stand_in::{CapiShape, Hook, hook_path, hook_request},
     executor_fixture::{
-        ExecutorEnv, RunningExecutor, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD, cluster_ref,
-        executor_env, start_executor,
+        ExecutorEnv, RunningExecutor, TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD,
+        cluster_events, cluster_ref, executor_env, start_executor,
     },
     prism_central_stand_in::{Behaviour, PrismCentralStandIn, USERS_ME_PATH},
+    real_binaries::RealPair,
     support::{self, LogCapture, assert_no_secret},
-    workload::{self, ClusterOptions},
+    workload::{self, ClusterOptions, cluster_resource},
 };
+use kube::{Api, core::DynamicObject};
 use tonic::Code;
 
 const USER: &str = "admin";
@@ -317,4 +325,258 @@ async fn a_blackholed_prism_central_holds_no_hook_past_the_bound() {
 
     assert_nothing_leaked(&env.executor, &texts);
     assert_nothing_leaked(&blocking, &[]);
+}
+
+/// The `PrismCentralPreflightFailed` Events on the Cluster `name`, oldest first.
+async fn preflight_warnings(env: &ExecutorEnv, name: &str) -> Vec<Event> {
+    cluster_events(&env.admin, TEST_NAMESPACE, name)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("PrismCentralPreflightFailed"))
+        .collect()
+}
+
+/// One hook for `cluster` with Prism Central failing: applied anyway, with the preflight note, which is returned.
+async fn hook_warned(executor: &RunningExecutor, cluster: &ClusterRef, texts: &mut Vec<String>) -> String {
+    let answer = support::apply_agent(executor, cluster.clone(), Trigger::BeforeClusterUpgrade)
+        .await
+        .unwrap();
+    texts.push(format!("{answer:?}"));
+    assert!(answer.applied, "{answer:?}");
+    answer
+        .notes
+        .iter()
+        .find(|n| n.starts_with("Prism Central preflight failed (applied anyway): "))
+        .unwrap_or_else(|| panic!("no preflight note in {answer:?}"))
+        .clone()
+}
+
+/// Each Event is its own write (a create), not a repeat folded into an earlier one (a PATCH of its series), and
+/// holds its failure's note; their text is kept for the leak check.
+fn assert_single_writes(events: &[Event], texts: &mut Vec<String>) {
+    for e in events {
+        assert_eq!(e.type_.as_deref(), Some("Warning"), "{e:?}");
+        assert!(e.series.is_none(), "an Event was written again: {e:?}");
+        texts.push(serde_json::to_string(e).unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_written_once_per_cluster_and_failure() {
+    logs();
+    let pc = PrismCentralStandIn::start(USER, TEST_PASSWORD, Behaviour::Status(503))
+        .await
+        .unwrap();
+    // No shared answer: every hook checks Prism Central itself, so the next hook sees what the stand-in does
+    // next, and only the warning rule keeps the Events apart.
+    let config = ExecutorConfig {
+        prism_central_check_ttl: Duration::ZERO,
+        prism_central_check_failure_ttl: Duration::ZERO,
+        prism_central_warning_interval: TTL,
+        ..config(PreflightMode::Warn, Duration::from_secs(30))
+    };
+    let env = executor_env(
+        "pc-warn-once",
+        config,
+        ClusterOptions {
+            cluster_config: Some(pc.cluster_config(TEST_CREDENTIALS_SECRET)),
+            ..ClusterOptions::initialized()
+        },
+    )
+    .await
+    .unwrap();
+    let clusters = clusters_on(&env, &pc, 2).await;
+    let (first, second) = (&clusters[0], &clusters[1]);
+    let mut texts = Vec::new();
+
+    // Ten hooks on one Cluster at once, all failing the same way: ten notes, ten checks counted, one Event.
+    let answers = futures::future::join_all(
+        (0..10).map(|_| support::apply_agent(&env.executor, first.clone(), Trigger::BeforeClusterUpgrade)),
+    )
+    .await;
+    for answer in answers {
+        let answer = answer.unwrap();
+        assert!(answer.applied, "{answer:?}");
+        assert!(
+            answer.notes.iter().any(
+                |n| n.starts_with("Prism Central preflight failed (applied anyway): ")
+                    && n.contains("HTTP 503")
+            ),
+            "{answer:?}"
+        );
+        texts.push(format!("{answer:?}"));
+    }
+    let m = &env.executor.metrics;
+    let checks = || {
+        ["probe", "in_flight", "cached"]
+            .iter()
+            .map(|s| m.prism_central_checks(s))
+            .sum::<u64>()
+    };
+    assert_eq!(checks(), 10);
+    let warned = preflight_warnings(&env, &first.name).await;
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    assert!(
+        warned[0].note.as_deref().unwrap_or_default().contains("HTTP 503"),
+        "{warned:?}"
+    );
+
+    // Another Cluster, the same failure: its own Event; the first Cluster's stays alone.
+    hook_warned(&env.executor, second, &mut texts).await;
+    assert_eq!(preflight_warnings(&env, &second.name).await.len(), 1);
+    assert_eq!(preflight_warnings(&env, &first.name).await.len(), 1);
+
+    // Another kind of failure: a new Event with the new failure's note (kube's Recorder would have folded it into
+    // the first one, under the first note), then no more for it.
+    pc.set_behaviour(Behaviour::Status(401));
+    for _ in 0..3 {
+        let note = hook_warned(&env.executor, first, &mut texts).await;
+        assert!(note.contains("refused the credentials"), "{note}");
+    }
+    let warned = preflight_warnings(&env, &first.name).await;
+    assert_eq!(warned.len(), 2, "{warned:#?}");
+    assert!(
+        warned[1]
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("refused the credentials"),
+        "{warned:?}"
+    );
+
+    // Prism Central recovers, and the same failure comes back: a new outage, a new Event.
+    pc.set_behaviour(Behaviour::Normal);
+    let passed = support::apply_agent(&env.executor, first.clone(), Trigger::BeforeClusterUpgrade)
+        .await
+        .unwrap();
+    assert!(
+        passed.applied && !passed.notes.iter().any(|n| n.contains("Prism Central preflight")),
+        "{passed:?}"
+    );
+    texts.push(format!("{passed:?}"));
+    assert_eq!(preflight_warnings(&env, &first.name).await.len(), 2);
+    pc.set_behaviour(Behaviour::Status(401));
+    hook_warned(&env.executor, first, &mut texts).await;
+    hook_warned(&env.executor, first, &mut texts).await;
+    let warned = preflight_warnings(&env, &first.name).await;
+    assert_eq!(warned.len(), 3, "{warned:#?}");
+    // Every check was still counted, one per hook.
+    assert_eq!(checks(), 10 + 1 + 3 + 1 + 2);
+
+    assert_single_writes(&warned, &mut texts);
+    assert_single_writes(&preflight_warnings(&env, &second.name).await, &mut texts);
+    assert_nothing_leaked(&env.executor, &texts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuing_outage_is_written_again_after_the_warning_interval() {
+    logs();
+    let pc = PrismCentralStandIn::start(USER, TEST_PASSWORD, Behaviour::Status(503))
+        .await
+        .unwrap();
+    // One shared failure for the whole test (its TTL is long): a second Event can only come from the interval.
+    let every_second = ExecutorConfig {
+        prism_central_warning_interval: Duration::from_secs(1),
+        ..config(PreflightMode::Warn, Duration::from_secs(30))
+    };
+    let env = executor_env(
+        "pc-warn-again",
+        every_second,
+        ClusterOptions {
+            cluster_config: Some(pc.cluster_config(TEST_CREDENTIALS_SECRET)),
+            ..ClusterOptions::initialized()
+        },
+    )
+    .await
+    .unwrap();
+    let cluster = env.cluster_ref();
+    let mut texts = Vec::new();
+    // Hooks until the interval has passed and a hook wrote the warning again (a guard, not a threshold).
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut hooks = 0;
+    while preflight_warnings(&env, TEST_CLUSTER).await.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the warning was never written again"
+        );
+        hook_warned(&env.executor, &cluster, &mut texts).await;
+        hooks += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(hooks >= 2, "{hooks}");
+    assert_eq!(probes_seen(&pc), 1, "{:?}", pc.seen());
+    assert_eq!(preflight_warnings(&env, TEST_CLUSTER).await.len(), 2);
+
+    // An interval of zero writes on every hook, as before this rule.
+    let every = start_executor(
+        &env.mgmt,
+        ExecutorConfig {
+            prism_central_warning_interval: Duration::ZERO,
+            ..config(PreflightMode::Warn, Duration::from_secs(30))
+        },
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        hook_warned(&every, &cluster, &mut texts).await;
+    }
+    let warned = preflight_warnings(&env, TEST_CLUSTER).await;
+    assert_eq!(warned.len(), 5, "{warned:#?}");
+    assert_single_writes(&warned, &mut texts);
+    assert_nothing_leaked(&env.executor, &texts);
+    assert_nothing_leaked(&every, &[]);
+}
+
+/// The release executor, started with the chart's Prism Central flags (its defaults), behind the release gateway:
+/// BeforeClusterUpgrade hooks during an outage answer Success and write one Warning Event between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_release_executor_with_the_charts_flags_warns_once_per_outage() {
+    logs();
+    let pc = PrismCentralStandIn::start(USER, TEST_PASSWORD, Behaviour::Status(503))
+        .await
+        .unwrap();
+    let env = env_on("pc-warn-binary", &pc, Duration::from_secs(5)).await;
+    let pair = RealPair::start(
+        &env.mgmt.kubeconfig_path(),
+        // As deploy/chart/konnector/templates/executor.yaml passes them, with the chart's default values.
+        &[
+            "--prism-central-checks=warn",
+            "--prism-central-timeout=5s",
+            "--prism-central-check-ttl=2m",
+            "--prism-central-check-failure-ttl=15s",
+        ],
+        &[],
+    )
+    .await
+    .unwrap();
+    let handlers = pair.hooks.discover().await.unwrap();
+    let upgrade = Hook::BeforeClusterUpgrade {
+        from: "v1.32.4".into(),
+        to: "v1.33.0".into(),
+    };
+    let path = hook_path(&upgrade, &handlers[upgrade.name()].name);
+    let clusters: Api<DynamicObject> =
+        Api::namespaced_with(env.admin.clone(), TEST_NAMESPACE, &cluster_resource("v1beta2"));
+    let stored = serde_json::to_value(clusters.get(TEST_CLUSTER).await.unwrap()).unwrap();
+    let body = hook_request(&upgrade, CapiShape::V1_14, &stored, &Default::default());
+    let mut texts = Vec::new();
+    for _ in 0..5 {
+        let answer = pair.hooks.post(&path, &body, 20).await.unwrap();
+        assert!(answer.is_done(), "{answer:?}");
+        texts.push(format!("{answer:?}"));
+    }
+    // The in-process executor of the fixture took no hook here; the Event is the release binary's.
+    assert_eq!(env.executor.metrics.prism_central_checks("probe"), 0);
+    assert!(pc.seen().iter().any(|r| r.path == USERS_ME_PATH));
+    let warned = preflight_warnings(&env, TEST_CLUSTER).await;
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    assert!(
+        warned[0].note.as_deref().unwrap_or_default().contains("HTTP 503"),
+        "{warned:?}"
+    );
+    assert_single_writes(&warned, &mut texts);
+    for text in &texts {
+        assert_no_secret("an answer or Event", text, TEST_PASSWORD);
+    }
 }

@@ -29,6 +29,10 @@ struct Args {
     /// `block`). The Clusters name a Prism Central that does not exist, so `warn` measures an unreachable one.
     #[arg(long, env = "KONNECTOR_BENCH_PRISM_CENTRAL_CHECKS", default_value = "off", value_parser = ["off", "warn", "block"])]
     prism_central_checks: String,
+    /// Scale benchmark: the reconciling executor's `--reconcile-resync` (e.g. 20s), which is also how long its first
+    /// pass over every Cluster takes before the idle phase; without it, the executor's default (5m).
+    #[arg(long, env = "KONNECTOR_BENCH_RECONCILE_RESYNC", value_parser = humantime::parse_duration)]
+    reconcile_resync: Option<Duration>,
     /// Print only the JSON report.
     #[arg(long)]
     json: bool,
@@ -47,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
             concurrency: args.concurrency,
             idle: args.idle,
             bin_dir: konnector_tests::tools::static_bin_dir()?,
-            reconcile_resync: None,
+            reconcile_resync: args.reconcile_resync,
             prism_central_checks: args.prism_central_checks,
         })
         .await?;
