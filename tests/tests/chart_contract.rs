@@ -233,6 +233,10 @@ fn executor_values_default_to_the_binarys_defaults() {
             "prism-central-check-failure-ttl",
             defaults.prism_central_check_failure_ttl,
         ),
+        (
+            "prism-central-warning-interval",
+            defaults.prism_central_warning_interval,
+        ),
         ("remote-timeout", defaults.remote_timeout),
         (
             "workload-client-idle-timeout",

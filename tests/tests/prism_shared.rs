@@ -545,6 +545,7 @@ async fn the_release_executor_with_the_charts_flags_warns_once_per_outage() {
             "--prism-central-timeout=5s",
             "--prism-central-check-ttl=2m",
             "--prism-central-check-failure-ttl=15s",
+            "--prism-central-warning-interval=10m",
         ],
         &[],
     )
