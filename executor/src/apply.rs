@@ -119,7 +119,8 @@ impl Executor {
         }
         // Apply and Remove for one Cluster never interleave in this process (see `ClusterLocks`).
         let _guard = self.inner.locks.lock(&cluster.key).await;
-        let live = self.existing_cluster(cluster).await?;
+        // The live Cluster, or this process's copy of it when the watch proves it current (`hook_cache`).
+        let live = self.hook_cluster(cluster).await?;
         let result = self.apply_live(&live, trigger).await;
         if let Err(error) = &result
             && let Some(reason) = apply_failure_reason(error)

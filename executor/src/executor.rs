@@ -51,6 +51,9 @@ pub(crate) struct Inner {
     pub(crate) prism_checks: crate::prism_shared::SharedChecks,
     /// The reconciler's state: last result per Cluster, last applied chart per Cluster (see `reconcile`).
     pub(crate) reconciler: crate::reconcile::ReconcilerState,
+    /// The hooks' Cluster watch and copies, started by the first hook that carries a resourceVersion (see
+    /// `hook_cache`).
+    pub(crate) hook_clusters: tokio::sync::OnceCell<crate::hook_cache::HookClusters>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -97,6 +100,7 @@ impl Executor {
                 preflights: Default::default(),
                 prism_checks,
                 reconciler: Default::default(),
+                hook_clusters: tokio::sync::OnceCell::new(),
             }),
         }
     }
@@ -133,6 +137,7 @@ impl Executor {
         self.forget_remote(key);
         self.inner.preflights.forget(key);
         self.forget_reconciled(key);
+        self.forget_cluster_copy(key);
     }
 
     /// What this process last applied for a Cluster, if anything.

@@ -39,6 +39,7 @@ pub struct ExecutorMetrics {
     preflights: Family<Labels, Counter>,
     prism_checks: Family<Labels, Counter>,
     prism_probes_in_flight: Gauge<i64, AtomicI64>,
+    hook_cluster_reads: Family<Labels, Counter>,
 }
 
 impl Default for ExecutorMetrics {
@@ -56,6 +57,7 @@ impl Default for ExecutorMetrics {
             preflights: Family::default(),
             prism_checks: Family::default(),
             prism_probes_in_flight: Gauge::default(),
+            hook_cluster_reads: Family::default(),
         };
         m.registry.register(|r| {
             r.register(
@@ -82,6 +84,11 @@ impl Default for ExecutorMetrics {
                 "reconciles",
                 "Reconciler passes over one Cluster, by result (in_sync, repaired, rotated, installed, uninstalled, skipped, error)",
                 m.reconciles.clone(),
+            );
+            r.register(
+                "hook_cluster_reads",
+                "ApplyAgent's reads of the Cluster, by source: cache (the hook's resourceVersion is the one the Cluster watch holds and this process's copy has) or live (a GET)",
+                m.hook_cluster_reads.clone(),
             );
             r.register(
                 "reconciler_leader",
@@ -140,6 +147,19 @@ impl ExecutorMetrics {
         self.reconciles
             .get_or_create(&vec![("result", result.to_owned())])
             .inc();
+    }
+
+    pub(crate) fn hook_cluster_read(&self, source: &'static str) {
+        self.hook_cluster_reads
+            .get_or_create(&vec![("source", source.to_owned())])
+            .inc();
+    }
+
+    /// ApplyAgent's reads of the Cluster so far from `source` (`cache` or `live`), for tests and measurements.
+    pub fn hook_cluster_reads(&self, source: &str) -> u64 {
+        self.hook_cluster_reads
+            .get_or_create(&vec![("source", source.to_owned())])
+            .get()
     }
 
     pub(crate) fn leader(&self, leading: bool) {
