@@ -195,6 +195,11 @@ pub(crate) struct Applied {
     pub(crate) workload: u64,
     /// The HelmChartProxy's resourceVersion after the apply.
     pub(crate) hcp_resource_version: String,
+    /// Digest of the HelmChartProxy body written (in memory only): a hook that would write the same body onto the
+    /// proxy still at `hcp_resource_version` skips the write (`hook_cache`).
+    pub(crate) hcp_digest: u64,
+    /// What resolving the HelmChartProxy's name noted then, repeated when the write is skipped.
+    pub(crate) hcp_notes: Vec<String>,
 }
 
 /// One async lock per Cluster, so that ApplyAgent and RemoveAgent for the same Cluster never interleave inside

@@ -13,10 +13,18 @@
 //! reads) within a byte budget, counted on the JSON they were decoded from; a copy a watch event made useless is
 //! dropped at once. Every live read of a Cluster (hooks, the reconciler, status) refreshes its copy.
 //!
+//! The same watch, on HelmChartProxies, lets a re-apply skip its write: when the body a hook would write is the one
+//! this process last wrote for the Cluster (a digest, `apply.rs`) and the watch holds the proxy at the
+//! resourceVersion that write produced, nobody changed it since, and the write (with the ownership check before it)
+//! would change nothing. Any change to the proxy, CAAPH's status included, moves its version, and the next hook
+//! checks and writes as before.
+//!
 //! What a version cannot prove: a watch delivers an edit after it is written, so a body and a watch that both lag a
 //! very recent edit agree on the version before it, and the hook applies the Cluster at the version CAPI sent. A
 //! live read had the same kind of window (an edit landing between the read and the write); an edit is then still
-//! a watch event, which triggers the reconciler's pass, and the next hook carries the new version.
+//! a watch event, which triggers the reconciler's pass, and the next hook carries the new version. Likewise a proxy
+//! edited or deleted a moment before a hook, before the watch delivered it, is repaired by the reconciler's pass
+//! that event triggers, not by that hook.
 
 use std::{
     collections::HashMap,
@@ -35,7 +43,8 @@ use crate::{
     domain::{ClusterKey, ClusterRef, LiveCluster},
     error::Error,
     executor::Executor,
-    names::ClusterVersion,
+    names::{ClusterVersion, hcp_resource},
+    observe::ExecutorMetrics,
 };
 
 /// The copies' budget when not configured: about 2000 Clusters of 8 KiB of JSON each.
@@ -71,6 +80,104 @@ impl Scope {
     }
 }
 
+/// The two kinds the hooks watch.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Clusters,
+    HelmChartProxies,
+}
+
+impl Kind {
+    fn resource(self) -> &'static str {
+        match self {
+            Self::Clusters => "clusters",
+            Self::HelmChartProxies => "helmchartproxies",
+        }
+    }
+}
+
+type MetaEvent = Result<watcher::Event<PartialObjectMeta<DynamicObject>>, watcher::Error>;
+
+/// What an event changed.
+enum Moved {
+    Nothing,
+    One(ClusterKey),
+    /// A list completed: anything may have changed.
+    All,
+}
+
+/// The watches of one kind: all namespaces, or one per namespace.
+#[derive(Default)]
+struct Watched {
+    scopes: Vec<Scope>,
+}
+
+impl Watched {
+    fn add(&mut self, namespace: Option<String>) {
+        self.scopes.push(Scope {
+            namespace,
+            synced: false,
+            watched: HashMap::new(),
+            listing: None,
+        });
+    }
+
+    /// The version the watch holds for `key`, when it is synced.
+    fn current(&self, key: &ClusterKey) -> Option<&Version> {
+        self.scopes
+            .iter()
+            .find(|s| s.covers(key))
+            .filter(|s| s.synced)?
+            .watched
+            .get(key)
+    }
+
+    fn observe(&mut self, scope: usize, event: MetaEvent) -> Moved {
+        let s = &mut self.scopes[scope];
+        match event {
+            Ok(watcher::Event::Init) => {
+                s.synced = false;
+                s.listing = Some(HashMap::new());
+                Moved::Nothing
+            }
+            Ok(watcher::Event::InitApply(o)) => {
+                if let (Some(listing), Some((key, version))) = (s.listing.as_mut(), identify(&o)) {
+                    listing.insert(key, version);
+                }
+                Moved::Nothing
+            }
+            Ok(watcher::Event::InitDone) => {
+                s.watched = s.listing.take().unwrap_or_default();
+                s.synced = true;
+                Moved::All
+            }
+            Ok(watcher::Event::Apply(o)) => {
+                let Some((key, version)) = identify(&o) else {
+                    return Moved::Nothing;
+                };
+                s.synced = s.listing.is_none();
+                s.watched.insert(key.clone(), version);
+                Moved::One(key)
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                let Some((key, _)) = identify(&o) else {
+                    return Moved::Nothing;
+                };
+                s.synced = s.listing.is_none();
+                s.watched.remove(&key);
+                Moved::One(key)
+            }
+            Err(error) => {
+                // The watch resumes from where it was (or lists again); until it shows it is running, hooks read
+                // and write as if there were no watch.
+                s.synced = false;
+                tracing::debug!(error = %crate::limits::brief(&error), "hooks' watch failed; reading live");
+                Moved::Nothing
+            }
+        }
+    }
+}
+
 struct ClusterCopy {
     version: Version,
     bytes: u64,
@@ -79,77 +186,37 @@ struct ClusterCopy {
 
 #[derive(Default)]
 struct State {
-    scopes: Vec<Scope>,
+    clusters: Watched,
+    hcps: Watched,
     copies: HashMap<ClusterKey, ClusterCopy>,
     used: u64,
 }
 
 impl State {
-    fn scope(&self, key: &ClusterKey) -> Option<&Scope> {
-        self.scopes.iter().find(|s| s.covers(key))
-    }
-
     fn drop_copy(&mut self, key: &ClusterKey) {
         if let Some(c) = self.copies.remove(key) {
             self.used -= c.bytes;
         }
     }
 
-    /// Drops the copy of `key` unless it is at `version`.
-    fn drop_copy_unless(&mut self, key: &ClusterKey, version: Option<&Version>) {
-        if self.copies.get(key).is_some_and(|c| Some(&c.version) != version) {
-            self.drop_copy(key);
-        }
-    }
-
-    fn observe(
-        &mut self,
-        scope: usize,
-        event: Result<watcher::Event<PartialObjectMeta<DynamicObject>>, watcher::Error>,
-    ) {
-        let s = &mut self.scopes[scope];
-        match event {
-            Ok(watcher::Event::Init) => {
-                s.synced = false;
-                s.listing = Some(HashMap::new());
+    fn observe(&mut self, kind: Kind, scope: usize, event: MetaEvent) {
+        let moved = match kind {
+            Kind::Clusters => self.clusters.observe(scope, event),
+            Kind::HelmChartProxies => {
+                self.hcps.observe(scope, event);
+                return;
             }
-            Ok(watcher::Event::InitApply(o)) => {
-                if let (Some(listing), Some((key, version))) = (s.listing.as_mut(), identify(&o)) {
-                    listing.insert(key, version);
-                }
-            }
-            Ok(watcher::Event::InitDone) => {
-                s.watched = s.listing.take().unwrap_or_default();
-                s.synced = true;
-                let stale: Vec<ClusterKey> = self
-                    .copies
-                    .iter()
-                    .filter(|(k, c)| s.covers(k) && s.watched.get(*k) != Some(&c.version))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for key in stale {
-                    self.drop_copy(&key);
-                }
-            }
-            Ok(watcher::Event::Apply(o)) => {
-                if let Some((key, version)) = identify(&o) {
-                    s.synced = s.listing.is_none();
-                    s.watched.insert(key.clone(), version.clone());
-                    self.drop_copy_unless(&key, Some(&version));
-                }
-            }
-            Ok(watcher::Event::Delete(o)) => {
-                if let Some((key, _)) = identify(&o) {
-                    s.synced = s.listing.is_none();
-                    s.watched.remove(&key);
-                    self.drop_copy(&key);
-                }
-            }
-            Err(error) => {
-                // The watch resumes from where it was (or lists again); until it shows it is running, hooks read
-                // live.
-                s.synced = false;
-                tracing::debug!(error = %crate::limits::brief(&error), "Cluster watch failed; hooks read Clusters live");
+        };
+        // A copy the watch no longer holds at its version is never used again: dropped at once.
+        let stale: Vec<ClusterKey> = match moved {
+            Moved::Nothing => return,
+            Moved::One(key) => vec![key],
+            Moved::All => self.copies.keys().cloned().collect(),
+        };
+        for key in stale {
+            let current = self.clusters.current(&key);
+            if self.copies.get(&key).is_some_and(|c| Some(&c.version) != current) {
+                self.drop_copy(&key);
             }
         }
     }
@@ -167,7 +234,7 @@ fn identify(o: &PartialObjectMeta<DynamicObject>) -> Option<(ClusterKey, Version
     ))
 }
 
-/// The hooks' Cluster watch and copies. Cheap to clone.
+/// The hooks' watches and Cluster copies. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct HookClusters {
     state: Arc<Mutex<State>>,
@@ -192,8 +259,15 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 }
 
 impl HookClusters {
-    /// Starts one metadata-only watch on Clusters per namespace in `namespaces` (all namespaces when empty).
-    fn start(client: Client, version: ClusterVersion, namespaces: &[String], budget: u64) -> Self {
+    /// Starts the metadata-only watches on Clusters and HelmChartProxies, one of each per namespace in
+    /// `namespaces` (all namespaces when empty). Each watch event is counted in `metrics`.
+    fn start(
+        client: Client,
+        version: ClusterVersion,
+        namespaces: &[String],
+        budget: u64,
+        metrics: &ExecutorMetrics,
+    ) -> Self {
         let scopes: Vec<Option<String>> = if namespaces.is_empty() {
             vec![None]
         } else {
@@ -201,26 +275,32 @@ impl HookClusters {
         };
         let state = Arc::new(Mutex::new(State::default()));
         let mut tasks = Vec::new();
-        for (index, namespace) in scopes.into_iter().enumerate() {
-            let api: Api<PartialObjectMeta<DynamicObject>> = match &namespace {
-                None => Api::all_with(client.clone(), &version.resource()),
-                Some(ns) => Api::namespaced_with(client.clone(), ns, &version.resource()),
-            };
-            lock(&state).scopes.push(Scope {
-                namespace,
-                synced: false,
-                watched: HashMap::new(),
-                listing: None,
-            });
-            let state = state.clone();
-            let task = tokio::spawn(async move {
-                let config = watcher::Config::default().page_size(PAGE_SIZE);
-                let mut events = watcher::watcher(api, config).default_backoff().boxed();
-                while let Some(event) = events.next().await {
-                    lock(&state).observe(index, event);
+        for (kind, resource) in [
+            (Kind::Clusters, version.resource()),
+            (Kind::HelmChartProxies, hcp_resource()),
+        ] {
+            for (index, namespace) in scopes.iter().enumerate() {
+                let api: Api<PartialObjectMeta<DynamicObject>> = match namespace {
+                    None => Api::all_with(client.clone(), &resource),
+                    Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+                };
+                let mut locked = lock(&state);
+                match kind {
+                    Kind::Clusters => locked.clusters.add(namespace.clone()),
+                    Kind::HelmChartProxies => locked.hcps.add(namespace.clone()),
                 }
-            });
-            tasks.push(task.abort_handle());
+                drop(locked);
+                let (state, metrics) = (state.clone(), metrics.clone());
+                let task = tokio::spawn(async move {
+                    let config = watcher::Config::default().page_size(PAGE_SIZE);
+                    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+                    while let Some(event) = events.next().await {
+                        metrics.hook_watch_event(kind.resource());
+                        lock(&state).observe(kind, index, event);
+                    }
+                });
+                tasks.push(task.abort_handle());
+            }
         }
         Self {
             state,
@@ -233,13 +313,20 @@ impl HookClusters {
     /// same version.
     fn current(&self, key: &ClusterKey, resource_version: &str) -> Option<LiveCluster> {
         let state = lock(&self.state);
-        let scope = state.scope(key).filter(|s| s.synced)?;
-        let watched = scope
-            .watched
-            .get(key)
+        let watched = state
+            .clusters
+            .current(key)
             .filter(|v| v.resource_version == resource_version)?;
         let copy = state.copies.get(key).filter(|c| c.version == *watched)?;
         Some(copy.cluster.clone())
+    }
+
+    /// The resourceVersion the watch holds for HelmChartProxy `key` (namespace and name), when it is synced.
+    fn hcp_version(&self, key: &ClusterKey) -> Option<String> {
+        lock(&self.state)
+            .hcps
+            .current(key)
+            .map(|v| v.resource_version.clone())
     }
 
     /// Keeps a copy of a Cluster just read live, `bytes` being the size of the JSON it was decoded from.
@@ -278,15 +365,9 @@ impl HookClusters {
 
     #[cfg(test)]
     fn for_test(budget: u64) -> Self {
-        let state = State {
-            scopes: vec![Scope {
-                namespace: None,
-                synced: false,
-                watched: HashMap::new(),
-                listing: None,
-            }],
-            ..State::default()
-        };
+        let mut state = State::default();
+        state.clusters.add(None);
+        state.hcps.add(None);
         Self {
             state: Arc::new(Mutex::new(state)),
             budget,
@@ -327,6 +408,7 @@ impl Executor {
                         version,
                         &config.cluster_namespaces,
                         config.hook_cluster_cache_bytes,
+                        self.metrics(),
                     )
                 })
                 .await,
@@ -338,6 +420,13 @@ impl Executor {
         if let Some(clusters) = self.inner.hook_clusters.get() {
             clusters.remember(live, u64::try_from(bytes).unwrap_or(u64::MAX));
         }
+    }
+
+    /// The resourceVersion of HelmChartProxy `namespace/name` as the hooks' watch holds it now, when that watch runs
+    /// and is synced.
+    pub(crate) fn watched_hcp_version(&self, namespace: &str, name: &str) -> Option<String> {
+        let key = ClusterKey::new(namespace, name).ok()?;
+        self.inner.hook_clusters.get()?.hcp_version(&key)
     }
 
     /// Drops the copy of a Cluster that no longer exists.
@@ -378,15 +467,12 @@ mod tests {
         f: fn(PartialObjectMeta<DynamicObject>) -> watcher::Event<PartialObjectMeta<DynamicObject>>,
         name: &str,
         rv: &str,
-    ) -> Result<watcher::Event<PartialObjectMeta<DynamicObject>>, watcher::Error> {
+    ) -> MetaEvent {
         Ok(f(meta(name, "u", rv)))
     }
 
-    fn observe(
-        c: &HookClusters,
-        e: Result<watcher::Event<PartialObjectMeta<DynamicObject>>, watcher::Error>,
-    ) {
-        lock(&c.state).observe(0, e);
+    fn observe(c: &HookClusters, e: MetaEvent) {
+        lock(&c.state).observe(Kind::Clusters, 0, e);
     }
 
     fn key(name: &str) -> ClusterKey {
@@ -459,5 +545,25 @@ mod tests {
         assert_eq!(lock(&c.state).used, 64 * 1000);
         c.forget(&key("c199"));
         assert_eq!(lock(&c.state).used, 63 * 1000);
+    }
+
+    #[test]
+    fn a_proxy_version_is_known_only_while_its_watch_is_synced() {
+        let c = HookClusters::for_test(1 << 20);
+        let hcp = |e: MetaEvent| lock(&c.state).observe(Kind::HelmChartProxies, 0, e);
+        hcp(Ok(watcher::Event::Init));
+        hcp(event(watcher::Event::InitApply, "p", "3"));
+        assert_eq!(c.hcp_version(&key("p")), None, "listing");
+        hcp(Ok(watcher::Event::InitDone));
+        assert_eq!(c.hcp_version(&key("p")).as_deref(), Some("3"));
+        hcp(event(watcher::Event::Apply, "p", "4"));
+        assert_eq!(c.hcp_version(&key("p")).as_deref(), Some("4"));
+        hcp(Err(watcher::Error::NoResourceVersion));
+        assert_eq!(c.hcp_version(&key("p")), None, "failed");
+        hcp(event(watcher::Event::Delete, "p", "5"));
+        assert_eq!(c.hcp_version(&key("p")), None, "deleted");
+        // The Clusters' watch is another: proxies never make a Cluster copy trusted.
+        c.remember(&live("p", "u", "4"), 100);
+        assert!(c.current(&key("p"), "4").is_none());
     }
 }
