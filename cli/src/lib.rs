@@ -319,6 +319,7 @@ fn cluster_ref(cluster: &ClusterName) -> Option<ClusterRef> {
         namespace: cluster.namespace.clone(),
         name: cluster.name.clone(),
         uid: String::new(),
+        resource_version: String::new(),
     })
 }
 

@@ -71,6 +71,11 @@ pub(crate) struct Plan {
     pub(crate) hcp: Value,
     pub(crate) chart: ChartCoordinates,
     pub(crate) notes: Vec<String>,
+    /// What resolving the HelmChartProxy's name noted (also in `notes`).
+    pub(crate) hcp_notes: Vec<String>,
+    /// The HelmChartProxy is already exactly `hcp`: this process wrote that body, and the hooks' watch holds the proxy
+    /// at the version that write produced, so no write (and no ownership check) is needed.
+    pub(crate) hcp_unchanged: bool,
 }
 
 /// How many times an ownership-checked HelmChartProxy write is tried when the object changed between the check and
@@ -119,7 +124,8 @@ impl Executor {
         }
         // Apply and Remove for one Cluster never interleave in this process (see `ClusterLocks`).
         let _guard = self.inner.locks.lock(&cluster.key).await;
-        let live = self.existing_cluster(cluster).await?;
+        // The live Cluster, or this process's copy of it when the watch proves it current (`hook_cache`).
+        let live = self.hook_cluster(cluster).await?;
         let result = self.apply_live(&live, trigger).await;
         if let Err(error) = &result
             && let Some(reason) = apply_failure_reason(error)
@@ -165,7 +171,7 @@ impl Executor {
                 notes: vec![],
             });
         };
-        let mut plan = self.plan_for(live, &req).await?;
+        let mut plan = self.plan_with(live, &req, true).await?;
         // Prism Central preflight (preflight.rs): after every read and check, before the first write, so that a
         // blocking failure changes nothing.
         if let Some(note) = self.prism_preflight(live, &req, &plan.secret, trigger).await? {
@@ -203,6 +209,98 @@ impl Executor {
         }
         let hcp_ref = format!("{}/{}", key.namespace, plan.hcp_name);
         let hcps: Api<DynamicObject> = Api::namespaced_with(self.mgmt(), &key.namespace, &hcp_resource());
+        let hcp_resource_version = if plan.hcp_unchanged {
+            // Nobody changed the proxy since this process wrote this same body (`plan_with`): a write would change
+            // nothing, and the version is the one the watch holds.
+            self.metrics().helm_chart_proxy_write("skipped");
+            plan.hcp_resource_version.clone().unwrap_or_default()
+        } else {
+            self.metrics().helm_chart_proxy_write("written");
+            self.write_hcp(live, &plan, &hcps, &hcp_ref).await?
+        };
+        // When the apply changed nothing (same resourceVersion as this process last saw), it created no install that
+        // a concurrent deletion could miss, and the other names were already cleaned up.
+        let unchanged = last
+            .as_ref()
+            .is_some_and(|a| a.hcp_resource_version == hcp_resource_version);
+        if !unchanged {
+            if let Err(e) = self.take_back_if_deleted(live, &hcps, &plan.hcp_name).await {
+                self.forget_applied(key);
+                return Err(e);
+            }
+            let siblings = self.report_siblings(live, &plan.hcp_name).await?;
+            if !siblings.is_empty() {
+                let note = format!(
+                    "HelmChartProxy {} also drives this Cluster's release and was left in place: deleting it would make CAAPH uninstall the agent (see docs/operating.md, \"Beside CAREN\")",
+                    siblings.join(", ")
+                );
+                self.record_event(
+                    live,
+                    EventType::Warning,
+                    "DuplicateHelmChartProxy",
+                    "ApplyAgent",
+                    note.clone(),
+                )
+                .await;
+                notes.push(note);
+            }
+        }
+        self.remember_applied(
+            key,
+            Applied {
+                cluster_uid: live.uid.clone(),
+                source_resource_version: plan.source_resource_version.clone(),
+                hcp_name: plan.hcp_name.clone(),
+                workload,
+                hcp_resource_version,
+                hcp_digest: value_digest(&plan.hcp),
+                hcp_notes: plan.hcp_notes.clone(),
+            },
+        );
+        tracing::info!(hcp.name = %plan.hcp_name, "Konnector Agent applied");
+        if !plan.ignored.is_empty() && !unchanged {
+            // Normal, not Warning: the defaults alone (kubeconfig upload on, chart 1.3.x) produce it. Only when the
+            // HelmChartProxy changed: an unchanged re-apply repeats what the Event already says (the answer's notes
+            // still do), and the Event write would be a fourth API call on every steady-state hook.
+            self.record_event(
+                live,
+                EventType::Normal,
+                "ChartVersionIgnoresSettings",
+                "ApplyAgent",
+                plan.ignored.join("; "),
+            )
+            .await;
+        }
+        // Only a write that happened is claimed: a skipped one says what it relied on.
+        let credentials = if workload_written {
+            format!(
+                "credentials copied to Secret {RELEASE_NAMESPACE}/{REMOTE_SECRET_NAME} on the workload cluster"
+            )
+        } else {
+            format!(
+                "Secret {RELEASE_NAMESPACE}/{REMOTE_SECRET_NAME} on the workload cluster not re-written (this executor copied these credentials for this Cluster before; the reconciler repairs drift)"
+            )
+        };
+        Ok(ApplyOutcome {
+            applied: true,
+            message: format!(
+                "Konnector Agent applied: {credentials} and HelmChartProxy {hcp_ref} applied (chart {} {})",
+                plan.chart.chart_name, plan.chart.chart_version
+            ),
+            hcp_name: plan.hcp_name,
+            notes,
+        })
+    }
+
+    /// The ownership-checked, forced write of the HelmChartProxy; returns the resourceVersion it produced.
+    async fn write_hcp(
+        &self,
+        live: &LiveCluster,
+        plan: &Plan,
+        hcps: &Api<DynamicObject>,
+        hcp_ref: &str,
+    ) -> Result<String, Error> {
+        let key = &live.key;
         let mut body = plan.hcp.clone();
         let mut checked_version = plan.hcp_resource_version.clone();
         let mut attempt = 1;
@@ -247,79 +345,11 @@ impl Executor {
         if written.metadata.deletion_timestamp.is_some() {
             // An uninstall owns this object now; writing into it changes nothing that lasts.
             self.forget_applied(key);
-            return Err(Error::HelmChartProxyDeleting { hcp: hcp_ref });
+            return Err(Error::HelmChartProxyDeleting {
+                hcp: hcp_ref.to_owned(),
+            });
         }
-        let hcp_resource_version = written.metadata.resource_version.clone().unwrap_or_default();
-        // When the apply changed nothing (same resourceVersion as this process last saw), it created no install that
-        // a concurrent deletion could miss, and the other names were already cleaned up.
-        let unchanged = last
-            .as_ref()
-            .is_some_and(|a| a.hcp_resource_version == hcp_resource_version);
-        if !unchanged {
-            if let Err(e) = self.take_back_if_deleted(live, &hcps, &plan.hcp_name).await {
-                self.forget_applied(key);
-                return Err(e);
-            }
-            let siblings = self.report_siblings(live, &plan.hcp_name).await?;
-            if !siblings.is_empty() {
-                let note = format!(
-                    "HelmChartProxy {} also drives this Cluster's release and was left in place: deleting it would make CAAPH uninstall the agent (see docs/operating.md, \"Beside CAREN\")",
-                    siblings.join(", ")
-                );
-                self.record_event(
-                    live,
-                    EventType::Warning,
-                    "DuplicateHelmChartProxy",
-                    "ApplyAgent",
-                    note.clone(),
-                )
-                .await;
-                notes.push(note);
-            }
-        }
-        self.remember_applied(
-            key,
-            Applied {
-                cluster_uid: live.uid.clone(),
-                source_resource_version: plan.source_resource_version.clone(),
-                hcp_name: plan.hcp_name.clone(),
-                workload,
-                hcp_resource_version,
-            },
-        );
-        tracing::info!(hcp.name = %plan.hcp_name, "Konnector Agent applied");
-        if !plan.ignored.is_empty() && !unchanged {
-            // Normal, not Warning: the defaults alone (kubeconfig upload on, chart 1.3.x) produce it. Only when the
-            // HelmChartProxy changed: an unchanged re-apply repeats what the Event already says (the answer's notes
-            // still do), and the Event write would be a fourth API call on every steady-state hook.
-            self.record_event(
-                live,
-                EventType::Normal,
-                "ChartVersionIgnoresSettings",
-                "ApplyAgent",
-                plan.ignored.join("; "),
-            )
-            .await;
-        }
-        // Only a write that happened is claimed: a skipped one says what it relied on.
-        let credentials = if workload_written {
-            format!(
-                "credentials copied to Secret {RELEASE_NAMESPACE}/{REMOTE_SECRET_NAME} on the workload cluster"
-            )
-        } else {
-            format!(
-                "Secret {RELEASE_NAMESPACE}/{REMOTE_SECRET_NAME} on the workload cluster not re-written (this executor copied these credentials for this Cluster before; the reconciler repairs drift)"
-            )
-        };
-        Ok(ApplyOutcome {
-            applied: true,
-            message: format!(
-                "Konnector Agent applied: {credentials} and HelmChartProxy {hcp_ref} applied (chart {} {})",
-                plan.chart.chart_name, plan.chart.chart_version
-            ),
-            hcp_name: plan.hcp_name,
-            notes,
-        })
+        Ok(written.metadata.resource_version.clone().unwrap_or_default())
     }
 
     /// Writes the Namespace (with its PSA label) and the credentials Secret on the workload cluster.
@@ -414,6 +444,17 @@ impl Executor {
     }
 
     pub(crate) async fn plan_for(&self, live: &LiveCluster, req: &AgentRequest) -> Result<Plan, Error> {
+        self.plan_with(live, req, false).await
+    }
+
+    /// [`Executor::plan_for`]; with `trust_watch`, a HelmChartProxy that the hooks' watch proves to be exactly what
+    /// this plan would write is neither checked nor written (`Plan::hcp_unchanged`).
+    pub(crate) async fn plan_with(
+        &self,
+        live: &LiveCluster,
+        req: &AgentRequest,
+        trust_watch: bool,
+    ) -> Result<Plan, Error> {
         let key = &live.key;
         if !live.selectable() {
             return Err(Error::ClusterNotSelectable {
@@ -452,30 +493,63 @@ impl Executor {
         let ignored = rendered.notes.clone();
         notes.extend(rendered.notes);
         let cluster_api_version = live.version.api_version();
-        let resolved = self.resolve_hcp_name(live).await?;
-        notes.extend(resolved.notes);
+        let source_resource_version = source.metadata.resource_version.clone().unwrap_or_default();
+        let build = |name: &str| {
+            objects::helm_chart_proxy(
+                &HelmChartProxyInput {
+                    cluster: key,
+                    cluster_uid: &live.uid,
+                    cluster_api_version: &cluster_api_version,
+                    chart: &chart,
+                    values: &rendered.values_template,
+                    helm_repository_ca_namespace: &self.inner.config.helm_repository_ca_namespace,
+                },
+                name,
+            )
+        };
+        // The proxy this process last wrote for this Cluster, from these credentials, still at the version that
+        // write produced (the watch says so), and the same body again: its name and ownership were checked then,
+        // nobody changed it since, and a write would change nothing.
+        let skip = trust_watch
+            .then(|| self.last_applied(key))
+            .flatten()
+            .filter(|a| a.cluster_uid == live.uid && a.source_resource_version == source_resource_version)
+            .filter(|a| {
+                self.watched_hcp_version(&key.namespace, &a.hcp_name)
+                    .is_some_and(|rv| !rv.is_empty() && rv == a.hcp_resource_version)
+            })
+            .map(|a| (build(&a.hcp_name), a))
+            .filter(|(hcp, a)| value_digest(hcp) == a.hcp_digest);
+        let (resolved, hcp, hcp_unchanged) = match skip {
+            Some((hcp, a)) => (
+                crate::ownership::Resolved {
+                    name: a.hcp_name,
+                    resource_version: Some(a.hcp_resource_version),
+                    notes: a.hcp_notes,
+                },
+                hcp,
+                true,
+            ),
+            None => {
+                let resolved = self.resolve_hcp_name(live).await?;
+                let hcp = build(&resolved.name);
+                (resolved, hcp, false)
+            }
+        };
+        notes.extend(resolved.notes.iter().cloned());
         let hcp_name = resolved.name;
-        let hcp = objects::helm_chart_proxy(
-            &HelmChartProxyInput {
-                cluster: key,
-                cluster_uid: &live.uid,
-                cluster_api_version: &cluster_api_version,
-                chart: &chart,
-                values: &rendered.values_template,
-                helm_repository_ca_namespace: &self.inner.config.helm_repository_ca_namespace,
-            },
-            &hcp_name,
-        );
         Ok(Plan {
             ignored,
             hcp_name,
             hcp_resource_version: resolved.resource_version,
-            source_resource_version: source.metadata.resource_version.clone().unwrap_or_default(),
+            source_resource_version,
             namespace: objects::namespace_object(),
             secret: objects::remote_secret(&source),
             hcp,
             chart,
             notes,
+            hcp_notes: resolved.notes,
+            hcp_unchanged,
         })
     }
 
@@ -551,6 +625,15 @@ impl Executor {
             }
         }
     }
+}
+
+/// A digest of a JSON object as built here (same construction, same text), to tell whether a re-apply would write
+/// the same body. In memory only.
+fn value_digest(value: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.to_string().hash(&mut h);
+    h.finish()
 }
 
 /// A digest of the workload objects' content, to tell whether a re-apply would change them. In memory only.

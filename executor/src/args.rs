@@ -199,6 +199,11 @@ pub struct Args {
     /// sent to it. Empty (the default) allows any host.
     #[arg(long, env = "KONNECTOR_PRISM_CENTRAL_ALLOWED_HOSTS", value_delimiter = ',')]
     pub prism_central_allowed_hosts: Vec<String>,
+    /// Budget, in bytes of JSON, for the copies of Clusters a hook uses instead of reading the Cluster when a
+    /// metadata-only watch proves them current (the hook body's resourceVersion is the watch's and the copy's).
+    /// 0: no watch, no copies, every hook reads its Cluster.
+    #[arg(long, env = "KONNECTOR_HOOK_CLUSTER_CACHE_BYTES", default_value_t = crate::hook_cache::DEFAULT_HOOK_CLUSTER_CACHE_BYTES)]
+    pub hook_cluster_cache_bytes: u64,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub log: LogArgs,
@@ -278,6 +283,7 @@ impl Args {
                 .cloned()
                 .collect(),
             prism_central_allowed_hosts: crate::prism::AllowedHosts::new(&self.prism_central_allowed_hosts),
+            hook_cluster_cache_bytes: self.hook_cluster_cache_bytes,
         })
     }
 

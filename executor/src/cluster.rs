@@ -67,19 +67,23 @@ impl Executor {
             Err(e) => return Err(failed(KubeFailure::from_kube(&e))),
         };
         let cluster = capi::Cluster::from_slice(text.as_bytes()).map_err(|_| failed(KubeFailure::Other))?;
+        let bytes = text.len();
         drop(text);
         let uid = cluster.uid().to_owned();
         let deletion_timestamp = match cluster.deletion_timestamp() {
             Some(t) => Some(t.parse::<Timestamp>().map_err(|_| failed(KubeFailure::Other))?),
             None => None,
         };
-        Ok(Some(LiveCluster {
+        let live = LiveCluster {
             key: key.clone(),
             uid,
             version,
             deletion_timestamp,
             cluster,
-        }))
+        };
+        // Whoever read it, this is the Cluster now: the copy a later hook may use (see `hook_cache`).
+        self.remember_cluster(&live, bytes);
+        Ok(Some(live))
     }
 
     /// Reads the Cluster a request names and checks that it is the one the caller meant: `Ok(None)` when it does
@@ -88,14 +92,7 @@ impl Executor {
         let Some(live) = self.read_cluster(&cluster.key).await? else {
             return Ok(None);
         };
-        if let Some(uid) = &cluster.uid
-            && *uid != live.uid
-        {
-            return Err(Error::StaleRequest {
-                cluster: cluster.key.to_string(),
-            });
-        }
-        Ok(Some(live))
+        same_uid(cluster, live).map(Some)
     }
 
     /// Like [`Executor::live_cluster`], but a missing Cluster is an error.
@@ -106,5 +103,15 @@ impl Executor {
                 cluster: cluster.key.to_string(),
                 failure: KubeFailure::NotFound,
             })
+    }
+}
+
+/// `live`, when it is the Cluster the request means: [`Error::StaleRequest`] when the request names another uid.
+pub(crate) fn same_uid(cluster: &ClusterRef, live: LiveCluster) -> Result<LiveCluster, Error> {
+    match &cluster.uid {
+        Some(uid) if *uid != live.uid => Err(Error::StaleRequest {
+            cluster: cluster.key.to_string(),
+        }),
+        _ => Ok(live),
     }
 }

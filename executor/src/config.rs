@@ -83,6 +83,9 @@ pub struct ExecutorConfig {
     pub cluster_namespaces: Vec<String>,
     /// The Prism Central hosts the checks may contact; empty allows any.
     pub prism_central_allowed_hosts: crate::prism::AllowedHosts,
+    /// Budget, in bytes of JSON, for the copies of Clusters that hooks use when a watch proves them current
+    /// (`hook_cache`); 0 turns the copies and their watch off, and every hook reads its Cluster live.
+    pub hook_cluster_cache_bytes: u64,
 }
 
 impl ExecutorConfig {
@@ -126,6 +129,7 @@ impl Default for ExecutorConfig {
             management_response_limit_bytes: crate::limits::DEFAULT_MANAGEMENT_RESPONSE_LIMIT_BYTES,
             cluster_namespaces: Vec::new(),
             prism_central_allowed_hosts: crate::prism::AllowedHosts::default(),
+            hook_cluster_cache_bytes: crate::hook_cache::DEFAULT_HOOK_CLUSTER_CACHE_BYTES,
         }
     }
 }

@@ -83,6 +83,9 @@ pub struct ClusterRef {
     pub key: ClusterKey,
     /// The uid the caller saw; when set, the live Cluster must have the same one.
     pub uid: Option<String>,
+    /// The resourceVersion the caller saw (a hook body's): ApplyAgent may use its own copy of the Cluster at this
+    /// version when its watch holds the same one (see `hook_cache`). Never a source of values.
+    pub resource_version: Option<String>,
 }
 
 /// The lifecycle moment an ApplyAgent call serves. It labels logs and traces; it changes nothing that is applied.

@@ -53,6 +53,9 @@ pub(crate) struct Inner {
     pub(crate) prism_warnings: crate::prism_warnings::PrismWarnings,
     /// The reconciler's state: last result per Cluster, last applied chart per Cluster (see `reconcile`).
     pub(crate) reconciler: crate::reconcile::ReconcilerState,
+    /// The hooks' Cluster watch and copies, started by the first hook that carries a resourceVersion (see
+    /// `hook_cache`).
+    pub(crate) hook_clusters: tokio::sync::OnceCell<crate::hook_cache::HookClusters>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -104,6 +107,7 @@ impl Executor {
                 prism_checks,
                 prism_warnings,
                 reconciler: Default::default(),
+                hook_clusters: tokio::sync::OnceCell::new(),
             }),
         }
     }
@@ -141,6 +145,7 @@ impl Executor {
         self.inner.preflights.forget(key);
         self.inner.prism_warnings.forget(key);
         self.forget_reconciled(key);
+        self.forget_cluster_copy(key);
     }
 
     /// What this process last applied for a Cluster, if anything.
@@ -198,6 +203,11 @@ pub(crate) struct Applied {
     pub(crate) workload: u64,
     /// The HelmChartProxy's resourceVersion after the apply.
     pub(crate) hcp_resource_version: String,
+    /// Digest of the HelmChartProxy body written (in memory only): a hook that would write the same body onto the
+    /// proxy still at `hcp_resource_version` skips the write (`hook_cache`).
+    pub(crate) hcp_digest: u64,
+    /// What resolving the HelmChartProxy's name noted then, repeated when the write is skipped.
+    pub(crate) hcp_notes: Vec<String>,
 }
 
 /// One async lock per Cluster, so that ApplyAgent and RemoveAgent for the same Cluster never interleave inside

@@ -23,6 +23,7 @@ pub mod domain;
 pub mod error;
 mod events;
 mod executor;
+mod hook_cache;
 mod leader;
 pub mod limits;
 pub mod names;

@@ -39,6 +39,9 @@ pub struct ExecutorMetrics {
     preflights: Family<Labels, Counter>,
     prism_checks: Family<Labels, Counter>,
     prism_probes_in_flight: Gauge<i64, AtomicI64>,
+    hook_cluster_reads: Family<Labels, Counter>,
+    hook_watch_events: Family<Labels, Counter>,
+    helm_chart_proxy_writes: Family<Labels, Counter>,
 }
 
 impl Default for ExecutorMetrics {
@@ -56,6 +59,9 @@ impl Default for ExecutorMetrics {
             preflights: Family::default(),
             prism_checks: Family::default(),
             prism_probes_in_flight: Gauge::default(),
+            hook_cluster_reads: Family::default(),
+            hook_watch_events: Family::default(),
+            helm_chart_proxy_writes: Family::default(),
         };
         m.registry.register(|r| {
             r.register(
@@ -82,6 +88,21 @@ impl Default for ExecutorMetrics {
                 "reconciles",
                 "Reconciler passes over one Cluster, by result (in_sync, repaired, rotated, installed, uninstalled, skipped, error)",
                 m.reconciles.clone(),
+            );
+            r.register(
+                "hook_cluster_reads",
+                "ApplyAgent's reads of the Cluster, by source: cache (the hook's resourceVersion is the one the Cluster watch holds and this process's copy has) or live (a GET)",
+                m.hook_cluster_reads.clone(),
+            );
+            r.register(
+                "hook_watch_events",
+                "Events received by the hooks' metadata-only watches, by resource (clusters, helmchartproxies): one per object listed or changed, and per failure",
+                m.hook_watch_events.clone(),
+            );
+            r.register(
+                "helm_chart_proxy_writes",
+                "HelmChartProxy writes by ApplyAgent and the reconciler, by outcome: written (ownership checked, then applied) or skipped (ApplyAgent: the body this process last wrote, onto the proxy the hooks' watch holds at the version that write produced)",
+                m.helm_chart_proxy_writes.clone(),
             );
             r.register(
                 "reconciler_leader",
@@ -140,6 +161,45 @@ impl ExecutorMetrics {
         self.reconciles
             .get_or_create(&vec![("result", result.to_owned())])
             .inc();
+    }
+
+    pub(crate) fn hook_cluster_read(&self, source: &'static str) {
+        self.hook_cluster_reads
+            .get_or_create(&vec![("source", source.to_owned())])
+            .inc();
+    }
+
+    /// ApplyAgent's reads of the Cluster so far from `source` (`cache` or `live`), for tests and measurements.
+    pub fn hook_cluster_reads(&self, source: &str) -> u64 {
+        self.hook_cluster_reads
+            .get_or_create(&vec![("source", source.to_owned())])
+            .get()
+    }
+
+    pub(crate) fn hook_watch_event(&self, resource: &'static str) {
+        self.hook_watch_events
+            .get_or_create(&vec![("resource", resource.to_owned())])
+            .inc();
+    }
+
+    /// Events the hooks' watch on `resource` (`clusters`, `helmchartproxies`) has received so far, for tests.
+    pub fn hook_watch_events(&self, resource: &str) -> u64 {
+        self.hook_watch_events
+            .get_or_create(&vec![("resource", resource.to_owned())])
+            .get()
+    }
+
+    pub(crate) fn helm_chart_proxy_write(&self, outcome: &'static str) {
+        self.helm_chart_proxy_writes
+            .get_or_create(&vec![("outcome", outcome.to_owned())])
+            .inc();
+    }
+
+    /// HelmChartProxy writes so far by `outcome` (`skipped`, `written`), for tests and measurements.
+    pub fn helm_chart_proxy_writes(&self, outcome: &str) -> u64 {
+        self.helm_chart_proxy_writes
+            .get_or_create(&vec![("outcome", outcome.to_owned())])
+            .get()
     }
 
     pub(crate) fn leader(&self, leading: bool) {

@@ -30,13 +30,22 @@ impl Executor {
     }
 }
 
+/// The longest resourceVersion a request may carry; the API server's are decimal numbers of at most 20 digits.
+const MAX_RESOURCE_VERSION_LEN: usize = 64;
+
 /// proto `ClusterRef` → domain [`ClusterRef`]: both names must be valid Kubernetes names; an empty uid means
-/// "any".
+/// "any". A resourceVersion only chooses between a copy and a live read, so one that cannot be the API server's
+/// (too long, not plain ASCII letters and digits) is dropped rather than refused: the Cluster is then read live.
 pub fn cluster_ref(cluster: Option<&pb::ClusterRef>) -> Result<ClusterRef, RequestError> {
     let c = cluster.ok_or(RequestError::MissingCluster)?;
+    let rv = &c.resource_version;
+    let plausible = !rv.is_empty()
+        && rv.len() <= MAX_RESOURCE_VERSION_LEN
+        && rv.bytes().all(|b| b.is_ascii_alphanumeric());
     Ok(ClusterRef {
         key: ClusterKey::new(&c.namespace, &c.name)?,
         uid: (!c.uid.is_empty()).then(|| c.uid.clone()),
+        resource_version: plausible.then(|| rv.clone()),
     })
 }
 
@@ -351,6 +360,7 @@ mod tests {
             namespace: "ns".into(),
             name: "c".into(),
             uid: String::new(),
+            resource_version: String::new(),
         }))
         .unwrap();
         assert_eq!((r.key.to_string(), r.uid), ("ns/c".to_owned(), None));
@@ -358,14 +368,27 @@ mod tests {
             namespace: "ns".into(),
             name: "c".into(),
             uid: "u".into(),
+            resource_version: "4711".into(),
         }))
         .unwrap();
         assert_eq!(r.uid.as_deref(), Some("u"));
+        assert_eq!(r.resource_version.as_deref(), Some("4711"));
+        // A resourceVersion the API server cannot have written is dropped (the Cluster is read live), not refused.
+        for forged in ["", "1 2", "../1", "1\n", &"9".repeat(65)] {
+            let r = cluster_ref(Some(&pb::ClusterRef {
+                namespace: "ns".into(),
+                name: "c".into(),
+                resource_version: forged.to_owned(),
+                ..Default::default()
+            }))
+            .unwrap();
+            assert_eq!(r.resource_version, None, "{forged:?}");
+        }
         assert!(
             cluster_ref(Some(&pb::ClusterRef {
                 namespace: "ns".into(),
                 name: "../../secrets".into(),
-                uid: String::new(),
+                ..Default::default()
             }))
             .is_err()
         );

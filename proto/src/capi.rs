@@ -62,6 +62,8 @@ pub struct ObjectMeta {
     pub namespace: Option<String>,
     /// UID.
     pub uid: Option<String>,
+    /// The resourceVersion: which version of the object this is (opaque; compared for equality only).
+    pub resource_version: Option<String>,
     /// Labels, raw (checked to be a map of strings); see [`Cluster::labels`].
     #[serde(default, deserialize_with = "string_map_raw")]
     pub labels: Option<Raw>,
@@ -223,6 +225,13 @@ impl Cluster {
     /// `metadata.uid`, empty when absent.
     pub fn uid(&self) -> &str {
         self.meta().and_then(|m| m.uid.as_deref()).unwrap_or_default()
+    }
+
+    /// `metadata.resourceVersion`, empty when absent.
+    pub fn resource_version(&self) -> &str {
+        self.meta()
+            .and_then(|m| m.resource_version.as_deref())
+            .unwrap_or_default()
     }
 
     /// `metadata.labels`; empty when absent or not a map of strings.

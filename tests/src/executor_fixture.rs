@@ -371,6 +371,7 @@ pub fn cluster_ref(cluster: &WorkloadCluster) -> ClusterRef {
         namespace: cluster.namespace.clone(),
         name: cluster.name.clone(),
         uid: cluster.uid.clone(),
+        resource_version: String::new(),
     }
 }
 

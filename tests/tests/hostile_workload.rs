@@ -276,6 +276,7 @@ async fn a_hostile_workload_api_server_cannot_exhaust_the_executor() {
         namespace: NAMESPACE.into(),
         name: CLUSTER.into(),
         uid: uid.clone(),
+        resource_version: String::new(),
     };
     // Idle: up and serving, before the server is reached (the reconciler reaches it within a second, so this
     // is taken at once).
