@@ -77,7 +77,8 @@ step "cargo test (unit, router and real-apiserver tests)"
 # Each real-apiserver test starts its own control planes; two at a time keeps a 2-core machine responsive.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --locked -- --test-threads="${KONNECTOR_TEST_THREADS:-2}" 2>&1 | tee "$log"
+# --no-fail-fast: a failing test binary does not hide the results of the ones after it; the run still fails.
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${KONNECTOR_TEST_THREADS:-2}" 2>&1 | tee "$log"
 
 step "all checks passed"
 disk
