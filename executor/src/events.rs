@@ -72,13 +72,7 @@ impl Executor {
             action: action.to_owned(),
             secondary: None,
         };
-        match tokio::time::timeout(EVENT_TIMEOUT, self.inner.recorder.publish(&event, &reference)).await {
-            Ok(Ok(())) => tracing::debug!(reason, "Event recorded on the Cluster"),
-            Ok(Err(e)) => {
-                tracing::warn!(reason, failure = %KubeFailure::from_kube(&e), "cannot record an Event on the Cluster")
-            }
-            Err(_) => tracing::warn!(reason, "recording an Event on the Cluster timed out"),
-        }
+        bounded_write(reason, self.inner.recorder.publish(&event, &reference)).await;
     }
 
     /// Creates a new Event on the live Cluster, without the Recorder's folding of repeats (which PATCHes on every
@@ -120,19 +114,25 @@ impl Executor {
             ..Default::default()
         };
         let events: Api<KubeEvent> = Api::namespaced(self.mgmt(), &cluster.key.namespace);
-        match tokio::time::timeout(EVENT_TIMEOUT, events.create(&PostParams::default(), &event)).await {
-            Ok(Ok(_)) => {
-                tracing::debug!(reason, "Event recorded on the Cluster");
-                true
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(reason, failure = %KubeFailure::from_kube(&e), "cannot record an Event on the Cluster");
-                false
-            }
-            Err(_) => {
-                tracing::warn!(reason, "recording an Event on the Cluster timed out");
-                false
-            }
+        bounded_write(reason, events.create(&PostParams::default(), &event)).await
+    }
+}
+
+/// Runs one Event write under [`EVENT_TIMEOUT`] and logs its outcome; whether it was written. Both ways of writing
+/// an Event (the Recorder and a direct create) report the same lines, so a failure reads the same whichever wrote it.
+async fn bounded_write<T>(reason: &str, write: impl Future<Output = Result<T, kube::Error>>) -> bool {
+    match tokio::time::timeout(EVENT_TIMEOUT, write).await {
+        Ok(Ok(_)) => {
+            tracing::debug!(reason, "Event recorded on the Cluster");
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(reason, failure = %KubeFailure::from_kube(&e), "cannot record an Event on the Cluster");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(reason, "recording an Event on the Cluster timed out");
+            false
         }
     }
 }
