@@ -10,8 +10,10 @@
 //! instead of read to its end.
 
 use std::{
+    collections::HashMap,
     error::Error as StdError,
     fmt,
+    hash::Hash,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -59,6 +61,28 @@ impl fmt::Display for BodyTooLarge {
 }
 
 impl StdError for BodyTooLarge {}
+
+/// Makes room for one more entry in a map the executor bounds at `capacity`, unless `key` is already in it: entries
+/// for which `expired` holds go first, then the oldest by `age`, one at a time, until one more fits. Every per-key
+/// memory that input can grow (Prism Central answers, warnings, preflight records) is bounded the same way.
+pub fn make_room<K: Clone + Eq + Hash, V, A: Ord>(
+    map: &mut HashMap<K, V>,
+    key: &K,
+    capacity: usize,
+    expired: impl Fn(&V) -> bool,
+    age: impl Fn(&V) -> A,
+) {
+    if map.len() < capacity || map.contains_key(key) {
+        return;
+    }
+    map.retain(|_, v| !expired(v));
+    while map.len() >= capacity {
+        let Some(oldest) = map.iter().min_by_key(|(_, v)| age(v)).map(|(k, _)| k.clone()) else {
+            break;
+        };
+        map.remove(&oldest);
+    }
+}
 
 /// `4 MiB`, `512 KiB`, `100 bytes`: a limit, for messages.
 pub fn size(bytes: u64) -> String {
@@ -226,6 +250,24 @@ pub fn log_filter(filter: &str) -> String {
 mod tests {
     use super::*;
     use http_body_util::{BodyExt, StreamBody};
+
+    #[test]
+    fn make_room_drops_expired_entries_then_the_oldest_and_never_for_a_known_key() {
+        // value: (age, expired)
+        let mut map: HashMap<&str, (u32, bool)> =
+            HashMap::from([("a", (1, false)), ("b", (2, true)), ("c", (3, false))]);
+        let room = |map: &mut HashMap<&str, (u32, bool)>, key| make_room(map, &key, 3, |v| v.1, |v| v.0);
+        room(&mut map, "c");
+        assert_eq!(map.len(), 3, "a known key is replaced in place: nothing goes");
+        room(&mut map, "d");
+        assert!(
+            !map.contains_key("b") && map.len() == 2,
+            "the expired entry goes first, and only it"
+        );
+        map.insert("d", (4, false));
+        room(&mut map, "e");
+        assert!(!map.contains_key("a") && map.len() == 2, "then the oldest");
+    }
 
     fn chunks(parts: Vec<&'static [u8]>) -> impl Body<Data = Bytes, Error = std::io::Error> + Unpin {
         StreamBody::new(futures::stream::iter(

@@ -249,7 +249,14 @@ impl SharedChecks {
     where
         F: Future<Output = PreflightVerdict> + Send + 'static,
     {
-        self.make_room(entries, now);
+        // Expired answers go first, then the oldest entry.
+        crate::limits::make_room(
+            entries,
+            &key,
+            self.capacity,
+            |e| matches!(e.slot, Slot::Done { expires, .. } if expires <= now),
+            |e| e.id,
+        );
         let (tx, rx) = watch::channel(None);
         let id = self.state.next_id.fetch_add(1, Ordering::Relaxed);
         entries.insert(
@@ -288,20 +295,6 @@ impl SharedChecks {
             .in_current_span(),
         );
         rx
-    }
-
-    /// Makes room for one more entry: expired answers first, then the oldest entry.
-    fn make_room(&self, entries: &mut HashMap<CheckKey, Entry>, now: Instant) {
-        if entries.len() < self.capacity {
-            return;
-        }
-        entries.retain(|_, e| !matches!(e.slot, Slot::Done { expires, .. } if expires <= now));
-        while entries.len() >= self.capacity {
-            let Some(oldest) = entries.iter().min_by_key(|(_, e)| e.id).map(|(k, _)| k.clone()) else {
-                break;
-            };
-            entries.remove(&oldest);
-        }
     }
 
     /// How many questions are remembered (tests).

@@ -102,15 +102,13 @@ impl PrismWarnings {
         {
             return false;
         }
-        if !warned.contains_key(key) && warned.len() >= self.capacity {
-            warned.retain(|_, w| !self.expired(w, now));
-            while warned.len() >= self.capacity {
-                let Some(oldest) = warned.iter().min_by_key(|(_, w)| w.at).map(|(k, _)| k.clone()) else {
-                    break;
-                };
-                warned.remove(&oldest);
-            }
-        }
+        crate::limits::make_room(
+            &mut warned,
+            key,
+            self.capacity,
+            |w| self.expired(w, now),
+            |w| w.at,
+        );
         warned.insert(
             key.clone(),
             Warned {

@@ -487,15 +487,13 @@ impl PreflightMemory {
     pub(crate) fn remember(&self, key: &ClusterKey, record: PreflightRecord) {
         // A panic while holding this lock cannot leave the map inconsistent, so poisoning is ignored.
         let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        if records.len() >= MAX_REMEMBERED_PREFLIGHTS
-            && !records.contains_key(key)
-            && let Some(oldest) = records
-                .iter()
-                .min_by_key(|(_, r)| r.checked_at)
-                .map(|(k, _)| k.clone())
-        {
-            records.remove(&oldest);
-        }
+        crate::limits::make_room(
+            &mut records,
+            key,
+            MAX_REMEMBERED_PREFLIGHTS,
+            |_| false,
+            |r| r.checked_at,
+        );
         records.insert(key.clone(), record);
     }
 
