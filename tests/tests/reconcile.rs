@@ -578,8 +578,17 @@ async fn management_changes_are_repaired_by_watch_events_without_polling() {
     let reconciler = start_reconciling_executor(&env.mgmt, ExecutorConfig::default(), config)
         .await
         .unwrap();
-    eventually("the reconciler leads", || async {
+    // Leading is not enough: a change made before a watch's first list is no event, only the Cluster's full pass
+    // in its slot (an hour away here) would see it. A watch request follows each completed list, so wait for one on
+    // each watched resource (CI once deleted the proxy between the Lease and the list).
+    eventually("the reconciler leads and its watches have listed", || async {
         lease_holder(&env.admin).await.as_deref() == Some("rec-events")
+            && ["clusters", "helmchartproxies", "secrets"].iter().all(|r| {
+                reconciler
+                    .metrics
+                    .kube_request_count_by_verb("management", Some("watch"), Some(r))
+                    >= 1
+            })
     })
     .await;
 
