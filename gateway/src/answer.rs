@@ -100,7 +100,7 @@ pub fn hook_answer(hook: Hook, outcome: Result<ExecutorReply, tonic::Status>) ->
 
 /// Whether the executor itself produced this status, rather than the transport or a proxy on the way
 /// ([`konnector_proto::EXECUTOR_ANSWER_METADATA`]).
-fn answered_by_executor(status: &tonic::Status) -> bool {
+pub(crate) fn answered_by_executor(status: &tonic::Status) -> bool {
     status
         .metadata()
         .get(konnector_proto::EXECUTOR_ANSWER_METADATA)

@@ -65,7 +65,7 @@ impl GatewayMetrics {
             );
             r.register(
                 "executor_requests",
-                "AgentService calls to the executor, by method and gRPC code (UNAVAILABLE: not reached)",
+                "AgentService calls to the executor, by method, gRPC code, and who answered (executor, or other: not reached, a proxy, the deadline)",
                 m.executor_requests.clone(),
             );
             r.register(
@@ -100,14 +100,56 @@ impl GatewayMetrics {
     pub fn executor_call(&self, hook: Hook, error: Option<&tonic::Status>, seconds: f64) {
         let method = rpc_method(hook);
         let code = error.map_or(tonic::Code::Ok, tonic::Status::code);
+        // Who produced the code: the executor (an answer, or its own error, marked), or something on the way (the
+        // connection, a proxy, our own deadline). Without it, UNAVAILABLE from a healthy executor that could not
+        // reach a workload cluster looks like an executor outage.
+        let answered_by = if error.is_none_or(crate::answer::answered_by_executor) {
+            "executor"
+        } else {
+            "other"
+        };
         self.executor_requests
             .get_or_create(&vec![
                 ("method", method.to_owned()),
                 ("code", konnector_runtime::grpc::code_name(code).to_owned()),
+                ("answered_by", answered_by.to_owned()),
             ])
             .inc();
         self.executor_duration
             .get_or_create(&vec![("method", method.to_owned())])
             .observe(seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The executor's own UNAVAILABLE (marked) and one from the connection (unmarked) are two series, so an alert on
+    /// "executor not reached" does not fire for a workload API server the executor could not reach.
+    #[test]
+    fn executor_calls_say_who_answered() {
+        let metrics = konnector_runtime::metrics::Metrics::default();
+        let m = GatewayMetrics::register(&metrics);
+        let mut own = tonic::Status::unavailable("cannot reach the workload API server");
+        own.metadata_mut().insert(
+            konnector_proto::EXECUTOR_ANSWER_METADATA,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        m.executor_call(Hook::AfterControlPlaneInitialized, None, 0.1);
+        m.executor_call(Hook::AfterControlPlaneInitialized, Some(&own), 0.1);
+        m.executor_call(
+            Hook::AfterControlPlaneInitialized,
+            Some(&tonic::Status::unavailable("connection refused")),
+            0.1,
+        );
+        let text = metrics.encode_text();
+        for line in [
+            r#"code="OK",answered_by="executor"} 1"#,
+            r#"code="UNAVAILABLE",answered_by="executor"} 1"#,
+            r#"code="UNAVAILABLE",answered_by="other"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 }

@@ -260,6 +260,20 @@ impl RealPair {
     }
 }
 
+/// Waits until the admin port `addr` answers `/readyz` with 200, panicking after `within`. The gateway serves
+/// discovery before its executor is up, so a test that sends a hook as soon as discovery answers can get "executor
+/// unreachable": wait for the executor's readiness too.
+pub async fn until_ready(addr: SocketAddr, what: &str, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while http_get_status(addr, "/readyz", Duration::from_secs(2)).await != Some(200) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} never became ready on {addr} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `GET path` over plain HTTP/1.1 on a fresh connection; the status code, or `None` when the request fails or no
 /// answer comes within `timeout`.
 pub async fn http_get_status(addr: SocketAddr, path: &str, timeout: Duration) -> Option<u16> {

@@ -24,7 +24,7 @@ use konnector_tests::{
     capi_stand_in::{CapiShape, ExtensionClient, Hook, hook_path, hook_request},
     executor_fixture::{TEST_CLUSTER, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, executor_env},
     pki::{CertManagerPki, Leaf},
-    real_binaries::{Proc, free_port, memory_kib},
+    real_binaries::{Proc, free_port, memory_kib, until_ready},
     scenario::cluster_spec,
     tools,
     workload::{ClusterOptions, cluster_resource},
@@ -205,6 +205,7 @@ async fn the_ca_renewed_with_its_key_then_every_leaf_in_turn_fails_no_hook() {
     // CAPI holds the caBundle it was given at install (the serving Secret's ca.crt then) on a long-lived client.
     let installed_bundle = std::fs::read_to_string(pki.dir(Leaf::GatewayServing).join("ca.crt")).unwrap();
     until_discovered(&running.hooks_url, &installed_bundle).await;
+    until_ready(running.executor_admin, "the executor", Duration::from_secs(120)).await;
     let capi = ExtensionClient::new(&running.hooks_url, &installed_bundle).unwrap();
     let (path, body, timeout) = upgrade_call(&env.admin, &capi).await;
     let first = capi.post(&path, &body, timeout).await.unwrap();
@@ -347,6 +348,7 @@ async fn a_ca_renewed_with_a_new_key_breaks_mtls_until_both_leaves_are_renewed()
     let running = start(&pki, &env.mgmt.kubeconfig_path());
     let bundle = pki.ca_pem().to_owned();
     until_discovered(&running.hooks_url, &bundle).await;
+    until_ready(running.executor_admin, "the executor", Duration::from_secs(120)).await;
     let capi = ExtensionClient::new(&running.hooks_url, &bundle).unwrap();
     let (path, body, timeout) = upgrade_call(&env.admin, &capi).await;
     assert!(capi.post(&path, &body, timeout).await.unwrap().is_done());

@@ -107,6 +107,7 @@ async fn peak_memory_under_hostile_load() {
     );
     let gw_addr: std::net::SocketAddr = format!("127.0.0.1:{https}").parse().unwrap();
     let exec_addr: std::net::SocketAddr = format!("127.0.0.1:{grpc}").parse().unwrap();
+    let exec_addr_admin: std::net::SocketAddr = format!("127.0.0.1:{exec_admin}").parse().unwrap();
     let hooks = ExtensionClient::new(&format!("https://127.0.0.1:{https}"), &gateway_ca).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while hooks.discover().await.is_err() {
@@ -116,6 +117,9 @@ async fn peak_memory_under_hostile_load() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Discovery needs no executor; the hooks below do.
+    konnector_tests::real_binaries::until_ready(exec_addr_admin, "the executor", Duration::from_secs(60))
+        .await;
     // One real call each way, then let both settle.
     let acpi = "/hooks.runtime.cluster.x-k8s.io/v1alpha1/aftercontrolplaneinitialized/konnector-acpi";
     let unconfigured = serde_json::json!({

@@ -726,10 +726,10 @@ async fn live_metrics_pass_promtool_and_follow_the_conventions() {
         "konnector_build_info{component=\"gateway\",version=\"",
         "konnector_gateway_hook_requests_total{hook=\"AfterControlPlaneInitialized\",status=\"Success\"} 1",
         "konnector_gateway_hook_requests_total{hook=\"AfterControlPlaneInitialized\",status=\"Failure\"} 1",
-        "konnector_gateway_executor_requests_total{method=\"ApplyAgent\",code=\"OK\"} 1",
-        "konnector_gateway_executor_requests_total{method=\"ApplyAgent\",code=\"FAILED_PRECONDITION\"} 1",
+        "konnector_gateway_executor_requests_total{method=\"ApplyAgent\",code=\"OK\",answered_by=\"executor\"} 1",
+        "konnector_gateway_executor_requests_total{method=\"ApplyAgent\",code=\"FAILED_PRECONDITION\",answered_by=\"executor\"} 1",
         "konnector_gateway_executor_request_duration_seconds_count{method=\"ApplyAgent\"} 2",
-        "konnector_gateway_executor_requests_total{method=\"RemoveAgent\",code=\"OK\"} 1",
+        "konnector_gateway_executor_requests_total{method=\"RemoveAgent\",code=\"OK\",answered_by=\"executor\"} 1",
         "konnector_gateway_executor_up 1",
         "konnector_gateway_tls_handshake_failures_total{reason=\"protocol\"} 1",
     ] {
