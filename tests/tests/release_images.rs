@@ -267,6 +267,44 @@ fn actionlint_accepts_the_workflows() {
     run(Command::new("shellcheck").arg("--version"));
 }
 
+/// A tag can be moved to other code by whoever controls the action's repository; a commit cannot. Every `uses:` in
+/// every workflow names a full commit, with the tag it was taken from as a comment for people and update tools.
+#[test]
+fn every_action_is_pinned_by_commit() {
+    let dir = tools::repo_root().join(".github/workflows");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in text.lines() {
+            let Some((_, used)) = line.split_once("uses:") else {
+                continue;
+            };
+            let used = used.trim();
+            // A local action (./path) or a container (docker://) is not fetched by tag.
+            if used.starts_with("./") || used.starts_with("docker://") {
+                continue;
+            }
+            let (action, rest) = used
+                .split_once('@')
+                .unwrap_or_else(|| panic!("{}: {used} names no version", path.display()));
+            let (pin, comment) = rest.split_once(" # ").unwrap_or((rest, ""));
+            assert!(
+                pin.len() == 40 && pin.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{}: {action}@{pin} is not pinned by a full commit",
+                path.display()
+            );
+            assert!(
+                comment.starts_with('v'),
+                "{}: {action}@{pin} does not say which tag the commit is",
+                path.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no `uses:` found under {}", dir.display());
+}
+
 #[test]
 fn the_krew_manifest_names_the_archives_the_workflow_publishes() {
     let root = tools::repo_root();
