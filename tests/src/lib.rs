@@ -25,6 +25,7 @@ pub mod prism_central_stand_in;
 pub mod real_binaries;
 pub mod sandbox;
 pub mod sandbox_commands;
+pub mod sandbox_output;
 pub mod sandbox_real;
 pub mod sandbox_real_life;
 pub mod scale;
