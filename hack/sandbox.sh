@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the konnector sandbox: real control planes on loopback, konnector itself, and a scripted cluster lifecycle.
-# Arguments are passed to konnector-sandbox (try --help). Every phase says what it does, because the first run
-# builds kube-apiserver and konnector and takes minutes.
+# Runs the konnector sandbox: real control planes on loopback, CAPI's own core manager, konnector itself, and
+# cluster lives that CAPI drives. Arguments are passed to konnector-sandbox (try --help). Every phase says what it
+# does, because the first run builds kube-apiserver, CAPI and konnector and takes minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { echo "==> $*" >&2; }
@@ -10,8 +10,16 @@ say() { echo "==> $*" >&2; }
 # The konnector CLI too: --keep prints `konnector status` and `konnector doctor` against the sandbox's executor.
 tools=(helm)
 bins=(-p konnector-tests --bin konnector-sandbox)
+# CAPI runs for real unless --capi stand-in says otherwise; --capi-version picks the release (the binary checks it).
+capi=${KONNECTOR_SANDBOX_CAPI:-real} capi_version=${KONNECTOR_SANDBOX_CAPI_VERSION:-v1.14.2} prev=
 for arg in "$@"; do
-  case "$arg" in --keep) tools+=(grpcurl kubectl); bins+=(-p konnector-cli --bin konnector) ;; esac
+  case "$prev" in --capi) capi=$arg ;; --capi-version) capi_version=$arg ;; esac
+  case "$arg" in
+    --keep) tools+=(grpcurl kubectl); bins+=(-p konnector-cli --bin konnector) ;;
+    --capi=*) capi=${arg#--capi=} ;;
+    --capi-version=*) capi_version=${arg#--capi-version=} ;;
+  esac
+  prev=$arg
 done
 
 say "control-plane binaries: etcd and kube-apiserver, built from their Go modules (first run: about 12 minutes on 2 cores; cached after it; \$KUBEBUILDER_ASSETS wins when set)"
@@ -23,6 +31,12 @@ say "using ${KUBEBUILDER_ASSETS/#"$HOME"/"~"}"
 say "CAPI's CRDs from the sigs.k8s.io/cluster-api Go module (cached after the first run)"
 KONNECTOR_CRDS="$(bash hack/ensure-crds.sh)"
 export KONNECTOR_CRDS
+
+if [[ "$capi" == real ]]; then
+  say "CAPI's core manager $capi_version, built from the sigs.k8s.io/cluster-api Go module (first run: about 8 minutes on 2 cores; cached after it)"
+  capi_dir="$(bash hack/ensure-capi.sh "$capi_version")"
+  say "using ${capi_dir/#"$HOME"/"~"}"
+fi
 
 say "developer tools: ${tools[*]}"
 tools_bin="$(bash hack/ensure-tools.sh "${tools[@]}")"

@@ -22,7 +22,7 @@ use crate::{
     capi_provider::{self, CONTROL_PLANE_API_VERSION, INFRA_API_VERSION, Target, TestProvider},
     control_plane::ControlPlane,
     crds::{self, HARNESS_MANAGER},
-    executor_fixture::{RunningExecutor, start_executor},
+    executor_fixture::{RunningExecutor, executor_mgmt_client, serve_executor_with_flags},
     gateway_fixture::{RunningGateway, serve_gateway, write_gateway_certs},
     hook_recorder::HookRecorder,
     management_plane,
@@ -53,6 +53,9 @@ pub struct EnvOptions {
     pub gateway_client_ca: Option<std::path::PathBuf>,
     /// The chart's `--set` values for the ExtensionConfig, beyond `capiVersion`.
     pub chart_sets: Vec<String>,
+    /// More executor flags, e.g. the sandbox's `--client-read-only-names=konnector-cli`; a restarted executor
+    /// gets them too.
+    pub executor_flags: Vec<String>,
 }
 
 /// Everything, running.
@@ -74,6 +77,7 @@ pub struct RealCapiEnv {
     /// The Prism Central stand-in the Clusters point at.
     pub prism_central: PrismCentralStandIn,
     gateway_tls: (String, konnector_gateway::TlsFiles),
+    executor_flags: Vec<String>,
     _certs: tempfile::TempDir,
     // Last: the API server outlives every client above.
     /// The management control plane.
@@ -93,7 +97,7 @@ impl RealCapiEnv {
         crate::control_plane::ensure_namespace(&mgmt_client, namespace).await?;
 
         let prism_central = PrismCentralStandIn::start_any_password("admin", Behaviour::Normal).await?;
-        let executor = start_executor(&mgmt, executor_config()).await?;
+        let executor = start_executor_with(&mgmt, &options.executor_flags).await?;
         let certs = tempfile::Builder::new().prefix("konnector-capi-gw-").tempdir()?;
         let (ca_pem, mut files) = write_gateway_certs(certs.path())?;
         files.client_ca = options.gateway_client_ca.clone();
@@ -116,6 +120,7 @@ impl RealCapiEnv {
             caaph: Some(caaph),
             prism_central,
             gateway_tls: (ca_pem, files),
+            executor_flags: options.executor_flags.clone(),
             _certs: certs,
             mgmt,
         };
@@ -195,6 +200,11 @@ impl RealCapiEnv {
             )
             .await?;
         Ok(())
+    }
+
+    /// The CA (PEM) the gateway's serving certificate chains to: what CAPI verifies it with.
+    pub fn gateway_ca_pem(&self) -> &str {
+        &self.gateway_tls.0
     }
 
     /// The ExtensionConfig as CAPI left it.
@@ -420,10 +430,17 @@ impl RealCapiEnv {
     /// Starts a new executor (new address and certificates, as a rescheduled pod with re-issued certificates)
     /// and a new gateway in front of it.
     pub async fn restart_executor(&mut self) -> anyhow::Result<()> {
-        self.executor = Some(start_executor(&self.mgmt, executor_config()).await?);
+        self.executor = Some(start_executor_with(&self.mgmt, &self.executor_flags).await?);
         self.stop_gateway().await?;
         self.restart_gateway().await
     }
+}
+
+async fn start_executor_with(mgmt: &ControlPlane, flags: &[String]) -> anyhow::Result<RunningExecutor> {
+    let config = executor_config();
+    let client = executor_mgmt_client(mgmt, &config.defaults_namespace).await?;
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    serve_executor_with_flags(client, config, &flags).await
 }
 
 fn executor_config() -> ExecutorConfig {

@@ -1,8 +1,11 @@
-//! The local sandbox: real control planes, the real executor and two real gateways, the chart's ExtensionConfig
-//! and default ConfigMaps, a CAAPH stand-in, and the scripted cluster lifecycle of [`crate::scenario`].
+//! The sandbox on the **CAPI stand-in** (`konnector-sandbox --capi stand-in`): real control planes, the real
+//! executor and two real gateways, the chart's ExtensionConfig and default ConfigMaps, a CAAPH stand-in, and the
+//! scripted cluster lifecycle of [`crate::scenario`], whose hook calls are built the way CAPI 1.10 and 1.12 build
+//! them. No served CAPI release produces those request shapes (the module proxy serves neither), which is the only
+//! reason this mode stays; the default sandbox runs CAPI's own manager ([`crate::sandbox_real`]).
 //!
-//! `konnector-sandbox` (the README's first command) and the end-to-end test `tests/sandbox_lifecycle.rs` both
-//! drive this module, so the test exercises exactly what a person runs.
+//! `konnector-sandbox` and the end-to-end test `tests/sandbox_lifecycle.rs` both drive this module, so the test
+//! exercises exactly what a person runs.
 
 use std::{
     collections::BTreeMap,
@@ -13,13 +16,12 @@ use std::{
 
 use anyhow::Context;
 use konnector_executor::{ExecutorConfig, prism::PreflightMode};
-use konnector_runtime::admin;
 use kube::{
     Api, Client,
     api::{DynamicObject, PatchParams},
 };
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -30,6 +32,9 @@ use crate::{
     gateway_fixture::{RunningGateway, serve_gateway, write_gateway_certs},
     management_plane_for,
     prism_central_stand_in::{Behaviour, PrismCentralStandIn},
+    sandbox_commands::{
+        CLI_IDENTITY, KonnectorCommands, serve_admins, shell_quote, write_cli_identity, write_try_script,
+    },
     scenario::{AGENT_NAMESPACE, ClusterReport, ClusterRun, Gateway, StepObserver},
     tools, workload,
 };
@@ -40,9 +45,8 @@ pub const KONNECTOR_NAMESPACE: &str = "konnector-system";
 pub const CLUSTERS_NAMESPACE: &str = "tenants";
 /// The field manager the sandbox applies deploy/ manifests with.
 const SANDBOX_MANAGER: &str = "konnector-sandbox";
-/// The subjectAltName of the CLI's client certificate, as the chart issues it (release `konnector`); the
-/// sandbox's executor serves it read-only, as the chart's does.
-pub const CLI_IDENTITY: &str = "konnector-cli";
+
+pub use crate::sandbox_commands::{TryCommand, cli_flags, cli_program};
 
 /// What to start and play.
 #[derive(Clone, Debug)]
@@ -92,7 +96,9 @@ pub struct SandboxState {
     pub management_kubeconfig: PathBuf,
     /// Each workload cluster's kubeconfig, by cluster name.
     pub workload_kubeconfigs: BTreeMap<String, PathBuf>,
-    /// The CAPI request shape being emulated.
+    /// What calls the hooks: `real` (CAPI's own core manager) or `stand-in` (the CAPI stand-in).
+    pub capi: String,
+    /// The CAPI release running (`v1.14.2`), or the request shape the stand-in emulates (`1.12`).
     pub capi_version: String,
     /// The cluster `--keep` leaves installed, as `namespace/name`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -116,15 +122,6 @@ pub struct Summary {
     pub millis: u128,
     /// One report per cluster.
     pub clusters: Vec<ClusterReport>,
-}
-
-/// One command the sandbox prints for a person to try, and what it shows.
-#[derive(Clone, Debug, Serialize)]
-pub struct TryCommand {
-    /// What the command shows, one line.
-    pub what: String,
-    /// The command, for bash, with every address and path filled in.
-    pub command: String,
 }
 
 /// A running sandbox. [`Sandbox::stop`] (or dropping it) stops everything and leaves no process behind.
@@ -254,20 +251,8 @@ impl Sandbox {
         ));
         // The admin ports the binaries would serve, so `/metrics` can be read as from a deployed one.
         let admin_stop = CancellationToken::new();
-        let ready = admin::Readiness::default();
-        ready.set(true);
-        let mut admin = vec![(
-            "executor".to_owned(),
-            serve_admin(
-                admin::router(ready, executor.metrics.registry().router()),
-                admin_stop.clone(),
-            )
-            .await?,
-        )];
-        for (name, gateway) in &gateways {
-            let router = admin::router(gateway.readiness.clone(), gateway.metrics.router());
-            admin.push((name.clone(), serve_admin(router, admin_stop.clone()).await?));
-        }
+        let named: Vec<(String, &RunningGateway)> = gateways.iter().map(|(n, g)| (n.clone(), g)).collect();
+        let admin = serve_admins(&executor, &named, &admin_stop).await?;
         let caaph = CaaphStandIn::start(
             mgmt_client.clone(),
             CaaphOptions {
@@ -331,6 +316,7 @@ impl Sandbox {
                 .iter()
                 .map(|(n, _)| (n.clone(), self.state_dir.join(format!("{n}.kubeconfig"))))
                 .collect(),
+            capi: "stand-in".to_owned(),
             capi_version: self.options.shape.version().to_owned(),
             kept_cluster: self.kept_cluster().map(|n| format!("{CLUSTERS_NAMESPACE}/{n}")),
             metrics_urls: self
@@ -338,17 +324,10 @@ impl Sandbox {
                 .iter()
                 .map(|(name, addr)| (name.clone(), format!("http://{addr}/metrics")))
                 .collect(),
-            cli_flags: {
-                let cli = self.state_dir.join("certs/cli");
-                let file = |f: &str| shell_quote(&cli.join(f).display().to_string());
-                format!(
-                    "--executor-url={} --ca={} --cert={} --key={}",
-                    self.executor.as_ref().map(|e| e.url()).unwrap_or_default(),
-                    file("ca.crt"),
-                    file("tls.crt"),
-                    file("tls.key")
-                )
-            },
+            cli_flags: cli_flags(
+                &self.executor.as_ref().map(|e| e.url()).unwrap_or_default(),
+                &self.state_dir.join("certs/cli"),
+            ),
         }
     }
 
@@ -462,8 +441,6 @@ impl Sandbox {
         let state = self.state();
         let mgmt = shell_quote(&state.management_kubeconfig.display().to_string());
         let workload = shell_quote(&state.workload_kubeconfigs[name].display().to_string());
-        let ca = shell_quote(&state.gateway_ca_file.display().to_string());
-        let gateway = &state.gateway_urls[0];
 
         let hook = Hook::BeforeClusterUpgrade {
             from: "v1.32.4".into(),
@@ -480,127 +457,52 @@ impl Sandbox {
         .get(name)
         .await
         .with_context(|| format!("cannot read the kept Cluster {CLUSTERS_NAMESPACE}/{name} at {served}"))?;
-        let body = hook_request(
+        let body = serde_json::to_vec_pretty(&hook_request(
             &hook,
             self.options.shape,
             &serde_json::to_value(&stored)?,
             &BTreeMap::new(),
-        );
+        ))?;
         let body_file = self.state_dir.join(format!("{name}.beforeclusterupgrade.json"));
-        std::fs::write(&body_file, serde_json::to_vec_pretty(&body)?)?;
-        let hooks_path = "hooks.runtime.cluster.x-k8s.io/v1alpha1";
-        let ref_request = json!({"cluster": {"namespace": CLUSTERS_NAMESPACE, "name": name}});
+        std::fs::write(&body_file, &body)?;
 
-        let commands = vec![
-            TryCommand {
-                what: format!(
+        let mut commands = vec![
+            TryCommand::new(
+                format!(
                     "the HelmChartProxy konnector applied for {CLUSTERS_NAMESPACE}/{name}, on the management cluster"
                 ),
-                command: format!("kubectl --kubeconfig {mgmt} get hcp -A"),
-            },
-            TryCommand {
-                what: "CAAPH's HelmReleaseProxies (written by the CAAPH stand-in) and the Clusters".into(),
-                command: format!("kubectl --kubeconfig {mgmt} get hrp,clusters -A"),
-            },
-            TryCommand {
-                what: format!(
+                format!("kubectl --kubeconfig {mgmt} get hcp -A"),
+            ),
+            TryCommand::new(
+                "CAAPH's HelmReleaseProxies (written by the CAAPH stand-in) and the Clusters",
+                format!("kubectl --kubeconfig {mgmt} get hrp,clusters -A"),
+            ),
+            TryCommand::new(
+                format!(
                     "the credentials Secret konnector copied onto {name}, and the stand-in's release marker"
                 ),
-                command: format!(
-                    "kubectl --kubeconfig {workload} -n {AGENT_NAMESPACE} get secrets,configmaps"
-                ),
-            },
-            TryCommand {
-                what: "the executor's gRPC services (reflection)".into(),
-                command: format!(
-                    "grpcurl {} {} list",
-                    state.executor_grpcurl_flags, state.executor_address
-                ),
-            },
-            TryCommand {
-                what: format!(
-                    "what konnector sees for {name}: credentials, HelmChartProxy, releases, uninstall phase"
-                ),
-                command: grpcurl_command(
-                    &state.executor_grpcurl_flags,
-                    &state.executor_address,
-                    "GetAgentStatus",
-                    &ref_request,
-                ),
-            },
-            TryCommand {
-                what: format!(
-                    "a dry run: the objects ApplyAgent would write for {name}, secret values redacted"
-                ),
-                command: grpcurl_command(
-                    &state.executor_grpcurl_flags,
-                    &state.executor_address,
-                    "PlanAgent",
-                    &plan_agent_request(&serde_json::to_vec(&body)?)?,
-                ),
-            },
-            TryCommand {
-                what: "the same through the konnector CLI, with its own read-only client certificate (status, plan \
-                       and health only; the executor refuses it ApplyAgent and RemoveAgent)"
-                    .into(),
-                command: format!(
-                    "{} status {CLUSTERS_NAMESPACE}/{name} {}",
-                    cli_program(),
-                    state.cli_flags
-                ),
-            },
-            TryCommand {
-                what: format!("the CLI's checks for {name}, each ok, warn, fail or skip with a next step"),
-                command: format!(
-                    "{} doctor {CLUSTERS_NAMESPACE}/{name} {}",
-                    cli_program(),
-                    state.cli_flags
-                ),
-            },
-            TryCommand {
-                what: "the executor's metrics, as its admin port serves them: RPCs by method and gRPC code".into(),
-                command: format!(
-                    "curl -sS {} | grep '^konnector_executor_rpc_requests_total'",
-                    state.metrics_urls["executor"]
-                ),
-            },
-            TryCommand {
-                what: "gateway-1's metrics: hook calls by hook and status".into(),
-                command: format!(
-                    "curl -sS {} | grep '^konnector_gateway_hook_requests_total'",
-                    state.metrics_urls["gateway-1"]
-                ),
-            },
-            TryCommand {
-                what: "Discovery, as CAPI calls it".into(),
-                command: format!(
-                    "curl -sS --cacert {ca} -X POST {gateway}/{hooks_path}/discovery -d {}",
-                    shell_quote(
-                        r#"{"apiVersion":"hooks.runtime.cluster.x-k8s.io/v1alpha1","kind":"DiscoveryRequest"}"#
-                    )
-                ),
-            },
-            TryCommand {
-                what: format!(
-                    "BeforeClusterUpgrade for {name}, the body CAPI would send (re-applies; nothing changes)"
-                ),
-                command: format!(
-                    "curl -sS --cacert {ca} -X POST {} --data-binary @{}",
-                    shell_quote(&format!(
-                        "{gateway}/{hooks_path}/beforeclusterupgrade/konnector-bcu?timeout=20s"
-                    )),
-                    shell_quote(&body_file.display().to_string())
-                ),
-            },
+                format!("kubectl --kubeconfig {workload} -n {AGENT_NAMESPACE} get secrets,configmaps"),
+            ),
         ];
-        let script: String = std::iter::once("#!/usr/bin/env bash\nset -euo pipefail\n".to_owned())
-            .chain(
-                commands
-                    .iter()
-                    .map(|c| format!("\n# {}\n{}\n", c.what, c.command)),
-            )
-            .collect();
-        std::fs::write(self.state_dir.join("try.sh"), script)?;
+        commands.extend(
+            KonnectorCommands {
+                namespace: CLUSTERS_NAMESPACE,
+                name,
+                grpcurl_flags: &state.executor_grpcurl_flags,
+                executor_address: &state.executor_address,
+                cli_flags: &state.cli_flags,
+                doctor_kubeconfig: None,
+                metrics_urls: &state.metrics_urls,
+                gateway_url: &state.gateway_urls[0],
+                gateway_ca_file: &state.gateway_ca_file,
+                upgrade_body: &body,
+                upgrade_body_file: &body_file,
+                upgrade_call: "beforeclusterupgrade/konnector-bcu?timeout=20s",
+                upgrade_body_is: "the body CAPI would send",
+            }
+            .commands()?,
+        );
+        write_try_script(&self.state_dir, &commands)?;
         Ok(commands)
     }
 
@@ -625,74 +527,6 @@ impl Sandbox {
         }
         self.mgmt.stop();
         Ok(())
-    }
-}
-
-/// Serves the admin endpoints (`/livez`, `/readyz`, `/metrics`) of `router` on a free loopback port until `stop`.
-async fn serve_admin(router: axum::Router, stop: CancellationToken) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(admin::serve_on(listener, router, stop));
-    Ok(addr)
-}
-
-/// The CLI's own client certificate, as the chart's Secret `<release>-cli` holds it (`tls.crt`, `tls.key`, and
-/// `ca.crt`, the CA the executor's certificate chains to), written to `dir`.
-fn write_cli_identity(executor: &RunningExecutor, dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let pair = executor
-        .pki
-        .client_pair_with_names(CLI_IDENTITY, &[CLI_IDENTITY])?;
-    std::fs::write(dir.join("tls.crt"), pair.cert_pem)?;
-    std::fs::write(dir.join("tls.key"), pair.key_pem)?;
-    std::fs::copy(executor.pki.client_dir().join("ca.crt"), dir.join("ca.crt"))?;
-    Ok(())
-}
-
-/// The `konnector` CLI as the person reading the output would run it: the binary built beside this one
-/// (`cargo build -p konnector-cli`; hack/sandbox.sh builds it with --keep), relative to the current directory when
-/// it is under it.
-pub fn cli_program() -> String {
-    let path = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.join("konnector")))
-        .unwrap_or_else(|| PathBuf::from("konnector"));
-    let here = std::env::current_dir().ok();
-    let shown = here
-        .and_then(|d| path.strip_prefix(d).ok().map(Path::to_path_buf))
-        .unwrap_or(path);
-    shell_quote(&shown.display().to_string())
-}
-
-/// A grpcurl call of `konnector.executor.v1.AgentService/<method>` with `request`, over the executor's mTLS
-/// (`tls_flags`, from the executor fixture: the one place that knows how it is reached).
-fn grpcurl_command(tls_flags: &str, address: &str, method: &str, request: &Value) -> String {
-    format!(
-        "grpcurl {tls_flags} -d {} {address} konnector.executor.v1.AgentService/{method}",
-        shell_quote(&request.to_string())
-    )
-}
-
-/// PlanAgent's request for the Cluster in a hook body: the `ClusterRef` the gateway sends (namespace, name, uid),
-/// made by the gateway's own translation, in protobuf's JSON mapping (what grpcurl reads).
-fn plan_agent_request(hook_body: &[u8]) -> anyhow::Result<Value> {
-    let request =
-        konnector_gateway::decode::decode(konnector_gateway::catalog::Hook::BeforeClusterUpgrade, hook_body)
-            .map_err(anyhow::Error::msg)?;
-    let cluster = request.cluster.as_ref().context("the hook body has no cluster")?;
-    let c = konnector_gateway::translate::cluster_ref(cluster)?;
-    Ok(json!({"cluster": {"namespace": c.namespace, "name": c.name, "uid": c.uid}}))
-}
-
-/// `s` as one bash word.
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-:=@,+".contains(&b))
-    {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 

@@ -6,8 +6,10 @@
 //! uninstall took and what remained at each of its waits, whether the reconciler or AfterControlPlaneInitialized
 //! copied the credentials first) and then requires:
 //! - every line outside the clusters' lifecycles, in order;
-//! - each cluster's step lines (`ok   [wl-1] …`), in order: the clusters run in parallel, so their lines interleave
-//!   differently on each run, but each cluster's own steps do not;
+//! - each cluster's step lines (`ok   [wl-1] …`) and hook lines (`hook [wl-1] …`, one call CAPI made), in order:
+//!   the clusters run in parallel, so their lines interleave differently on each run, but each cluster's own steps
+//!   do not. A hook line equal to an earlier one of its cluster once the attempt number is left out (CAPI
+//!   repeating a call with the same answer) counts once, since how many repeats there are depends on timing;
 //! - every documented `wait` line and created or deleted object of a cluster among those it printed. Which
 //!   changes land in which step, whether an update shows at all, and how often a BeforeClusterDelete waits depend
 //!   on when the CAAPH stand-in and the reconciler act, so these are a subset check: the README may not show a
@@ -160,6 +162,7 @@ pub fn matches_template(template: &str, line: &str) -> bool {
 pub fn normalise(line: &str) -> String {
     let mut s = replace_paths(line, "/konnector-sandbox-", "<state>");
     s = replace_paths(&s, "/konnector-executor-pki-", "<pki>");
+    s = replace_paths(&s, "/konnector-capi-", "<capi>");
     s = replace_uids(&s);
     s = replace_ports(&s);
     // Before the durations: a generated suffix such as `1234s` must not read as one.
@@ -167,14 +170,31 @@ pub fn normalise(line: &str) -> String {
     s = replace_durations(&s);
     s = replace_call_count(&s);
     s = uninstall_progress(&s);
+    s = hook_attempt(&s);
     first_install_credentials(&s)
+}
+
+/// `hook [wl-2] konnector-bcd.konnector attempt 3 -> …`: how often CAPI called before the answer changed depends
+/// on how long the uninstall (or the missing Secret) lasted, so the attempt number is not compared.
+fn hook_attempt(s: &str) -> String {
+    const ATTEMPT: &str = " attempt ";
+    if !s.starts_with("hook [") {
+        return s.to_owned();
+    }
+    let Some(at) = s.find(ATTEMPT) else {
+        return s.to_owned();
+    };
+    let after = &s[at + ATTEMPT.len()..];
+    let digits = after.find(|c: char| !c.is_ascii_digit()).unwrap_or(after.len());
+    format!("{}{ATTEMPT}<n>{}", &s[..at], &after[digits..])
 }
 
 /// A BeforeClusterDelete that waits says what remains of the install at that moment (the HelmChartProxy being
 /// deleted, how many HelmReleaseProxies are left), which depends on how far the CAAPH stand-in has got.
 fn uninstall_progress(s: &str) -> String {
     const WAITING: &str = "waiting for CAAPH to uninstall the Konnector Agent: ";
-    match (s.starts_with("wait ["), s.find(WAITING), s.rfind('"')) {
+    let waiting = s.starts_with("wait [") || s.starts_with("hook [");
+    match (waiting, s.find(WAITING), s.rfind('"')) {
         (true, Some(at), Some(quote)) if quote > at => {
             format!("{}{WAITING}<what remains>{}", &s[..at], &s[quote..])
         }
@@ -382,6 +402,15 @@ pub fn classify(lines: &[String]) -> Lines {
             let c = cluster(&line).unwrap_or_default();
             sorted.steps.entry(c.clone()).or_default().push(line);
             current = Some(c);
+        } else if line.starts_with("hook [") {
+            // A call CAPI repeated with the same answer (BeforeClusterDelete while the uninstall runs, a Failure
+            // until the Secret exists) is one line: how many repeats there were depends on timing.
+            let c = cluster(&line).unwrap_or_default();
+            let steps = sorted.steps.entry(c.clone()).or_default();
+            if !steps.contains(&line) {
+                steps.push(line);
+            }
+            current = Some(c);
         } else if line.starts_with("wait [") {
             let c = cluster(&line).unwrap_or_default();
             sorted.details.entry(c).or_default().insert(line);
@@ -504,6 +533,16 @@ mod tests {
                 r#"ok   [wl-2] BeforeClusterDelete via gateway-2 -> Success retryAfterSeconds=0 after 3 calls "x" (2150 ms)"#,
                 r#"ok   [wl-2] BeforeClusterDelete via gateway-<n> -> Success retryAfterSeconds=0 after <n> calls "x" (<t>)"#,
             ),
+            (
+                "hook [wl-2] konnector-bcd.konnector attempt 12 -> Success retryAfterSeconds=1 \"waiting for CAAPH \
+                 to uninstall the Konnector Agent: HelmChartProxy tenants/konnector-agent-wl-2 is being deleted\"",
+                "hook [wl-2] konnector-bcd.konnector attempt <n> -> Success retryAfterSeconds=1 \"waiting for CAAPH \
+                 to uninstall the Konnector Agent: <what remains>\"",
+            ),
+            (
+                "core manager is a process of its own, logging to /tmp/konnector-capi-Ab12/capi.log)",
+                "core manager is a process of its own, logging to <capi>/capi.log)",
+            ),
             // What must not change: versions, names, counts that are not durations.
             (
                 "chart konnector-agent 1.3.0-rc.1; 2 cluster(s); 1 HelmReleaseProxy object(s) remain; wl-1",
@@ -594,6 +633,21 @@ mod tests {
             &printed,
         )
         .unwrap();
+    }
+
+    /// CAPI's repeated calls with the same answer count once, wherever they fall among the cluster's steps.
+    #[test]
+    fn repeated_hook_calls_count_once() {
+        let printed = lines(
+            "hook [c] h attempt 1 -> Failure \"x\"\nok   [c] fixed (1 ms)\nhook [c] h attempt 2 -> Failure \"x\"\n\
+             hook [c] h attempt 3 -> Success",
+        );
+        let once = lines(
+            "hook [c] h attempt 1 -> Failure \"x\"\nok   [c] fixed (5 ms)\nhook [c] h attempt 2 -> Success",
+        );
+        assert_eq!(classify(&printed), classify(&once));
+        let other = lines("ok   [c] fixed (5 ms)\nhook [c] h attempt 1 -> Success");
+        assert_ne!(classify(&printed), classify(&other));
     }
 
     #[test]

@@ -11,7 +11,6 @@ use konnector_tests::{
     hook_recorder::RecordedCall,
     init_test_logging,
     pki::TestCa,
-    sandbox_real::{RealOptions, RealSandbox},
     scenario::AGENT_NAMESPACE,
     support::assert_no_secret,
     workload,
@@ -405,6 +404,7 @@ async fn capi_presents_its_client_certificate() {
         },
         gateway_client_ca: Some(dir.path().join("ca.crt")),
         chart_sets: vec!["gateway.requireClientCert=true".to_owned()],
+        ..Default::default()
     };
     let env = RealCapiEnv::start(NS, options).await.unwrap();
     assert_discovered(&env.extension_config().await.unwrap());
@@ -427,37 +427,6 @@ async fn capi_presents_its_client_certificate() {
         .unwrap();
     // CAPI called the gateway directly (the proxy would present its own certificate), so it recorded nothing.
     assert!(env.recorder.calls().is_empty());
-}
-
-/// The sandbox's `--real-capi` mode: two clusters in parallel, each hook printed as CAPI called it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sandbox_real_capi_mode() {
-    init_test_logging();
-    let options = RealOptions {
-        version: "v1.14.2".to_owned(),
-        clusters: 2,
-        keep: true,
-    };
-    let lines = std::sync::Mutex::new(Vec::<String>::new());
-    let say = |l: &str| lines.lock().unwrap().push(l.to_owned());
-    let sandbox = RealSandbox::start(&options, &say).await.unwrap();
-    assert!(sandbox.play(&options, &say).await, "{:#?}", lines.lock().unwrap());
-    let lines = lines.into_inner().unwrap();
-    println!("{}", lines.join("\n"));
-    for hook in ["konnector-acpi.konnector", "konnector-bcu.konnector"] {
-        for cluster in ["wl-1", "wl-2"] {
-            let prefix = format!("hook [{cluster}] {hook} attempt 1 -> Success");
-            assert!(lines.iter().any(|l| l.starts_with(&prefix)), "{prefix}");
-        }
-    }
-    // wl-1 stays (keep); wl-2 is deleted, BeforeClusterDelete repeated until 0.
-    assert!(
-        lines.iter().any(
-            |l| l.starts_with("hook [wl-2] konnector-bcd.konnector") && l.contains("retryAfterSeconds=0")
-        )
-    );
-    assert!(!lines.iter().any(|l| l.starts_with("hook [wl-1] konnector-bcd")));
-    assert!(sandbox.env.cluster(NS, "wl-1").await.unwrap().is_some());
 }
 
 fn print_calls(calls: &[RecordedCall]) {

@@ -1,6 +1,7 @@
-//! The sandbox's scenario as an end-to-end test: several clusters in parallel, through two real gateways and the
-//! real executor, against real API servers, for every CAPI request shape; and `konnector-sandbox --keep` run as a
-//! person runs it, with every command it prints executed and its output compared with the README's transcript.
+//! The sandbox as end-to-end tests. `konnector-sandbox` run as a person runs it, on CAPI's own core manager (the
+//! default): every life played to the end, and `--keep` with every command it prints executed and its output
+//! compared with the README's transcript. The CAPI stand-in's scenario for the request shapes no served CAPI
+//! produces (1.10 and 1.12): several clusters in parallel, through two real gateways and the real executor.
 
 use std::sync::Arc;
 
@@ -63,9 +64,122 @@ async fn lifecycle_capi_1_12_shape_with_credential_rotation() {
     play(CapiShape::V1_12, 2, true).await;
 }
 
+/// `konnector-sandbox` without `--keep`, as `./hack/sandbox.sh` runs it: CAPI v1.14.2 drives a Cluster with the
+/// addon through install, upgrade and delete, a Cluster without the addon, and one whose credentials Secret is
+/// missing until CAPI has shown the failed hook; every hook in the summary is a call CAPI made, and the sandbox
+/// exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lifecycle_capi_1_14_shape() {
-    play(CapiShape::V1_14, 3, false).await;
+async fn real_capi_plays_every_life_and_exits() {
+    let state = tempfile::tempdir().unwrap();
+    let mut command = sandbox_command(&["--clusters", "1", "--json", "--state-dir"]);
+    command.arg(state.path());
+    let out = tokio::time::timeout(konnector_tests::support::HANG_GUARD, command.output())
+        .await
+        .expect("the sandbox finished")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the sandbox exited with {}:\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.lines().any(|l| l == "{"),
+        "--json printed no summary:\n{stdout}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["ok"], true, "{summary:#}");
+    assert_eq!(summary["capi"], "real");
+    assert_eq!(summary["capiVersion"], "v1.14.2");
+    let hooks = |cluster: &str, handler: &str| -> Vec<serde_json::Value> {
+        let c = summary["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["cluster"] == cluster)
+            .unwrap_or_else(|| panic!("no {cluster} in {summary:#}"));
+        c["hooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["handler"] == format!("{handler}.konnector"))
+            .cloned()
+            .collect()
+    };
+    // The Cluster with the addon: each hook as CAPI called it.
+    let acpi = hooks("tenants/wl-1", "konnector-acpi");
+    assert_eq!(acpi.len(), 1, "ACPI is called once when it succeeds: {acpi:#?}");
+    assert_eq!(acpi[0]["status"], "Success");
+    let bcu = hooks("tenants/wl-1", "konnector-bcu");
+    assert_eq!(bcu.last().unwrap()["retryAfterSeconds"], 0, "{bcu:#?}");
+    let bcd = hooks("tenants/wl-1", "konnector-bcd");
+    assert!(
+        bcd.iter().any(|h| h["retryAfterSeconds"].as_u64() > Some(0)),
+        "CAPI was never asked to wait for the uninstall: {bcd:#?}"
+    );
+    assert_eq!(bcd.last().unwrap()["retryAfterSeconds"], 0, "{bcd:#?}");
+    assert!(
+        stdout.contains("hook [wl-1] konnector-acpi.konnector attempt 1 -> Success"),
+        "{stdout}"
+    );
+    // Without the addon: Success everywhere, never a wait.
+    let bcd = hooks("tenants/no-addon", "konnector-bcd");
+    assert!(
+        !bcd.is_empty() && bcd.iter().all(|h| h["retryAfterSeconds"] == 0),
+        "{bcd:#?}"
+    );
+    // The missing Secret: Failure naming it, CAPI retried, Success once it existed.
+    let acpi = hooks("tenants/no-creds", "konnector-acpi");
+    assert_eq!(acpi[0]["status"], "Failure", "{acpi:#?}");
+    assert!(
+        acpi[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-creds-konnector"),
+        "{acpi:#?}"
+    );
+    assert_eq!(acpi.last().unwrap()["status"], "Success", "{acpi:#?}");
+    assert!(acpi.len() >= 2);
+}
+
+/// The stand-in is there only for the request shapes no served CAPI produces: it refuses the 1.14 shape, and
+/// real CAPI refuses a release hack/ensure-capi.sh does not build. Both before starting anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capi_flags_refuse_what_does_not_exist() {
+    for (args, says) in [
+        (
+            &["--capi", "stand-in", "--capi-version", "1.14"][..],
+            "CAPI 1.14 runs for real",
+        ),
+        (&["--capi-version", "v1.12.0"][..], "v1.14.2, v1.13.6"),
+        (&["--rotate-credentials"][..], "--capi stand-in only"),
+    ] {
+        let out = sandbox_command(args).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+/// `konnector-sandbox` with `args`, from the repository root as hack/sandbox.sh runs it, with none of the
+/// environment that would change what a person's run prints.
+fn sandbox_command(args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_konnector-sandbox"));
+    command
+        .args(args)
+        .current_dir(tools::repo_root())
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .kill_on_drop(true);
+    // Every sandbox flag reads a KONNECTOR_SANDBOX_* variable: none may change what a person's run prints.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("KONNECTOR_SANDBOX_") {
+            command.env_remove(name);
+        }
+    }
+    command
 }
 
 /// Runs a printed command with bash from the repository root, where a person runs hack/sandbox.sh (the sandbox
@@ -89,8 +203,8 @@ async fn run_printed(command: &str) -> String {
     stdout
 }
 
-/// `konnector-sandbox --keep`, the binary a person runs: one cluster stays installed while the other plays its
-/// whole life, and every command printed for the kept cluster works and shows it. kubectl, grpcurl and curl must
+/// `konnector-sandbox --keep`, the binary a person runs, on CAPI v1.14.2: one cluster stays installed while the
+/// others play their whole lives, and every command printed for the kept cluster works and shows it. kubectl, grpcurl and curl must
 /// be on PATH (hack/test.sh installs them; a missing one fails the test rather than skipping it). Ctrl-C then
 /// stops everything and the sandbox exits cleanly. What it printed is the README's transcript, once what varies
 /// between runs is normalised (`konnector_tests::transcript`).
@@ -105,12 +219,12 @@ async fn keep_leaves_one_cluster_installed_and_every_printed_command_works() {
     }
 }
 
-/// The same with `--capi-version 1.10`, whose management cluster serves the Cluster at v1beta1 only: the --keep
-/// phase reads the kept Cluster to build the hook body it prints, and must read it at the version served (it
-/// once asked for v1beta2 and exited 1 with a 404 after the scenario had passed).
+/// The same on the CAPI stand-in with `--capi-version 1.10`, whose management cluster serves the Cluster at
+/// v1beta1 only: the --keep phase reads the kept Cluster to build the hook body it prints, and must read it at the
+/// version served (it once asked for v1beta2 and exited 1 with a 404 after the scenario had passed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keep_with_capi_1_10_shape_prints_commands_that_work() {
-    keep_and_run_every_printed_command(&["--capi-version", "1.10"]).await;
+async fn keep_on_the_stand_in_with_capi_1_10_shape_prints_commands_that_work() {
+    keep_and_run_every_printed_command(&["--capi", "stand-in", "--capi-version", "1.10"]).await;
 }
 
 /// Runs `konnector-sandbox --keep` with `extra_args` as hack/sandbox.sh runs it (from the repository root, with
@@ -135,21 +249,8 @@ async fn keep_and_run_every_printed_command(extra_args: &[&str]) -> Vec<String> 
         "{} not built: `cargo build -p konnector-cli` builds it (hack/sandbox.sh --keep and cargo test --workspace do)",
         cli.display()
     );
-    let mut command = tokio::process::Command::new(sandbox_exe);
-    command
-        .arg("--keep")
-        .args(extra_args)
-        .current_dir(tools::repo_root())
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    // Every sandbox flag reads a KONNECTOR_SANDBOX_* variable: none may change what a person's run prints.
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("KONNECTOR_SANDBOX_") {
-            command.env_remove(name);
-        }
-    }
+    let mut command = sandbox_command(&["--keep"]);
+    command.args(extra_args).stdout(std::process::Stdio::piped());
     let mut sandbox = command.spawn().unwrap();
     let mut lines = tokio::io::BufReader::new(sandbox.stdout.take().unwrap()).lines();
     let mut printed = Vec::new();
@@ -198,6 +299,15 @@ async fn keep_and_run_every_printed_command(extra_args: &[&str]) -> Vec<String> 
             expect("konnector-agent-wl-1");
         } else if command.contains(" doctor tenants/wl-1 ") {
             expect("executor reachable");
+            if command.contains("--kubeconfig") {
+                // Its CAPI-side checks ran against what CAPI itself wrote into the ExtensionConfig.
+                expect("Discovered=True");
+                expect("caBundle holds the gateway's serving CA");
+            }
+        } else if command.contains("get extensionconfig") {
+            for handler in ["konnector-acpi", "konnector-bcu", "konnector-bcd"] {
+                expect(&format!("{handler}.konnector"));
+            }
         } else if command.contains("konnector_executor_rpc_requests_total") {
             expect("konnector_executor_rpc_requests_total{method=\"ApplyAgent\",code=\"OK\"}");
         } else if command.contains("konnector_gateway_hook_requests_total") {
@@ -241,6 +351,15 @@ async fn keep_and_run_every_printed_command(extra_args: &[&str]) -> Vec<String> 
             commands.iter().any(|c| c.contains(kind)),
             "no {kind} command printed:\n{output}"
         );
+    }
+    if !extra_args.contains(&"stand-in") {
+        // Real CAPI: what CAPI discovered, and doctor reading the CAPI side through the management kubeconfig.
+        for kind in ["get extensionconfig", "--kubeconfig="] {
+            assert!(
+                commands.iter().any(|c| c.contains(kind)),
+                "no {kind} command printed:\n{output}"
+            );
+        }
     }
 
     // Ctrl-C, as a person would: everything stops and the exit status says the lifecycle passed.
