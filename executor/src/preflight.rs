@@ -13,12 +13,11 @@ use tracing::Instrument;
 use crate::{
     domain::{AgentRequest, LiveCluster, Trigger, agent_request},
     error::{Error, KubeFailure},
-    executor::{Executor, on_workload},
+    events::PREFLIGHT_FAILED_REASON,
+    executor::Executor,
     prism::{self, Credentials, PreflightMode, PreflightRecord, PreflightVerdict, Registration},
+    remote::on_workload,
 };
-
-/// The reason of the Warning Event a failed, non-blocking preflight records on the Cluster.
-pub(crate) const PREFLIGHT_FAILED_REASON: &str = "PrismCentralPreflightFailed";
 
 impl Executor {
     /// Checks Prism Central for `live` with the credentials `secret` holds (already validated by `plan_for`).
@@ -109,7 +108,8 @@ impl Executor {
                 // above still say it every time.
                 if warnings.claim(&live.key, &live.uid, &endpoint, outcome) {
                     let written = self
-                        .create_event(
+                        .events()
+                        .create(
                             live,
                             EventType::Warning,
                             PREFLIGHT_FAILED_REASON,
@@ -195,7 +195,7 @@ impl Executor {
 
     /// The uid of the workload cluster's kube-system Namespace: the id Prism Central registers the cluster under.
     async fn kube_system_uid(&self, live: &LiveCluster) -> Result<String, Error> {
-        let remote = self.remote_client(&live.key).await?;
+        let remote = self.workloads().client(&live.key).await?;
         let namespaces: Api<Namespace> = Api::all(remote);
         let meta = on_workload(
             self.inner.config.remote_timeout,
