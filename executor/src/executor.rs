@@ -1,9 +1,9 @@
 //! The [`Executor`]: the management cluster client, the configuration, and the parts the workflows share. Each
 //! part owns its state and its methods: reading Clusters (`cluster`, with the hooks' copies of `hook_cache`),
-//! workload clients (`remote`), the defaults ConfigMaps (`defaults`), Events (`events`), the Prism Central checks
-//! (`prism_shared`, `prism_warnings`, and the preflight records of `prism`), and the per-Cluster memories
-//! (`memory`). The workflows live beside it: `apply` (ApplyAgent and PlanAgent), `uninstall` (RemoveAgent),
-//! `status` (GetAgentStatus), `preflight`, and `reconcile`.
+//! workload clients (`remote`), the defaults ConfigMaps (`defaults`), Events (`events`), the shared Prism Central
+//! checks (`prism_shared`), and the per-Cluster memories (`memory`: locks, what was applied, uninstalls seen, the
+//! reconciler's, the last preflight and Prism Central warning). The workflows live beside it: `apply` (ApplyAgent
+//! and PlanAgent), `uninstall` (RemoveAgent), `status` (GetAgentStatus), `preflight`, and `reconcile`.
 
 use std::sync::Arc;
 
@@ -19,9 +19,7 @@ use crate::{
     hook_cache::HookCache,
     memory::Memory,
     observe::{ExecutorMetrics, observed_client},
-    prism::PreflightMemory,
     prism_shared::SharedChecks,
-    prism_warnings::PrismWarnings,
     remote::Workloads,
 };
 
@@ -44,14 +42,10 @@ pub(crate) struct Inner {
     pub(crate) defaults: Defaults,
     /// Events on Clusters.
     pub(crate) events: Events,
-    /// Locks, apply and uninstall memory, and the reconciler's memory, per Cluster.
+    /// Everything remembered per Cluster (see `memory`).
     pub(crate) memory: Memory,
-    /// Each Cluster's last Prism Central preflight, for GetAgentStatus.
-    pub(crate) preflights: PreflightMemory,
     /// The Prism Central checks, shared per endpoint, trust settings and credentials (see `prism_shared`).
     pub(crate) prism_checks: SharedChecks,
-    /// Which Cluster was warned about which failed check, so the Warning Event is not repeated on every hook.
-    pub(crate) prism_warnings: PrismWarnings,
 }
 
 impl std::fmt::Debug for Executor {
@@ -85,20 +79,14 @@ impl Executor {
             crate::prism_shared::MAX_SHARED_CHECKS,
             metrics.prism_probes_in_flight_gauge(),
         );
-        let prism_warnings = PrismWarnings::new(
-            config.prism_central_warning_interval,
-            crate::prism_warnings::MAX_WARNED_CLUSTERS,
-        );
         Self {
             inner: Arc::new(Inner {
                 clusters: Clusters::new(mgmt.clone(), hooks, metrics.clone()),
                 workloads: Workloads::new(mgmt.clone(), &config, metrics.clone()),
                 defaults: Defaults::new(mgmt.clone(), &config),
                 events: Events::new(mgmt.clone()),
-                memory: Memory::default(),
-                preflights: PreflightMemory::default(),
+                memory: Memory::new(config.prism_central_warning_interval),
                 prism_checks,
-                prism_warnings,
                 mgmt,
                 config,
                 metrics,
@@ -155,9 +143,8 @@ impl Executor {
     /// live Clusters.
     pub(crate) fn forget_cluster(&self, key: &ClusterKey) {
         self.inner.memory.forget(key);
+        // The adapters' caches: the workload client, and the hooks' copy of the Cluster.
         self.inner.workloads.forget(key);
-        self.inner.preflights.forget(key);
-        self.inner.prism_warnings.forget(key);
         self.inner.clusters.hooks().forget(key);
     }
 }

@@ -1,5 +1,5 @@
 //! What this process remembers per Cluster between calls: the per-Cluster locks, what it last applied, which
-//! uninstalls it saw under way, and the reconciler's memories. All of it is lost on restart, by design: the live
+//! uninstalls it saw under way, the reconciler's memories, the last Prism Central preflight and warning. All of it is lost on restart, by design: the live
 //! management cluster is the truth, and each memory only saves work or words, never decides an outcome alone.
 //!
 //! The workflows (`apply`, `uninstall`, `reconcile`, `status`) read and write it; `Executor::forget_cluster` drops a
@@ -14,7 +14,12 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 use tokio::sync::OwnedMutexGuard;
 
-use crate::{domain::ClusterKey, drift::WorkloadExpect};
+use crate::{
+    domain::ClusterKey,
+    drift::WorkloadExpect,
+    prism::PreflightMemory,
+    prism_warnings::{MAX_WARNED_CLUSTERS, PrismWarnings},
+};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every critical section is a single insert, read or removal, so a poisoned lock holds consistent data.
@@ -22,7 +27,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The per-Cluster memories of this process.
-#[derive(Default)]
 pub(crate) struct Memory {
     /// One async lock per Cluster, held by every workflow that writes.
     pub(crate) locks: ClusterLocks,
@@ -33,14 +37,40 @@ pub(crate) struct Memory {
     uninstalls_seen: Mutex<HashSet<ClusterKey>>,
     /// The reconciler's state: last result per Cluster, last applied chart per Cluster (see `reconcile`).
     pub(crate) reconciler: ReconcilerState,
+    /// Each Cluster's last Prism Central preflight, for GetAgentStatus (bounded, see `prism`).
+    pub(crate) preflights: PreflightMemory,
+    /// Which Cluster was warned about which failed check, so the Warning Event is not repeated on every hook
+    /// (bounded, see `prism_warnings`).
+    pub(crate) prism_warnings: PrismWarnings,
 }
 
 impl Memory {
-    /// Drops what is remembered of a Cluster (the locks go by themselves once nobody holds them).
+    /// `warning_interval`: how often the same failed Prism Central check is written as a Warning Event per
+    /// Cluster (`--prism-central-warning-interval`).
+    pub(crate) fn new(warning_interval: std::time::Duration) -> Self {
+        Self {
+            locks: ClusterLocks::default(),
+            applied: Mutex::default(),
+            uninstalls_seen: Mutex::default(),
+            reconciler: ReconcilerState::default(),
+            preflights: PreflightMemory::default(),
+            prism_warnings: PrismWarnings::new(warning_interval, MAX_WARNED_CLUSTERS),
+        }
+    }
+
+    /// Drops everything remembered of a Cluster that no longer exists (the locks go by themselves once nobody
+    /// holds them).
     pub(crate) fn forget(&self, key: &ClusterKey) {
         lock(&self.uninstalls_seen).remove(key);
         self.forget_applied(key);
         self.reconciler.forget(key);
+        self.forget_prism(key);
+    }
+
+    /// Drops a Cluster's last preflight and Prism Central warning, once its uninstall is done.
+    pub(crate) fn forget_prism(&self, key: &ClusterKey) {
+        self.preflights.forget(key);
+        self.prism_warnings.forget(key);
     }
 
     /// What this process last applied for a Cluster, if anything.

@@ -77,7 +77,7 @@ impl Executor {
         self.metrics().preflight(outcome);
         self.metrics().prism_check(outcome, source);
         tracing::info!(endpoint = %endpoint, outcome, source, "Prism Central preflight");
-        self.inner.preflights.remember(
+        self.memory().preflights.remember(
             &live.key,
             PreflightRecord {
                 cluster_uid: live.uid.clone(),
@@ -88,7 +88,7 @@ impl Executor {
                 message: message.clone(),
             },
         );
-        let warnings = &self.inner.prism_warnings;
+        let warnings = &self.memory().prism_warnings;
         match verdict {
             PreflightVerdict::Passed => {
                 warnings.recovered(&live.key);
@@ -130,7 +130,7 @@ impl Executor {
 
     /// Whether Prism Central lists `live` as registered, and the last preflight this process ran for it.
     pub(crate) async fn prism_status(&self, live: &LiveCluster) -> (Registration, Option<PreflightRecord>) {
-        let last = self.inner.preflights.last(&live.key, &live.uid);
+        let last = self.memory().preflights.last(&live.key, &live.uid);
         (self.prism_registration(live).await, last)
     }
 

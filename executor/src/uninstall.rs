@@ -378,8 +378,7 @@ impl Executor {
         }
         if outcome.done {
             self.workloads().forget(key);
-            self.inner.preflights.forget(key);
-            self.inner.prism_warnings.forget(key);
+            self.memory().forget_prism(key);
         }
         Ok(outcome)
     }
