@@ -19,12 +19,15 @@ use crate::{
     domain::{AgentRequest, ClusterRef, LiveCluster, Trigger, agent_request},
     error::{Error, KubeFailure, Side, absent_ok},
     events::apply_failure_reason,
-    executor::{Applied, Executor, on_workload},
+    executor::Executor,
+    memory::Applied,
     names::{
         FIELD_MANAGER, HELM_ADDONS_KEY, RELEASE_NAMESPACE, REMOTE_SECRET_NAME, VALUES_TEMPLATE_KEY,
         hcp_resource,
     },
     objects::{self, ChartCoordinates, HelmChartProxyInput},
+    ownership,
+    remote::on_workload,
     values::{BUILTIN_VALUES_TEMPLATE, render_checked, template_values},
 };
 
@@ -123,14 +126,15 @@ impl Executor {
             });
         }
         // Apply and Remove for one Cluster never interleave in this process (see `ClusterLocks`).
-        let _guard = self.inner.locks.lock(&cluster.key).await;
+        let _guard = self.memory().locks.lock(&cluster.key).await;
         // The live Cluster, or this process's copy of it when the watch proves it current (`hook_cache`).
-        let live = self.hook_cluster(cluster).await?;
+        let live = self.clusters().for_hook(cluster).await?;
         let result = self.apply_live(&live, trigger).await;
         if let Err(error) = &result
             && let Some(reason) = apply_failure_reason(error)
         {
-            self.record_event(&live, EventType::Warning, reason, "ApplyAgent", error.to_string())
+            self.events()
+                .record(&live, EventType::Warning, reason, "ApplyAgent", error.to_string())
                 .await;
         }
         match result {
@@ -193,7 +197,7 @@ impl Executor {
         // What this process remembers counts only for the same Cluster object (uid: not one re-created under the
         // same name), the same source Secret (resourceVersion: not rotated, here or through another replica) and the
         // same HelmChartProxy name.
-        let last = self.last_applied(key).filter(|a| {
+        let last = self.memory().last_applied(key).filter(|a| {
             a.cluster_uid == live.uid
                 && a.source_resource_version == plan.source_resource_version
                 && a.hcp_name == plan.hcp_name
@@ -225,27 +229,28 @@ impl Executor {
             .is_some_and(|a| a.hcp_resource_version == hcp_resource_version);
         if !unchanged {
             if let Err(e) = self.take_back_if_deleted(live, &hcps, &plan.hcp_name).await {
-                self.forget_applied(key);
+                self.memory().forget_applied(key);
                 return Err(e);
             }
-            let siblings = self.report_siblings(live, &plan.hcp_name).await?;
+            let siblings = ownership::report_siblings(self.mgmt(), live, &plan.hcp_name).await?;
             if !siblings.is_empty() {
                 let note = format!(
                     "HelmChartProxy {} also drives this Cluster's release and was left in place: deleting it would make CAAPH uninstall the agent (see docs/operating.md, \"Beside CAREN\")",
                     siblings.join(", ")
                 );
-                self.record_event(
-                    live,
-                    EventType::Warning,
-                    "DuplicateHelmChartProxy",
-                    "ApplyAgent",
-                    note.clone(),
-                )
-                .await;
+                self.events()
+                    .record(
+                        live,
+                        EventType::Warning,
+                        "DuplicateHelmChartProxy",
+                        "ApplyAgent",
+                        note.clone(),
+                    )
+                    .await;
                 notes.push(note);
             }
         }
-        self.remember_applied(
+        self.memory().remember_applied(
             key,
             Applied {
                 cluster_uid: live.uid.clone(),
@@ -262,14 +267,15 @@ impl Executor {
             // Normal, not Warning: the defaults alone (kubeconfig upload on, chart 1.3.x) produce it. Only when the
             // HelmChartProxy changed: an unchanged re-apply repeats what the Event already says (the answer's notes
             // still do), and the Event write would be a fourth API call on every steady-state hook.
-            self.record_event(
-                live,
-                EventType::Normal,
-                "ChartVersionIgnoresSettings",
-                "ApplyAgent",
-                plan.ignored.join("; "),
-            )
-            .await;
+            self.events()
+                .record(
+                    live,
+                    EventType::Normal,
+                    "ChartVersionIgnoresSettings",
+                    "ApplyAgent",
+                    plan.ignored.join("; "),
+                )
+                .await;
         }
         // Only a write that happened is claimed: a skipped one says what it relied on.
         let credentials = if workload_written {
@@ -325,7 +331,7 @@ impl Executor {
                     if s.code == 409 && checked_version.is_some() && attempt < HCP_CONFLICT_ATTEMPTS =>
                 {
                     attempt += 1;
-                    let again = self.resolve_hcp_name(live).await?;
+                    let again = ownership::resolve_hcp_name(self.mgmt(), live).await?;
                     if again.name != plan.hcp_name || again.resource_version.is_none() {
                         return Err(Error::kube(
                             format!("apply HelmChartProxy {hcp_ref}"),
@@ -344,7 +350,7 @@ impl Executor {
         };
         if written.metadata.deletion_timestamp.is_some() {
             // An uninstall owns this object now; writing into it changes nothing that lasts.
-            self.forget_applied(key);
+            self.memory().forget_applied(key);
             return Err(Error::HelmChartProxyDeleting {
                 hcp: hcp_ref.to_owned(),
             });
@@ -354,7 +360,7 @@ impl Executor {
 
     /// Writes the Namespace (with its PSA label) and the credentials Secret on the workload cluster.
     async fn apply_workload(&self, key: &crate::domain::ClusterKey, plan: &Plan) -> Result<(), Error> {
-        let remote = self.remote_client(key).await?;
+        let remote = self.workloads().client(key).await?;
         let timeout = self.inner.config.remote_timeout;
         let namespaces: Api<Namespace> = Api::all(remote.clone());
         on_workload(timeout, format!("apply Namespace {RELEASE_NAMESPACE}"), async {
@@ -394,7 +400,7 @@ impl Executor {
         hcps: &Api<DynamicObject>,
         hcp_name: &str,
     ) -> Result<(), Error> {
-        let now = self.read_cluster(&live.key).await?;
+        let now = self.clusters().read(&live.key).await?;
         if now.as_ref().is_some_and(|c| !c.deleting() && c.uid == live.uid) {
             return Ok(());
         }
@@ -418,7 +424,7 @@ impl Executor {
     /// Renders what [`Executor::apply`] would write, and writes nothing.
     #[tracing::instrument(skip_all, fields(konnector.cluster.namespace = %cluster.key.namespace, konnector.cluster.name = %cluster.key.name))]
     pub async fn plan(&self, cluster: &ClusterRef) -> Result<PlanOutcome, Error> {
-        let live = self.existing_cluster(cluster).await?;
+        let live = self.clusters().existing(cluster).await?;
         let Some(req) = agent_request(&live)? else {
             return Ok(PlanOutcome {
                 namespace: None,
@@ -511,18 +517,20 @@ impl Executor {
         // write produced (the watch says so), and the same body again: its name and ownership were checked then,
         // nobody changed it since, and a write would change nothing.
         let skip = trust_watch
-            .then(|| self.last_applied(key))
+            .then(|| self.memory().last_applied(key))
             .flatten()
             .filter(|a| a.cluster_uid == live.uid && a.source_resource_version == source_resource_version)
             .filter(|a| {
-                self.watched_hcp_version(&key.namespace, &a.hcp_name)
+                self.clusters()
+                    .hooks()
+                    .hcp_version(&key.namespace, &a.hcp_name)
                     .is_some_and(|rv| !rv.is_empty() && rv == a.hcp_resource_version)
             })
             .map(|a| (build(&a.hcp_name), a))
             .filter(|(hcp, a)| value_digest(hcp) == a.hcp_digest);
         let (resolved, hcp, hcp_unchanged) = match skip {
             Some((hcp, a)) => (
-                crate::ownership::Resolved {
+                ownership::Resolved {
                     name: a.hcp_name,
                     resource_version: Some(a.hcp_resource_version),
                     notes: a.hcp_notes,
@@ -531,7 +539,7 @@ impl Executor {
                 true,
             ),
             None => {
-                let resolved = self.resolve_hcp_name(live).await?;
+                let resolved = ownership::resolve_hcp_name(self.mgmt(), live).await?;
                 let hcp = build(&resolved.name);
                 (resolved, hcp, false)
             }
@@ -556,7 +564,7 @@ impl Executor {
     async fn read_configmap(&self, name: &str) -> Result<Option<ConfigMap>, Error> {
         let c = &self.inner.config;
         let ns = &c.defaults_namespace;
-        let watched = self.watched_defaults().await;
+        let watched = self.defaults().watched().await;
         if let Some(known) = watched.get(name) {
             return Ok(known);
         }

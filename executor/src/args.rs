@@ -10,8 +10,13 @@ use anyhow::Context;
 use clap::Parser;
 use konnector_runtime::{telemetry::LogArgs, tls};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
 use crate::{
-    ExecutorConfig, ServerOptions, UninstallTimeoutPolicy, UpgradeConfigPolicy, names, prism::PreflightMode,
+    config::{ExecutorConfig, ReconcileConfig, ServerOptions, UninstallTimeoutPolicy, UpgradeConfigPolicy},
+    leader::LeaseConfig,
+    names,
+    prism::PreflightMode,
 };
 
 /// konnector executor: does the Konnector Agent addon's work for one cluster per gRPC call.
@@ -202,14 +207,14 @@ pub struct Args {
     /// Budget, in bytes of JSON, for the copies of Clusters a hook uses instead of reading the Cluster when a
     /// metadata-only watch proves them current (the hook body's resourceVersion is the watch's and the copy's).
     /// 0: no watch, no copies, every hook reads its Cluster.
-    #[arg(long, env = "KONNECTOR_HOOK_CLUSTER_CACHE_BYTES", default_value_t = crate::hook_cache::DEFAULT_HOOK_CLUSTER_CACHE_BYTES)]
+    #[arg(long, env = "KONNECTOR_HOOK_CLUSTER_CACHE_BYTES", default_value_t = crate::limits::DEFAULT_HOOK_CLUSTER_CACHE_BYTES)]
     pub hook_cluster_cache_bytes: u64,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub log: LogArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub reconcile: crate::reconcile::ReconcileArgs,
+    pub reconcile: ReconcileArgs,
 }
 
 impl Args {
@@ -368,6 +373,102 @@ impl Args {
     }
 }
 
+/// The reconciler's flags. The Lease lives in the executor's namespace (`--pod-namespace`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ReconcileArgs {
+    /// Do not run the reconciler in this replica (hooks only).
+    #[arg(long, env = "KONNECTOR_NO_RECONCILE")]
+    pub no_reconcile: bool,
+    /// The period of the workload-side drift check: each Cluster's workload Namespace and Secret are read once per
+    /// period, at a slot of its own spread evenly over the period, so this bounds how long a workload-side drift
+    /// lasts (e.g. 5m). Management-side changes (Clusters, HelmChartProxies, credentials Secrets) are seen by watches
+    /// and repaired at once, whatever this is.
+    #[arg(long, env = "KONNECTOR_RECONCILE_RESYNC", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub reconcile_resync: Duration,
+    /// Let the reconciler move chart version and values to what the ConfigMaps say now, not only at
+    /// BeforeClusterUpgrade.
+    #[arg(long, env = "KONNECTOR_RECONCILE_FOLLOW_DEFAULTS")]
+    pub reconcile_follow_defaults: bool,
+    /// Let the reconciler uninstall the agent when `konnectorAgent` is removed from a running Cluster. Off by
+    /// default: a bad ClusterClass patch must not wipe agents fleet-wide.
+    #[arg(long, env = "KONNECTOR_RECONCILE_UNINSTALL_REMOVED")]
+    pub reconcile_uninstall_removed: bool,
+    /// Clusters reconciled at once: bounds the connections and memory of a pass over many Clusters.
+    #[arg(long, env = "KONNECTOR_RECONCILE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub reconcile_concurrency: u16,
+    /// Watch Clusters and HelmChartProxies in these namespaces only (comma-separated), one watch each. Needed when
+    /// the executor may act only in some namespaces; empty: all namespaces.
+    #[arg(long, env = "KONNECTOR_RECONCILE_NAMESPACES", value_delimiter = ',')]
+    pub reconcile_namespaces: Vec<String>,
+    /// Objects per page when the reconciler lists Clusters and HelmChartProxies (metadata only).
+    #[arg(long, env = "KONNECTOR_RECONCILE_PAGE_SIZE", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub reconcile_page_size: u32,
+    /// The ExtensionConfig's namespaceSelector, as JSON (a LabelSelector; the chart renders it from the same value
+    /// as the ExtensionConfig): the reconciler acts only on Clusters in namespaces it selects. Empty or `{}`: all.
+    #[arg(long, env = "KONNECTOR_RECONCILE_NAMESPACE_SELECTOR", value_parser = parse_label_selector)]
+    pub reconcile_namespace_selector: Option<LabelSelector>,
+    /// This replica's identity in the reconciler Lease. Default: $HOSTNAME (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// How long the reconciler Lease outlives a leader that stopped renewing it (e.g. 15s).
+    #[arg(long, env = "KONNECTOR_LEADER_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub leader_lease_duration: Duration,
+    /// How often the leader renews the Lease and the others try to take it (e.g. 5s).
+    #[arg(long, env = "KONNECTOR_LEADER_RETRY_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub leader_retry_interval: Duration,
+}
+
+impl ReconcileArgs {
+    /// The reconciler configuration, or `None` when it is off. `namespace` is the executor's own.
+    pub fn config(&self, namespace: &str) -> Option<ReconcileConfig> {
+        if self.no_reconcile {
+            return None;
+        }
+        let identity = self
+            .pod_name
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| format!("konnector-executor-{}", std::process::id()));
+        Some(ReconcileConfig {
+            resync: self.reconcile_resync,
+            follow_defaults: self.reconcile_follow_defaults,
+            uninstall_removed: self.reconcile_uninstall_removed,
+            concurrency: self.reconcile_concurrency,
+            namespaces: self.reconcile_namespaces.clone(),
+            page_size: self.reconcile_page_size,
+            namespace_selector: self
+                .reconcile_namespace_selector
+                .clone()
+                .filter(|s| !selects_everything(s)),
+            lease: LeaseConfig {
+                namespace: namespace.to_owned(),
+                identity,
+                lease_duration: self.leader_lease_duration,
+                retry_interval: self.leader_retry_interval,
+                ..LeaseConfig::default()
+            },
+        })
+    }
+}
+
+/// A LabelSelector from its JSON (what `toJson` renders in the chart); an empty string is no selector.
+pub(crate) fn parse_label_selector(text: &str) -> Result<LabelSelector, String> {
+    if text.trim().is_empty() {
+        return Ok(LabelSelector::default());
+    }
+    let selector: LabelSelector =
+        serde_json::from_str(text).map_err(|e| format!("not a LabelSelector in JSON: {e}"))?;
+    // Refused at start, not at the first pass: an operator value that the API server would reject.
+    kube::core::Selector::try_from(selector.clone())
+        .map_err(|e| format!("not a valid LabelSelector: {e}"))?;
+    Ok(selector)
+}
+
+pub(crate) fn selects_everything(s: &LabelSelector) -> bool {
+    s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,5 +572,40 @@ mod tests {
         let both = parse(&["--client-read-only-names=konnector-gateway"]);
         let error = both.server_options().unwrap_err().to_string();
         assert!(error.contains("--client-read-only-names"), "{error}");
+    }
+
+    #[test]
+    fn flags_default_to_a_reconciler_within_the_issue_bounds() {
+        let args = Args::try_parse_from(["konnector-executor", "--pod-name", "p-1"]).unwrap();
+        let config = args.reconcile.config("konnector-system").unwrap();
+        // Workload drift repaired within 5 minutes (management changes at once, by watches); failover within 30 s.
+        assert_eq!(config.resync, Duration::from_secs(300));
+        assert!(config.lease.lease_duration + config.lease.retry_interval <= Duration::from_secs(30));
+        assert!(!config.follow_defaults && !config.uninstall_removed);
+        assert_eq!(config.lease.identity, "p-1");
+        assert_eq!(config.lease.namespace, "konnector-system");
+        let off = Args::try_parse_from(["konnector-executor", "--no-reconcile"]).unwrap();
+        assert!(off.reconcile.config("x").is_none());
+    }
+
+    #[test]
+    fn the_namespace_selector_flag_takes_the_charts_json() {
+        let parse = |json: &str| {
+            Args::try_parse_from([
+                "konnector-executor",
+                "--pod-name",
+                "p",
+                &format!("--reconcile-namespace-selector={json}"),
+            ])
+            .map(|a| a.reconcile.config("ns").unwrap().namespace_selector)
+        };
+        let selector = parse(r#"{"matchLabels":{"team":"a"}}"#).unwrap().unwrap();
+        assert_eq!(selector.match_labels.unwrap()["team"], "a");
+        // Empty selects every namespace, as in the ExtensionConfig.
+        assert!(parse("{}").unwrap().is_none());
+        assert!(parse("").unwrap().is_none());
+        // What the API server would refuse is refused at start.
+        assert!(parse(r#"{"matchExpressions":[{"key":"a","operator":"Near"}]}"#).is_err());
+        assert!(parse("team=a").is_err());
     }
 }

@@ -1,6 +1,12 @@
 //! The executor's configuration, independent of how it was given (flags, environment, tests).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use konnector_runtime::tls::TlsMetrics;
+use prometheus_client::metrics::counter::Counter;
+
+use crate::leader::LeaseConfig;
 
 /// What RemoveAgent answers once the uninstall has run past its timeout.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -129,7 +135,103 @@ impl Default for ExecutorConfig {
             management_response_limit_bytes: crate::limits::DEFAULT_MANAGEMENT_RESPONSE_LIMIT_BYTES,
             cluster_namespaces: Vec::new(),
             prism_central_allowed_hosts: crate::prism::AllowedHosts::default(),
-            hook_cluster_cache_bytes: crate::hook_cache::DEFAULT_HOOK_CLUSTER_CACHE_BYTES,
+            hook_cluster_cache_bytes: crate::limits::DEFAULT_HOOK_CLUSTER_CACHE_BYTES,
+        }
+    }
+}
+
+/// How the gRPC server runs.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// TLS (mTLS when the configuration verifies clients); `None` is plaintext.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Time allowed for a TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Open connections at most; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Requests served at once on one connection (the gateway multiplexes all its calls over one).
+    pub max_concurrent_requests: usize,
+    /// Bound on each request, whatever deadline the caller sent.
+    pub request_timeout: Duration,
+    /// HTTP/2 ping interval: a connection whose peer stops answering pings is closed.
+    pub keepalive_interval: Duration,
+    /// Connections are closed gracefully after this age, so every client re-handshakes, and so meets rotated
+    /// certificates and CAs, at least this often.
+    pub max_connection_age: Duration,
+    /// Counts connections handed to gRPC (after the TLS handshake, with TLS): each is a client that connected, and
+    /// so presented the certificates it had at that moment.
+    pub connections_accepted: Counter,
+    /// Failed handshakes, and the expiry of the certificates `tls` was built with (see `Args::server_options`).
+    pub tls_metrics: TlsMetrics,
+    /// With mTLS, the DNS names a client certificate must carry (one of them, as a subjectAltName): the client CA
+    /// may sign other identities than the gateway's, and none of them may call the executor. Empty: any
+    /// certificate the client CA verifies.
+    pub allowed_client_names: Vec<String>,
+    /// With mTLS, the DNS names of read-only clients (the `konnector` CLI's certificate): a certificate that carries
+    /// one of them, and none of `allowed_client_names`, is served the read RPCs only (`access::READ_ONLY_METHODS`)
+    /// and answered `PERMISSION_DENIED` for everything else.
+    pub read_only_client_names: Vec<String>,
+    /// Serve gRPC server reflection (v1 and v1alpha), so grpcurl can list and call the services without the
+    /// proto files.
+    pub reflection: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            tls: None,
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 64,
+            max_concurrent_requests: 64,
+            request_timeout: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(30),
+            max_connection_age: Duration::from_secs(30 * 60),
+            connections_accepted: Counter::default(),
+            tls_metrics: TlsMetrics::default(),
+            allowed_client_names: Vec::new(),
+            read_only_client_names: Vec::new(),
+            reflection: true,
+        }
+    }
+}
+
+/// How the reconciler behaves.
+#[derive(Clone, Debug)]
+pub struct ReconcileConfig {
+    /// The period of the workload-side drift check, spread evenly over the Clusters (see `Schedule`).
+    pub resync: Duration,
+    /// Let chart version and values follow the ConfigMaps, instead of changing at BeforeClusterUpgrade only.
+    pub follow_defaults: bool,
+    /// Uninstall the agent when `konnectorAgent` is removed from a running Cluster.
+    pub uninstall_removed: bool,
+    /// The Lease that chooses the replica that reconciles.
+    pub lease: LeaseConfig,
+    /// Clusters reconciled at once (per watched namespace). Bounds the connections and memory a pass over every
+    /// Cluster takes: unbounded, the first pass over 1000 Clusters opened 1000 workload connections at once.
+    pub concurrency: u16,
+    /// Namespaces whose Clusters are watched, one watch each; empty: all namespaces, one cluster-wide watch.
+    /// Set it when the executor's rights are confined to some namespaces (the chart's
+    /// `executor.clusterNamespaces`), where a cluster-wide list is forbidden.
+    pub namespaces: Vec<String>,
+    /// Objects per page when the watches list Clusters and HelmChartProxies (metadata only): bounds what one
+    /// list response may cost.
+    pub page_size: u32,
+    /// The ExtensionConfig's `namespaceSelector`: Clusters in namespaces it does not select get no hooks from
+    /// CAPI, so the reconciler leaves them alone too. `None` (or an empty selector): every namespace.
+    pub namespace_selector: Option<LabelSelector>,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            resync: Duration::from_secs(300),
+            follow_defaults: false,
+            uninstall_removed: false,
+            lease: LeaseConfig::default(),
+            concurrency: 8,
+            namespaces: Vec::new(),
+            page_size: 50,
+            namespace_selector: None,
         }
     }
 }

@@ -18,17 +18,37 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 
-impl crate::executor::Executor {
+use crate::config::ExecutorConfig;
+
+/// The two defaults ConfigMaps (chart coordinates and values template), watched from first use.
+pub(crate) struct Defaults {
+    mgmt: Client,
+    namespace: String,
+    names: [String; 2],
+    watches: tokio::sync::OnceCell<WatchedConfigMaps>,
+}
+
+impl Defaults {
+    pub(crate) fn new(mgmt: Client, config: &ExecutorConfig) -> Self {
+        Self {
+            mgmt,
+            namespace: config.defaults_namespace.clone(),
+            names: [
+                config.helm_addons_configmap.clone(),
+                config.values_template_configmap.clone(),
+            ],
+            watches: tokio::sync::OnceCell::new(),
+        }
+    }
+
     /// The watches on the defaults ConfigMaps, started on first use.
-    pub(crate) async fn watched_defaults(&self) -> &WatchedConfigMaps {
-        let c = &self.inner.config;
-        self.inner
-            .defaults
+    pub(crate) async fn watched(&self) -> &WatchedConfigMaps {
+        self.watches
             .get_or_init(|| async {
                 WatchedConfigMaps::start(
-                    self.mgmt(),
-                    &c.defaults_namespace,
-                    &[&c.helm_addons_configmap, &c.values_template_configmap],
+                    self.mgmt.clone(),
+                    &self.namespace,
+                    &[&self.names[0], &self.names[1]],
                 )
             })
             .await

@@ -17,22 +17,15 @@ use kube::{
 use crate::{
     domain::LiveCluster,
     error::{Error, KubeFailure},
-    executor::Executor,
     names::{CLUSTER_KIND, EVENT_REPORTER},
 };
 
 /// Bound on recording one Event; recording never holds up an answer for longer.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub(crate) fn recorder(mgmt: &Client) -> Recorder {
-    Recorder::new(
-        mgmt.clone(),
-        Reporter {
-            controller: EVENT_REPORTER.to_owned(),
-            instance: None,
-        },
-    )
-}
+/// The reason of the Warning Event a failed preflight records on the Cluster (a refusal in blocking mode, once per
+/// failure in warning mode).
+pub(crate) const PREFLIGHT_FAILED_REASON: &str = "PrismCentralPreflightFailed";
 
 /// The Event reason for an ApplyAgent failure a person has to fix, if it is one.
 pub(crate) fn apply_failure_reason(error: &Error) -> Option<&'static str> {
@@ -47,15 +40,32 @@ pub(crate) fn apply_failure_reason(error: &Error) -> Option<&'static str> {
         Error::ParseKubeconfig { .. } => "KubeconfigRefused",
         Error::RenderValues { .. } => "ValuesRefused",
         Error::HelmChartProxyNameTaken { .. } => "HelmChartProxyNameTaken",
-        Error::PrismCentralPreflight { .. } => crate::preflight::PREFLIGHT_FAILED_REASON,
+        Error::PrismCentralPreflight { .. } => PREFLIGHT_FAILED_REASON,
         _ => return None,
     })
 }
 
-impl Executor {
+/// Writes Events on Clusters, as [`EVENT_REPORTER`].
+pub(crate) struct Events {
+    mgmt: Client,
+    recorder: Recorder,
+}
+
+impl Events {
+    pub(crate) fn new(mgmt: Client) -> Self {
+        let recorder = Recorder::new(
+            mgmt.clone(),
+            Reporter {
+                controller: EVENT_REPORTER.to_owned(),
+                instance: None,
+            },
+        );
+        Self { mgmt, recorder }
+    }
+
     /// Records an Event on the live Cluster, naming it in the API version it was read in. A failure to record is
     /// logged, never returned.
-    pub(crate) async fn record_event(
+    pub(crate) async fn record(
         &self,
         cluster: &LiveCluster,
         type_: EventType,
@@ -72,13 +82,13 @@ impl Executor {
             action: action.to_owned(),
             secondary: None,
         };
-        bounded_write(reason, self.inner.recorder.publish(&event, &reference)).await;
+        bounded_write(reason, self.recorder.publish(&event, &reference)).await;
     }
 
     /// Creates a new Event on the live Cluster, without the Recorder's folding of repeats (which PATCHes on every
     /// repeat, and keeps the first note for a reason): for a caller that decides itself when an Event is due (see
     /// `prism_warnings`). Returns whether it was written; a failure is logged, never returned.
-    pub(crate) async fn create_event(
+    pub(crate) async fn create(
         &self,
         cluster: &LiveCluster,
         type_: EventType,
@@ -113,7 +123,7 @@ impl Executor {
             ),
             ..Default::default()
         };
-        let events: Api<KubeEvent> = Api::namespaced(self.mgmt(), &cluster.key.namespace);
+        let events: Api<KubeEvent> = Api::namespaced(self.mgmt.clone(), &cluster.key.namespace);
         bounded_write(reason, events.create(&PostParams::default(), &event)).await
     }
 }

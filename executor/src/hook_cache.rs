@@ -40,15 +40,11 @@ use kube::{
 };
 
 use crate::{
-    domain::{ClusterKey, ClusterRef, LiveCluster},
-    error::Error,
-    executor::Executor,
+    domain::{ClusterKey, LiveCluster},
     names::{ClusterVersion, hcp_resource},
     observe::ExecutorMetrics,
 };
 
-/// The copies' budget when not configured: about 2000 Clusters of 8 KiB of JSON each.
-pub(crate) const DEFAULT_HOOK_CLUSTER_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// A Cluster whose JSON is larger than this share of the budget is never copied, so one tenant's large Clusters
 /// cannot push everyone else's out.
 const LARGEST_SHARE: u64 = 64;
@@ -376,62 +372,80 @@ impl HookClusters {
     }
 }
 
-impl Executor {
-    /// The Cluster a hook names, checked as [`Executor::existing_cluster`] checks it: this process's copy when the
-    /// request's resourceVersion is the one the watch holds and the copy's, else the live Cluster.
-    pub(crate) async fn hook_cluster(&self, cluster: &ClusterRef) -> Result<LiveCluster, Error> {
-        if let Some(rv) = &cluster.resource_version
-            && let Some(clusters) = self.hook_clusters().await
-            && let Some(copy) = clusters.current(&cluster.key, rv)
-        {
-            self.metrics().hook_cluster_read("cache");
-            return crate::cluster::same_uid(cluster, copy);
+/// The hooks' watch and Cluster copies, started by the first hook that carries a resourceVersion; off when its
+/// budget is 0.
+pub(crate) struct HookCache {
+    client: Client,
+    /// The namespaces the watches cover; empty: all.
+    namespaces: Vec<String>,
+    budget: u64,
+    metrics: ExecutorMetrics,
+    started: tokio::sync::OnceCell<HookClusters>,
+}
+
+impl HookCache {
+    pub(crate) fn new(
+        client: Client,
+        namespaces: Vec<String>,
+        budget: u64,
+        metrics: ExecutorMetrics,
+    ) -> Self {
+        Self {
+            client,
+            namespaces,
+            budget,
+            metrics,
+            started: tokio::sync::OnceCell::new(),
         }
-        self.metrics().hook_cluster_read("live");
-        self.existing_cluster(cluster).await
     }
 
-    /// The hooks' Cluster watch, started on first use; `None` when the cache is off, or the Cluster API version is
-    /// not known yet (the live read that follows says why).
-    async fn hook_clusters(&self) -> Option<&HookClusters> {
-        let config = &self.inner.config;
-        if config.hook_cluster_cache_bytes == 0 {
+    /// Whether hooks may use copies at all (a budget of 0 turns the watch and the copies off).
+    pub(crate) fn enabled(&self) -> bool {
+        self.budget != 0
+    }
+
+    /// The copy of `key` when the watch and the copy both hold `resource_version`. Starts the watches, in the
+    /// Cluster API `version` the management cluster serves, on first use.
+    pub(crate) async fn current(
+        &self,
+        version: ClusterVersion,
+        key: &ClusterKey,
+        resource_version: &str,
+    ) -> Option<LiveCluster> {
+        if !self.enabled() {
             return None;
         }
-        let version = self.cluster_version().await.ok()?;
-        Some(
-            self.inner
-                .hook_clusters
-                .get_or_init(|| async {
-                    HookClusters::start(
-                        self.mgmt(),
-                        version,
-                        &config.cluster_namespaces,
-                        config.hook_cluster_cache_bytes,
-                        self.metrics(),
-                    )
-                })
-                .await,
-        )
+        self.started
+            .get_or_init(|| async {
+                HookClusters::start(
+                    self.client.clone(),
+                    version,
+                    &self.namespaces,
+                    self.budget,
+                    &self.metrics,
+                )
+            })
+            .await
+            .current(key, resource_version)
     }
 
     /// Keeps a copy of a Cluster just read live, once hooks have started the watch.
-    pub(crate) fn remember_cluster(&self, live: &LiveCluster, bytes: usize) {
-        if let Some(clusters) = self.inner.hook_clusters.get() {
+    pub(crate) fn remember(&self, live: &LiveCluster, bytes: usize) {
+        if let Some(clusters) = self.started.get() {
             clusters.remember(live, u64::try_from(bytes).unwrap_or(u64::MAX));
         }
     }
 
     /// The resourceVersion of HelmChartProxy `namespace/name` as the hooks' watch holds it now, when that watch runs
     /// and is synced.
-    pub(crate) fn watched_hcp_version(&self, namespace: &str, name: &str) -> Option<String> {
+    pub(crate) fn hcp_version(&self, namespace: &str, name: &str) -> Option<String> {
         let key = ClusterKey::new(namespace, name).ok()?;
-        self.inner.hook_clusters.get()?.hcp_version(&key)
+        self.started.get()?.hcp_version(&key)
     }
 
     /// Drops the copy of a Cluster that no longer exists.
-    pub(crate) fn forget_cluster_copy(&self, key: &ClusterKey) {
-        if let Some(clusters) = self.inner.hook_clusters.get() {
+    pub(crate) fn forget(&self, key: &ClusterKey) {
+        if let Some(clusters) = self.started.get() {
             clusters.forget(key);
         }
     }

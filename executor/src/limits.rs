@@ -29,6 +29,8 @@ pub const DEFAULT_WORKLOAD_RESPONSE_LIMIT_BYTES: u64 = 4 * 1024 * 1024;
 /// HelmReleaseProxies and ConfigMaps. Kubernetes itself refuses objects over about 1.5 MiB, so tens of MiB leaves
 /// room for any page the executor asks for.
 pub const DEFAULT_MANAGEMENT_RESPONSE_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+/// Default budget of the hooks' Cluster copies (`hook_cache`): about 2000 Clusters of 8 KiB of JSON each.
+pub(crate) const DEFAULT_HOOK_CLUSTER_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Longest Kubernetes `reason` kept from an answer. Real reasons are short CamelCase words (`Conflict`,
 /// `Invalid`, `AlreadyExists`).
@@ -94,6 +96,18 @@ pub fn size(bytes: u64) -> String {
         format!("{} KiB", bytes / KIB)
     } else {
         format!("{bytes} bytes")
+    }
+}
+
+/// `5m`, `90s`, `1h30m`: a fixed rendering of a configured duration, for messages.
+pub(crate) fn humanize(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
     }
 }
 
@@ -250,6 +264,15 @@ pub fn log_filter(filter: &str) -> String {
 mod tests {
     use super::*;
     use http_body_util::{BodyExt, StreamBody};
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(humanize(Duration::from_secs(300)), "5m");
+        assert_eq!(humanize(Duration::from_secs(2)), "2s");
+        assert_eq!(humanize(Duration::from_secs(90)), "1m30s");
+        assert_eq!(humanize(Duration::from_secs(3600)), "1h");
+    }
 
     #[test]
     fn make_room_drops_expired_entries_then_the_oldest_and_never_for_a_known_key() {

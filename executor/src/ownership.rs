@@ -15,13 +15,15 @@
 //! name, which is what decides where CAAPH installs. A write to an existing proxy carries the resourceVersion that
 //! was checked, so the check and the forced write are one atomic step (a concurrent change fails it with 409).
 
-use kube::api::{Api, DynamicObject};
+use kube::{
+    Client,
+    api::{Api, DynamicObject},
+};
 use tracing::Instrument;
 
 use crate::{
     domain::LiveCluster,
     error::{Error, Side},
-    executor::Executor,
     names::{
         CLUSTER_KIND, CLUSTER_NAME_LABEL, candidate_helm_chart_proxy_names, hcp_resource,
         helm_chart_proxy_name_for, name_based_hcp_name,
@@ -73,116 +75,110 @@ enum Holding {
     },
 }
 
-impl Executor {
-    async fn holding(
-        &self,
-        api: &Api<DynamicObject>,
-        live: &LiveCluster,
-        name: &str,
-    ) -> Result<Holding, Error> {
-        let found = api
-            .get_opt(name)
-            .instrument(tracing::debug_span!("read_helm_chart_proxy", hcp.name = name))
-            .await
-            .map_err(|e| {
-                Error::kube(
-                    format!("read HelmChartProxy {}/{name}", live.key.namespace),
-                    Side::Management,
-                    &e,
-                )
-            })?;
-        Ok(match found {
-            None => Holding::Absent,
-            Some(h) if owned_by_cluster(&h, &live.uid, &live.key.name) => Holding::Ours {
-                resource_version: h.metadata.resource_version.clone().unwrap_or_default(),
-                deleting: h.metadata.deletion_timestamp.is_some(),
-            },
-            Some(h) => Holding::Foreign {
-                selects: selected_cluster(&h),
-            },
-        })
-    }
+/// What HelmChartProxy `name`, in the Cluster's namespace (`api`), holds for `live`.
+async fn holding(api: &Api<DynamicObject>, live: &LiveCluster, name: &str) -> Result<Holding, Error> {
+    let found = api
+        .get_opt(name)
+        .instrument(tracing::debug_span!("read_helm_chart_proxy", hcp.name = name))
+        .await
+        .map_err(|e| {
+            Error::kube(
+                format!("read HelmChartProxy {}/{name}", live.key.namespace),
+                Side::Management,
+                &e,
+            )
+        })?;
+    Ok(match found {
+        None => Holding::Absent,
+        Some(h) if owned_by_cluster(&h, &live.uid, &live.key.name) => Holding::Ours {
+            resource_version: h.metadata.resource_version.clone().unwrap_or_default(),
+            deleting: h.metadata.deletion_timestamp.is_some(),
+        },
+        Some(h) => Holding::Foreign {
+            selects: selected_cluster(&h),
+        },
+    })
+}
 
-    /// Resolves the HelmChartProxy name for `live` (see the module documentation). One read in the steady state:
-    /// the current rule's name, found owned.
-    pub(crate) async fn resolve_hcp_name(&self, live: &LiveCluster) -> Result<Resolved, Error> {
-        let key = &live.key;
-        let api: Api<DynamicObject> = Api::namespaced_with(self.mgmt(), &key.namespace, &hcp_resource());
-        let rule = helm_chart_proxy_name_for(&key.name, &live.annotations());
-        let fallback = name_based_hcp_name(&key.name);
-        let mut notes = Vec::new();
-        let mut free = Vec::new();
-        let mut deleting = None;
-        for name in candidate_helm_chart_proxy_names(&key.name, &live.annotations()) {
-            match self.holding(&api, live, &name).await? {
-                Holding::Ours {
-                    resource_version,
-                    deleting: false,
-                } => {
-                    if name != rule {
-                        notes.push(format!(
-                            "HelmChartProxy {}/{name} already drives this Cluster's release, so it is kept under that name (the current naming rule would say {rule}); renaming it would make CAAPH uninstall the agent",
-                            key.namespace
-                        ));
-                    }
-                    return Ok(Resolved {
-                        name,
-                        resource_version: Some(resource_version),
-                        notes,
-                    });
+/// Resolves the HelmChartProxy name for `live` (see the module documentation), reading with `mgmt`. One read in
+/// the steady state: the current rule's name, found owned.
+pub(crate) async fn resolve_hcp_name(mgmt: Client, live: &LiveCluster) -> Result<Resolved, Error> {
+    let key = &live.key;
+    let api: Api<DynamicObject> = Api::namespaced_with(mgmt, &key.namespace, &hcp_resource());
+    let rule = helm_chart_proxy_name_for(&key.name, &live.annotations());
+    let fallback = name_based_hcp_name(&key.name);
+    let mut notes = Vec::new();
+    let mut free = Vec::new();
+    let mut deleting = None;
+    for name in candidate_helm_chart_proxy_names(&key.name, &live.annotations()) {
+        match holding(&api, live, &name).await? {
+            Holding::Ours {
+                resource_version,
+                deleting: false,
+            } => {
+                if name != rule {
+                    notes.push(format!(
+                        "HelmChartProxy {}/{name} already drives this Cluster's release, so it is kept under that name (the current naming rule would say {rule}); renaming it would make CAAPH uninstall the agent",
+                        key.namespace
+                    ));
                 }
-                Holding::Ours { deleting: true, .. } => {
-                    deleting.get_or_insert(name);
-                }
-                Holding::Absent => free.push(name),
-                Holding::Foreign { selects } => notes.push(format!(
-                    "HelmChartProxy {}/{name} belongs to another Cluster (it selects {selects:?}), so it is neither written nor deleted for this one",
-                    key.namespace
-                )),
+                return Ok(Resolved {
+                    name,
+                    resource_version: Some(resource_version),
+                    notes,
+                });
             }
-        }
-        if let Some(name) = deleting {
-            // An uninstall owns it; a second proxy beside it would install while it uninstalls.
-            return Err(Error::HelmChartProxyDeleting {
-                hcp: format!("{}/{name}", key.namespace),
-            });
-        }
-        // Created only under the current rule's name or the name-based fallback: the legacy name is for finding.
-        match free.into_iter().find(|n| *n == rule || *n == fallback) {
-            Some(name) => Ok(Resolved {
-                name,
-                resource_version: None,
-                notes,
-            }),
-            None => Err(Error::HelmChartProxyNameTaken {
-                cluster: key.to_string(),
-                hcp: format!("{}/{rule}", key.namespace),
-            }),
+            Holding::Ours { deleting: true, .. } => {
+                deleting.get_or_insert(name);
+            }
+            Holding::Absent => free.push(name),
+            Holding::Foreign { selects } => notes.push(format!(
+                "HelmChartProxy {}/{name} belongs to another Cluster (it selects {selects:?}), so it is neither written nor deleted for this one",
+                key.namespace
+            )),
         }
     }
+    if let Some(name) = deleting {
+        // An uninstall owns it; a second proxy beside it would install while it uninstalls.
+        return Err(Error::HelmChartProxyDeleting {
+            hcp: format!("{}/{name}", key.namespace),
+        });
+    }
+    // Created only under the current rule's name or the name-based fallback: the legacy name is for finding.
+    match free.into_iter().find(|n| *n == rule || *n == fallback) {
+        Some(name) => Ok(Resolved {
+            name,
+            resource_version: None,
+            notes,
+        }),
+        None => Err(Error::HelmChartProxyNameTaken {
+            cluster: key.to_string(),
+            hcp: format!("{}/{rule}", key.namespace),
+        }),
+    }
+}
 
-    /// After a write under `current`: this Cluster's other live HelmChartProxies (CAREN created one beside
-    /// konnector's, or the other way round). They are reported, not deleted: each drives the same release, and
-    /// deleting one makes CAAPH uninstall the agent. docs/operating.md ("Beside CAREN") says how one is retired.
-    pub(crate) async fn report_siblings(
-        &self,
-        live: &LiveCluster,
-        current: &str,
-    ) -> Result<Vec<String>, Error> {
-        let key = &live.key;
-        let api: Api<DynamicObject> = Api::namespaced_with(self.mgmt(), &key.namespace, &hcp_resource());
-        let mut siblings = Vec::new();
-        for name in candidate_helm_chart_proxy_names(&key.name, &live.annotations()) {
-            if name == current {
-                continue;
-            }
-            if let Holding::Ours { deleting: false, .. } = self.holding(&api, live, &name).await? {
-                tracing::warn!(hcp.name = %name, "another HelmChartProxy drives this Cluster's release; left in place");
-                siblings.push(format!("{}/{name}", key.namespace));
-            }
+/// After a write under `current`: this Cluster's other live HelmChartProxies (CAREN created one beside
+/// konnector's, or the other way round). They are reported, not deleted: each drives the same release, and
+/// deleting one makes CAAPH uninstall the agent. docs/operating.md ("Beside CAREN") says how one is retired.
+pub(crate) async fn report_siblings(
+    mgmt: Client,
+    live: &LiveCluster,
+    current: &str,
+) -> Result<Vec<String>, Error> {
+    let key = &live.key;
+    let api: Api<DynamicObject> = Api::namespaced_with(mgmt, &key.namespace, &hcp_resource());
+    let mut siblings = Vec::new();
+    for name in candidate_helm_chart_proxy_names(&key.name, &live.annotations()) {
+        if name == current {
+            continue;
         }
-        Ok(siblings)
+        if let Holding::Ours { deleting: false, .. } = holding(&api, live, &name).await? {
+            tracing::warn!(hcp.name = %name, "another HelmChartProxy drives this Cluster's release; left in place");
+            siblings.push(format!("{}/{name}", key.namespace));
+        }
     }
+    Ok(siblings)
 }
 
 #[cfg(test)]

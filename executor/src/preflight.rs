@@ -13,12 +13,11 @@ use tracing::Instrument;
 use crate::{
     domain::{AgentRequest, LiveCluster, Trigger, agent_request},
     error::{Error, KubeFailure},
-    executor::{Executor, on_workload},
+    events::PREFLIGHT_FAILED_REASON,
+    executor::Executor,
     prism::{self, Credentials, PreflightMode, PreflightRecord, PreflightVerdict, Registration},
+    remote::on_workload,
 };
-
-/// The reason of the Warning Event a failed, non-blocking preflight records on the Cluster.
-pub(crate) const PREFLIGHT_FAILED_REASON: &str = "PrismCentralPreflightFailed";
 
 impl Executor {
     /// Checks Prism Central for `live` with the credentials `secret` holds (already validated by `plan_for`).
@@ -78,7 +77,7 @@ impl Executor {
         self.metrics().preflight(outcome);
         self.metrics().prism_check(outcome, source);
         tracing::info!(endpoint = %endpoint, outcome, source, "Prism Central preflight");
-        self.inner.preflights.remember(
+        self.memory().preflights.remember(
             &live.key,
             PreflightRecord {
                 cluster_uid: live.uid.clone(),
@@ -89,7 +88,7 @@ impl Executor {
                 message: message.clone(),
             },
         );
-        let warnings = &self.inner.prism_warnings;
+        let warnings = &self.memory().prism_warnings;
         match verdict {
             PreflightVerdict::Passed => {
                 warnings.recovered(&live.key);
@@ -109,7 +108,8 @@ impl Executor {
                 // above still say it every time.
                 if warnings.claim(&live.key, &live.uid, &endpoint, outcome) {
                     let written = self
-                        .create_event(
+                        .events()
+                        .create(
                             live,
                             EventType::Warning,
                             PREFLIGHT_FAILED_REASON,
@@ -130,7 +130,7 @@ impl Executor {
 
     /// Whether Prism Central lists `live` as registered, and the last preflight this process ran for it.
     pub(crate) async fn prism_status(&self, live: &LiveCluster) -> (Registration, Option<PreflightRecord>) {
-        let last = self.inner.preflights.last(&live.key, &live.uid);
+        let last = self.memory().preflights.last(&live.key, &live.uid);
         (self.prism_registration(live).await, last)
     }
 
@@ -195,7 +195,7 @@ impl Executor {
 
     /// The uid of the workload cluster's kube-system Namespace: the id Prism Central registers the cluster under.
     async fn kube_system_uid(&self, live: &LiveCluster) -> Result<String, Error> {
-        let remote = self.remote_client(&live.key).await?;
+        let remote = self.workloads().client(&live.key).await?;
         let namespaces: Api<Namespace> = Api::all(remote);
         let meta = on_workload(
             self.inner.config.remote_timeout,

@@ -24,11 +24,11 @@ use kube::{
 use tracing::Instrument;
 
 use crate::{
+    config::ExecutorConfig,
     domain::ClusterKey,
     error::{Error, KubeFailure, Side},
-    executor::Executor,
     names::{KUBECONFIG_KEY, kubeconfig_secret_name},
-    observe::observed_client,
+    observe::{ExecutorMetrics, observed_client},
 };
 
 /// Workload clients by Cluster, with the resourceVersion of the kubeconfig Secret each was built from. Bounded:
@@ -236,12 +236,35 @@ pub fn confined_kubeconfig(kubeconfig: &Kubeconfig) -> Result<Kubeconfig, String
     })
 }
 
-impl Executor {
+/// Workload cluster clients: built from each Cluster's kubeconfig Secret (read on the management cluster), bounded
+/// by `timeout` per call and by the response limit, observed, and cached in [`RemoteClients`].
+pub(crate) struct Workloads {
+    mgmt: Client,
+    clients: RemoteClients,
+    timeout: Duration,
+    response_limit: u64,
+    metrics: ExecutorMetrics,
+}
+
+impl Workloads {
+    pub(crate) fn new(mgmt: Client, config: &ExecutorConfig, metrics: ExecutorMetrics) -> Self {
+        Self {
+            mgmt,
+            clients: RemoteClients::new(
+                config.workload_client_cache_size,
+                config.workload_client_idle_timeout,
+            ),
+            timeout: config.remote_timeout,
+            response_limit: config.workload_response_limit_bytes,
+            metrics,
+        }
+    }
+
     /// A client for the workload cluster, from its CAPI kubeconfig Secret; cached until the Secret changes.
-    pub(crate) async fn remote_client(&self, key: &ClusterKey) -> Result<Client, Error> {
+    pub(crate) async fn client(&self, key: &ClusterKey) -> Result<Client, Error> {
         let secret_name = kubeconfig_secret_name(&key.name);
         let secret_ref = format!("{}/{secret_name}", key.namespace);
-        let secret = Api::<Secret>::namespaced(self.mgmt(), &key.namespace)
+        let secret = Api::<Secret>::namespaced(self.mgmt.clone(), &key.namespace)
             .get(&secret_name)
             .instrument(tracing::debug_span!("read_kubeconfig_secret"))
             .await
@@ -250,7 +273,7 @@ impl Executor {
                 failure: KubeFailure::from_kube(&e),
             })?;
         let version = secret.metadata.resource_version.clone().unwrap_or_default();
-        if let Some(client) = self.inner.remotes.get(key, &version) {
+        if let Some(client) = self.clients.get(key, &version) {
             return Ok(client);
         }
         let unusable = |problem: &str| Error::ParseKubeconfig {
@@ -269,37 +292,50 @@ impl Executor {
         let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
             .map_err(|_| unusable("its inline CA data or credentials cannot be used"))?;
-        let timeout = self.inner.config.remote_timeout;
+        let timeout = self.timeout;
         config.connect_timeout = Some(timeout);
         config.read_timeout = Some(timeout);
         config.write_timeout = Some(timeout);
         let client =
             Client::try_from(config).map_err(|_| unusable("no client can be built from its kubeconfig"))?;
-        let client = observed_client(
-            client,
-            Side::Workload,
-            &self.inner.metrics,
-            self.inner.config.workload_response_limit_bytes,
-        );
-        let cached = self.inner.remotes.insert(key, version, client.clone());
-        self.inner.metrics.remote_clients(cached);
+        let client = observed_client(client, Side::Workload, &self.metrics, self.response_limit);
+        let cached = self.clients.insert(key, version, client.clone());
+        self.metrics.remote_clients(cached);
         Ok(client)
     }
 
-    /// The cached workload client without re-reading the kubeconfig Secret, else [`Self::remote_client`]. For the
+    /// The cached workload client without re-reading the kubeconfig Secret, else [`Self::client`]. For the
     /// reconciler's read-only periodic check: a client whose kubeconfig has since changed fails, and the full pass
     /// that failure triggers reads the Secret again.
-    pub(crate) async fn cached_remote_client(&self, key: &ClusterKey) -> Result<Client, Error> {
-        match self.inner.remotes.any(key) {
+    pub(crate) async fn cached_client(&self, key: &ClusterKey) -> Result<Client, Error> {
+        match self.clients.any(key) {
             Some(client) => Ok(client),
-            None => self.remote_client(key).await,
+            None => self.client(key).await,
         }
     }
 
     /// Drops the cached client of a Cluster whose agent is gone.
-    pub(crate) fn forget_remote(&self, key: &ClusterKey) {
-        let cached = self.inner.remotes.forget(key);
-        self.inner.metrics.remote_clients(cached);
+    pub(crate) fn forget(&self, key: &ClusterKey) {
+        let cached = self.clients.forget(key);
+        self.metrics.remote_clients(cached);
+    }
+}
+
+/// Runs one workload-cluster call with a bound, mapping every failure to an [`Error::Kube`].
+pub(crate) async fn on_workload<T>(
+    timeout: Duration,
+    action: String,
+    call: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, Error> {
+    let span = tracing::debug_span!("workload_call", action = %action);
+    match tokio::time::timeout(timeout, call).instrument(span).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Error::kube(action, Side::Workload, &e)),
+        Err(_) => Err(Error::Kube {
+            action,
+            side: Side::Workload,
+            failure: KubeFailure::Unreachable,
+        }),
     }
 }
 

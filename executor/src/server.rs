@@ -10,8 +10,7 @@ use std::{
 };
 
 use konnector_proto::v1::agent_service_server::AgentServiceServer;
-use konnector_runtime::tls::{HandshakeFailure, TlsMetrics};
-use prometheus_client::metrics::counter::Counter;
+use konnector_runtime::tls::HandshakeFailure;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -23,63 +22,9 @@ use tonic::transport::{Server, server::Connected};
 
 use crate::{
     access::{Access, AccessLayer, ClientNames, Peer},
+    config::ServerOptions,
     executor::Executor,
 };
-
-/// How the gRPC server runs.
-#[derive(Clone, Debug)]
-pub struct ServerOptions {
-    /// TLS (mTLS when the configuration verifies clients); `None` is plaintext.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Time allowed for a TLS handshake.
-    pub handshake_timeout: Duration,
-    /// Open connections at most; further ones wait in the listen backlog.
-    pub max_connections: usize,
-    /// Requests served at once on one connection (the gateway multiplexes all its calls over one).
-    pub max_concurrent_requests: usize,
-    /// Bound on each request, whatever deadline the caller sent.
-    pub request_timeout: Duration,
-    /// HTTP/2 ping interval: a connection whose peer stops answering pings is closed.
-    pub keepalive_interval: Duration,
-    /// Connections are closed gracefully after this age, so every client re-handshakes, and so meets rotated
-    /// certificates and CAs, at least this often.
-    pub max_connection_age: Duration,
-    /// Counts connections handed to gRPC (after the TLS handshake, with TLS): each is a client that connected, and
-    /// so presented the certificates it had at that moment.
-    pub connections_accepted: Counter,
-    /// Failed handshakes, and the expiry of the certificates `tls` was built with (see `Args::server_options`).
-    pub tls_metrics: TlsMetrics,
-    /// With mTLS, the DNS names a client certificate must carry (one of them, as a subjectAltName): the client CA
-    /// may sign other identities than the gateway's, and none of them may call the executor. Empty: any
-    /// certificate the client CA verifies.
-    pub allowed_client_names: Vec<String>,
-    /// With mTLS, the DNS names of read-only clients (the `konnector` CLI's certificate): a certificate that carries
-    /// one of them, and none of `allowed_client_names`, is served the read RPCs only (`access::READ_ONLY_METHODS`)
-    /// and answered `PERMISSION_DENIED` for everything else.
-    pub read_only_client_names: Vec<String>,
-    /// Serve gRPC server reflection (v1 and v1alpha), so grpcurl can list and call the services without the
-    /// proto files.
-    pub reflection: bool,
-}
-
-impl Default for ServerOptions {
-    fn default() -> Self {
-        Self {
-            tls: None,
-            handshake_timeout: Duration::from_secs(10),
-            max_connections: 64,
-            max_concurrent_requests: 64,
-            request_timeout: Duration::from_secs(60),
-            keepalive_interval: Duration::from_secs(30),
-            max_connection_age: Duration::from_secs(30 * 60),
-            connections_accepted: Counter::default(),
-            tls_metrics: TlsMetrics::default(),
-            allowed_client_names: Vec::new(),
-            read_only_client_names: Vec::new(),
-            reflection: true,
-        }
-    }
-}
 
 /// Serves `executor` on `listener` until `shutdown` is cancelled: the AgentService, gRPC health (AgentService
 /// reported SERVING) and, unless turned off, server reflection (v1 and v1alpha). The server's own metrics (build info, connections,

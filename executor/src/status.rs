@@ -7,10 +7,11 @@ use serde_json::Value;
 use crate::{
     domain::{ClusterKey, ClusterRef, agent_request},
     error::{Error, absent_ok},
-    executor::{Executor, on_workload},
+    executor::Executor,
     limits::{MAX_MESSAGE_CHARS, MAX_REASON_CHARS, sanitize},
     names::{RELEASE_NAMESPACE, REMOTE_SECRET_NAME},
     prism::{PreflightRecord, Registration},
+    remote::on_workload,
     uninstall::{UninstallPhase, candidate_names, decide},
 };
 
@@ -86,7 +87,7 @@ impl Executor {
     /// Reports, read-only, what konnector sees for a Cluster.
     #[tracing::instrument(skip_all, fields(konnector.cluster.namespace = %cluster.key.namespace, konnector.cluster.name = %cluster.key.name))]
     pub async fn status(&self, cluster: &ClusterRef) -> Result<StatusReport, Error> {
-        let live = self.existing_cluster(cluster).await?;
+        let live = self.clusters().existing(cluster).await?;
         let key = &live.key;
         let names = candidate_names(&live);
         let remains = self.remains(&live, &names).await?;
@@ -123,12 +124,12 @@ impl Executor {
             phase,
             registration,
             last_preflight,
-            last_reconcile: self.last_reconcile(key),
+            last_reconcile: self.memory().reconciler.last(key),
         })
     }
 
     async fn remote_secret_exists(&self, key: &ClusterKey) -> Result<bool, Error> {
-        let remote = self.remote_client(key).await?;
+        let remote = self.workloads().client(key).await?;
         let secrets: Api<Secret> = Api::namespaced(remote, RELEASE_NAMESPACE);
         // Only metadata is needed; a metadata GET keeps the credentials out of this process.
         on_workload(

@@ -18,7 +18,8 @@ use crate::{
     config::UninstallTimeoutPolicy,
     domain::{ClusterKey, ClusterRef, LiveCluster},
     error::{Error, Side, absent_ok},
-    executor::{Executor, humanize},
+    executor::Executor,
+    limits::humanize,
     names::{
         CLUSTER_NAME_LABEL, HCP_NAME_LABEL, candidate_helm_chart_proxy_names, hcp_resource, hrp_resource,
         is_label_value,
@@ -293,7 +294,7 @@ impl Executor {
                 .map(|h| h.metadata.deletion_timestamp.as_ref().map(|t| t.0))
                 .collect(),
             cluster_deleting_since: cluster_since,
-            seen_before: self.uninstall_seen(key, mid_uninstall),
+            seen_before: self.memory().uninstall_seen(key, mid_uninstall),
         }
     }
 
@@ -311,8 +312,8 @@ impl Executor {
                 phase: UninstallPhase::NotNeeded,
             });
         }
-        let _guard = self.inner.locks.lock(&cluster.key).await;
-        let Some(live) = self.live_cluster(cluster).await? else {
+        let _guard = self.memory().locks.lock(&cluster.key).await;
+        let Some(live) = self.clusters().live(cluster).await? else {
             // The Cluster is gone: nothing more to remember about it.
             self.forget_cluster(&cluster.key);
             return Ok(RemoveOutcome {
@@ -328,7 +329,7 @@ impl Executor {
             });
         }
         let key = &live.key;
-        self.forget_applied(key);
+        self.memory().forget_applied(key);
         let names = candidate_names(&live);
         let mut remains = self.remains(&live, &names).await?;
         let hcp_api = Api::<DynamicObject>::namespaced_with(self.mgmt(), &key.namespace, &hcp_resource());
@@ -354,7 +355,7 @@ impl Executor {
             deleted = true;
         }
         if deleted {
-            self.uninstall_seen(key, true);
+            self.memory().uninstall_seen(key, true);
             remains = self.remains(&live, &names).await?;
         }
         let observed = self.observed(key, &names, &remains, live.deletion_timestamp);
@@ -365,19 +366,19 @@ impl Executor {
             } else {
                 "UninstallTimedOutDeletionBlocked"
             };
-            self.record_event(
-                &live,
-                EventType::Warning,
-                reason,
-                "RemoveAgent",
-                outcome.message.clone(),
-            )
-            .await;
+            self.events()
+                .record(
+                    &live,
+                    EventType::Warning,
+                    reason,
+                    "RemoveAgent",
+                    outcome.message.clone(),
+                )
+                .await;
         }
         if outcome.done {
-            self.forget_remote(key);
-            self.inner.preflights.forget(key);
-            self.inner.prism_warnings.forget(key);
+            self.workloads().forget(key);
+            self.memory().forget_prism(key);
         }
         Ok(outcome)
     }

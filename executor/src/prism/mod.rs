@@ -47,7 +47,7 @@ use tracing::Instrument;
 
 use crate::{
     domain::{ClusterKey, PrismCentral, Trigger},
-    executor::humanize,
+    limits::humanize,
 };
 
 mod trust;

@@ -47,57 +47,32 @@ use kube::{
         Controller, WatchStreamExt, controller, controller::Action, events::EventType, reflector, watcher,
     },
 };
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     domain::{ClusterKey, LiveCluster, agent_request},
     error::{Error, Side, absent_ok},
-    executor::{Executor, on_workload},
-    leader::{LeaderElector, LeaseConfig},
+    executor::Executor,
+    leader::LeaderElector,
     names::{
-        AGENT_NAME, CAREN_FIELD_MANAGER, CREDENTIALS_ROTATED_ANNOTATION, FIELD_MANAGER, RELEASE_NAMESPACE,
-        REMOTE_SECRET_NAME, hcp_resource,
+        AGENT_NAME, CREDENTIALS_ROTATED_ANNOTATION, FIELD_MANAGER, RELEASE_NAMESPACE, REMOTE_SECRET_NAME,
+        hcp_resource,
     },
+    remote::on_workload,
 };
 
-mod args;
-mod drift;
+mod namespaces;
 mod schedule;
 mod watches;
 
-use args::SelectedNamespaces;
-pub use args::{ReconcileArgs, ReconcileConfig};
-use drift::{
+use crate::drift::{
     WorkloadExpect, chart_edited_by_others, chart_fields, co_managed_by_caren, contains,
     copied_keys_edited_by_others, copied_keys_match, owned_by, pin_chart, secret_type,
 };
+pub use crate::{args::ReconcileArgs, config::ReconcileConfig, memory::LastReconcile};
+use namespaces::SelectedNamespaces;
 use schedule::Schedule;
 pub use watches::run;
-
-/// The reconciler's last pass over one Cluster.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LastReconcile {
-    /// When it finished.
-    pub at: Timestamp,
-    /// What it did, in one deterministic, secret-free phrase.
-    pub result: String,
-}
-
-/// What the reconciler remembers, per process.
-#[derive(Default)]
-pub(crate) struct ReconcilerState {
-    last: Mutex<HashMap<ClusterKey, LastReconcile>>,
-    /// The chart fields last seen on each Cluster's HelmChartProxy, to restore a deleted one without changing its
-    /// chart. Lost on failover: the new leader then restores from the ConfigMaps (see docs/design.md, known gaps).
-    applied_chart: Mutex<HashMap<ClusterKey, Value>>,
-    /// What the workload objects held at each Cluster's last full pass, for the cheap periodic check. Cleared when
-    /// this replica starts leading: what changed while it did not lead is only found by a full pass.
-    expect: Mutex<HashMap<ClusterKey, WorkloadExpect>>,
-    /// The credentials Secret each Cluster referenced at its last full pass: a watch event on that Secret is a
-    /// rotation to copy now.
-    credentials: Mutex<HashMap<ClusterKey, String>>,
-}
 
 /// What one pass did.
 #[derive(Debug, PartialEq, Eq)]
@@ -141,23 +116,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Executor {
-    pub(crate) fn last_reconcile(&self, key: &ClusterKey) -> Option<LastReconcile> {
-        lock(&self.inner.reconciler.last).get(key).cloned()
-    }
-
-    /// Drops the reconciler's memories of a Cluster (see `Executor::forget_cluster`).
-    pub(crate) fn forget_reconciled(&self, key: &ClusterKey) {
-        lock(&self.inner.reconciler.last).remove(key);
-        lock(&self.inner.reconciler.applied_chart).remove(key);
-        lock(&self.inner.reconciler.expect).remove(key);
-        lock(&self.inner.reconciler.credentials).remove(key);
-    }
-
     /// The cheap periodic check: reads the two workload objects (no management read) and compares them with what
     /// the last full pass saw. `Some(true)`: nothing drifted. `None`: no full pass to compare with yet.
     async fn workload_unchanged(&self, key: &ClusterKey) -> Option<bool> {
-        let expect = lock(&self.inner.reconciler.expect).get(key).cloned()?;
-        let Ok(remote) = self.cached_remote_client(key).await else {
+        let expect = lock(&self.memory().reconciler.expect).get(key).cloned()?;
+        let Ok(remote) = self.workloads().cached_client(key).await else {
             return Some(false);
         };
         let timeout = self.inner.config.remote_timeout;
@@ -181,15 +144,6 @@ impl Executor {
         Some(expect.holds(namespace.as_ref(), secret.as_ref()))
     }
 
-    /// The Clusters whose last full pass read the credentials Secret `namespace/name`.
-    fn clusters_using_secret(&self, namespace: &str, name: &str) -> Vec<ClusterKey> {
-        lock(&self.inner.reconciler.credentials)
-            .iter()
-            .filter(|(k, s)| k.namespace == namespace && s.as_str() == name)
-            .map(|(k, _)| k.clone())
-            .collect()
-    }
-
     /// One pass over one Cluster, recorded for GetAgentStatus and counted.
     async fn reconcile_and_record(&self, key: &ClusterKey, config: &ReconcileConfig) {
         let result = self.reconcile_cluster(key, config).await;
@@ -208,13 +162,13 @@ impl Executor {
             Ok(Outcome::InSync | Outcome::Repaired { .. } | Outcome::Installed)
         ) {
             // Nothing the cheap check could compare with: the next slot makes a full pass again.
-            lock(&self.inner.reconciler.expect).remove(key);
+            lock(&self.memory().reconciler.expect).remove(key);
         }
         if matches!(result, Ok(Outcome::Skipped(GONE))) {
             // Nothing to report for a Cluster that no longer exists: its memories went with it (forget_cluster).
             return;
         }
-        lock(&self.inner.reconciler.last).insert(
+        lock(&self.memory().reconciler.last).insert(
             key.clone(),
             LastReconcile {
                 at: Timestamp::now(),
@@ -228,8 +182,8 @@ impl Executor {
     async fn reconcile_cluster(&self, key: &ClusterKey, config: &ReconcileConfig) -> Result<Outcome, Error> {
         // The hooks' lock: a pass never interleaves with ApplyAgent or RemoveAgent for this Cluster in this
         // process. Across replicas, the same re-read after writing (`write_plan`) that protects the hooks applies.
-        let _guard = self.inner.locks.lock(key).await;
-        let Some(live) = self.read_cluster(key).await? else {
+        let _guard = self.memory().locks.lock(key).await;
+        let Some(live) = self.clusters().read(key).await? else {
             // Every per-Cluster map stays as large as the set of live Clusters.
             self.forget_cluster(key);
             return Ok(Outcome::Skipped(GONE));
@@ -281,7 +235,7 @@ impl Executor {
         } else if !config.follow_defaults {
             // The chart on the HelmChartProxy is what a hook applied, unless another manager wrote it: then it is
             // an edit to revert, to the chart last seen applied (or, lacking one, the ConfigMaps').
-            let remembered = lock(&self.inner.reconciler.applied_chart).get(key).cloned();
+            let remembered = lock(&self.memory().reconciler.applied_chart).get(key).cloned();
             let applied = current
                 .as_ref()
                 .filter(|h| !chart_edited_by_others(h))
@@ -290,11 +244,11 @@ impl Executor {
                 pin_chart(&mut plan.hcp["spec"], &pinned);
             }
         }
-        lock(&self.inner.reconciler.applied_chart).insert(key.clone(), chart_fields(&plan.hcp["spec"]));
+        lock(&self.memory().reconciler.applied_chart).insert(key.clone(), chart_fields(&plan.hcp["spec"]));
 
         let mut what = Vec::new();
         let mut rotated = false;
-        let remote = self.remote_client(key).await?;
+        let remote = self.workloads().client(key).await?;
         let timeout = self.inner.config.remote_timeout;
         let namespace = on_workload(timeout, format!("read Namespace {RELEASE_NAMESPACE}"), async {
             Api::<Namespace>::all(remote.clone())
@@ -352,19 +306,19 @@ impl Executor {
         // What the cheap periodic check compares the workload objects with, and which Secret's events mean a
         // rotation for this Cluster: remembered whether or not this pass writes (a failed write drops it below).
         let expect = WorkloadExpect::of(&wanted_labels, &plan.secret);
-        lock(&self.inner.reconciler.credentials).insert(key.clone(), req.credentials_secret.clone());
+        lock(&self.memory().reconciler.credentials).insert(key.clone(), req.credentials_secret.clone());
         if what.is_empty() {
-            lock(&self.inner.reconciler.expect).insert(key.clone(), expect);
+            lock(&self.memory().reconciler.expect).insert(key.clone(), expect);
             return Ok(Outcome::InSync);
         }
         let fresh = current.is_none() && secret.is_none();
-        lock(&self.inner.reconciler.expect).remove(key);
+        lock(&self.memory().reconciler.expect).remove(key);
         self.write_plan(live, plan, crate::apply::WorkloadWrite::Always)
             .await?;
-        lock(&self.inner.reconciler.expect).insert(key.clone(), expect);
+        lock(&self.memory().reconciler.expect).insert(key.clone(), expect);
         if rotated {
             self.roll_agent(key).await;
-            self.record_event(
+            self.events().record(
                 live,
                 EventType::Normal,
                 "CredentialsRotated",
@@ -377,29 +331,31 @@ impl Executor {
         }
         let drift: Vec<&String> = what.iter().filter(|w| *w != "credentials rotated").collect();
         if fresh {
-            self.record_event(
-                live,
-                EventType::Normal,
-                "AgentInstalled",
-                "Reconcile",
-                "Konnector Agent installed by the reconciler: the addon was enabled on a running Cluster"
-                    .to_owned(),
-            )
-            .await;
+            self.events()
+                .record(
+                    live,
+                    EventType::Normal,
+                    "AgentInstalled",
+                    "Reconcile",
+                    "Konnector Agent installed by the reconciler: the addon was enabled on a running Cluster"
+                        .to_owned(),
+                )
+                .await;
             return Ok(Outcome::Installed);
         }
         if !drift.is_empty() {
-            self.record_event(
-                live,
-                EventType::Normal,
-                "DriftRepaired",
-                "Reconcile",
-                format!(
-                    "repaired: {}",
-                    drift.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ")
-                ),
-            )
-            .await;
+            self.events()
+                .record(
+                    live,
+                    EventType::Normal,
+                    "DriftRepaired",
+                    "Reconcile",
+                    format!(
+                        "repaired: {}",
+                        drift.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ")
+                    ),
+                )
+                .await;
         }
         Ok(Outcome::Repaired { rotated, what })
     }
@@ -407,7 +363,7 @@ impl Executor {
     /// Restarts the agent so it reads the new credentials: stamps the rotation time on its pod template. Best
     /// effort; an agent not deployed yet will read the new Secret when it starts.
     async fn roll_agent(&self, key: &ClusterKey) {
-        let Ok(remote) = self.remote_client(key).await else {
+        let Ok(remote) = self.workloads().client(key).await else {
             return;
         };
         let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
@@ -470,10 +426,10 @@ impl Executor {
             absent_ok(hcps.delete(&name, &checked).await)
                 .map_err(|e| Error::kube(format!("delete HelmChartProxy {hcp_ref}"), Side::Management, &e))?;
         }
-        lock(&self.inner.reconciler.applied_chart).remove(key);
+        lock(&self.memory().reconciler.applied_chart).remove(key);
         // What the hooks remember writing is gone now; a later re-enable must write again.
-        self.forget_applied(key);
-        let remote = self.remote_client(key).await?;
+        self.memory().forget_applied(key);
+        let remote = self.workloads().client(key).await?;
         on_workload(
             self.inner.config.remote_timeout,
             format!("delete Secret {RELEASE_NAMESPACE}/{REMOTE_SECRET_NAME}"),
@@ -483,17 +439,18 @@ impl Executor {
             },
         )
         .await?;
-        self.record_event(
-            live,
-            EventType::Normal,
-            "AgentUninstalled",
-            "Reconcile",
-            format!(
-                "konnectorAgent was removed from the Cluster: HelmChartProxy {} deleted",
-                deleted.join(", ")
-            ),
-        )
-        .await;
+        self.events()
+            .record(
+                live,
+                EventType::Normal,
+                "AgentUninstalled",
+                "Reconcile",
+                format!(
+                    "konnectorAgent was removed from the Cluster: HelmChartProxy {} deleted",
+                    deleted.join(", ")
+                ),
+            )
+            .await;
         Ok(Outcome::Uninstalled)
     }
 }

@@ -1,24 +1,10 @@
-//! Unit tests of the reconciler's pure parts: drift decisions, the schedule, the flags.
+//! Unit tests of the reconciler's pure parts: drift decisions, the schedule.
 
 use k8s_openapi::ByteString;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::*;
-
-#[test]
-fn flags_default_to_a_reconciler_within_the_issue_bounds() {
-    use clap::Parser;
-    let args = crate::args::Args::try_parse_from(["konnector-executor", "--pod-name", "p-1"]).unwrap();
-    let config = args.reconcile.config("konnector-system").unwrap();
-    // Workload drift repaired within 5 minutes (management changes at once, by watches); failover within 30 s.
-    assert_eq!(config.resync, Duration::from_secs(300));
-    assert!(config.lease.lease_duration + config.lease.retry_interval <= Duration::from_secs(30));
-    assert!(!config.follow_defaults && !config.uninstall_removed);
-    assert_eq!(config.lease.identity, "p-1");
-    assert_eq!(config.lease.namespace, "konnector-system");
-    let off = crate::args::Args::try_parse_from(["konnector-executor", "--no-reconcile"]).unwrap();
-    assert!(off.reconcile.config("x").is_none());
-}
+use crate::names::CAREN_FIELD_MANAGER;
 
 fn secret(data: &[(&str, &str)], managers: Value) -> Secret {
     serde_json::from_value(json!({
@@ -70,28 +56,6 @@ fn a_proxy_caren_applied_is_co_managed_by_caren() {
     assert!(co_managed_by_caren(&hcp(CAREN_FIELD_MANAGER)));
     assert!(!co_managed_by_caren(&hcp("kubectl")));
     assert!(!co_managed_by_caren(&hcp(FIELD_MANAGER)));
-}
-
-#[test]
-fn the_namespace_selector_flag_takes_the_charts_json() {
-    use clap::Parser;
-    let parse = |json: &str| {
-        crate::args::Args::try_parse_from([
-            "konnector-executor",
-            "--pod-name",
-            "p",
-            &format!("--reconcile-namespace-selector={json}"),
-        ])
-        .map(|a| a.reconcile.config("ns").unwrap().namespace_selector)
-    };
-    let selector = parse(r#"{"matchLabels":{"team":"a"}}"#).unwrap().unwrap();
-    assert_eq!(selector.match_labels.unwrap()["team"], "a");
-    // Empty selects every namespace, as in the ExtensionConfig.
-    assert!(parse("{}").unwrap().is_none());
-    assert!(parse("").unwrap().is_none());
-    // What the API server would refuse is refused at start.
-    assert!(parse(r#"{"matchExpressions":[{"key":"a","operator":"Near"}]}"#).is_err());
-    assert!(parse("team=a").is_err());
 }
 
 #[test]

@@ -82,7 +82,7 @@ pub(super) struct Context {
 
 pub(super) async fn run_controller(executor: Executor, config: ReconcileConfig, stop: CancellationToken) {
     let version = loop {
-        match executor.cluster_version().await {
+        match executor.clusters().version().await {
             Ok(v) => break v,
             Err(e) => {
                 tracing::warn!(error = %e, "reconciler cannot discover the Cluster API version");
@@ -101,12 +101,12 @@ pub(super) async fn run_controller(executor: Executor, config: ReconcileConfig, 
     // (issue 26 item 1): the executor's own ConfigMap watches say when, after recording the new content, so the
     // pass it triggers reads the new chart. Without it the chart changes at hooks only, so no pass is owed.
     let defaults_changes = if config.follow_defaults {
-        Some(executor.watched_defaults().await.subscribe())
+        Some(executor.defaults().watched().await.subscribe())
     } else {
         None
     };
     // A new leader remembers nothing it could trust: each Cluster's first pass is a full one, in its slot.
-    lock(&executor.inner.reconciler.expect).clear();
+    lock(&executor.memory().reconciler.expect).clear();
     let schedule = Schedule::new(config.resync);
     let context = Arc::new(Context {
         executor,
@@ -180,7 +180,7 @@ pub(super) async fn run_controller(executor: Executor, config: ReconcileConfig, 
                     Ok(e) => {
                         let executor = ctx.executor.clone();
                         ctx.schedule.observe("Secret", &e, |m| {
-                            executor.clusters_using_secret(
+                            executor.memory().reconciler.clusters_using_secret(
                                 m.metadata.namespace.as_deref().unwrap_or_default(),
                                 m.metadata.name.as_deref().unwrap_or_default(),
                             )
