@@ -378,6 +378,23 @@ pub async fn list_clusters(
     client: &Client,
     namespace: Option<&str>,
 ) -> anyhow::Result<Vec<crate::args::ClusterName>> {
+    Ok(list_cluster_metas(client, namespace, None)
+        .await?
+        .into_iter()
+        .map(|c| crate::args::ClusterName {
+            namespace: c.namespace.unwrap_or_default(),
+            name: c.name.unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// The metadata (labels, annotations, uid) of the CAPI Clusters in `namespace` (all when None), only the one
+/// called `name` when given, sorted by namespace and name.
+pub async fn list_cluster_metas(
+    client: &Client,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> anyhow::Result<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>> {
     use anyhow::Context;
     let group = discovery::group(client, "cluster.x-k8s.io")
         .await
@@ -389,19 +406,20 @@ pub async fn list_clusters(
         Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
         None => Api::all_with(client.clone(), &resource),
     };
-    let mut names: Vec<crate::args::ClusterName> = api
-        .list_metadata(&ListParams::default())
+    let mut params = ListParams::default();
+    if let Some(name) = name {
+        params = params.fields(&format!("metadata.name={name}"));
+    }
+    let mut metas: Vec<_> = api
+        .list_metadata(&params)
         .await
         .map_err(|e| anyhow::anyhow!("cannot list Clusters: {}", crate::connect::chain(&e)))?
         .items
         .into_iter()
-        .map(|c| crate::args::ClusterName {
-            namespace: c.metadata.namespace.unwrap_or_default(),
-            name: c.metadata.name.unwrap_or_default(),
-        })
+        .map(|c| c.metadata)
         .collect();
-    names.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    Ok(names)
+    metas.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    Ok(metas)
 }
 
 /// Whether `selector` selects an object with `labels` (matchLabels and matchExpressions, all of them). An empty

@@ -1,0 +1,502 @@
+//! `konnector migrate`, the real binary, against a real executor on real API servers, over proxies written as
+//! CAREN writes them (its field manager, its `konnector-agent-<uuid>` name, its ownerReference and selector, its
+//! empty `options`, force-applied) and installed by the CAAPH stand-in.
+//!
+//! CAREN and CAAPH are not served as Go modules here (the module proxy answers 403), so CAREN's proxies are
+//! written the way `tests/tests/caren_names.rs` writes them, and "nothing uninstalled" is what konnector can be
+//! held to: the same proxy object (uid), no second proxy, no DELETE sent for any proxy (the executor's request
+//! metric), and the HelmReleaseProxy that installed the release still there, not being deleted. The stand-in does
+//! not model upgrades (its HelmReleaseProxies stay at revision 1), so "a new revision" is asserted as the plan's
+//! verdict and the spec konnector wrote, not as a revision number.
+
+use std::{collections::BTreeMap, process::Stdio};
+
+use konnector_executor::ExecutorConfig;
+use konnector_proto::v1::PlanAgentRequest;
+use konnector_tests::{
+    caaph_stand_in::{CaaphOptions, CaaphStandIn, hcp_resource, hrp_resource},
+    executor_fixture::{
+        ExecutorEnv, RunningExecutor, TEST_CREDENTIALS_SECRET, TEST_NAMESPACE, TEST_PASSWORD,
+        addon_cluster_config, executor_env, executor_mgmt_client, serve_executor_with_flags,
+    },
+    support,
+    workload::{self, ClusterOptions, WorkloadCluster},
+};
+use kube::{
+    Api,
+    api::{DynamicObject, Patch, PatchParams},
+};
+use serde_json::{Value, json};
+
+const KONNECTOR: &str = env!("CARGO_BIN_EXE_konnector");
+const CAREN_MANAGER: &str = "cluster-api-runtime-extensions-nutanix";
+
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the binary with none of the caller's `KONNECTOR_*`/`KUBECONFIG`, and checks that neither output stream
+/// carries the password (plain or base64) or key material.
+async fn konnector(args: &[&str]) -> Run {
+    let mut cmd = tokio::process::Command::new(KONNECTOR);
+    cmd.args(args).stdin(Stdio::null());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("KONNECTOR_") || key == "KUBECONFIG" {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd.output().await.expect("the CLI runs");
+    let run = Run {
+        code: out.status.code().expect("exited, not killed"),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    };
+    for (place, text) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
+        support::assert_no_secret(place, text, TEST_PASSWORD);
+        assert!(!text.contains("PRIVATE KEY"), "key material printed: {run:#?}");
+    }
+    println!(
+        "----- konnector {}\n(exit {})\n{}{}",
+        args.join(" "),
+        run.code,
+        run.stdout,
+        run.stderr
+    );
+    run
+}
+
+/// `--executor-url … --ca … --cert … --key …` with the gateway's pair (a writing identity), and the admin's
+/// kubeconfig for listing Clusters and proxies.
+fn flags(env: &ExecutorEnv, executor: &RunningExecutor) -> Vec<String> {
+    let client = executor.pki.client_dir();
+    vec![
+        format!("--executor-url={}", executor.url()),
+        format!("--ca={}", client.join("ca.crt").display()),
+        format!("--cert={}", client.join("tls.crt").display()),
+        format!("--key={}", client.join("tls.key").display()),
+        format!("--kubeconfig={}", env.mgmt.kubeconfig_path().display()),
+    ]
+}
+
+async fn migrate(env: &ExecutorEnv, args: &[&str]) -> Run {
+    let flags = flags(env, &env.executor);
+    let all: Vec<&str> = ["migrate"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .chain(flags.iter().map(String::as_str))
+        .collect();
+    konnector(&all).await
+}
+
+fn rows(run: &Run) -> BTreeMap<String, Value> {
+    let doc: Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:#?}"));
+    doc["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["cluster"].as_str().unwrap().to_owned(), r.clone()))
+        .collect()
+}
+
+fn hcps(env: &ExecutorEnv) -> Api<DynamicObject> {
+    Api::namespaced_with(env.admin.clone(), TEST_NAMESPACE, &hcp_resource())
+}
+
+/// Every proxy in the namespace: name → (uid, resourceVersion).
+async fn proxies(env: &ExecutorEnv) -> BTreeMap<String, (String, String)> {
+    hcps(env)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|h| {
+            let m = h.metadata;
+            (
+                m.name.unwrap_or_default(),
+                (m.uid.unwrap_or_default(), m.resource_version.unwrap_or_default()),
+            )
+        })
+        .collect()
+}
+
+async fn add_cluster(env: &ExecutorEnv, name: &str, configured: bool) -> WorkloadCluster {
+    workload::create_workload_cluster(
+        &env.admin,
+        &env.workload,
+        TEST_NAMESPACE,
+        name,
+        ClusterOptions {
+            cluster_config: configured.then(|| addon_cluster_config(TEST_CREDENTIALS_SECRET)),
+            ..ClusterOptions::initialized()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// CAREN's webhook annotates the Cluster, and CAREN force-applies `konnector-agent-<uuid>` with `spec`.
+async fn caren_installs(env: &ExecutorEnv, c: &WorkloadCluster, uuid: &str, mut spec: Value) -> String {
+    Api::<DynamicObject>::namespaced_with(
+        env.admin.clone(),
+        TEST_NAMESPACE,
+        &workload::cluster_resource("v1beta2"),
+    )
+    .patch(
+        &c.name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"caren.nutanix.com/cluster-uuid": uuid}}})),
+    )
+    .await
+    .unwrap();
+    // CAREN's workload side: it copies the credentials Secret, whole, into ntnx-system (the namespace the
+    // release then installs into; the stand-in, unlike CAAPH, does not create it).
+    let wl = env.workload.client().await.unwrap();
+    konnector_tests::control_plane::ensure_namespace(&wl, "ntnx-system")
+        .await
+        .unwrap();
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "konnector-agent", "namespace": "ntnx-system"},
+        "stringData": {"username": "admin", "password": TEST_PASSWORD}});
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(wl, "ntnx-system")
+        .patch(
+            "konnector-agent",
+            &PatchParams::apply(CAREN_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .unwrap();
+    let name = format!("konnector-agent-{uuid}");
+    spec["clusterSelector"] = json!({"matchLabels": {"cluster.x-k8s.io/cluster-name": c.name}});
+    // CAREN leaves CAAPH's option structs empty.
+    spec["options"] = json!({"install": {}, "upgrade": {}});
+    let hcp = json!({
+        "apiVersion": "addons.cluster.x-k8s.io/v1alpha1", "kind": "HelmChartProxy",
+        "metadata": {"name": name, "namespace": TEST_NAMESPACE,
+            "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+                "name": c.name, "uid": c.uid}]},
+        "spec": spec,
+    });
+    hcps(env)
+        .patch(
+            &name,
+            &PatchParams::apply(CAREN_MANAGER).force(),
+            &Patch::Apply(&hcp),
+        )
+        .await
+        .unwrap();
+    name
+}
+
+/// The stand-in's HelmReleaseProxy for `hcp`, once deployed: its uid.
+async fn installed(env: &ExecutorEnv, hcp: &str) -> String {
+    let hrps: Api<DynamicObject> = Api::namespaced_with(env.admin.clone(), TEST_NAMESPACE, &hrp_resource());
+    let selector = format!("helmreleaseproxy.addons.cluster.x-k8s.io/helmchartproxy-name={hcp}");
+    let deployed = || async {
+        hrps.list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|h| h.data["status"]["status"] == "deployed")
+    };
+    support::eventually(&format!("the stand-in installs {hcp}"), || async {
+        deployed().await.is_some()
+    })
+    .await;
+    let hrp = deployed().await.unwrap();
+    hrp.metadata.uid.unwrap_or_default()
+}
+
+/// The HelmReleaseProxy `uid` is still there and not being deleted: nothing uninstalled the release.
+async fn still_installed(env: &ExecutorEnv, uid: &str) {
+    let hrps: Api<DynamicObject> = Api::namespaced_with(env.admin.clone(), TEST_NAMESPACE, &hrp_resource());
+    let list = hrps.list(&Default::default()).await.unwrap().items;
+    let hrp = list
+        .iter()
+        .find(|h| h.metadata.uid.as_deref() == Some(uid))
+        .expect("the HelmReleaseProxy that installed the release is still there");
+    assert!(hrp.metadata.deletion_timestamp.is_none(), "and not being deleted");
+}
+
+fn hcp_deletes(executor: &RunningExecutor) -> u64 {
+    executor
+        .metrics
+        .kube_request_count_by_verb("management", Some("delete"), Some("helmchartproxies"))
+}
+
+/// The HelmChartProxy spec PlanAgent renders for `cluster`.
+async fn planned_spec(env: &ExecutorEnv, cluster: konnector_proto::v1::ClusterRef) -> Value {
+    let plan = env
+        .executor
+        .client()
+        .await
+        .unwrap()
+        .plan_agent(PlanAgentRequest {
+            cluster: Some(cluster),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    konnector_proto::struct_to_json(plan.helm_chart_proxy.as_ref().unwrap())["spec"].clone()
+}
+
+/// Every request the executor sent to the management API server so far.
+fn kube_calls(executor: &RunningExecutor) -> u64 {
+    executor
+        .metrics
+        .kube_request_count_by_verb("management", None, None)
+}
+
+#[tokio::test]
+async fn carens_fleet_is_taken_over_under_its_own_names_without_an_uninstall() {
+    konnector_tests::init_test_logging();
+    let env = executor_env(
+        "migrate",
+        ExecutorConfig::default(),
+        ClusterOptions::initialized(),
+    )
+    .await
+    .unwrap();
+    let _caaph = CaaphStandIn::start(env.admin.clone(), CaaphOptions::default());
+    let c2 = add_cluster(&env, "c2", true).await;
+    let c3 = add_cluster(&env, "c3", false).await;
+    let c4 = add_cluster(&env, "c4", true).await;
+    // What konnector renders for each (its ConfigMaps, here its built-in chart and template; the values name the
+    // Cluster): CAREN's proxies are written from it, the same (c1), with another version and values (c2), from
+    // another repository (c4).
+    let planned = planned_spec(&env, env.cluster_ref()).await;
+    let planned_c2 = planned_spec(&env, konnector_tests::executor_fixture::cluster_ref(&c2)).await;
+    let planned_c4 = planned_spec(&env, konnector_tests::executor_fixture::cluster_ref(&c4)).await;
+    let same = caren_installs(
+        &env,
+        &env.cluster,
+        "019d87f4-a01e-7aeb-8e4c-000000000001",
+        planned.clone(),
+    )
+    .await;
+    let mut older = planned_c2.clone();
+    older["version"] = json!("1.2.0");
+    older["valuesTemplate"] = json!(format!(
+        "{}\ncarenOnly: true\n",
+        planned_c2["valuesTemplate"].as_str().unwrap().trim_end()
+    ));
+    let upgrade = caren_installs(&env, &c2, "019d87f4-a01e-7aeb-8e4c-000000000002", older).await;
+    let mut elsewhere = planned_c4;
+    elsewhere["repoURL"] = json!("oci://helm-repository.caren-system.svc/charts");
+    let blocked = caren_installs(&env, &c4, "019d87f4-a01e-7aeb-8e4c-000000000004", elsewhere).await;
+    let mut releases = BTreeMap::new();
+    for name in [&same, &upgrade, &blocked] {
+        releases.insert(name.clone(), installed(&env, name).await);
+    }
+    let before = proxies(&env).await;
+    let _ = c3;
+
+    // The plan: one row per Cluster, nothing written, exit 1 because c4 is blocked.
+    let calls = || kube_calls(&env.executor);
+    let start = calls();
+    let plan = migrate(&env, &["-o", "json"]).await;
+    println!(
+        "executor management API requests for the 4-Cluster plan: {}",
+        calls() - start
+    );
+    assert_eq!(plan.code, 1, "{plan:#?}");
+    let r = rows(&plan);
+    assert_eq!(r["clusters/c1"]["verdict"], "no-change", "{:#}", r["clusters/c1"]);
+    assert_eq!(r["clusters/c1"]["plannedName"], same.as_str());
+    assert_eq!(r["clusters/c1"]["existing"]["caren"], true);
+    assert_eq!(r["clusters/c1"]["existing"]["konnector"], false);
+    assert_eq!(r["clusters/c1"]["newRevision"], false);
+    assert_eq!(r["clusters/c1"]["revisions"], json!([1]));
+    assert_eq!(r["clusters/c2"]["verdict"], "upgrade", "{:#}", r["clusters/c2"]);
+    assert_eq!(r["clusters/c2"]["plannedName"], upgrade.as_str());
+    let changed: Vec<&str> = r["clusters/c2"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
+    // CAREN's empty `options.install` is the CRD's default, createNamespace: true, which konnector writes: the same.
+    assert_eq!(changed, ["valuesTemplate", "version"]);
+    assert_eq!(r["clusters/c2"]["changes"][0]["keys"], json!(["carenOnly"]));
+    assert_eq!(r["clusters/c2"]["changes"][1]["to"], planned["version"]);
+    assert_eq!(r["clusters/c2"]["changes"][1]["from"], "1.2.0");
+    assert_eq!(r["clusters/c3"]["verdict"], "not-enabled");
+    assert_eq!(r["clusters/c4"]["verdict"], "blocked");
+    assert!(
+        r["clusters/c4"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("repoURL oci://helm-repository.caren-system.svc/charts"),
+        "{:#}",
+        r["clusters/c4"]
+    );
+    assert_eq!(proxies(&env).await, before, "the plan wrote nothing");
+    let table = migrate(&env, &[]).await;
+    assert_eq!(table.code, 1);
+    for line in [
+        "clusters/c1: takes over, no change",
+        "clusters/c2: takes over, upgrade (new revision)",
+        "clusters/c3: not enabled",
+        "clusters/c4: blocked: repoURL",
+        "(the same object: nothing deleted or renamed)",
+        "4 Cluster(s): 1 blocked, 1 no-change, 1 not-enabled, 1 upgrade (a plan: nothing was written)",
+    ] {
+        assert!(table.stdout.contains(line), "{line:?} not in\n{}", table.stdout);
+    }
+    // One Cluster, named as the other commands name it.
+    let one = migrate(&env, &["clusters/c1", "-o", "json"]).await;
+    assert_eq!((one.code, rows(&one).len()), (0, 1), "{one:#?}");
+
+    // --apply: c1 and c2 are applied into CAREN's proxies; c3 and c4 are skipped; exit 1 for c4.
+    let applied = migrate(&env, &["--apply", "-o", "json"]).await;
+    assert_eq!(applied.code, 1, "{applied:#?}");
+    let r = rows(&applied);
+    for c in ["clusters/c1", "clusters/c2"] {
+        assert_eq!(r[c]["applied"]["outcome"], "applied", "{:#}", r[c]);
+    }
+    for c in ["clusters/c3", "clusters/c4"] {
+        assert_eq!(r[c]["applied"]["outcome"], "skipped", "{:#}", r[c]);
+    }
+    let after = proxies(&env).await;
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>(),
+        "no proxy created, deleted or renamed"
+    );
+    for (name, (uid, _)) in &before {
+        assert_eq!(&after[name].0, uid, "{name} is the same object");
+    }
+    assert_eq!(
+        after[&blocked].1, before[&blocked].1,
+        "the blocked row was not written"
+    );
+    assert_eq!(
+        hcp_deletes(&env.executor),
+        0,
+        "konnector deleted no HelmChartProxy"
+    );
+    for uid in releases.values() {
+        still_installed(&env, uid).await;
+    }
+    let c2_now = hcps(&env).get(&upgrade).await.unwrap();
+    assert_eq!(
+        c2_now.data["spec"]["version"], planned["version"],
+        "konnector's chart is in CAREN's proxy"
+    );
+    let managers: Vec<String> = c2_now
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(managers.iter().any(|m| m == "konnector"), "{managers:?}");
+
+    // Again: every row now says no change, and nothing is written.
+    let start = calls();
+    let again = migrate(&env, &["--apply", "-o", "json"]).await;
+    println!(
+        "executor management API requests for the second --apply (4 Clusters, 2 applied): {}",
+        calls() - start
+    );
+    let r = rows(&again);
+    for c in ["clusters/c1", "clusters/c2"] {
+        assert_eq!(r[c]["verdict"], "no-change", "{:#}", r[c]);
+        assert_eq!(r[c]["existing"]["konnector"], true, "{:#}", r[c]);
+        assert_eq!(r[c]["applied"]["outcome"], "applied", "{:#}", r[c]);
+    }
+    assert_eq!(proxies(&env).await, after, "the second --apply changed nothing");
+    assert_eq!(hcp_deletes(&env.executor), 0);
+}
+
+#[tokio::test]
+async fn apply_needs_a_writing_identity() {
+    konnector_tests::init_test_logging();
+    let env = executor_env(
+        "migrate-identity",
+        ExecutorConfig::default(),
+        ClusterOptions::initialized(),
+    )
+    .await
+    .unwrap();
+    // Wired as the chart wires it: the gateway writes, the CLI's name and an operator's are read-only.
+    let executor = serve_executor_with_flags(
+        executor_mgmt_client(&env.mgmt, &ExecutorConfig::default().defaults_namespace)
+            .await
+            .unwrap(),
+        ExecutorConfig::default(),
+        &[
+            "--client-allowed-names=konnector-gateway",
+            "--client-read-only-names=konnector-cli,ops-viewer",
+        ],
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pair = |name: &str| {
+        let cert = executor.pki.client_pair_with_names("test", &[name]).unwrap();
+        let (crt, key) = (
+            dir.path().join(format!("{name}.crt")),
+            dir.path().join(format!("{name}.key")),
+        );
+        std::fs::write(&crt, &cert.cert_pem).unwrap();
+        std::fs::write(&key, &cert.key_pem).unwrap();
+        (
+            format!("--cert={}", crt.display()),
+            format!("--key={}", key.display()),
+        )
+    };
+    let kubeconfig = format!("--kubeconfig={}", env.mgmt.kubeconfig_path().display());
+    let url = format!("--executor-url={}", executor.url());
+    let ca = format!("--ca={}", executor.pki.client_dir().join("ca.crt").display());
+
+    // Through the kubeconfig the CLI presents its own read-only identity: refused before anything is read.
+    let through_kubeconfig = konnector(&["migrate", "--apply", &kubeconfig]).await;
+    assert_eq!(through_kubeconfig.code, 4, "{through_kubeconfig:#?}");
+    for hint in ["read-only", "--cert", "konnector-system/konnector-gateway-client"] {
+        assert!(
+            through_kubeconfig.stderr.contains(hint),
+            "{hint:?}: {through_kubeconfig:#?}"
+        );
+    }
+    // The CLI's certificate given explicitly: refused up front too.
+    let (crt, key) = pair("konnector-cli");
+    let cli_cert = konnector(&["migrate", "--apply", &kubeconfig, &url, &ca, &crt, &key]).await;
+    assert_eq!(cli_cert.code, 4, "{cli_cert:#?}");
+    assert!(
+        cli_cert
+            .stderr
+            .contains("is the CLI's read-only identity (konnector-cli)"),
+        "{cli_cert:#?}"
+    );
+    // Another read-only name the CLI cannot know: the executor refuses the first ApplyAgent, and the run stops.
+    let (crt, key) = pair("ops-viewer");
+    let viewer = konnector(&["migrate", "--apply", &kubeconfig, &url, &ca, &crt, &key]).await;
+    assert_eq!(viewer.code, 4, "{viewer:#?}");
+    assert!(
+        viewer.stderr.contains("PERMISSION_DENIED") && viewer.stderr.contains("nothing was written"),
+        "{viewer:#?}"
+    );
+    assert!(proxies(&env).await.is_empty(), "nothing was written");
+    // The same identity may plan: planning only reads.
+    let plan = konnector(&["migrate", &kubeconfig, &url, &ca, &crt, &key]).await;
+    assert_eq!(plan.code, 0, "{plan:#?}");
+    assert!(
+        plan.stdout.contains("clusters/c1: installs (new HelmChartProxy)"),
+        "{plan:#?}"
+    );
+
+    // The gateway's identity writes: no proxy drove c1's release, so konnector installs one.
+    let (crt, key) = pair("konnector-gateway");
+    let gateway = konnector(&["migrate", "--apply", &kubeconfig, &url, &ca, &crt, &key]).await;
+    assert_eq!(gateway.code, 0, "{gateway:#?}");
+    assert!(gateway.stdout.contains("applied"), "{gateway:#?}");
+    assert_eq!(
+        proxies(&env).await.keys().collect::<Vec<_>>(),
+        ["konnector-agent-c1"]
+    );
+}
