@@ -500,3 +500,64 @@ async fn apply_needs_a_writing_identity() {
         ["konnector-agent-c1"]
     );
 }
+
+#[tokio::test]
+async fn apply_stops_at_the_first_failure_unless_told_to_go_on() {
+    konnector_tests::init_test_logging();
+    let env = executor_env(
+        "migrate-stop",
+        ExecutorConfig::default(),
+        ClusterOptions::initialized(),
+    )
+    .await
+    .unwrap();
+    // c0 plans well (the plan reads no workload cluster) but cannot be applied: its kubeconfig Secret is gone.
+    add_cluster(&env, "c0", true).await;
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(env.admin.clone(), TEST_NAMESPACE)
+        .delete("c0-kubeconfig", &Default::default())
+        .await
+        .unwrap();
+    let plan = migrate(&env, &["-o", "json"]).await;
+    assert_eq!(plan.code, 0, "{plan:#?}");
+    assert_eq!(rows(&plan)["clusters/c0"]["verdict"], "install");
+
+    let stopped = migrate(&env, &["--apply", "-o", "json"]).await;
+    assert_eq!(stopped.code, 1, "{stopped:#?}");
+    let r = rows(&stopped);
+    assert_eq!(
+        r["clusters/c0"]["applied"]["outcome"], "failed",
+        "{:#}",
+        r["clusters/c0"]
+    );
+    assert!(
+        r["clusters/c0"]["applied"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("c0-kubeconfig"),
+        "{:#}",
+        r["clusters/c0"]
+    );
+    assert_eq!(
+        r["clusters/c1"]["applied"]["outcome"], "not-attempted",
+        "{:#}",
+        r["clusters/c1"]
+    );
+    assert!(
+        proxies(&env).await.is_empty(),
+        "nothing after the failure was written"
+    );
+
+    let went_on = migrate(&env, &["--apply", "--continue-on-error", "-o", "json"]).await;
+    assert_eq!(went_on.code, 1, "{went_on:#?}");
+    let r = rows(&went_on);
+    assert_eq!(r["clusters/c0"]["applied"]["outcome"], "failed");
+    assert_eq!(
+        r["clusters/c1"]["applied"]["outcome"], "applied",
+        "{:#}",
+        r["clusters/c1"]
+    );
+    assert_eq!(
+        proxies(&env).await.keys().collect::<Vec<_>>(),
+        ["konnector-agent-c1"]
+    );
+}
