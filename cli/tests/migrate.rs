@@ -5,9 +5,10 @@
 //! CAREN and CAAPH are not served as Go modules here (the module proxy answers 403), so CAREN's proxies are
 //! written the way `tests/tests/caren_names.rs` writes them, and "nothing uninstalled" is what konnector can be
 //! held to: the same proxy object (uid), no second proxy, no DELETE sent for any proxy (the executor's request
-//! metric), and the HelmReleaseProxy that installed the release still there, not being deleted. The stand-in does
-//! not model upgrades (its HelmReleaseProxies stay at revision 1), so "a new revision" is asserted as the plan's
-//! verdict and the spec konnector wrote, not as a revision number.
+//! metric), and the HelmReleaseProxy that installed the release still there, not being deleted. The stand-in runs
+//! with its upgrade model on (`CaaphOptions::upgrades`: a changed version or values is revision + 1 on the same
+//! HelmReleaseProxy), so "no new revision" and "a new revision" are asserted as revision numbers; that model is the
+//! stand-in's reading of CAAPH's rules, not CAAPH.
 
 use std::{collections::BTreeMap, process::Stdio};
 
@@ -222,6 +223,19 @@ async fn still_installed(env: &ExecutorEnv, uid: &str) {
     assert!(hrp.metadata.deletion_timestamp.is_none(), "and not being deleted");
 }
 
+/// `status.revision` of the HelmReleaseProxy `uid`.
+async fn revision(env: &ExecutorEnv, uid: &str) -> i64 {
+    let hrps: Api<DynamicObject> = Api::namespaced_with(env.admin.clone(), TEST_NAMESPACE, &hrp_resource());
+    hrps.list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|h| h.metadata.uid.as_deref() == Some(uid))
+        .and_then(|h| h.data["status"]["revision"].as_i64())
+        .unwrap_or_default()
+}
+
 fn hcp_deletes(executor: &RunningExecutor) -> u64 {
     executor
         .metrics
@@ -261,7 +275,13 @@ async fn carens_fleet_is_taken_over_under_its_own_names_without_an_uninstall() {
     )
     .await
     .unwrap();
-    let _caaph = CaaphStandIn::start(env.admin.clone(), CaaphOptions::default());
+    let _caaph = CaaphStandIn::start(
+        env.admin.clone(),
+        CaaphOptions {
+            upgrades: true,
+            ..Default::default()
+        },
+    );
     let c2 = add_cluster(&env, "c2", true).await;
     let c3 = add_cluster(&env, "c3", false).await;
     let c4 = add_cluster(&env, "c4", true).await;
@@ -382,6 +402,16 @@ async fn carens_fleet_is_taken_over_under_its_own_names_without_an_uninstall() {
     for uid in releases.values() {
         still_installed(&env, uid).await;
     }
+    // The release's history continues on the same HelmReleaseProxy: c2 is upgraded once (revision 2), c1 not.
+    support::eventually("the stand-in upgrades c2's release in place", || async {
+        revision(&env, &releases[&upgrade]).await == 2
+    })
+    .await;
+    assert_eq!(
+        revision(&env, &releases[&same]).await,
+        1,
+        "c1's release was not upgraded"
+    );
     let c2_now = hcps(&env).get(&upgrade).await.unwrap();
     assert_eq!(
         c2_now.data["spec"]["version"], planned["version"],
@@ -410,6 +440,12 @@ async fn carens_fleet_is_taken_over_under_its_own_names_without_an_uninstall() {
         assert_eq!(r[c]["applied"]["outcome"], "applied", "{:#}", r[c]);
     }
     assert_eq!(proxies(&env).await, after, "the second --apply changed nothing");
+    assert_eq!(revision(&env, &releases[&same]).await, 1);
+    assert_eq!(
+        revision(&env, &releases[&upgrade]).await,
+        2,
+        "no further revision"
+    );
     assert_eq!(hcp_deletes(&env.executor), 0);
 }
 
