@@ -125,13 +125,22 @@ async fn proxies(env: &ExecutorEnv) -> BTreeMap<String, (String, String)> {
 }
 
 async fn add_cluster(env: &ExecutorEnv, name: &str, configured: bool) -> WorkloadCluster {
+    add_cluster_with(
+        env,
+        name,
+        configured.then(|| addon_cluster_config(TEST_CREDENTIALS_SECRET)),
+    )
+    .await
+}
+
+async fn add_cluster_with(env: &ExecutorEnv, name: &str, cluster_config: Option<Value>) -> WorkloadCluster {
     workload::create_workload_cluster(
         &env.admin,
         &env.workload,
         TEST_NAMESPACE,
         name,
         ClusterOptions {
-            cluster_config: configured.then(|| addon_cluster_config(TEST_CREDENTIALS_SECRET)),
+            cluster_config,
             ..ClusterOptions::initialized()
         },
     )
@@ -314,13 +323,20 @@ async fn carens_fleet_is_taken_over_under_its_own_names_without_an_uninstall() {
     }
     let before = proxies(&env).await;
     let _ = c3;
+    // Two more that a takeover must not touch: one whose credentials Secret does not exist (PlanAgent refuses),
+    // one being deleted.
+    add_cluster_with(&env, "c5", Some(addon_cluster_config("no-such-secret"))).await;
+    add_cluster(&env, "c6", true).await;
+    workload::start_cluster_deletion(&env.admin, TEST_NAMESPACE, "c6")
+        .await
+        .unwrap();
 
     // The plan: one row per Cluster, nothing written, exit 1 because c4 is blocked.
     let calls = || kube_calls(&env.executor);
     let start = calls();
     let plan = migrate(&env, &["-o", "json"]).await;
     println!(
-        "executor management API requests for the 4-Cluster plan: {}",
+        "executor management API requests for the 6-Cluster plan: {}",
         calls() - start
     );
     assert_eq!(plan.code, 1, "{plan:#?}");
@@ -354,6 +370,15 @@ async fn carens_fleet_is_taken_over_under_its_own_names_without_an_uninstall() {
         "{:#}",
         r["clusters/c4"]
     );
+    assert!(
+        r["clusters/c5"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-secret"),
+        "{:#}",
+        r["clusters/c5"]
+    );
+    assert_eq!(r["clusters/c6"]["reason"], "the Cluster is being deleted");
     assert_eq!(proxies(&env).await, before, "the plan wrote nothing");
     let table = migrate(&env, &[]).await;
     assert_eq!(table.code, 1);
@@ -363,7 +388,7 @@ async fn carens_fleet_is_taken_over_under_its_own_names_without_an_uninstall() {
         "clusters/c3: not enabled",
         "clusters/c4: blocked: repoURL",
         "(the same object: nothing deleted or renamed)",
-        "4 Cluster(s): 1 blocked, 1 no-change, 1 not-enabled, 1 upgrade (a plan: nothing was written)",
+        "6 Cluster(s): 3 blocked, 1 no-change, 1 not-enabled, 1 upgrade (a plan: nothing was written)",
     ] {
         assert!(table.stdout.contains(line), "{line:?} not in\n{}", table.stdout);
     }
@@ -378,7 +403,7 @@ async fn carens_fleet_is_taken_over_under_its_own_names_without_an_uninstall() {
     for c in ["clusters/c1", "clusters/c2"] {
         assert_eq!(r[c]["applied"]["outcome"], "applied", "{:#}", r[c]);
     }
-    for c in ["clusters/c3", "clusters/c4"] {
+    for c in ["clusters/c3", "clusters/c4", "clusters/c5", "clusters/c6"] {
         assert_eq!(r[c]["applied"]["outcome"], "skipped", "{:#}", r[c]);
     }
     let after = proxies(&env).await;
@@ -430,7 +455,7 @@ async fn carens_fleet_is_taken_over_under_its_own_names_without_an_uninstall() {
     let start = calls();
     let again = migrate(&env, &["--apply", "-o", "json"]).await;
     println!(
-        "executor management API requests for the second --apply (4 Clusters, 2 applied): {}",
+        "executor management API requests for the second --apply (6 Clusters, 2 applied): {}",
         calls() - start
     );
     let r = rows(&again);
