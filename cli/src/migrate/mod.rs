@@ -416,7 +416,7 @@ impl MigrateView {
                     "  HelmChartProxy",
                     format!("{} (managers: {})", e.name, e.managers()),
                 );
-            } else if r.verdict != Verdict::NotEnabled {
+            } else if r.planned_name.is_some() {
                 rows.row("  HelmChartProxy", "none under the planned name");
             }
             if let Some(name) = &r.planned_name {
@@ -443,12 +443,12 @@ impl MigrateView {
             }
             if !r.revisions.is_empty() {
                 let now: Vec<String> = r.revisions.iter().map(i64::to_string).collect();
-                let next = if r.new_revision {
-                    "a new revision"
-                } else {
-                    "no new revision"
+                let next = match (r.verdict, r.new_revision) {
+                    (Verdict::Blocked, _) => "",
+                    (_, true) => "; a new revision",
+                    (_, false) => "; no new revision",
                 };
-                rows.row("  Helm revision", format!("{} now; {next}", now.join(", ")));
+                rows.row("  Helm revision", format!("{} now{next}", now.join(", ")));
             }
             for s in &r.siblings {
                 rows.row("  also drives it", format!("{s} (left in place)"));
