@@ -607,6 +607,13 @@ async fn apply_stops_at_the_first_failure_unless_told_to_go_on() {
         proxies(&env).await.is_empty(),
         "nothing after the failure was written"
     );
+    assert!(
+        stopped
+            .stderr
+            .contains("konnector migrate: [1/2] clusters/c0 FAILED")
+            && !stopped.stderr.contains("[2/2]"),
+        "{stopped:#?}"
+    );
 
     let went_on = migrate(&env, &["--apply", "--continue-on-error", "-o", "json"]).await;
     assert_eq!(went_on.code, 1, "{went_on:#?}");
@@ -616,6 +623,12 @@ async fn apply_stops_at_the_first_failure_unless_told_to_go_on() {
         r["clusters/c1"]["applied"]["outcome"], "applied",
         "{:#}",
         r["clusters/c1"]
+    );
+    assert!(
+        went_on
+            .stderr
+            .contains("konnector migrate: [2/2] clusters/c1 applied"),
+        "{went_on:#?}"
     );
     assert_eq!(
         proxies(&env).await.keys().collect::<Vec<_>>(),

@@ -321,6 +321,7 @@ async fn apply_all(
         }));
     }
     let todo: Vec<usize> = (0..rows.len()).filter(|i| rows[*i].verdict.applies()).collect();
+    let (total, mut done) = (todo.len(), 0);
     let mut pending = todo.into_iter();
     let mut running = tokio::task::JoinSet::new();
     let mut failed: Option<String> = None;
@@ -338,6 +339,15 @@ async fn apply_all(
                 if matches!(row.applied, Some(Applied::Failed(_))) && !continue_on_error {
                     failed.get_or_insert_with(|| row.cluster.clone());
                 }
+                // Progress on stderr as each row ends, so a run cut short (--timeout, Ctrl-C) still says what it
+                // wrote; stdout keeps the one document.
+                done += 1;
+                let what = match &row.applied {
+                    Some(Applied::Applied(_)) => "applied",
+                    Some(Applied::Failed(_)) => "FAILED",
+                    _ => "skipped (changed since the plan)",
+                };
+                eprintln!("konnector migrate: [{done}/{total}] {} {what}", row.cluster);
                 rows[i] = *row;
             }
             Some(Ok((_, Outcome::ReadOnly(status)))) => {
