@@ -330,13 +330,26 @@ async fn carens_fleet_is_taken_over_under_its_own_names_without_an_uninstall() {
     workload::start_cluster_deletion(&env.admin, TEST_NAMESPACE, "c6")
         .await
         .unwrap();
+    // And one whose control plane has not initialized: AfterControlPlaneInitialized will install it.
+    workload::create_workload_cluster(
+        &env.admin,
+        &env.workload,
+        TEST_NAMESPACE,
+        "c7",
+        ClusterOptions {
+            cluster_config: Some(addon_cluster_config(TEST_CREDENTIALS_SECRET)),
+            ..ClusterOptions::default()
+        },
+    )
+    .await
+    .unwrap();
 
     // The plan: one row per Cluster, nothing written, exit 1 because c4 is blocked.
     let calls = || kube_calls(&env.executor);
     let start = calls();
     let plan = migrate(&env, &["-o", "json"]).await;
     println!(
-        "executor management API requests for the 6-Cluster plan: {}",
+        "executor management API requests for the 7-Cluster plan: {}",
         calls() - start
     );
     assert_eq!(plan.code, 1, "{plan:#?}");
@@ -379,6 +392,7 @@ async fn carens_fleet_is_taken_over_under_its_own_names_without_an_uninstall() {
         r["clusters/c5"]
     );
     assert_eq!(r["clusters/c6"]["reason"], "the Cluster is being deleted");
+    assert_eq!(r["clusters/c7"]["verdict"], "waiting", "{:#}", r["clusters/c7"]);
     assert_eq!(proxies(&env).await, before, "the plan wrote nothing");
     let table = migrate(&env, &[]).await;
     assert_eq!(table.code, 1);
@@ -388,7 +402,7 @@ async fn carens_fleet_is_taken_over_under_its_own_names_without_an_uninstall() {
         "clusters/c3: not enabled",
         "clusters/c4: blocked: repoURL",
         "(the same object: nothing deleted or renamed)",
-        "6 Cluster(s): 3 blocked, 1 no-change, 1 not-enabled, 1 upgrade (a plan: nothing was written)",
+        "7 Cluster(s): 3 blocked, 1 no-change, 1 not-enabled, 1 upgrade, 1 waiting (a plan: nothing was written)",
     ] {
         assert!(table.stdout.contains(line), "{line:?} not in\n{}", table.stdout);
     }
@@ -403,7 +417,13 @@ async fn carens_fleet_is_taken_over_under_its_own_names_without_an_uninstall() {
     for c in ["clusters/c1", "clusters/c2"] {
         assert_eq!(r[c]["applied"]["outcome"], "applied", "{:#}", r[c]);
     }
-    for c in ["clusters/c3", "clusters/c4", "clusters/c5", "clusters/c6"] {
+    for c in [
+        "clusters/c3",
+        "clusters/c4",
+        "clusters/c5",
+        "clusters/c6",
+        "clusters/c7",
+    ] {
         assert_eq!(r[c]["applied"]["outcome"], "skipped", "{:#}", r[c]);
     }
     let after = proxies(&env).await;
@@ -455,7 +475,7 @@ async fn carens_fleet_is_taken_over_under_its_own_names_without_an_uninstall() {
     let start = calls();
     let again = migrate(&env, &["--apply", "-o", "json"]).await;
     println!(
-        "executor management API requests for the second --apply (6 Clusters, 2 applied): {}",
+        "executor management API requests for the second --apply (7 Clusters, 2 applied): {}",
         calls() - start
     );
     let r = rows(&again);

@@ -41,6 +41,8 @@ pub enum Verdict {
     Upgrade,
     /// No proxy drives the Cluster's release: konnector creates one (as AfterControlPlaneInitialized would).
     Install,
+    /// No proxy yet, and the control plane has not initialized: AfterControlPlaneInitialized installs it.
+    Waiting,
     /// The addon is not configured on the Cluster: nothing to take over.
     NotEnabled,
     /// Taking over would uninstall, fight another Cluster's proxy, or cannot be judged; `reason` says which.
@@ -140,6 +142,9 @@ impl Row {
             Verdict::NoChange => "takes over, no change".into(),
             Verdict::Upgrade => "takes over, upgrade (new revision)".into(),
             Verdict::Install => "installs (new HelmChartProxy)".into(),
+            Verdict::Waiting => {
+                "waits for its control plane (AfterControlPlaneInitialized installs the agent)".into()
+            }
             Verdict::NotEnabled => "not enabled".into(),
             Verdict::Blocked => format!("blocked: {}", self.reason),
         }
@@ -157,6 +162,8 @@ pub struct Inputs<'a> {
     pub labels: &'a BTreeMap<String, String>,
     /// Its annotations.
     pub annotations: &'a BTreeMap<String, String>,
+    /// Whether CAPI says its control plane has initialized ([`crate::capi::control_plane_initialized`]).
+    pub initialized: bool,
     /// GetAgentStatus, or why not.
     pub status: Result<&'a StatusView, String>,
     /// PlanAgent (asked only for a configured Cluster that is not being deleted), or why not.
@@ -324,7 +331,11 @@ pub fn judge(inputs: &Inputs<'_>) -> Row {
             );
         }
         return Row {
-            verdict: Verdict::Install,
+            verdict: if inputs.initialized {
+                Verdict::Install
+            } else {
+                Verdict::Waiting
+            },
             ..row
         };
     };

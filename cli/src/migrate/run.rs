@@ -8,7 +8,6 @@
 
 use std::{collections::BTreeMap, io::Write, sync::Arc};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use konnector_proto::v1::{ApplyAgentRequest, ClusterRef, Trigger};
 use kube::{
     Api, Client,
@@ -58,21 +57,25 @@ pub(crate) async fn migrate(
             let one = args
                 .cluster(connect::context_namespace(&args.connection).as_deref())
                 .map_err(Failure::Usage)?;
-            let found = crate::capi::list_cluster_metas(&client, Some(&one.namespace), Some(&one.name))
+            let found = crate::capi::list_cluster_objects(&client, Some(&one.namespace), Some(&one.name))
                 .await
                 .map_err(Failure::Unreachable)?;
             if found.is_empty() {
                 // Not listed (or not visible to this user): the executor's answer says which, as a blocked row.
-                vec![ObjectMeta {
-                    namespace: Some(one.namespace),
-                    name: Some(one.name),
-                    ..ObjectMeta::default()
+                vec![DynamicObject {
+                    types: None,
+                    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                        namespace: Some(one.namespace),
+                        name: Some(one.name),
+                        ..Default::default()
+                    },
+                    data: serde_json::Value::Null,
                 }]
             } else {
                 found
             }
         }
-        None => crate::capi::list_cluster_metas(&client, args.cluster_namespace.as_deref(), None)
+        None => crate::capi::list_cluster_objects(&client, args.cluster_namespace.as_deref(), None)
             .await
             .map_err(Failure::Unreachable)?,
     };
@@ -151,9 +154,9 @@ fn dns_names(der: &[u8]) -> Vec<String> {
 }
 
 /// One list per namespace that has a Cluster.
-async fn read_proxies(client: &Client, clusters: &[ObjectMeta]) -> Proxies {
+async fn read_proxies(client: &Client, clusters: &[DynamicObject]) -> Proxies {
     let mut out = Proxies::new();
-    for ns in clusters.iter().filter_map(|c| c.namespace.clone()) {
+    for ns in clusters.iter().filter_map(|c| c.metadata.namespace.clone()) {
         if out.contains_key(&ns) {
             continue;
         }
@@ -180,8 +183,9 @@ async fn read_namespace(client: &Client, ns: &str) -> Result<Vec<DynamicObject>,
 async fn row_for(
     executor: &ExecutorConn,
     proxies: Result<&[DynamicObject], String>,
-    meta: &ObjectMeta,
+    object: &DynamicObject,
 ) -> Row {
+    let meta = &object.metadata;
     let cluster = ClusterName {
         namespace: meta.namespace.clone().unwrap_or_default(),
         name: meta.name.clone().unwrap_or_default(),
@@ -205,14 +209,15 @@ async fn row_for(
         name: &cluster.name,
         labels: meta.labels.as_ref().unwrap_or(&empty),
         annotations: meta.annotations.as_ref().unwrap_or(&empty),
+        initialized: crate::capi::control_plane_initialized(object),
         status: status.as_ref().map_err(Clone::clone),
         plan: plan.as_ref().map(|p| p.as_ref().map_err(Clone::clone)),
         proxies,
     })
 }
 
-fn proxies_of<'a>(proxies: &'a Proxies, meta: &ObjectMeta) -> Result<&'a [DynamicObject], String> {
-    match proxies.get(meta.namespace.as_deref().unwrap_or_default()) {
+fn proxies_of<'a>(proxies: &'a Proxies, cluster: &DynamicObject) -> Result<&'a [DynamicObject], String> {
+    match proxies.get(cluster.metadata.namespace.as_deref().unwrap_or_default()) {
         Some(Ok(list)) => Ok(list.as_slice()),
         Some(Err(why)) => Err(why.clone()),
         None => Err("not read".to_owned()),
@@ -222,7 +227,7 @@ fn proxies_of<'a>(proxies: &'a Proxies, meta: &ObjectMeta) -> Result<&'a [Dynami
 async fn plan_all(
     executor: &ExecutorConn,
     proxies: &Arc<Proxies>,
-    clusters: Vec<ObjectMeta>,
+    clusters: Vec<DynamicObject>,
 ) -> Result<Vec<Row>, Failure> {
     let mut rows = Vec::with_capacity(clusters.len());
     let mut pending = clusters.into_iter();
@@ -251,13 +256,13 @@ enum Outcome {
 
 /// Re-reads the row just before writing (the plan may be minutes old), and calls ApplyAgent only when it still says
 /// the same thing: a row that changed meanwhile is skipped, never applied on a stale judgement.
-async fn apply_one(executor: ExecutorConn, client: Client, meta: ObjectMeta, planned: Row) -> Outcome {
-    let ns = meta.namespace.clone().unwrap_or_default();
+async fn apply_one(executor: ExecutorConn, client: Client, cluster: DynamicObject, planned: Row) -> Outcome {
+    let ns = cluster.metadata.namespace.clone().unwrap_or_default();
     let list = read_namespace(&client, &ns).await;
     let mut row = row_for(
         &executor,
         list.as_ref().map(Vec::as_slice).map_err(Clone::clone),
-        &meta,
+        &cluster,
     )
     .await;
     if row.verdict != planned.verdict || row.planned_name != planned.planned_name {
@@ -270,7 +275,7 @@ async fn apply_one(executor: ExecutorConn, client: Client, meta: ObjectMeta, pla
     let request = ApplyAgentRequest {
         cluster: Some(ClusterRef {
             namespace: ns,
-            name: meta.name.clone().unwrap_or_default(),
+            name: cluster.metadata.name.clone().unwrap_or_default(),
             // The Cluster the plan judged: one re-created under the same name since is refused.
             uid: row.cluster_uid.clone(),
             resource_version: String::new(),
@@ -297,26 +302,27 @@ async fn apply_one(executor: ExecutorConn, client: Client, meta: ObjectMeta, pla
 async fn apply_all(
     executor: &ExecutorConn,
     client: &Client,
-    clusters: &[ObjectMeta],
+    clusters: &[DynamicObject],
     rows: &mut [Row],
     concurrency: usize,
     continue_on_error: bool,
 ) -> Result<(), Failure> {
-    let metas: BTreeMap<String, &ObjectMeta> = clusters
+    let metas: BTreeMap<String, &DynamicObject> = clusters
         .iter()
-        .map(|m| {
+        .map(|c| {
             let key = format!(
                 "{}/{}",
-                m.namespace.as_deref().unwrap_or_default(),
-                m.name.as_deref().unwrap_or_default()
+                c.metadata.namespace.as_deref().unwrap_or_default(),
+                c.metadata.name.as_deref().unwrap_or_default()
             );
-            (key, m)
+            (key, c)
         })
         .collect();
     rows.sort_by(|a, b| a.cluster.cmp(&b.cluster));
     for row in rows.iter_mut().filter(|r| !r.verdict.applies()) {
         row.applied = Some(Applied::Skipped(match row.verdict {
             Verdict::NotEnabled => "not enabled".to_owned(),
+            Verdict::Waiting => "waits for its control plane".to_owned(),
             _ => "blocked".to_owned(),
         }));
     }

@@ -79,6 +79,7 @@ fn row(status: &StatusView, plan: Result<&PlanView, String>, proxies: &[DynamicO
         name: "c1",
         labels: &labels(),
         annotations: &uuid_annotation(),
+        initialized: true,
         status: Ok(status),
         plan: Some(plan),
         proxies: Ok(proxies),
@@ -165,6 +166,7 @@ fn not_enabled_deleting_and_refused_plans() {
         name: "c1",
         labels: &labels(),
         annotations: &BTreeMap::new(),
+        initialized: true,
         status: Err("the executor refused GetAgentStatus: NOT_FOUND".into()),
         plan: None,
         proxies: Ok(&[]),
@@ -210,6 +212,19 @@ fn a_second_proxy_for_a_driven_release_is_blocked_and_a_free_cluster_installs() 
         &[proxy("cilium", ("x", "y"), cni, &[])],
     );
     assert_eq!(r.verdict, Verdict::Install, "{r:?}");
+    // The same before the control plane initialized: the hook installs it, not a takeover.
+    let r = judge(&Inputs {
+        cluster: "clusters/c1".into(),
+        name: "c1",
+        labels: &labels(),
+        annotations: &BTreeMap::new(),
+        initialized: false,
+        status: Ok(&status(true, false)),
+        plan: Some(Ok(&plan(&caren_name(), spec("1.4.0", "")))),
+        proxies: Ok(&[]),
+    });
+    assert_eq!(r.verdict, Verdict::Waiting, "{r:?}");
+    assert!(!r.verdict.applies());
 }
 
 #[test]
