@@ -20,6 +20,10 @@ const EXAMPLES: &str = "Examples:
   kubectl konnector doctor wl-1 -n tenants --context prod --as alice
   # Which Clusters have a broken agent, worst first
   kubectl konnector fleet
+  # Taking over from CAREN: what would change per Cluster (writes nothing), then apply it with a writing identity
+  kubectl konnector migrate -n tenants
+  konnector migrate --apply --executor-url https://127.0.0.1:8090 --server-name konnector-executor.konnector-system.svc \
+    --ca ca.crt --cert gateway.crt --key gateway.key
   # konnector installed in another namespace, under another release name
   kubectl konnector status wl-1 -n tenants --konnector-namespace platform --release konnector-prod
   # Shell completion
@@ -31,8 +35,9 @@ const EXAMPLES: &str = "Examples:
 /// it finds a ready executor pod, port-forwards to it and presents the CLI's own read-only client certificate
 /// (Secret <release>-cli).
 ///
-/// Exit codes: 0 success; 1 doctor found a failing check; 2 bad usage; 3 the executor could not be reached
-/// (kubeconfig, pod, Secret, TLS, network); 4 the executor refused the request (the message says why).
+/// Exit codes: 0 success; 1 doctor or fleet found a failing check, or a migrate row is blocked or failed; 2 bad usage; 3 the executor could not be reached
+/// (kubeconfig, pod, Secret, TLS, network); 4 the executor refused the request (the message says why), or migrate
+/// --apply was given a read-only identity.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "konnector", version = konnector_runtime::VERSION, after_help = EXAMPLES)]
 pub struct Args {
@@ -85,6 +90,28 @@ pub enum Command {
     /// Every Cluster (in -n's namespace, else in all), one line each, worst first: which have a broken agent.
     /// Lists the Clusters through the kubeconfig; exits 1 when one has a failing check.
     Fleet,
+    /// Taking over a fleet CAREN manages: per Cluster (one, -n's, else all), the HelmChartProxy there now, the one
+    /// konnector would write, what changes and whether that means a new Helm revision. Writes nothing unless
+    /// --apply. Exits 1 when a row is blocked or an apply failed.
+    Migrate {
+        /// One Cluster, as <namespace>/<name> (or <name> with -n). Default: every Cluster in -n's namespace, else
+        /// in all.
+        cluster: Option<ClusterName>,
+        /// Show the plan and write nothing (the default).
+        #[arg(long, conflicts_with = "apply")]
+        plan: bool,
+        /// Apply the rows the plan does not block, one ApplyAgent each, stopping at the first failure. Needs a
+        /// writing client identity (--executor-url with --cert/--key); the CLI's own identity is read-only.
+        #[arg(long)]
+        apply: bool,
+        /// ApplyAgent calls in flight at once with --apply (1 to 8).
+        #[arg(long, env = "KONNECTOR_MIGRATE_CONCURRENCY", default_value_t = 1,
+              value_parser = clap::value_parser!(u8).range(1..=8))]
+        concurrency: u8,
+        /// With --apply, go on after a failed row instead of stopping (a refused identity still stops at once).
+        #[arg(long, requires = "apply")]
+        continue_on_error: bool,
+    },
     /// Prints a shell completion script: `source <(konnector completion bash)`, or for the kubectl plugin, a
     /// `kubectl_complete-konnector` script (kubectl >= 1.26) that runs it.
     Completion {
@@ -98,6 +125,7 @@ impl Command {
     pub fn cluster(&self) -> Option<&ClusterName> {
         match self {
             Self::Status { cluster } | Self::Plan { cluster } | Self::Doctor { cluster, .. } => Some(cluster),
+            Self::Migrate { cluster, .. } => cluster.as_ref(),
             Self::Completion { .. } | Self::Fleet => None,
         }
     }
@@ -346,6 +374,49 @@ mod tests {
         );
         assert!(parse_request_timeout("soon").is_err());
         <Args as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn migrate_flags() {
+        let parse = |argv: &[&str]| Args::try_parse_from(argv);
+        let Command::Migrate {
+            cluster,
+            apply,
+            concurrency,
+            ..
+        } = parse(&["konnector", "migrate"]).unwrap().command
+        else {
+            panic!("migrate")
+        };
+        assert_eq!((cluster, apply, concurrency), (None, false, 1));
+        let args = parse(&[
+            "konnector",
+            "migrate",
+            "wl-1",
+            "-n",
+            "tenants",
+            "--apply",
+            "--concurrency",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(args.cluster(None).unwrap().to_string(), "tenants/wl-1");
+        assert!(matches!(
+            args.command,
+            Command::Migrate {
+                apply: true,
+                concurrency: 4,
+                ..
+            }
+        ));
+        for bad in [
+            &["konnector", "migrate", "--plan", "--apply"][..],
+            &["konnector", "migrate", "--apply", "--concurrency", "9"],
+            &["konnector", "migrate", "--apply", "--concurrency", "0"],
+            &["konnector", "migrate", "--continue-on-error"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -378,6 +378,56 @@ pub async fn list_clusters(
     client: &Client,
     namespace: Option<&str>,
 ) -> anyhow::Result<Vec<crate::args::ClusterName>> {
+    Ok(list_cluster_metas(client, namespace, None)
+        .await?
+        .into_iter()
+        .map(|c| crate::args::ClusterName {
+            namespace: c.namespace.unwrap_or_default(),
+            name: c.name.unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// The metadata (labels, annotations, uid) of the CAPI Clusters in `namespace` (all when None), only the one
+/// called `name` when given, sorted by namespace and name.
+pub async fn list_cluster_metas(
+    client: &Client,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> anyhow::Result<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>> {
+    let mut metas: Vec<_> = cluster_api(client, namespace)
+        .await?
+        .list_metadata(&cluster_params(name))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot list Clusters: {}", crate::connect::chain(&e)))?
+        .items
+        .into_iter()
+        .map(|c| c.metadata)
+        .collect();
+    metas.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    Ok(metas)
+}
+
+/// [`list_cluster_metas`] with each Cluster's whole object (its status too), sorted by namespace and name.
+pub async fn list_cluster_objects(
+    client: &Client,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> anyhow::Result<Vec<DynamicObject>> {
+    let mut clusters: Vec<_> = cluster_api(client, namespace)
+        .await?
+        .list(&cluster_params(name))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot list Clusters: {}", crate::connect::chain(&e)))?
+        .items;
+    clusters.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
+    Ok(clusters)
+}
+
+/// Clusters at the version the API server prefers.
+async fn cluster_api(client: &Client, namespace: Option<&str>) -> anyhow::Result<Api<DynamicObject>> {
     use anyhow::Context;
     let group = discovery::group(client, "cluster.x-k8s.io")
         .await
@@ -385,23 +435,36 @@ pub async fn list_clusters(
     let (resource, _) = group
         .recommended_kind("Cluster")
         .context("the API server serves no CAPI Cluster kind")?;
-    let api: Api<DynamicObject> = match namespace {
+    Ok(match namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
         None => Api::all_with(client.clone(), &resource),
-    };
-    let mut names: Vec<crate::args::ClusterName> = api
-        .list_metadata(&ListParams::default())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot list Clusters: {}", crate::connect::chain(&e)))?
-        .items
-        .into_iter()
-        .map(|c| crate::args::ClusterName {
-            namespace: c.metadata.namespace.unwrap_or_default(),
-            name: c.metadata.name.unwrap_or_default(),
+    })
+}
+
+fn cluster_params(name: Option<&str>) -> ListParams {
+    match name {
+        Some(name) => ListParams::default().fields(&format!("metadata.name={name}")),
+        None => ListParams::default(),
+    }
+}
+
+/// Whether CAPI says the Cluster's control plane has initialized: v1beta2's
+/// `status.initialization.controlPlaneInitialized`, v1beta1's `status.controlPlaneReady`, or a
+/// `ControlPlaneInitialized` condition that is True (in either version's condition lists). CAPI leaves these unset
+/// until it is so, so no signal means not yet.
+pub fn control_plane_initialized(cluster: &DynamicObject) -> bool {
+    let status = &cluster.data["status"];
+    let condition = |list: &Value| {
+        list.as_array().is_some_and(|l| {
+            l.iter()
+                .any(|c| c["type"] == "ControlPlaneInitialized" && c["status"] == "True")
         })
-        .collect();
-    names.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    Ok(names)
+    };
+    status["initialization"]["controlPlaneInitialized"] == true
+        || status["controlPlaneReady"] == true
+        || condition(&status["conditions"])
+        || condition(&status["v1beta2"]["conditions"])
+        || condition(&status["deprecated"]["v1beta1"]["conditions"])
 }
 
 /// Whether `selector` selects an object with `labels` (matchLabels and matchExpressions, all of them). An empty

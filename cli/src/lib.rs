@@ -1,8 +1,8 @@
-//! konnector's operator CLI: `konnector status|plan|doctor <namespace>/<cluster>`, also run by kubectl as the
-//! plugin `kubectl konnector …`.
+//! konnector's operator CLI: `konnector status|plan|doctor <namespace>/<cluster>`, `fleet` and `migrate`, also run
+//! by kubectl as the plugin `kubectl konnector …`.
 //!
 //! It is a read-only gRPC client of the executor: GetAgentStatus, PlanAgent (a dry run) and the standard health
-//! check. [`connect`] reaches the executor directly or through the kubeconfig; [`status`], [`plan`] and [`doctor`]
+//! check; only `migrate --apply` calls ApplyAgent, with an identity the executor lets write ([`migrate`]). [`connect`] reaches the executor directly or through the kubeconfig; [`status`], [`plan`] and [`doctor`]
 //! turn the answers into text or JSON. Errors reach the terminal in one place, [`run`], as one line and an exit
 //! code ([`ExitCode`]).
 #![deny(missing_docs)]
@@ -12,6 +12,7 @@ pub mod capi;
 pub mod connect;
 pub mod doctor;
 pub mod fleet;
+pub mod migrate;
 pub mod plan;
 pub mod status;
 pub mod table;
@@ -33,7 +34,7 @@ use crate::connect::ExecutorConn;
 pub enum ExitCode {
     /// Success; for doctor, no check failed.
     Ok = 0,
-    /// doctor: at least one check failed.
+    /// doctor or fleet: at least one check failed; migrate: a row is blocked or its apply failed.
     CheckFailed = 1,
     /// Bad usage (clap's own code).
     Usage = 2,
@@ -54,13 +55,16 @@ enum Failure {
     Output(anyhow::Error),
     /// The command line contradicts itself in a way clap cannot see (exit 2, as clap's usage errors).
     Usage(String),
+    /// A write was asked for with an identity the executor serves read-only (exit 4, as a refusal); the text
+    /// says which identity to use.
+    Identity(String),
 }
 
 impl Failure {
     fn exit_code(&self) -> ExitCode {
         match self {
             Self::Unreachable(_) | Self::Output(_) => ExitCode::Unreachable,
-            Self::Refused { .. } => ExitCode::Refused,
+            Self::Refused { .. } | Self::Identity(_) => ExitCode::Refused,
             Self::Usage(_) => ExitCode::Usage,
         }
     }
@@ -72,7 +76,7 @@ impl Failure {
             Self::Unreachable(e) => connect::chain(e.as_ref()),
             Self::Refused { rpc, status } => refusal(rpc, status),
             Self::Output(e) => format!("cannot write the output: {}", connect::chain(e.as_ref())),
-            Self::Usage(why) => why.clone(),
+            Self::Usage(why) | Self::Identity(why) => why.clone(),
         };
         text.replace(['\n', '\r'], " ")
     }
@@ -157,6 +161,15 @@ async fn run_unbounded(args: &Args, out: &mut impl Write) -> Result<ExitCode, Fa
     if let Command::Fleet = &args.command {
         return fleet(args, out).await;
     }
+    if let Command::Migrate {
+        apply,
+        concurrency,
+        continue_on_error,
+        ..
+    } = &args.command
+    {
+        return migrate::run::migrate(args, *apply, usize::from(*concurrency), *continue_on_error, out).await;
+    }
     let cluster = &args
         .cluster(connect::context_namespace(&args.connection).as_deref())
         .map_err(Failure::Usage)?;
@@ -188,7 +201,7 @@ async fn run_unbounded(args: &Args, out: &mut impl Write) -> Result<ExitCode, Fa
                 ExitCode::CheckFailed
             })
         }
-        Command::Completion { .. } | Command::Fleet => Ok(ExitCode::Ok),
+        Command::Completion { .. } | Command::Fleet | Command::Migrate { .. } => Ok(ExitCode::Ok),
     }
 }
 

@@ -13,6 +13,8 @@
 //! * "installing" a release writes the ConfigMap `<release namespace>/<release name>-release` on the workload
 //!   cluster (reached through the `<cluster>-kubeconfig` Secret), holding the values; it stands for the objects
 //!   a Helm release owns. Ready conditions are then set on the HRP and the HCP;
+//! * with [`CaaphOptions::upgrades`], a changed `version` or values is an in-place upgrade of the same HRP
+//!   (`status.revision` + 1), as CAAPH upgrades; without it (the default) a deployed HRP is never touched again;
 //! * when an HCP is being deleted, it deletes the HCP's HRPs, and removes the HCP finalizer once they are gone;
 //! * when an HRP is being deleted, it "uninstalls" after [`Uninstall::After`] (deletes that ConfigMap, then the
 //!   HRP finalizer), or never with [`Uninstall::Never`], to model a stuck uninstall.
@@ -62,6 +64,11 @@ pub struct CaaphOptions {
     pub poll_interval: Duration,
     /// Uninstall behaviour.
     pub uninstall: Uninstall,
+    /// Model CAAPH's upgrades (off by default, as before): when a HelmChartProxy's `version` or values (compared
+    /// as YAML, as CAAPH's `shouldUpgradeHelmRelease` compares rendered values) change, its HelmReleaseProxy's spec
+    /// is updated in place, and the release is upgraded: `status.revision` + 1 on the same HelmReleaseProxy, the
+    /// release ConfigMap rewritten. Any other change leaves the release alone.
+    pub upgrades: bool,
 }
 
 impl Default for CaaphOptions {
@@ -69,6 +76,7 @@ impl Default for CaaphOptions {
         Self {
             poll_interval: Duration::from_millis(200),
             uninstall: Uninstall::After(Duration::from_millis(500)),
+            upgrades: false,
         }
     }
 }
@@ -222,11 +230,15 @@ impl State {
         let spec = &hcp.data["spec"];
         for cluster in &matching {
             let cluster_name = cluster.metadata.name.clone().unwrap_or_default();
-            if cluster.metadata.deletion_timestamp.is_some()
-                || mine.iter().any(|h| {
-                    h.metadata.labels.as_ref().and_then(|l| l.get(CLUSTER_NAME_LABEL)) == Some(&cluster_name)
-                })
-            {
+            if cluster.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            if let Some(existing) = mine.iter().find(|h| {
+                h.metadata.labels.as_ref().and_then(|l| l.get(CLUSTER_NAME_LABEL)) == Some(&cluster_name)
+            }) {
+                if self.options.upgrades && existing.metadata.deletion_timestamp.is_none() {
+                    self.update_hrp(existing, spec).await?;
+                }
                 continue;
             }
             let chart = spec["chartName"].as_str().unwrap_or_default();
@@ -270,6 +282,29 @@ impl State {
         Ok(())
     }
 
+    /// With [`CaaphOptions::upgrades`]: carries a changed `version` or values into the HelmReleaseProxy.
+    async fn update_hrp(&self, hrp: &DynamicObject, hcp_spec: &Value) -> anyhow::Result<()> {
+        let have = &hrp.data["spec"];
+        let yaml = |v: &Value| serde_yaml_ng::from_str::<Value>(v.as_str().unwrap_or_default()).ok();
+        let same_values = match (yaml(&have["values"]), yaml(&hcp_spec["valuesTemplate"])) {
+            (Some(a), Some(b)) => a == b,
+            _ => have["values"] == hcp_spec["valuesTemplate"],
+        };
+        if have["version"] == hcp_spec["version"] && same_values {
+            return Ok(());
+        }
+        let ns = hrp.metadata.namespace.clone().unwrap_or_default();
+        let patch = json!({"spec": {"version": hcp_spec["version"], "values": hcp_spec["valuesTemplate"]}});
+        Api::<DynamicObject>::namespaced_with(self.mgmt.clone(), &ns, &hrp_resource())
+            .patch(
+                hrp.metadata.name.as_deref().unwrap_or_default(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn reconcile_hrp(&mut self, hrp: &DynamicObject) -> anyhow::Result<()> {
         let ns = hrp.metadata.namespace.clone().unwrap_or_default();
         let name = hrp.metadata.name.clone().unwrap_or_default();
@@ -300,11 +335,23 @@ impl State {
             }
             return Ok(());
         }
-        if hrp.data["status"]["status"] == "deployed" {
+        let generation = hrp.metadata.generation.unwrap_or_default();
+        let revision = hrp.data["status"]["revision"].as_i64().unwrap_or_default();
+        let deployed = hrp.data["status"]["status"] == "deployed";
+        // An upgrade: the spec changed since the revision that is deployed (update_hrp changed it).
+        let upgrade = self.options.upgrades
+            && deployed
+            && hrp.data["status"]["observedGeneration"]
+                .as_i64()
+                .unwrap_or(generation)
+                < generation;
+        if deployed && !upgrade {
             return Ok(());
         }
         let values = hrp.data["spec"]["values"].as_str().unwrap_or_default().to_owned();
         let status = match self.release_configmap(hrp, Some(values)).await {
+            Ok(()) if self.options.upgrades => json!({"status": {"conditions": ready_condition(),
+                "status": "deployed", "revision": revision + 1, "observedGeneration": generation}}),
             Ok(()) => {
                 json!({"status": {"conditions": ready_condition(), "status": "deployed", "revision": 1}})
             }
