@@ -167,25 +167,7 @@ fn client_access(tls: &tokio_rustls::server::TlsStream<TcpStream>, names: &Clien
         // mTLS requires a certificate, so none means the server does not authenticate clients at all.
         return Some(Access::Full);
     };
-    names.access(&dns_names(leaf.as_ref()))
-}
-
-/// The DNS subjectAltNames of a DER certificate; none when it does not parse.
-pub(crate) fn dns_names(der: &[u8]) -> Vec<String> {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return Vec::new();
-    };
-    let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return Vec::new();
-    };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            x509_parser::extensions::GeneralName::DNSName(name) => Some((*name).to_owned()),
-            _ => None,
-        })
-        .collect()
+    names.access(&konnector_runtime::tls::dns_names(leaf.as_ref()))
 }
 
 enum Stream {

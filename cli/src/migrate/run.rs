@@ -123,7 +123,7 @@ fn writing_identity(c: &Connection) -> Result<(), String> {
     if let Some(cert) = &c.cert
         && let Ok(pem) = std::fs::read(cert)
         && let Some(Ok(leaf)) = CertificateDer::pem_slice_iter(&pem).next()
-        && dns_names(leaf.as_ref())
+        && konnector_runtime::tls::dns_names(leaf.as_ref())
             .iter()
             .any(|n| n.eq_ignore_ascii_case(&read_only))
     {
@@ -133,24 +133,6 @@ fn writing_identity(c: &Connection) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// The DNS subjectAltNames of a DER certificate (none when it does not parse), as the executor reads them.
-fn dns_names(der: &[u8]) -> Vec<String> {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return Vec::new();
-    };
-    let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return Vec::new();
-    };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            x509_parser::extensions::GeneralName::DNSName(name) => Some((*name).to_owned()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// One list per namespace that has a Cluster.

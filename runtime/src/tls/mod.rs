@@ -183,5 +183,24 @@ pub fn client_config_observed(
     Ok(config)
 }
 
+/// The DNS subjectAltNames of a DER certificate; none when it does not parse. One reading for the executor, which
+/// gives a client the access its names carry, and the CLI, which refuses to write under the read-only identity.
+pub fn dns_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(name) => Some((*name).to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;
